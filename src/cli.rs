@@ -1,0 +1,127 @@
+//! The command line: `postern serve`, `postern check-config`, `postern
+//! config example|default`. Only argument handling and exit codes live
+//! here; the work is done by the library modules.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::config::{self, Config};
+use crate::server::{self, EX_CONFIG};
+
+/// postern: a small mail transfer agent.
+#[derive(FromArgs)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(Serve),
+    CheckConfig(CheckConfig),
+    Config(ConfigCmd),
+}
+
+/// Run the mail server (SMTP in, queue, delivery).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+pub struct Serve {
+    /// configuration file; without it, the embedded default is used
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// directory for the queue, the user directory and mailboxes
+    /// (overrides data_dir)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Check a configuration file and report every problem in it.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+pub struct CheckConfig {
+    /// the file to check
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+/// Print configuration: `example` (every key, annotated) or `default`
+/// (what serve runs without --config).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "config")]
+pub struct ConfigCmd {
+    /// what to print: example or default
+    #[argh(positional)]
+    pub what: String,
+}
+
+fn print_errors(errors: &[config::ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("postern: {} configuration error(s)", errors.len());
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, i32> {
+    match path {
+        None => Ok(Config::embedded()),
+        Some(p) => Config::load_file(p).map_err(|errs| {
+            print_errors(&errs);
+            EX_CONFIG
+        }),
+    }
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Serve(s) => {
+            let mut cfg = match load(s.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(d) = s.data_dir {
+                cfg.set_data_dir(d);
+            }
+            match server::serve(cfg) {
+                Ok(()) => 0,
+                Err(server::Fatal(code, msg)) => {
+                    eprintln!("postern: {msg}");
+                    code
+                }
+            }
+        }
+        Command::CheckConfig(c) => match Config::load_file(&c.file) {
+            Ok(cfg) => {
+                if let Err(errs) = crate::directory::aliases_check(&cfg) {
+                    for e in &errs {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("postern: {} configuration error(s)", errs.len());
+                    return EX_CONFIG;
+                }
+                println!("{}: ok", c.file.display());
+                0
+            }
+            Err(errs) => {
+                print_errors(&errs);
+                EX_CONFIG
+            }
+        },
+        Command::Config(c) => match c.what.as_str() {
+            "example" => {
+                print!("{}", config::example::render());
+                0
+            }
+            "default" => {
+                print!("{}", config::EMBEDDED_DEFAULT);
+                0
+            }
+            other => {
+                eprintln!("postern config: unknown {other:?}; allowed: example, default");
+                64
+            }
+        },
+    }
+}

@@ -1,0 +1,389 @@
+//! Who exists and where their mail goes: domain classes, mailboxes and
+//! alias expansion, over the SQLite mirror and the local aliases file.
+//!
+//! All lookups go through here; answers are found / not found / temporary
+//! failure ([`TempFail`]). Expansion follows the seed's Postfix set-up:
+//! for a hosted domain, an alias row wins (`alias.goto`, a comma list; an
+//! alias pointing at its own address means "deliver to the mailbox"), then
+//! the mailbox, then the domain's alias domain target (`alias_domain`),
+//! then the catch-all `@domain`. Local domains use the aliases file, then
+//! local users. Aliases may point at aliases down to a depth limit; an
+//! address that reappears among its own ancestors is a loop.
+
+pub mod aliases;
+pub mod sqlite;
+
+use std::collections::HashSet;
+
+use crate::config::{Config, LocalUsers};
+use crate::smtp::address::Address;
+use aliases::{AliasMap, AliasTarget};
+use sqlite::Db;
+
+/// A lookup that could not be answered now (locked or damaged database).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TempFail(pub String);
+
+impl std::fmt::Display for TempFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainClass {
+    /// mydestination: aliases file, then local users.
+    Local,
+    /// A hosted virtual domain (`domain.active = 1 AND backupmx = 0`).
+    Hosted,
+    /// We are a backup MX for it: accept, then relay onward.
+    Backup,
+    /// Not ours.
+    Remote,
+}
+
+/// Where one copy of a message goes after expansion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// A virtual mailbox: `maildir` is relative to the mailbox base.
+    Mailbox {
+        username: String,
+        maildir: String,
+        quota: i64,
+    },
+    /// A local user of a local domain (the domain as addressed).
+    Local { user: String, domain: String },
+    /// Somewhere else (a forward, a backup-MX domain, a relayed recipient).
+    Remote(Address),
+    /// A branch of an alias that leads nowhere.
+    Fail { address: String, why: FailReason },
+}
+
+impl Dest {
+    /// Identity for de-duplication and delivery state.
+    pub fn key(&self) -> String {
+        match self {
+            Dest::Mailbox { username, .. } => format!("mailbox:{}", username.to_lowercase()),
+            Dest::Local { user, .. } => format!("local:{user}"),
+            Dest::Remote(a) => format!("remote:{}", a.key().to_lowercase()),
+            Dest::Fail { address, .. } => format!("fail:{}", address.to_lowercase()),
+        }
+    }
+
+    /// The address a log line or Delivered-To: names.
+    pub fn address(&self) -> String {
+        match self {
+            Dest::Mailbox { username, .. } => username.clone(),
+            Dest::Local { user, domain } => format!("{user}@{domain}"),
+            Dest::Remote(a) => a.to_string(),
+            Dest::Fail { address, .. } => address.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    Unknown,
+    Loop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// At least one destination; some may be `Dest::Fail`.
+    Deliver(Vec<Dest>),
+    Unknown,
+    Loop,
+}
+
+pub struct Directory {
+    db: Db,
+    aliases: AliasMap,
+    local_domains: Vec<String>,
+    local_users: LocalUsers,
+    origin: String,
+    delimiter: String,
+    depth_limit: usize,
+}
+
+impl Directory {
+    /// Opens the database and reads the aliases file. Returns warnings that
+    /// do not stop the server (a damaged database); errors that do (a bad
+    /// aliases file) come back as `Err` with one line per problem.
+    pub fn open(cfg: &Config) -> Result<(Directory, Option<String>), Vec<String>> {
+        let aliases = match cfg.aliases_file() {
+            Some(p) => AliasMap::load(&p)?,
+            None => AliasMap::default(),
+        };
+        let (db, warning) = Db::open(&cfg.database_path(), cfg.directory.lookup_timeout.0);
+        Ok((
+            Directory {
+                db,
+                aliases,
+                local_domains: cfg.local_domains().to_vec(),
+                local_users: cfg.directory.local_users,
+                origin: cfg.origin().to_string(),
+                delimiter: cfg.main.recipient_delimiter.clone(),
+                depth_limit: cfg.directory.alias_depth_limit,
+            },
+            warning,
+        ))
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn classify(&self, domain: &str) -> Result<DomainClass, TempFail> {
+        if self.is_local_domain(domain) {
+            return Ok(DomainClass::Local);
+        }
+        if domain.starts_with('[') {
+            return Ok(DomainClass::Remote);
+        }
+        Ok(match self.db.domain(domain)? {
+            Some(row) if row.backupmx => DomainClass::Backup,
+            Some(_) => DomainClass::Hosted,
+            // An alias domain without a row of its own in `domain`.
+            None if self.db.alias_domain_target(domain)?.is_some() => DomainClass::Hosted,
+            None => DomainClass::Remote,
+        })
+    }
+
+    /// Expands an address to its final destinations.
+    pub fn resolve(&self, addr: &Address) -> Result<Resolution, TempFail> {
+        let mut out = Vec::new();
+        let mut chain = Vec::new();
+        match self.expand(addr, &mut chain, &mut out)? {
+            Some(FailReason::Unknown) if out.is_empty() => return Ok(Resolution::Unknown),
+            Some(FailReason::Loop) if out.is_empty() => return Ok(Resolution::Loop),
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        out.retain(|d| seen.insert(d.key()));
+        if out.iter().all(|d| matches!(d, Dest::Fail { .. })) {
+            return Ok(match out.first() {
+                Some(Dest::Fail {
+                    why: FailReason::Loop,
+                    ..
+                }) => Resolution::Loop,
+                _ => Resolution::Unknown,
+            });
+        }
+        Ok(Resolution::Deliver(out))
+    }
+
+    /// Appends the destinations of `addr` to `out`. Returns why nothing was
+    /// added for it, if nothing was.
+    fn expand(
+        &self,
+        addr: &Address,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Dest>,
+    ) -> Result<Option<FailReason>, TempFail> {
+        let key = addr.key().to_lowercase();
+        if chain.contains(&key) || chain.len() >= self.depth_limit {
+            return Ok(Some(FailReason::Loop));
+        }
+        // `"a@b"@example.test`: an @ inside a local part never names a domain.
+        if addr.local.contains('@') {
+            return Ok(Some(FailReason::Unknown));
+        }
+        chain.push(key);
+        let r = match self.classify(&addr.domain)? {
+            DomainClass::Remote | DomainClass::Backup => {
+                out.push(Dest::Remote(addr.clone()));
+                Ok(None)
+            }
+            DomainClass::Local => self.expand_local(addr, chain, out),
+            DomainClass::Hosted => self.expand_hosted(addr, chain, out),
+        };
+        chain.pop();
+        r
+    }
+
+    /// Expands each target of an alias; a target equal to the alias itself
+    /// is delivered by `own` (the mailbox behind the alias).
+    fn expand_targets(
+        &self,
+        addr: &Address,
+        targets: Vec<Address>,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Dest>,
+        own: impl Fn(&mut Vec<Dest>) -> Result<bool, TempFail>,
+    ) -> Result<Option<FailReason>, TempFail> {
+        let before = out.len();
+        let mut last_fail = None;
+        for t in targets {
+            if t.key().eq_ignore_ascii_case(&addr.key()) {
+                if !own(out)? {
+                    last_fail = Some(FailReason::Unknown);
+                }
+                continue;
+            }
+            if let Some(why) = self.expand(&t, chain, out)? {
+                out.push(Dest::Fail {
+                    address: t.to_string(),
+                    why,
+                });
+                last_fail = Some(why);
+            }
+        }
+        Ok(if out.len() > before {
+            None
+        } else {
+            last_fail.or(Some(FailReason::Unknown))
+        })
+    }
+
+    fn expand_local(
+        &self,
+        addr: &Address,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Dest>,
+    ) -> Result<Option<FailReason>, TempFail> {
+        let local = addr.local.to_lowercase();
+        let base = self.strip_extension(&local);
+        for name in [local.as_str(), base] {
+            if let Some(targets) = self.aliases.get(name) {
+                let targets: Vec<Address> = targets
+                    .iter()
+                    .map(|t| match t {
+                        AliasTarget::Address(a) => a.clone(),
+                        AliasTarget::Local(n) => Address::new(n, &addr.domain),
+                    })
+                    .collect();
+                let user = name.to_string();
+                return self.expand_targets(addr, targets, chain, out, |out| {
+                    Ok(local_user_ok(&user) && {
+                        out.push(Dest::Local {
+                            user: user.clone(),
+                            domain: addr.domain.clone(),
+                        });
+                        true
+                    })
+                });
+            }
+        }
+        let is_postmaster = base.eq_ignore_ascii_case("postmaster");
+        if local_user_ok(base) && (self.local_users == LocalUsers::Any || is_postmaster) {
+            out.push(Dest::Local {
+                user: base.to_string(),
+                domain: addr.domain.clone(),
+            });
+            return Ok(None);
+        }
+        Ok(Some(FailReason::Unknown))
+    }
+
+    fn expand_hosted(
+        &self,
+        addr: &Address,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Dest>,
+    ) -> Result<Option<FailReason>, TempFail> {
+        let target_domain = self.db.alias_domain_target(&addr.domain)?;
+        let base = self.strip_extension(&addr.local).to_string();
+        let mut locals = vec![addr.local.clone()];
+        if base != addr.local {
+            locals.push(base.clone());
+        }
+        for local in &locals {
+            let mut domains = vec![addr.domain.clone()];
+            domains.extend(target_domain.clone());
+            for domain in &domains {
+                let here = Address::new(local, domain);
+                if let Some(r) = self.alias_or_mailbox(&here, chain, out)? {
+                    return Ok(r);
+                }
+            }
+        }
+        // Catch-all: `@domain`, then the alias domain's target `@target`.
+        let mut domains = vec![addr.domain.clone()];
+        domains.extend(target_domain);
+        for domain in &domains {
+            if let Some(goto) = self.db.alias_goto(&format!("@{domain}"))? {
+                return self.expand_targets(addr, split_goto(&goto), chain, out, |_| Ok(false));
+            }
+        }
+        // RFC 5321 4.5.1: postmaster must always be accepted.
+        if base.eq_ignore_ascii_case("postmaster") {
+            return self.expand(&Address::new("postmaster", &self.origin), chain, out);
+        }
+        Ok(Some(FailReason::Unknown))
+    }
+
+    /// The alias row or the mailbox for exactly this address, if either exists.
+    fn alias_or_mailbox(
+        &self,
+        here: &Address,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Dest>,
+    ) -> Result<Option<Option<FailReason>>, TempFail> {
+        let key = here.key();
+        if let Some(goto) = self.db.alias_goto(&key)? {
+            let r = self.expand_targets(here, split_goto(&goto), chain, out, |out| {
+                Ok(match self.db.mailbox(&key)? {
+                    Some(m) => {
+                        out.push(Dest::Mailbox {
+                            username: m.username,
+                            maildir: m.maildir,
+                            quota: m.quota,
+                        });
+                        true
+                    }
+                    None => false,
+                })
+            })?;
+            return Ok(Some(r));
+        }
+        if let Some(m) = self.db.mailbox(&key)? {
+            out.push(Dest::Mailbox {
+                username: m.username,
+                maildir: m.maildir,
+                quota: m.quota,
+            });
+            return Ok(Some(None));
+        }
+        Ok(None)
+    }
+
+    /// `user+ext` → `user` with the configured delimiter(s).
+    fn strip_extension<'a>(&self, local: &'a str) -> &'a str {
+        if self.delimiter.is_empty() || local.eq_ignore_ascii_case("postmaster") {
+            return local;
+        }
+        match local.find(|c| self.delimiter.contains(c)) {
+            Some(i) if i > 0 => &local[..i],
+            _ => local,
+        }
+    }
+}
+
+/// Checks the aliases file a config names, for `check-config`.
+pub fn aliases_check(cfg: &Config) -> Result<(), Vec<String>> {
+    match cfg.aliases_file() {
+        Some(p) => AliasMap::load(&p).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// `alias.goto`: a comma-separated address list. Entries that are not
+/// addresses are skipped (PostfixAdmin never writes them).
+fn split_goto(goto: &str) -> Vec<Address> {
+    goto.split(',')
+        .map(str::trim)
+        .filter_map(|t| Address::parse(t, true).ok())
+        .collect()
+}
+
+/// Local user names become directory names: keep them to a safe set.
+pub fn local_user_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-+".contains(&c))
+}

@@ -1,0 +1,211 @@
+//! The only SQL in postern: the SQLite mirror of PostfixAdmin's tables.
+//!
+//! Schema: PostfixAdmin's `domain`, `mailbox`, `alias`, `alias_domain` and
+//! `quota2`, with its column names, defaults and meanings, so that the
+//! INSERT statements of a PostfixAdmin MySQL dump run unchanged. Key
+//! columns are `COLLATE NOCASE`, as PostfixAdmin's `latin1_general_ci`
+//! makes them case-insensitive. The "active" rules of the seed's
+//! mysql_*.cf queries are applied here and nowhere else.
+//!
+//! Every lookup answers found / not found / temporary failure: a locked,
+//! missing or damaged database is a [`TempFail`], which clients see as
+//! 451 4.3.0 and never as "user unknown".
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::TempFail;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS domain (
+  domain TEXT NOT NULL COLLATE NOCASE PRIMARY KEY,
+  description TEXT NOT NULL DEFAULT '',
+  aliases INTEGER NOT NULL DEFAULT 0,
+  mailboxes INTEGER NOT NULL DEFAULT 0,
+  maxquota INTEGER NOT NULL DEFAULT 0,
+  quota INTEGER NOT NULL DEFAULT 0,
+  transport TEXT NOT NULL DEFAULT '',
+  backupmx INTEGER NOT NULL DEFAULT 0,
+  created TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  modified TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  active INTEGER NOT NULL DEFAULT 1,
+  password_expiry INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mailbox (
+  username TEXT NOT NULL COLLATE NOCASE PRIMARY KEY,
+  password TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '',
+  maildir TEXT NOT NULL,
+  quota INTEGER NOT NULL DEFAULT 0,
+  local_part TEXT NOT NULL COLLATE NOCASE,
+  domain TEXT NOT NULL COLLATE NOCASE,
+  created TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  modified TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  active INTEGER NOT NULL DEFAULT 1,
+  phone TEXT NOT NULL DEFAULT '',
+  email_other TEXT NOT NULL DEFAULT '',
+  token TEXT NOT NULL DEFAULT '',
+  token_validity TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  password_expiry TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  totp_secret TEXT DEFAULT NULL,
+  smtp_active INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS mailbox_domain ON mailbox (domain);
+CREATE TABLE IF NOT EXISTS alias (
+  address TEXT NOT NULL COLLATE NOCASE PRIMARY KEY,
+  goto TEXT NOT NULL,
+  domain TEXT NOT NULL COLLATE NOCASE,
+  description TEXT NOT NULL DEFAULT '',
+  created TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  modified TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  active INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS alias_domain_idx ON alias (domain);
+CREATE TABLE IF NOT EXISTS quota2 (
+  username TEXT NOT NULL COLLATE NOCASE PRIMARY KEY,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  messages INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS alias_domain (
+  alias_domain TEXT NOT NULL COLLATE NOCASE PRIMARY KEY,
+  target_domain TEXT NOT NULL COLLATE NOCASE,
+  description TEXT NOT NULL DEFAULT '',
+  created TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  modified TEXT NOT NULL DEFAULT '2000-01-01 00:00:00',
+  active INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS alias_domain_target ON alias_domain (target_domain);
+";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRow {
+    pub backupmx: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRow {
+    pub username: String,
+    pub maildir: String,
+    pub quota: i64,
+}
+
+/// A small pool of connections to one database file.
+pub struct Db {
+    path: PathBuf,
+    busy_timeout: Duration,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    /// Opens the database, creating the file and the schema if needed.
+    /// A damaged file is not an error here: lookups will fail temporarily
+    /// and say why, so the server still starts and keeps mail queued.
+    pub fn open(path: &Path, busy_timeout: Duration) -> (Db, Option<String>) {
+        let db = Db {
+            path: path.to_path_buf(),
+            busy_timeout,
+            pool: Mutex::new(Vec::new()),
+        };
+        let problem = db.init().err().map(|e| format!("{}: {e}", path.display()));
+        (db, problem)
+    }
+
+    fn init(&self) -> rusqlite::Result<()> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(self.busy_timeout)?;
+        c.execute_batch(SCHEMA)?;
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(self.busy_timeout)?;
+        // Keep the page cache small: this runs on routers.
+        c.execute_batch("PRAGMA cache_size = -256;")?;
+        Ok(c)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, TempFail> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self
+                .connect()
+                .map_err(|e| TempFail(format!("{}: {e}", self.path.display())))?,
+        };
+        match f(&conn) {
+            Ok(v) => {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
+                Ok(v)
+            }
+            // A failed connection is dropped: the next lookup opens afresh,
+            // which is what recovers from a replaced or repaired file.
+            Err(e) => Err(TempFail(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    /// An active domain (`domain.active = 1`).
+    pub fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail> {
+        self.with(|c| {
+            c.prepare_cached("SELECT backupmx FROM domain WHERE domain = ?1 AND active = 1")?
+                .query_row([name], |r| {
+                    Ok(DomainRow {
+                        backupmx: r.get::<_, i64>(0)? != 0,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    /// The target of an active alias domain whose target domain is active.
+    pub fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT ad.target_domain FROM alias_domain ad JOIN domain d ON d.domain = ad.target_domain
+                 WHERE ad.alias_domain = ?1 AND ad.active = 1 AND d.active = 1",
+            )?
+            .query_row([name], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    /// `alias.goto` of an active alias (the seed's virtual_alias_maps).
+    pub fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail> {
+        self.with(|c| {
+            c.prepare_cached("SELECT goto FROM alias WHERE address = ?1 AND active = 1")?
+                .query_row([address], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// An active mailbox in an active domain (the seed's virtual_mailbox_maps).
+    pub fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT m.username, m.maildir, m.quota FROM mailbox m JOIN domain d ON d.domain = m.domain
+                 WHERE m.username = ?1 AND m.active = 1 AND d.active = 1",
+            )?
+            .query_row([username], |r| Ok(MailboxRow { username: r.get(0)?, maildir: r.get(1)?, quota: r.get(2)? }))
+            .optional()
+        })
+    }
+}

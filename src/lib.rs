@@ -1,0 +1,20 @@
+//! postern: a small mail transfer agent for always-on boxes.
+//!
+//! Data takes one road: listener → SMTP session (pure) → policy and
+//! directory lookups → queue (durable) → routing → delivery agent → result
+//! per recipient. See README.md for what it does and DESIGN notes in each
+//! module for what it owns.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod deliver;
+pub mod directory;
+pub mod fsutil;
+pub mod log;
+pub mod policy;
+pub mod queue;
+pub mod route;
+pub mod server;
+pub mod smtp;
+pub mod timefmt;

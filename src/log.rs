@@ -1,0 +1,203 @@
+//! Log lines: one per event, maillog style, to stderr.
+//!
+//! The events are a closed set, one function each, so every line has a
+//! known shape that users can grep for (`postern: 0Q7ZK3M4B2C: to=<...>,
+//! status=sent`). Under systemd (JOURNAL_STREAM set) lines carry a `<N>`
+//! priority prefix and no time stamp, journald adds its own; elsewhere they
+//! start with an RFC 3339 time. Message bodies and passwords are never
+//! passed to this module.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::smtp::reply::Reply;
+use crate::smtp::session::Stats;
+use crate::timefmt;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Err = 3,
+    Warning = 4,
+    Info = 6,
+}
+
+fn journald() -> bool {
+    static J: OnceLock<bool> = OnceLock::new();
+    *J.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some())
+}
+
+fn write(level: Level, msg: &str) {
+    let mut line = String::with_capacity(msg.len() + 48);
+    if journald() {
+        let _ = write!(line, "<{}>", level as u8);
+    } else {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        line.push_str(&timefmt::rfc3339_micros(micros));
+        line.push(' ');
+    }
+    let _ = write!(line, "postern[{}]: ", std::process::id());
+    // A log line is one line, whatever a client put into a name.
+    line.extend(msg.chars().map(|c| if c.is_control() { '?' } else { c }));
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `name[ip]` as Postfix writes a client.
+pub fn client(name: &str, ip: IpAddr) -> String {
+    format!("{name}[{ip}]")
+}
+
+pub fn started(what: &str) {
+    write(Level::Info, what);
+}
+
+pub fn warning(what: &str) {
+    write(Level::Warning, &format!("warning: {what}"));
+}
+
+pub fn error(what: &str) {
+    write(Level::Err, &format!("error: {what}"));
+}
+
+pub fn connect(client: &str) {
+    write(Level::Info, &format!("connect from {client}"));
+}
+
+pub fn disconnect(client: &str, stats: &Stats) {
+    let mut s = format!("disconnect from {client}");
+    let (mut ok, mut total) = (0, 0);
+    for (verb, o, t) in &stats.counts {
+        if o == t {
+            let _ = write!(s, " {verb}={o}");
+        } else {
+            let _ = write!(s, " {verb}={o}/{t}");
+        }
+        ok += o;
+        total += t;
+    }
+    if ok == total {
+        let _ = write!(s, " commands={ok}");
+    } else {
+        let _ = write!(s, " commands={ok}/{total}");
+    }
+    write(Level::Info, &s);
+}
+
+pub fn too_many_connections(client: &str, per_client: bool) {
+    let what = if per_client {
+        "too many connections from this client"
+    } else {
+        "too many connections"
+    };
+    write(
+        Level::Warning,
+        &format!("warning: {what}: refused {client}"),
+    );
+}
+
+pub fn timeout(client: &str, in_data: bool) {
+    let after = if in_data { "DATA" } else { "command" };
+    write(Level::Info, &format!("timeout after {after} from {client}"));
+}
+
+pub struct RejectInfo<'a> {
+    pub queue_id: Option<&'a str>,
+    pub verb: &'a str,
+    pub client: &'a str,
+    pub reply: &'a Reply,
+    pub from: Option<String>,
+    pub to: Option<&'a str>,
+    pub proto: &'a str,
+    pub helo: Option<&'a str>,
+}
+
+/// `NOQUEUE: reject: RCPT from x[1.2.3.4]: 554 5.7.1 ...; from=<> to=<> proto=ESMTP helo=<h>`
+pub fn reject(r: &RejectInfo<'_>) {
+    let mut s = format!(
+        "{}: reject: {} from {}: {}",
+        r.queue_id.unwrap_or("NOQUEUE"),
+        r.verb.to_ascii_uppercase(),
+        r.client,
+        r.reply.summary()
+    );
+    if let Some(f) = &r.from {
+        let _ = write!(s, "; from=<{f}>");
+    }
+    if let Some(t) = r.to {
+        let _ = write!(s, " to=<{t}>");
+    }
+    let _ = write!(s, " proto={}", r.proto);
+    if let Some(h) = r.helo {
+        let _ = write!(s, " helo=<{h}>");
+    }
+    write(Level::Info, &s);
+}
+
+/// `ID: client=x[1.2.3.4]` then `ID: from=<a>, size=N, nrcpt=N (queue active)`
+pub fn queued(id: &str, client: &str, from: &str, size: u64, nrcpt: usize) {
+    write(Level::Info, &format!("{id}: client={client}"));
+    write(
+        Level::Info,
+        &format!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)"),
+    );
+}
+
+pub fn queue_write_failed(client: &str, problem: &str) {
+    write(
+        Level::Err,
+        &format!("error: cannot queue message from {client}: {problem}"),
+    );
+}
+
+pub struct DeliveryInfo<'a> {
+    pub id: &'a str,
+    pub to: &'a str,
+    /// The envelope recipient when it differs from `to` (an alias).
+    pub orig_to: Option<&'a str>,
+    pub relay: &'a str,
+    pub delay_secs: f64,
+    pub dsn: &'a str,
+    /// "sent", "deferred", "bounced".
+    pub status: &'a str,
+    pub text: &'a str,
+}
+
+/// `ID: to=<a>, orig_to=<b>, relay=maildir, delay=0.12, dsn=2.0.0, status=sent (text)`
+pub fn delivery(d: &DeliveryInfo<'_>) {
+    let mut s = format!("{}: to=<{}>", d.id, d.to);
+    if let Some(o) = d.orig_to {
+        let _ = write!(s, ", orig_to=<{o}>");
+    }
+    let _ = write!(
+        s,
+        ", relay={}, delay={:.2}, dsn={}, status={} ({})",
+        d.relay, d.delay_secs, d.dsn, d.status, d.text
+    );
+    let level = if d.status == "sent" {
+        Level::Info
+    } else {
+        Level::Warning
+    };
+    write(level, &s);
+}
+
+pub fn removed(id: &str) {
+    write(Level::Info, &format!("{id}: removed"));
+}
+
+pub fn bounce_queued(id: &str, bounce_id: &str) {
+    write(
+        Level::Info,
+        &format!("{id}: sender non-delivery notification: {bounce_id}"),
+    );
+}
+
+pub fn queue_problem(id: &str, problem: &str) {
+    write(Level::Err, &format!("error: {id}: {problem}"));
+}

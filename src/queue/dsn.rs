@@ -1,0 +1,123 @@
+//! Bounces: delivery status notifications (RFC 3464) in a
+//! multipart/report (RFC 6522), sent from the null sender `<>` so that a
+//! bounce can never bounce again. The original message's header section is
+//! returned as text/rfc822-headers, never its body.
+
+use crate::smtp::reply::Esc;
+use crate::timefmt;
+
+pub struct Failure {
+    pub final_rcpt: String,
+    pub orig_rcpt: String,
+    pub esc: Esc,
+    pub text: String,
+}
+
+pub struct Report<'a> {
+    pub hostname: &'a str,
+    pub queue_id: &'a str,
+    pub bounce_id: &'a str,
+    pub sender: &'a str,
+    pub arrival: i64,
+    pub now: i64,
+    /// The original header section, LF line ends.
+    pub headers: &'a [u8],
+    pub failures: &'a [Failure],
+}
+
+/// The complete bounce message, LF line ends.
+pub fn build(r: &Report<'_>) -> Vec<u8> {
+    let boundary = format!("{}/{}", r.bounce_id, r.hostname);
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: MAILER-DAEMON@{} (Mail Delivery System)\n",
+        r.hostname
+    ));
+    m.push_str(&format!("To: <{}>\n", r.sender));
+    m.push_str("Subject: Undelivered Mail Returned to Sender\n");
+    m.push_str(&format!("Date: {}\n", timefmt::rfc5322(r.now)));
+    m.push_str(&format!("Message-ID: <{}@{}>\n", r.bounce_id, r.hostname));
+    m.push_str("Auto-Submitted: auto-replied\nMIME-Version: 1.0\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\n\n");
+    m.push_str(&format!("--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=utf-8\n\n"));
+    m.push_str(&format!(
+        "This is the mail system at host {}.\n\n",
+        r.hostname
+    ));
+    m.push_str("Your message could not be delivered to one or more recipients.\n");
+    m.push_str("The reasons are given below.\n\n");
+    for f in r.failures {
+        m.push_str(&format!("<{}>: {}\n", f.final_rcpt, f.text));
+    }
+    m.push_str(&format!(
+        "\n--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"
+    ));
+    m.push_str(&format!("Reporting-MTA: dns; {}\n", r.hostname));
+    m.push_str(&format!("X-Postern-Queue-ID: {}\n", r.queue_id));
+    m.push_str(&format!("Arrival-Date: {}\n", timefmt::rfc5322(r.arrival)));
+    for f in r.failures {
+        let Esc(c, s, d) = f.esc;
+        m.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", f.final_rcpt));
+        if f.orig_rcpt != f.final_rcpt {
+            m.push_str(&format!("Original-Recipient: rfc822; {}\n", f.orig_rcpt));
+        }
+        m.push_str(&format!("Action: failed\nStatus: {c}.{s}.{d}\n"));
+        m.push_str(&format!(
+            "Diagnostic-Code: X-Postern; {}\n",
+            one_line(&f.text)
+        ));
+    }
+    m.push_str(&format!(
+        "\n--{boundary}\nContent-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n\n"
+    ));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(r.headers);
+    if !r.headers.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_as_multipart_report() {
+        let body = build(&Report {
+            hostname: "mx.example.test",
+            queue_id: "Q1",
+            bounce_id: "Q2",
+            sender: "alice@example.test",
+            arrival: 0,
+            now: 60,
+            headers: b"Subject: hello\nFrom: alice@example.test\n",
+            failures: &[Failure {
+                final_rcpt: "x@example.test".into(),
+                orig_rcpt: "team@example.test".into(),
+                esc: Esc(5, 1, 1),
+                text: "user unknown".into(),
+            }],
+        });
+        let parsed = mailparse::parse_mail(&body).unwrap();
+        assert_eq!(parsed.ctype.mimetype, "multipart/report");
+        assert_eq!(parsed.subparts.len(), 3);
+        let status = parsed.subparts[1].get_body().unwrap();
+        assert!(status.contains("Status: 5.1.1"), "{status}");
+        assert!(status.contains("Original-Recipient: rfc822; team@example.test"));
+        assert!(parsed.subparts[2]
+            .get_body()
+            .unwrap()
+            .contains("Subject: hello"));
+    }
+}

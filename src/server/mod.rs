@@ -1,0 +1,311 @@
+//! `postern serve`: opens the queue, the directory and the listeners,
+//! recovers queued mail, starts delivery, and serves SMTP until SIGTERM.
+//!
+//! Threads: a small async executor for the sessions, a fixed pool of
+//! delivery threads, the blocking pool for fsync and lookups, and one
+//! thread that waits for signals (they are blocked everywhere else).
+
+pub mod conn;
+pub mod limits;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+use smol::Executor;
+
+use crate::clock::now_secs;
+use crate::config::{Cidr, Config};
+use crate::deliver::maildir::MaildirAgent;
+use crate::directory::Directory;
+use crate::log;
+use crate::queue::runner::Runner;
+use crate::queue::schedule::Backoff;
+use crate::queue::spool::Spool;
+use crate::route::Router;
+use crate::smtp::session::SessionConfig;
+use limits::ConnLimits;
+
+/// sysexits(3) codes `serve` exits with.
+pub const EX_CONFIG: i32 = 78;
+pub const EX_UNAVAILABLE: i32 = 69;
+pub const EX_CANTCREAT: i32 = 73;
+pub const EX_TEMPFAIL: i32 = 75;
+
+/// What every session needs.
+pub struct Shared {
+    pub session_cfg: Arc<SessionConfig>,
+    pub trusted: Vec<Cidr>,
+    pub directory: Arc<Directory>,
+    pub spool: Arc<Spool>,
+    pub runner: Arc<Runner>,
+    pub limits: Arc<ConnLimits>,
+}
+
+/// A start-up failure: exit code and message.
+pub struct Fatal(pub i32, pub String);
+
+/// Who owns delivered files, after checking we can act as them.
+fn delivery_owner(cfg: &Config) -> Result<Option<(u32, u32)>, Fatal> {
+    let (Some(uid), Some(gid)) = (cfg.delivery.uid, cfg.delivery.gid) else {
+        return Ok(None);
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    if uid < cfg.delivery.minimum_uid {
+        return Err(Fatal(
+            EX_CONFIG,
+            format!(
+                "delivery.uid {uid} is below delivery.minimum_uid {}",
+                cfg.delivery.minimum_uid
+            ),
+        ));
+    }
+    if (uid, gid) == (euid, egid) {
+        return Ok(None);
+    }
+    if euid != 0 {
+        return Err(Fatal(
+            EX_CONFIG,
+            format!("{}: delivery.uid: postern runs as uid {euid} and cannot deliver as uid {uid} gid {gid}; run it as root or as that user", cfg.source),
+        ));
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// Creates a mailbox base directory, owned by the delivery user.
+fn prepare_base(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), Fatal> {
+    let created = crate::fsutil::ensure_dir(dir, 0o755).map_err(|e| {
+        Fatal(
+            EX_CANTCREAT,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    if let (true, Some((uid, gid))) = (created, owner) {
+        nix::unistd::chown(
+            dir,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| Fatal(EX_CANTCREAT, format!("cannot chown {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
+    // Signals are handled by one thread; block them before any other starts.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot block signals: {e}")))?;
+    // A file size limit must give EFBIG (a 452 to the client), not kill us.
+    unsafe {
+        nix::libc::signal(nix::libc::SIGXFSZ, nix::libc::SIG_IGN);
+    }
+
+    cfg.absolutize();
+    let data = cfg.data_dir().to_path_buf();
+    crate::fsutil::ensure_dir(&data, 0o755).map_err(|e| {
+        Fatal(
+            EX_CANTCREAT,
+            format!("cannot create data_dir {}: {e}", data.display()),
+        )
+    })?;
+    let owner = delivery_owner(&cfg)?;
+    prepare_base(&cfg.mailbox_base(), owner)?;
+    prepare_base(&cfg.local_mailbox_base(), owner)?;
+
+    let spool = Arc::new(Spool::open(&cfg.queue_dir()).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::WouldBlock {
+            EX_TEMPFAIL
+        } else {
+            EX_CANTCREAT
+        };
+        Fatal(code, format!("queue {}: {e}", cfg.queue_dir().display()))
+    })?);
+    let (directory, warning) =
+        Directory::open(&cfg).map_err(|errs| Fatal(EX_CONFIG, errs.join("\n")))?;
+    if let Some(w) = warning {
+        log::warning(&format!(
+            "user directory unusable, lookups will answer 451 until it is fixed: {w}"
+        ));
+    }
+    let directory = Arc::new(directory);
+
+    let mut listeners = Vec::new();
+    for l in &cfg.listeners {
+        let addr = l.address.expect("checked by config");
+        let sock = TcpListener::bind(addr)
+            .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?;
+        let sock =
+            smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+        listeners.push((smol::net::TcpListener::from(sock), l.mode));
+    }
+
+    let router = Router {
+        mailbox_base: cfg.mailbox_base(),
+        local_base: cfg.local_mailbox_base(),
+    };
+    let backoff = Backoff {
+        min: cfg.queue.min_backoff.0,
+        max: cfg.queue.max_backoff.0,
+        lifetime: cfg.queue.max_lifetime.0,
+    };
+    let agent = Box::new(MaildirAgent::new(cfg.hostname(), owner));
+    let (runner, channels) = Runner::new(
+        spool.clone(),
+        directory.clone(),
+        router,
+        agent,
+        backoff,
+        cfg.hostname().to_string(),
+        cfg.delivery.max_received_headers,
+    );
+    let runner = Arc::new(runner);
+    let recovery = spool
+        .recover(now_secs())
+        .map_err(|e| Fatal(EX_CANTCREAT, format!("queue recovery: {e}")))?;
+    for (id, problem) in &recovery.quarantined {
+        log::queue_problem(
+            id,
+            &format!("damaged queue file moved to corrupt/: {problem}"),
+        );
+    }
+    if recovery.removed_incoming > 0 || !recovery.queued.is_empty() {
+        log::started(&format!(
+            "queue recovered: {} queued, {} half-received removed",
+            recovery.queued.len(),
+            recovery.removed_incoming
+        ));
+    }
+    let (delivery_threads, timer) = runner.start(cfg.delivery.concurrency, channels);
+    runner.enqueue_recovered(recovery.queued);
+
+    let shared = Arc::new(Shared {
+        session_cfg: Arc::new(cfg.session_config()),
+        trusted: cfg.main.trusted_networks.clone(),
+        directory,
+        spool,
+        runner: runner.clone(),
+        limits: ConnLimits::new(
+            cfg.smtp.max_connections,
+            cfg.smtp.max_connections_per_client,
+        ),
+    });
+
+    let ex = Arc::new(Executor::new());
+    ex.spawn(timer).detach();
+    let mut accept_tasks = Vec::new();
+    for (l, _mode) in listeners {
+        let shared = shared.clone();
+        let ex2 = ex.clone();
+        accept_tasks.push(ex.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let shared = shared.clone();
+                        ex2.spawn(async move {
+                            use smol::future::FutureExt;
+                            if std::panic::AssertUnwindSafe(conn::handle(shared, stream, peer))
+                                .catch_unwind()
+                                .await
+                                .is_err()
+                            {
+                                log::error(&format!(
+                                    "session with {peer} crashed; the connection was closed"
+                                ));
+                            }
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: wait a little instead of spinning.
+                        log::warning(&format!("accept: {e}"));
+                        smol::Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    announce(&cfg);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let mut exec_threads = Vec::new();
+    for i in 0..workers {
+        let ex = ex.clone();
+        let stop = stop_rx.clone();
+        exec_threads.push(
+            std::thread::Builder::new()
+                .name(format!("smtp-{i}"))
+                .spawn(move || smol::block_on(ex.run(stop.recv())))
+                .expect("spawn executor thread"),
+        );
+    }
+
+    // Wait for SIGTERM/SIGINT (SIGHUP: nothing to reload yet, logged).
+    loop {
+        match sigs.wait() {
+            Ok(Signal::SIGHUP) => log::started("SIGHUP: nothing to reload"),
+            Ok(sig) => {
+                log::started(&format!("{sig}: stopping"));
+                break;
+            }
+            Err(e) => {
+                log::error(&format!("sigwait: {e}"));
+                break;
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    drop(accept_tasks);
+    // Sessions get a moment to finish what they are doing; nothing is lost
+    // if they do not: unacknowledged mail was never promised.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while shared.limits.active() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runner.close();
+    for h in delivery_threads {
+        let _ = h.join();
+    }
+    drop(stop_tx);
+    for h in exec_threads {
+        let _ = h.join();
+    }
+    log::started("stopped");
+    Ok(())
+}
+
+/// The one line that says where postern listens and where mail lands.
+fn announce(cfg: &Config) {
+    let addrs: Vec<String> = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| l.address)
+        .map(|a| a.to_string())
+        .collect();
+    let domains = cfg.local_domains();
+    let local = if domains.iter().any(|d| d == "localhost") {
+        "localhost"
+    } else {
+        domains.first().map(String::as_str).unwrap_or("localhost")
+    };
+    log::started(&format!(
+        "listening on {}; mail for <name>@{local} lands in {}/<name>/new/, hosted domains under {}; queue in {}",
+        addrs.join(", "),
+        cfg.local_mailbox_base().display(),
+        cfg.mailbox_base().display(),
+        cfg.queue_dir().display()
+    ));
+}

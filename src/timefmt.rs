@@ -1,0 +1,95 @@
+//! Dates as mail needs them, from a Unix time passed in (no clock here):
+//! RFC 5322 3.3 `date-time` for headers, RFC 3339 for log lines. UTC only,
+//! which RFC 5322 allows (`+0000`) and which keeps the box free of a tz
+//! database.
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+struct Parts {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    min: u32,
+    sec: u32,
+    weekday: usize,
+}
+
+fn parts(unix: i64) -> Parts {
+    let days = unix.div_euclid(86_400);
+    let rem = unix.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    Parts {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        min: rem / 60 % 60,
+        sec: rem % 60,
+        // 1970-01-01 was a Thursday.
+        weekday: (days + 4).rem_euclid(7) as usize,
+    }
+}
+
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Sat, 28 Nov 2026 00:38:36 +0000`
+pub fn rfc5322(unix: i64) -> String {
+    let p = parts(unix);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[p.weekday],
+        p.day,
+        MONTHS[p.month as usize - 1],
+        p.year,
+        p.hour,
+        p.min,
+        p.sec
+    )
+}
+
+/// `2026-11-28T00:38:36.123456Z`
+pub fn rfc3339_micros(unix_micros: i64) -> String {
+    let p = parts(unix_micros.div_euclid(1_000_000));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        p.year,
+        p.month,
+        p.day,
+        p.hour,
+        p.min,
+        p.sec,
+        unix_micros.rem_euclid(1_000_000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(rfc5322(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322(1_795_826_316), "Sat, 28 Nov 2026 00:38:36 +0000");
+        assert_eq!(rfc5322(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            rfc3339_micros(1_795_826_316_000_042),
+            "2026-11-28T00:38:36.000042Z"
+        );
+    }
+}
