@@ -13,11 +13,15 @@
 //! refused and the session stays in step at the next line.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::address::{self, Address, PathError, ReversePath};
+mod commands;
+mod types;
+
+pub use types::*;
+
+use super::address::{Address, ReversePath};
 use super::command::{self, Command, Verb};
 use super::data::{DataDecoder, DataError};
 use super::received;
@@ -25,109 +29,6 @@ use super::reply::{self, Esc, Reply};
 
 /// Body bytes are handed out in chunks of about this size.
 const BODY_CHUNK: usize = 64 * 1024;
-
-#[derive(Clone, Debug)]
-pub struct SessionConfig {
-    pub hostname: String,
-    /// Appended to addresses without a domain (`<postmaster>`).
-    pub origin: String,
-    pub helo_required: bool,
-    pub vrfy_enabled: bool,
-    pub max_message_size: u64,
-    pub command_line_limit: usize,
-    pub text_line_limit: usize,
-    pub recipient_limit: usize,
-    pub soft_error_limit: u32,
-    pub hard_error_limit: u32,
-    pub error_delay: Duration,
-    pub command_timeout: Duration,
-    pub data_timeout: Duration,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            hostname: "localhost".into(),
-            origin: "localhost".into(),
-            helo_required: true,
-            vrfy_enabled: false,
-            max_message_size: 10 * 1024 * 1024,
-            command_line_limit: 512,
-            text_line_limit: 1000,
-            recipient_limit: 100,
-            soft_error_limit: 10,
-            hard_error_limit: 20,
-            error_delay: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub ip: IpAddr,
-    pub port: u16,
-    /// Reverse-DNS name, or "unknown".
-    pub name: String,
-}
-
-/// What a message carries besides its bytes.
-#[derive(Clone, Debug)]
-pub struct Envelope {
-    pub sender: ReversePath,
-    pub recipients: Vec<Address>,
-    pub helo: String,
-    pub protocol: String,
-    pub smtputf8: bool,
-    pub body_8bit: bool,
-}
-
-#[derive(Debug)]
-pub enum Question {
-    /// May this recipient be accepted? Answer with [`Answer::Recipient`].
-    Recipient(Address),
-    /// VRFY (only when enabled). Answer with [`Answer::Recipient`].
-    Verify(Address),
-    /// DATA: open a spool file for the current envelope ([`Session::envelope`]).
-    /// Answer with [`Answer::DataStart`] carrying the queue ID.
-    StartData,
-    /// End of data: everything handed out as [`Step::Body`] must now reach
-    /// stable storage. Answer with [`Answer::Commit`].
-    Commit,
-}
-
-#[derive(Debug)]
-pub enum Answer {
-    Recipient(Result<(), Reply>),
-    DataStart(Result<String, Reply>),
-    Commit(Result<String, Reply>),
-}
-
-/// A refused command, for the log line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    pub verb: &'static str,
-    /// The address the command named, if any.
-    pub address: Option<String>,
-}
-
-#[derive(Debug)]
-pub enum Step {
-    /// Send this reply (after waiting `delay`, the error tarpit).
-    Reply {
-        reply: Reply,
-        delay: Duration,
-        rejected: Option<Rejected>,
-    },
-    Ask(Question),
-    /// Message bytes to append to the spool file (LF line ends).
-    Body(Vec<u8>),
-    /// The message being received was refused: drop the spool file.
-    Discard,
-    NeedInput,
-    Close,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
@@ -145,25 +46,6 @@ struct Transaction {
     rcpt_attempts: u32,
     smtputf8: bool,
     body_8bit: bool,
-}
-
-/// Per-command counters for the disconnect log line (`ehlo=1 mail=1 ...`).
-#[derive(Default, Clone, Debug)]
-pub struct Stats {
-    /// (verb, ok, total) in first-use order.
-    pub counts: Vec<(&'static str, u32, u32)>,
-}
-
-impl Stats {
-    fn count(&mut self, verb: &'static str, ok: bool) {
-        match self.counts.iter_mut().find(|(v, _, _)| *v == verb) {
-            Some(c) => {
-                c.1 += ok as u32;
-                c.2 += 1;
-            }
-            None => self.counts.push((verb, ok as u32, 1)),
-        }
-    }
 }
 
 pub struct Session {
@@ -506,155 +388,6 @@ impl Session {
                 self.reject(reply::UNKNOWN_COMMAND, None);
             }
         }
-    }
-
-    fn hello(&mut self, name: &str, esmtp: bool) {
-        self.current_verb = if esmtp { "ehlo" } else { "helo" };
-        // RFC 5321 4.1.4: HELO/EHLO resets the transaction.
-        self.txn = None;
-        self.helo = Some(name.to_string());
-        self.esmtp = esmtp;
-        let text = if esmtp {
-            let mut lines = vec![self.cfg.hostname.clone(), "PIPELINING".into()];
-            lines.push(format!("SIZE {}", self.cfg.max_message_size));
-            if self.cfg.vrfy_enabled {
-                lines.push("VRFY".into());
-            }
-            lines.extend([
-                "ENHANCEDSTATUSCODES".into(),
-                "8BITMIME".into(),
-                "SMTPUTF8".into(),
-            ]);
-            lines.join("\n")
-        } else {
-            self.cfg.hostname.clone()
-        };
-        self.ok(Reply::plain(250, text));
-    }
-
-    fn mail(&mut self, arg: &str) {
-        self.current_verb = "mail";
-        if self.cfg.helo_required && self.helo.is_none() {
-            return self.reject(reply::NEED_HELO, None);
-        }
-        if self.txn.is_some() {
-            return self.reject(reply::NESTED_MAIL, None);
-        }
-        let parsed = match address::parse_path(arg, true) {
-            Ok(p) => p,
-            Err(_) => return self.reject(reply::BAD_SENDER_SYNTAX, None),
-        };
-        let Some(params) = address::parse_params(parsed.params) else {
-            return self.reject(reply::UNKNOWN_PARAMETER, None);
-        };
-        let (mut smtputf8, mut body_8bit) = (false, false);
-        for p in &params {
-            let kw = p.keyword.to_ascii_uppercase();
-            match (kw.as_str(), p.value) {
-                ("SIZE", Some(v)) if self.esmtp => match v.parse::<u64>() {
-                    Ok(n) if v.len() <= 20 => {
-                        if self.cfg.max_message_size > 0 && n > self.cfg.max_message_size {
-                            return self.reject(reply::SIZE_EXCEEDED, None);
-                        }
-                    }
-                    _ => return self.reject(reply::BAD_SIZE_PARAMETER, None),
-                },
-                ("BODY", Some(v)) if self.esmtp => match v.to_ascii_uppercase().as_str() {
-                    "7BIT" => body_8bit = false,
-                    "8BITMIME" => body_8bit = true,
-                    _ => return self.reject(reply::BAD_BODY_PARAMETER, None),
-                },
-                ("SMTPUTF8", None) if self.esmtp => {
-                    smtputf8 = true;
-                    body_8bit = true;
-                }
-                _ => return self.reject(reply::UNKNOWN_PARAMETER, None),
-            }
-        }
-        let sender = match (parsed.path, parsed.bare_local) {
-            (Some(a), _) => a,
-            (None, Some(local)) => Address::new(&local, &self.cfg.origin),
-            (None, None) => {
-                self.txn = Some(Transaction::new(ReversePath::Null, smtputf8, body_8bit));
-                return self.ok(reply::SENDER_OK);
-            }
-        };
-        if !sender.is_ascii() && !smtputf8 {
-            return self.reject(reply::NEED_SMTPUTF8, Some(sender.to_string()));
-        }
-        self.txn = Some(Transaction::new(
-            ReversePath::Address(sender),
-            smtputf8,
-            body_8bit,
-        ));
-        self.ok(reply::SENDER_OK);
-    }
-
-    fn rcpt(&mut self, arg: &str) {
-        self.current_verb = "rcpt";
-        let Some(t) = self.txn.as_mut() else {
-            return self.reject(reply::NEED_MAIL, None);
-        };
-        t.rcpt_attempts += 1;
-        let utf8 = t.smtputf8;
-        let parsed = match address::parse_path(arg, true) {
-            Ok(p) => p,
-            Err(PathError::NeedsUtf8) => return self.reject(reply::NEED_SMTPUTF8, None),
-            Err(_) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
-        };
-        if !parsed.params.is_empty() {
-            return self.reject(reply::UNKNOWN_PARAMETER, None);
-        }
-        let addr = match (parsed.path, parsed.bare_local) {
-            (Some(a), _) => a,
-            (None, Some(local)) => Address::new(&local, &self.cfg.origin),
-            (None, None) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
-        };
-        if !addr.is_ascii() && !utf8 {
-            return self.reject(reply::NEED_SMTPUTF8, Some(addr.to_string()));
-        }
-        let t = self.txn.as_ref().expect("transaction");
-        if t.recipients.len() >= self.cfg.recipient_limit && !t.recipients.contains(&addr) {
-            return self.reject(reply::TOO_MANY_RECIPIENTS, Some(addr.to_string()));
-        }
-        self.pending = Pending::Recipient;
-        self.pending_addr = Some(addr.clone());
-        self.steps.push_back(Step::Ask(Question::Recipient(addr)));
-    }
-
-    fn data_cmd(&mut self) {
-        self.current_verb = "data";
-        let Some(t) = self.txn.as_ref() else {
-            return self.reject(reply::NEED_MAIL, None);
-        };
-        if t.recipients.is_empty() {
-            let r = if t.rcpt_attempts > 0 {
-                Reply::fixed(554, Esc(5, 5, 1), "Error: no valid recipients")
-            } else {
-                reply::NEED_RCPT
-            };
-            return self.reject(r, None);
-        }
-        self.pending = Pending::DataStart;
-        self.steps.push_back(Step::Ask(Question::StartData));
-    }
-
-    fn vrfy(&mut self, arg: &str) {
-        self.current_verb = "vrfy";
-        if !self.cfg.vrfy_enabled {
-            return self.ok(reply::VRFY_DISABLED);
-        }
-        let addr = match address::parse_path(arg, true) {
-            Ok(address::ParsedPath { path: Some(a), .. }) => a,
-            Ok(address::ParsedPath {
-                bare_local: Some(l),
-                ..
-            }) => Address::new(&l, &self.cfg.origin),
-            _ => return self.reject(reply::SYNTAX_VRFY, None),
-        };
-        self.pending = Pending::Verify;
-        self.pending_addr = Some(addr.clone());
-        self.steps.push_back(Step::Ask(Question::Verify(addr)));
     }
 
     fn ok(&mut self, r: Reply) {

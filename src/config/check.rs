@@ -1,0 +1,254 @@
+//! Checks that span several keys (uid against minimum_uid, unique
+//! listeners, RFC minimums, readable files), and the derived values
+//! (hostname, local domains) filled in once the file is read.
+
+use toml::de::{DeTable, DeValue};
+
+use super::schema::Ctx;
+use super::{is_domain, system_hostname, Config};
+
+impl Config {
+    /// Checks that span keys, and fills the derived values.
+    pub(super) fn check(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+        let at = |path: &[&str]| key_offset(root, path);
+        self.hostname = match &self.main.hostname {
+            Some(h) => h.to_ascii_lowercase(),
+            None => system_hostname(),
+        };
+        if !is_domain(&self.hostname) {
+            ctx.error(
+                at(&["hostname"]),
+                "hostname",
+                format!("\"{}\" is not a host name", self.hostname),
+                "a domain name such as \"mail.example.test\"",
+            );
+        }
+        if let Some(o) = &self.main.origin {
+            if !is_domain(o) {
+                ctx.error(
+                    at(&["origin"]),
+                    "origin",
+                    format!("\"{o}\" is not a domain"),
+                    "a domain name",
+                );
+            }
+        }
+        self.local_domains = match &self.main.local_domains {
+            Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            None => vec![self.hostname.clone(), "localhost".to_string()],
+        };
+        for d in &self.local_domains {
+            if !is_domain(d) {
+                ctx.error(
+                    at(&["local_domains"]),
+                    "local_domains",
+                    format!("\"{d}\" is not a domain"),
+                    "domain names",
+                );
+            }
+        }
+        if self
+            .main
+            .recipient_delimiter
+            .chars()
+            .any(|c| c.is_alphanumeric() || "@.\"\\ ".contains(c))
+        {
+            ctx.error(
+                at(&["recipient_delimiter"]),
+                "recipient_delimiter",
+                format!(
+                    "\"{}\" would split ordinary addresses",
+                    self.main.recipient_delimiter
+                ),
+                "punctuation such as \"+\", \"-\", or \"\"",
+            );
+        }
+        if self.listeners.is_empty() {
+            ctx.error(
+                0,
+                "listener",
+                "no [[listener]] table",
+                "at least one [[listener]] with an address",
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            match l.address {
+                None => ctx.error(
+                    listener_offset(root, i),
+                    &format!("listener[{}].address", i + 1),
+                    "missing",
+                    SocketAddrAllowed::TEXT,
+                ),
+                Some(a) if seen.contains(&a) => ctx.error(
+                    listener_offset(root, i),
+                    &format!("listener[{}].address", i + 1),
+                    format!("{a} is already used by another listener"),
+                    "one listener per address",
+                ),
+                Some(a) => seen.push(a),
+            }
+        }
+        let s = &self.smtp;
+        let min = |ctx: &mut Ctx<'_>, key: &str, v: usize, m: usize, why: &str| {
+            if v < m {
+                ctx.error(
+                    at(&["smtp", key]),
+                    &format!("smtp.{key}"),
+                    format!("{v} is below {m}"),
+                    format!("at least {m} ({why})"),
+                );
+            }
+        };
+        min(
+            ctx,
+            "command_line_limit",
+            s.command_line_limit,
+            512,
+            "RFC 5321 4.5.3.1.4",
+        );
+        min(
+            ctx,
+            "text_line_limit",
+            s.text_line_limit,
+            1000,
+            "RFC 5321 4.5.3.1.6",
+        );
+        min(
+            ctx,
+            "recipient_limit",
+            s.recipient_limit,
+            1,
+            "one recipient",
+        );
+        min(
+            ctx,
+            "hard_error_limit",
+            s.hard_error_limit as usize,
+            1,
+            "one error",
+        );
+        min(
+            ctx,
+            "max_connections",
+            s.max_connections,
+            1,
+            "one connection",
+        );
+        min(
+            ctx,
+            "max_connections_per_client",
+            s.max_connections_per_client,
+            1,
+            "one connection",
+        );
+        if s.message_size_limit.0 == 0 {
+            ctx.error(
+                at(&["smtp", "message_size_limit"]),
+                "smtp.message_size_limit",
+                "0 would refuse every message",
+                "a size in bytes above 0",
+            );
+        }
+        let d = &self.delivery;
+        match (d.uid, d.gid) {
+            (Some(uid), Some(_)) if uid < d.minimum_uid => ctx.error(
+                at(&["delivery", "uid"]),
+                "delivery.uid",
+                format!("{uid} is below delivery.minimum_uid = {}", d.minimum_uid),
+                format!("a uid of at least {} (virtual_minimum_uid)", d.minimum_uid),
+            ),
+            (Some(_), None) => ctx.error(
+                at(&["delivery", "uid"]),
+                "delivery.gid",
+                "missing: uid is set",
+                "set uid and gid together",
+            ),
+            (None, Some(_)) => ctx.error(
+                at(&["delivery", "gid"]),
+                "delivery.uid",
+                "missing: gid is set",
+                "set uid and gid together",
+            ),
+            _ => {}
+        }
+        if d.concurrency == 0 || d.concurrency > 256 {
+            ctx.error(
+                at(&["delivery", "concurrency"]),
+                "delivery.concurrency",
+                format!("{} is out of range", d.concurrency),
+                "1 to 256",
+            );
+        }
+        if self.directory.alias_depth_limit == 0 {
+            ctx.error(
+                at(&["directory", "alias_depth_limit"]),
+                "directory.alias_depth_limit",
+                "0 would stop every alias",
+                "1 or more",
+            );
+        }
+        self.data_dir = self.main.data_dir.clone();
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            ctx.error(
+                at(&["data_dir"]),
+                "data_dir",
+                format!("{} exists and is not a directory", self.data_dir.display()),
+                "a directory path",
+            );
+        }
+        if let Some(p) = self.directory.aliases_file.clone() {
+            let p = self.resolve(&p);
+            if let Err(e) = std::fs::File::open(&p) {
+                ctx.error(
+                    at(&["directory", "aliases_file"]),
+                    "directory.aliases_file",
+                    format!("cannot read {}: {e}", p.display()),
+                    "a readable aliases(5) file",
+                );
+            }
+        }
+        let db = self.database_path();
+        if db.exists() {
+            if let Err(e) = std::fs::File::open(&db) {
+                ctx.error(
+                    at(&["directory", "database"]),
+                    "directory.database",
+                    format!("cannot read {}: {e}", db.display()),
+                    "a readable SQLite file, or a path where one can be created",
+                );
+            }
+        }
+    }
+}
+
+struct SocketAddrAllowed;
+impl SocketAddrAllowed {
+    const TEXT: &'static str = "an address with port such as \"127.0.0.1:2525\"";
+}
+
+/// Byte offset of a key (or of its table) for cross-key error messages.
+fn key_offset(root: &DeTable<'_>, path: &[&str]) -> usize {
+    let mut table = root;
+    let mut best = 0;
+    for (i, k) in path.iter().enumerate() {
+        let Some((key, v)) = table.get_key_value(*k) else {
+            return best;
+        };
+        best = key.span().start;
+        if i + 1 < path.len() {
+            match v.get_ref() {
+                DeValue::Table(t) => table = t,
+                _ => return best,
+            }
+        }
+    }
+    best
+}
+
+fn listener_offset(root: &DeTable<'_>, i: usize) -> usize {
+    match root.get("listener").map(|v| v.get_ref()) {
+        Some(DeValue::Array(a)) => a.get(i).map(|v| v.span().start).unwrap_or(0),
+        _ => 0,
+    }
+}

@@ -1,0 +1,156 @@
+//! The command handlers of the session: HELO/EHLO, MAIL, RCPT, DATA, VRFY.
+
+use super::{Pending, Question, Session, Step, Transaction};
+use crate::smtp::address::{self, Address, PathError, ReversePath};
+use crate::smtp::reply::{self, Esc, Reply};
+
+impl Session {
+    pub(super) fn hello(&mut self, name: &str, esmtp: bool) {
+        self.current_verb = if esmtp { "ehlo" } else { "helo" };
+        // RFC 5321 4.1.4: HELO/EHLO resets the transaction.
+        self.txn = None;
+        self.helo = Some(name.to_string());
+        self.esmtp = esmtp;
+        let text = if esmtp {
+            let mut lines = vec![self.cfg.hostname.clone(), "PIPELINING".into()];
+            lines.push(format!("SIZE {}", self.cfg.max_message_size));
+            if self.cfg.vrfy_enabled {
+                lines.push("VRFY".into());
+            }
+            lines.extend([
+                "ENHANCEDSTATUSCODES".into(),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+            ]);
+            lines.join("\n")
+        } else {
+            self.cfg.hostname.clone()
+        };
+        self.ok(Reply::plain(250, text));
+    }
+
+    pub(super) fn mail(&mut self, arg: &str) {
+        self.current_verb = "mail";
+        if self.cfg.helo_required && self.helo.is_none() {
+            return self.reject(reply::NEED_HELO, None);
+        }
+        if self.txn.is_some() {
+            return self.reject(reply::NESTED_MAIL, None);
+        }
+        let parsed = match address::parse_path(arg, true) {
+            Ok(p) => p,
+            Err(_) => return self.reject(reply::BAD_SENDER_SYNTAX, None),
+        };
+        let Some(params) = address::parse_params(parsed.params) else {
+            return self.reject(reply::UNKNOWN_PARAMETER, None);
+        };
+        let (mut smtputf8, mut body_8bit) = (false, false);
+        for p in &params {
+            let kw = p.keyword.to_ascii_uppercase();
+            match (kw.as_str(), p.value) {
+                ("SIZE", Some(v)) if self.esmtp => match v.parse::<u64>() {
+                    Ok(n) if v.len() <= 20 => {
+                        if self.cfg.max_message_size > 0 && n > self.cfg.max_message_size {
+                            return self.reject(reply::SIZE_EXCEEDED, None);
+                        }
+                    }
+                    _ => return self.reject(reply::BAD_SIZE_PARAMETER, None),
+                },
+                ("BODY", Some(v)) if self.esmtp => match v.to_ascii_uppercase().as_str() {
+                    "7BIT" => body_8bit = false,
+                    "8BITMIME" => body_8bit = true,
+                    _ => return self.reject(reply::BAD_BODY_PARAMETER, None),
+                },
+                ("SMTPUTF8", None) if self.esmtp => {
+                    smtputf8 = true;
+                    body_8bit = true;
+                }
+                _ => return self.reject(reply::UNKNOWN_PARAMETER, None),
+            }
+        }
+        let sender = match (parsed.path, parsed.bare_local) {
+            (Some(a), _) => a,
+            (None, Some(local)) => Address::new(&local, &self.cfg.origin),
+            (None, None) => {
+                self.txn = Some(Transaction::new(ReversePath::Null, smtputf8, body_8bit));
+                return self.ok(reply::SENDER_OK);
+            }
+        };
+        if !sender.is_ascii() && !smtputf8 {
+            return self.reject(reply::NEED_SMTPUTF8, Some(sender.to_string()));
+        }
+        self.txn = Some(Transaction::new(
+            ReversePath::Address(sender),
+            smtputf8,
+            body_8bit,
+        ));
+        self.ok(reply::SENDER_OK);
+    }
+
+    pub(super) fn rcpt(&mut self, arg: &str) {
+        self.current_verb = "rcpt";
+        let Some(t) = self.txn.as_mut() else {
+            return self.reject(reply::NEED_MAIL, None);
+        };
+        t.rcpt_attempts += 1;
+        let utf8 = t.smtputf8;
+        let parsed = match address::parse_path(arg, true) {
+            Ok(p) => p,
+            Err(PathError::NeedsUtf8) => return self.reject(reply::NEED_SMTPUTF8, None),
+            Err(_) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
+        };
+        if !parsed.params.is_empty() {
+            return self.reject(reply::UNKNOWN_PARAMETER, None);
+        }
+        let addr = match (parsed.path, parsed.bare_local) {
+            (Some(a), _) => a,
+            (None, Some(local)) => Address::new(&local, &self.cfg.origin),
+            (None, None) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
+        };
+        if !addr.is_ascii() && !utf8 {
+            return self.reject(reply::NEED_SMTPUTF8, Some(addr.to_string()));
+        }
+        let t = self.txn.as_ref().expect("transaction");
+        if t.recipients.len() >= self.cfg.recipient_limit && !t.recipients.contains(&addr) {
+            return self.reject(reply::TOO_MANY_RECIPIENTS, Some(addr.to_string()));
+        }
+        self.pending = Pending::Recipient;
+        self.pending_addr = Some(addr.clone());
+        self.steps.push_back(Step::Ask(Question::Recipient(addr)));
+    }
+
+    pub(super) fn data_cmd(&mut self) {
+        self.current_verb = "data";
+        let Some(t) = self.txn.as_ref() else {
+            return self.reject(reply::NEED_MAIL, None);
+        };
+        if t.recipients.is_empty() {
+            let r = if t.rcpt_attempts > 0 {
+                Reply::fixed(554, Esc(5, 5, 1), "Error: no valid recipients")
+            } else {
+                reply::NEED_RCPT
+            };
+            return self.reject(r, None);
+        }
+        self.pending = Pending::DataStart;
+        self.steps.push_back(Step::Ask(Question::StartData));
+    }
+
+    pub(super) fn vrfy(&mut self, arg: &str) {
+        self.current_verb = "vrfy";
+        if !self.cfg.vrfy_enabled {
+            return self.ok(reply::VRFY_DISABLED);
+        }
+        let addr = match address::parse_path(arg, true) {
+            Ok(address::ParsedPath { path: Some(a), .. }) => a,
+            Ok(address::ParsedPath {
+                bare_local: Some(l),
+                ..
+            }) => Address::new(&l, &self.cfg.origin),
+            _ => return self.reject(reply::SYNTAX_VRFY, None),
+        };
+        self.pending = Pending::Verify;
+        self.pending_addr = Some(addr.clone());
+        self.steps.push_back(Step::Ask(Question::Verify(addr)));
+    }
+}
