@@ -13,7 +13,8 @@
 use std::net::IpAddr;
 
 use crate::config::Cidr;
-use crate::directory::{Directory, DomainClass, Resolution};
+use crate::directory::{Directory, DomainClass, Resolution, TempFail};
+use crate::log;
 use crate::smtp::address::Address;
 use crate::smtp::reply::{self, Reply};
 
@@ -40,23 +41,25 @@ pub fn may_relay(c: &Client) -> bool {
     c.trusted_network || c.authenticated
 }
 
+/// A lookup that failed: the client is told to retry, the log says why.
+fn tempfail(e: TempFail) -> Reply {
+    log::warning(&format!("recipient lookup failed: {e}"));
+    reply::LOOKUP_TEMPFAIL
+}
+
 /// RCPT TO: accept, or the reply that refuses it.
 pub fn check_recipient(dir: &Directory, client: &Client, rcpt: &Address) -> Result<(), Reply> {
-    let class = dir
-        .classify(&rcpt.domain)
-        .map_err(|_| reply::LOOKUP_TEMPFAIL)?;
+    let class = dir.classify(&rcpt.domain).map_err(tempfail)?;
     match class {
         // reject_unauth_destination
         DomainClass::Remote if may_relay(client) => Ok(()),
         DomainClass::Remote => Err(reply::relay_denied(&rcpt.to_string())),
         // We are its backup MX: the recipient is checked by the primary.
         DomainClass::Backup => Ok(()),
-        DomainClass::Local | DomainClass::Hosted => {
-            match dir.resolve(rcpt).map_err(|_| reply::LOOKUP_TEMPFAIL)? {
-                Resolution::Deliver(_) => Ok(()),
-                Resolution::Unknown => Err(reply::unknown_user(&rcpt.to_string())),
-                Resolution::Loop => Err(reply::alias_loop(&rcpt.to_string())),
-            }
-        }
+        DomainClass::Local | DomainClass::Hosted => match dir.resolve(rcpt).map_err(tempfail)? {
+            Resolution::Deliver(_) => Ok(()),
+            Resolution::Unknown => Err(reply::unknown_user(&rcpt.to_string())),
+            Resolution::Loop => Err(reply::alias_loop(&rcpt.to_string())),
+        },
     }
 }

@@ -74,6 +74,8 @@ impl Config {
         let mut seen = Vec::new();
         for (i, l) in self.listeners.iter().enumerate() {
             match l.address {
+                // Present but invalid: already reported by the reader.
+                None if listener_has(root, i, "address") => {}
                 None => ctx.error(
                     listener_offset(root, i),
                     &format!("listener[{}].address", i + 1),
@@ -158,6 +160,9 @@ impl Config {
                 format!("{uid} is below delivery.minimum_uid = {}", d.minimum_uid),
                 format!("a uid of at least {} (virtual_minimum_uid)", d.minimum_uid),
             ),
+            // A key present but invalid was already reported by the reader.
+            (Some(_), None) if has_key(root, &["delivery", "gid"]) => {}
+            (None, Some(_)) if has_key(root, &["delivery", "uid"]) => {}
             (Some(_), None) => ctx.error(
                 at(&["delivery", "uid"]),
                 "delivery.gid",
@@ -244,6 +249,31 @@ fn key_offset(root: &DeTable<'_>, path: &[&str]) -> usize {
         }
     }
     best
+}
+
+fn has_key(root: &DeTable<'_>, path: &[&str]) -> bool {
+    let mut table = root;
+    for (i, k) in path.iter().enumerate() {
+        let Some(v) = table.get(*k) else { return false };
+        if i + 1 == path.len() {
+            return true;
+        }
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn listener_has(root: &DeTable<'_>, i: usize, key: &str) -> bool {
+    match root.get("listener").map(|v| v.get_ref()) {
+        Some(DeValue::Array(a)) => a
+            .get(i)
+            .and_then(|v| v.get_ref().as_table())
+            .is_some_and(|t| t.contains_key(key)),
+        _ => false,
+    }
 }
 
 fn listener_offset(root: &DeTable<'_>, i: usize) -> usize {

@@ -150,8 +150,8 @@ section! {
         gid: Option<u32> = None, example "5000", default "unset";
         /// Deliveries as a uid below this are refused (virtual_minimum_uid).
         minimum_uid: u32 = 100, example "5000", default "100";
-        /// A message with more Received: headers than this is a loop and
-        /// bounces (hopcount_limit).
+        /// A message with this many Received: headers (ours included) is a
+        /// loop and bounces (hopcount_limit).
         max_received_headers: usize = 50, example "50";
         /// Messages delivered at once.
         concurrency: usize = 8, example "8";

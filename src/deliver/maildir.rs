@@ -15,8 +15,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use super::{Agent, Outcome, Target};
 use crate::fsutil::{self, DirSyncs};
@@ -27,21 +27,66 @@ pub struct MaildirAgent {
     /// Host part of file names, with `/` and `:` escaped as the spec asks.
     host: String,
     owner: Option<(u32, u32)>,
+    /// The mailbox base directories: everything below them belongs to the
+    /// delivery user; they are recreated if someone removes them.
+    bases: Vec<PathBuf>,
     syncs: DirSyncs,
 }
 
 impl MaildirAgent {
     /// `owner`: uid/gid to create files as, when it differs from ours.
-    pub fn new(hostname: &str, owner: Option<(u32, u32)>) -> MaildirAgent {
+    pub fn new(hostname: &str, owner: Option<(u32, u32)>, bases: Vec<PathBuf>) -> MaildirAgent {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
         MaildirAgent {
             host,
             owner,
+            bases,
             syncs: DirSyncs::default(),
         }
     }
 
+    /// Creates the Maildir (and any missing directory between it and its
+    /// base) owned by the delivery user. Done with our own ids: a missing
+    /// base sits in a directory the delivery user may not write.
+    fn make_dirs(&self, place: &Path) -> io::Result<()> {
+        let subs = [place.join("tmp"), place.join("new"), place.join("cur")];
+        if subs.iter().all(|d| d.is_dir()) {
+            return Ok(());
+        }
+        let base = self.bases.iter().find(|b| place.starts_with(b));
+        let (Some((uid, gid)), Some(base)) = (self.owner, base) else {
+            for d in &subs {
+                fsutil::ensure_dir(d, 0o700)?;
+            }
+            return Ok(());
+        };
+        if let Some(parent) = base.parent() {
+            fsutil::ensure_dir(parent, 0o755)?;
+        }
+        let mut dirs = vec![base.clone()];
+        let mut p = base.clone();
+        for c in place
+            .strip_prefix(base)
+            .map_err(io::Error::other)?
+            .components()
+        {
+            p.push(c);
+            dirs.push(p.clone());
+        }
+        dirs.extend(subs);
+        for (i, d) in dirs.iter().enumerate() {
+            let mode = if i == 0 { 0o755 } else { 0o700 };
+            match fs::DirBuilder::new().mode(mode).create(d) {
+                Ok(()) => std::os::unix::fs::chown(d, Some(uid), Some(gid))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn deliver_one(&self, msg: &QueuedMessage, t: &Target, recovered: bool) -> io::Result<String> {
+        self.make_dirs(&t.place)?;
         let _ids = FsIds::switch(self.owner)?;
         let env = &msg.env;
         let head = format!(
@@ -58,13 +103,12 @@ impl MaildirAgent {
             t.place.join("new"),
             t.place.join("cur"),
         );
-        for d in [&tmp, &new, &cur] {
-            fsutil::ensure_dir(d, 0o700)?;
-        }
+        let tmp_path = tmp.join(&name);
         if recovered && already_delivered(&new, &cur, &stem)? {
+            // A crash may have cut in between the link and the unlink.
+            let _ = fs::remove_file(&tmp_path);
             return Ok("already delivered before restart".into());
         }
-        let tmp_path = tmp.join(&name);
         let mut f = match create_excl(&tmp_path) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A leftover from an attempt cut short: start it over.

@@ -316,7 +316,7 @@ impl Runner {
                     relay: "none",
                     outcome: Outcome::failed(esc, text),
                 };
-                if received > self.max_received {
+                if received >= self.max_received {
                     results.push(fail(
                         Esc(5, 4, 6),
                         format!("mail forwarding loop: {received} Received: headers"),

@@ -155,7 +155,11 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
         max: cfg.queue.max_backoff.0,
         lifetime: cfg.queue.max_lifetime.0,
     };
-    let agent = Box::new(MaildirAgent::new(cfg.hostname(), owner));
+    let agent = Box::new(MaildirAgent::new(
+        cfg.hostname(),
+        owner,
+        vec![cfg.mailbox_base(), cfg.local_mailbox_base()],
+    ));
     let (runner, channels) = Runner::new(
         spool.clone(),
         directory.clone(),

@@ -123,7 +123,11 @@ pub fn parse_path(s: &str, utf8: bool) -> Result<ParsedPath<'_>, PathError> {
         let end = find_close(bytes).ok_or(PathError::Syntax)?;
         (&s[1..end], &s[end + 1..])
     } else {
+        // RFC 5321 4.1.1.2: `<>` or a path; an empty argument is neither.
         let end = s.find(' ').unwrap_or(s.len());
+        if end == 0 {
+            return Err(PathError::Syntax);
+        }
         (&s[..end], &s[end..])
     };
     if !rest.is_empty() && !rest.starts_with(' ') {

@@ -170,7 +170,8 @@ impl DataDecoder {
                 }
                 (State::Dot, _) => {
                     // Dot-stuffed line: drop the dot, keep the character.
-                    self.line_len += 1;
+                    // The limit does not count the stuffing dot (RFC 5321
+                    // 4.5.3.1.6).
                     self.content(1);
                     self.emit(&[c]);
                     self.state = State::Mid;
@@ -248,6 +249,12 @@ mod tests {
         assert!(d.is_done());
         assert_eq!(d.error(), Some(DataError::TooBig));
         assert!(d.take_output().is_empty());
+    }
+
+    #[test]
+    fn line_limit_ignores_the_stuffing_dot() {
+        let ok = format!(".{}\r\n.\r\n", ".".repeat(998));
+        assert_eq!(decode(ok.as_bytes()).1, None);
     }
 
     #[test]

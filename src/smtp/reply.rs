@@ -202,6 +202,8 @@ pub const NEED_RCPT: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: need RCPT c
 /// RFC 1870 / RFC 6152 / RFC 6531 parameter problems.
 pub const UNKNOWN_PARAMETER: Reply =
     Reply::fixed(555, Esc(5, 5, 4), "Error: unsupported MAIL/RCPT parameter");
+pub const BAD_PARAMETER_SYNTAX: Reply =
+    Reply::fixed(501, Esc(5, 5, 4), "Error: bad parameter syntax");
 pub const BAD_SIZE_PARAMETER: Reply = Reply::fixed(501, Esc(5, 5, 4), "Error: bad SIZE= value");
 pub const BAD_BODY_PARAMETER: Reply =
     Reply::fixed(501, Esc(5, 5, 4), "Error: BODY= must be 7BIT or 8BITMIME");
@@ -241,7 +243,6 @@ pub const TEXT_LINE_TOO_LONG: Reply = Reply::fixed(
     Esc(5, 5, 2),
     "Error: message has a text line longer than the limit",
 );
-pub const NUL_IN_DATA: Reply = Reply::fixed(554, Esc(5, 6, 0), "Error: NUL character in message");
 
 // --- builders ---------------------------------------------------------------
 pub fn greeting(hostname: &str) -> Reply {

@@ -122,12 +122,12 @@ impl ServerBuilder {
         self.top.push(line.to_string());
         self
     }
-    /// A `key = value` line in `[section]`.
+    /// A `key = value` line in `[section]` (replaces an earlier one for that key).
     pub fn set(mut self, section: &str, line: &str) -> Self {
-        self.sections
-            .entry(section.to_string())
-            .or_default()
-            .push(line.to_string());
+        let key = line.split('=').next().unwrap().trim().to_string();
+        let lines = self.sections.entry(section.to_string()).or_default();
+        lines.retain(|l| l.split('=').next().unwrap().trim() != key);
+        lines.push(line.to_string());
         self
     }
     /// Load the PostfixAdmin fixture into the directory (default: yes).
@@ -277,7 +277,11 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self.log().contains("listening on") {
+            // Only this run's log: earlier runs also said "listening on".
+            if std::fs::read_to_string(&self.log_path)
+                .unwrap_or_default()
+                .contains("listening on")
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -42,7 +42,7 @@ impl Session {
             Err(_) => return self.reject(reply::BAD_SENDER_SYNTAX, None),
         };
         let Some(params) = address::parse_params(parsed.params) else {
-            return self.reject(reply::UNKNOWN_PARAMETER, None);
+            return self.reject(reply::BAD_PARAMETER_SYNTAX, None);
         };
         let (mut smtputf8, mut body_8bit) = (false, false);
         for p in &params {
@@ -99,8 +99,11 @@ impl Session {
             Err(PathError::NeedsUtf8) => return self.reject(reply::NEED_SMTPUTF8, None),
             Err(_) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
         };
-        if !parsed.params.is_empty() {
-            return self.reject(reply::UNKNOWN_PARAMETER, None);
+        match address::parse_params(parsed.params) {
+            None => return self.reject(reply::BAD_PARAMETER_SYNTAX, None),
+            // No RCPT parameters are supported (no DSN yet).
+            Some(p) if !p.is_empty() => return self.reject(reply::UNKNOWN_PARAMETER, None),
+            Some(_) => {}
         }
         let addr = match (parsed.path, parsed.bare_local) {
             (Some(a), _) => a,

@@ -1,0 +1,488 @@
+//! Issue 2, section 2: one TOML file, checked with `postern check-config`,
+//! every problem reported at once as `FILE:LINE: key: problem; allowed: ...`
+//! with exit code 78 (EX_CONFIG); the annotated example config in
+//! rootfs/etc/postern/postern.toml is what `postern config example` prints.
+//!
+//! tests/bad_configs/NN-name/ holds one case per error class: `postern.toml`
+//! (plus any file it names) and `expected.txt`, whose lines must each match
+//! one line of stderr. In expected.txt, ` ... ` stands for any text (so the
+//! long `allowed:` lists can grow without breaking the cases). The check runs
+//! in the case directory with the relative name `postern.toml`, so messages
+//! start with `postern.toml:LINE:` whatever the checkout's absolute path.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EX_CONFIG: i32 = 78;
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_configs")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .expect("tests/bad_configs")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("postern.toml").is_file())
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 15,
+        "expected a case per error class, found {}",
+        v.len()
+    );
+    v
+}
+
+/// What one run printed, and how it ended.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn output(cmd: &mut Command) -> Outcome {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn check_config_in(dir: &Path, file: &str) -> Outcome {
+    output(
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(file)
+            .current_dir(dir)
+            .stdin(Stdio::null()),
+    )
+}
+
+/// An expected line matches a stderr line when its ` ... `-separated pieces
+/// occur in that line in order.
+fn line_matches(expected: &str, line: &str) -> bool {
+    let mut rest = line;
+    for piece in expected.split(" ... ") {
+        match rest.find(piece) {
+            Some(i) => rest = &rest[i + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Expected lines not found in `stderr`.
+fn missing_lines(expected: &str, stderr: &str) -> Vec<String> {
+    expected
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|e| !stderr.lines().any(|l| line_matches(e, l)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `postern.toml:LINE: key: problem; allowed: ...` → (line, key).
+fn parse_config_error(line: &str) -> Result<(usize, String), String> {
+    let rest = line
+        .strip_prefix("postern.toml:")
+        .ok_or("no `postern.toml:` prefix")?;
+    let (num, rest) = rest.split_once(": ").ok_or("no `LINE: `")?;
+    let num: usize = num
+        .parse()
+        .map_err(|_| format!("line number {num:?} is not a number"))?;
+    if num == 0 {
+        return Err("line 0".into());
+    }
+    let (key, rest) = rest.split_once(": ").ok_or("no `key: `")?;
+    if key.is_empty() || key.contains(' ') {
+        return Err(format!("key {key:?} is empty or has spaces"));
+    }
+    let (problem, allowed) = rest.split_once("; allowed: ").ok_or("no `; allowed: `")?;
+    if problem.trim().is_empty() || allowed.trim().is_empty() {
+        return Err("empty problem or allowed part".into());
+    }
+    Ok((num, key.to_string()))
+}
+
+/// The checks every bad config's stderr must pass; returns the problems.
+fn judge(case: &str, expected: &str, o: &Outcome, check_shape: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    if o.code != Some(EX_CONFIG) {
+        problems.push(format!(
+            "{case}: exit code {:?}, expected {EX_CONFIG}",
+            o.code
+        ));
+    }
+    if o.stdout.contains("ok") {
+        problems.push(format!("{case}: stdout says ok: {:?}", o.stdout));
+    }
+    for m in missing_lines(expected, &o.stderr) {
+        problems.push(format!("{case}: expected line not in stderr: {m}"));
+    }
+    if check_shape {
+        let mut numbers = Vec::new();
+        let mut errors = 0;
+        for l in o.stderr.lines() {
+            if l.starts_with("postern: ") {
+                continue;
+            }
+            errors += 1;
+            if l.starts_with("postern.toml:") {
+                match parse_config_error(l) {
+                    Ok((n, _)) => numbers.push(n),
+                    Err(why) => problems.push(format!(
+                        "{case}: not FILE:LINE: key: problem; allowed: ... ({why}): {l}"
+                    )),
+                }
+            } else if !l.contains("aliases:") {
+                problems.push(format!("{case}: stderr line names no file: {l}"));
+            }
+        }
+        if errors == 0 {
+            problems.push(format!("{case}: no error line at all"));
+        }
+        if numbers.windows(2).any(|w| w[0] > w[1]) {
+            problems.push(format!("{case}: errors not sorted by line: {numbers:?}"));
+        }
+        let summary = format!("postern: {errors} configuration error(s)");
+        if !o.stderr.lines().any(|l| l == summary) {
+            problems.push(format!("{case}: no summary line {summary:?}"));
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("{case}: stderr was:\n{}", o.stderr));
+    }
+    problems
+}
+
+#[test]
+fn every_bad_config_is_reported_with_file_line_key_and_allowed() {
+    let mut problems = Vec::new();
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let expected = std::fs::read_to_string(dir.join("expected.txt"))
+            .unwrap_or_else(|_| panic!("{name}: expected.txt is missing"));
+        assert!(
+            expected.lines().any(|l| !l.trim().is_empty()),
+            "{name}: expected.txt is empty"
+        );
+        let o = check_config_in(&dir, "postern.toml");
+        problems.extend(judge(&name, &expected, &o, true));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A value that is present but wrong is reported once, as wrong: never a
+/// second time as "missing" (which would send the reader looking for a key
+/// that is right there).
+#[test]
+fn a_bad_value_is_reported_once_and_never_as_missing() {
+    let mut problems = Vec::new();
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let o = check_config_in(&dir, "postern.toml");
+        let keys: Vec<String> = o
+            .stderr
+            .lines()
+            .filter_map(|l| parse_config_error(l).ok())
+            .map(|(_, k)| k)
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].contains(k) {
+                problems.push(format!(
+                    "{name}: key {k} reported more than once:\n{}",
+                    o.stderr
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `postern serve --config BAD` refuses to start with the same messages and
+/// exit code. Each case is copied to a temp dir (serve may create its queue
+/// before it reads the aliases file) and moved to a free port, so a serve
+/// that wrongly starts cannot collide with anything.
+#[test]
+fn serve_with_a_bad_config_exits_78_with_the_same_messages() {
+    let mut problems = Vec::new();
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp = TestDir::new("badserve");
+        let port = free_port().to_string();
+        let other = free_port().to_string();
+        let fix = |s: String| {
+            s.replace(
+                "address = \"127.0.0.1:2525\"",
+                &format!("address = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                "address = \"127.0.0.1:2526\"",
+                &format!("address = \"127.0.0.1:{other}\""),
+            )
+            .replace(
+                "127.0.0.1:2525 is already used",
+                &format!("127.0.0.1:{port} is already used"),
+            )
+        };
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(tmp.path().join(p.file_name().unwrap()), fix(text)).unwrap();
+        }
+        // The error lines are the same; the count summary is check-config's.
+        let expected: String = std::fs::read_to_string(tmp.path().join("expected.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("postern: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", "postern.toml"])
+            .current_dir(tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(20));
+        let o = Outcome {
+            code: status.code(),
+            stdout: std::io::read_to_string(child.stdout.take().unwrap()).unwrap(),
+            stderr: std::io::read_to_string(child.stderr.take().unwrap()).unwrap(),
+        };
+        // serve prefixes fatal start errors with "postern: "; shape checked above.
+        problems.extend(judge(&name, &expected, &o, false));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_config_file_that_cannot_be_read_is_ex_config() {
+    let tmp = TestDir::new("nofile");
+    let o = check_config_in(tmp.path(), "absent.toml");
+    assert_eq!(o.code, Some(EX_CONFIG), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("absent.toml") && o.stderr.contains("cannot read"),
+        "{}",
+        o.stderr
+    );
+    let o = output(
+        Command::new(BIN)
+            .args(["serve", "--config", "absent.toml"])
+            .current_dir(tmp.path()),
+    );
+    assert_eq!(o.code, Some(EX_CONFIG), "{}", o.stderr);
+    assert!(o.stderr.contains("absent.toml"), "{}", o.stderr);
+}
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/postern.toml")
+}
+
+#[test]
+fn example_config_in_rootfs_is_what_config_example_prints() {
+    let o = output(Command::new(BIN).args(["config", "example"]));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let file = std::fs::read(example_path()).expect("rootfs/etc/postern/postern.toml");
+    if o.stdout.as_bytes() != file.as_slice() {
+        let first = o
+            .stdout
+            .lines()
+            .zip(String::from_utf8_lossy(&file).lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| {
+                format!(
+                    "first difference at line {}:\n  generated: {a}\n  file:      {b}",
+                    i + 1
+                )
+            })
+            .unwrap_or_else(|| "one is a prefix of the other".into());
+        panic!(
+            "rootfs/etc/postern/postern.toml drifted from the config schema ({first}).\n\
+             Regenerate it with:  cargo run -- config example > rootfs/etc/postern/postern.toml"
+        );
+    }
+}
+
+#[test]
+fn example_config_passes_check_config() {
+    let tmp = TestDir::new("example");
+    let aliases = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/aliases");
+    assert!(aliases.is_file(), "rootfs/etc/postern/aliases is missing");
+    let example = std::fs::read_to_string(example_path()).unwrap();
+    assert!(
+        example.contains("\"/etc/postern/aliases\""),
+        "the example names /etc/postern/aliases"
+    );
+    let data = tmp.path().join("data");
+    let text: String = example
+        .replace(
+            "\"/etc/postern/aliases\"",
+            &format!("\"{}\"", aliases.display()),
+        )
+        .lines()
+        .map(|l| {
+            if l.starts_with("data_dir = ") {
+                format!("data_dir = \"{}\"\n", data.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        text.contains(&data.display().to_string()),
+        "the example sets data_dir"
+    );
+    std::fs::write(tmp.path().join("postern.toml"), text).unwrap();
+    let o = check_config_in(tmp.path(), "postern.toml");
+    assert_eq!(
+        o.code,
+        Some(0),
+        "the example config does not check:\n{}",
+        o.stderr
+    );
+    assert_eq!(o.stdout.trim(), "postern.toml: ok");
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+}
+
+#[test]
+fn default_config_passes_check_config() {
+    let tmp = TestDir::new("default");
+    let o = output(Command::new(BIN).args(["config", "default"]));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("[[listener]]"), "{}", o.stdout);
+    std::fs::write(tmp.path().join("default.toml"), &o.stdout).unwrap();
+    let o = check_config_in(tmp.path(), "default.toml");
+    assert_eq!(
+        o.code,
+        Some(0),
+        "the embedded default does not check:\n{}",
+        o.stderr
+    );
+    assert_eq!(o.stdout.trim(), "default.toml: ok");
+    // check-config only reads: it creates nothing next to the config.
+    assert!(
+        !tmp.path().join("postern-data").exists(),
+        "check-config created the data dir"
+    );
+
+    let o = output(Command::new(BIN).args(["config", "nonsense"]));
+    assert_ne!(o.code, Some(0));
+    assert!(
+        o.stderr.contains("example") && o.stderr.contains("default"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// IPv4 and IPv6 networks, sizes and durations with units, listeners on
+/// IPv4 and IPv6: a good file prints `FILE: ok` and exits 0.
+#[test]
+fn a_good_config_prints_ok() {
+    let tmp = TestDir::new("good");
+    std::fs::write(tmp.path().join("aliases"), "root: alice@example.test\n").unwrap();
+    std::fs::write(
+        tmp.path().join("postern.toml"),
+        "data_dir = \".\"\n\
+         hostname = \"mx.example.test\"\n\
+         trusted_networks = [\"127.0.0.0/8\", \"::1/128\", \"::1\", \"fd00::/8\", \"2001:db8::/32\", \"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n\
+         local_domains = [\"mx.example.test\", \"localhost\"]\n\
+         \n[[listener]]\naddress = \"127.0.0.1:2525\"\n\
+         \n[[listener]]\naddress = \"[::1]:2525\"\nmode = \"plain\"\n\
+         \n[smtp]\nmessage_size_limit = \"10M\"\nerror_delay = \"500ms\"\ncommand_timeout = \"5m\"\ncommand_line_limit = 512\n\
+         \n[directory]\naliases_file = \"aliases\"\nlocal_users = \"aliases-only\"\nlookup_timeout = \"1s\"\n\
+         \n[delivery]\nuid = 5000\ngid = 5000\nminimum_uid = 5000\n\
+         \n[queue]\nmax_lifetime = \"5d\"\n",
+    )
+    .unwrap();
+    let o = check_config_in(tmp.path(), "postern.toml");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "postern.toml: ok");
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+}
+
+/// The relay decision reads trusted_networks as configured: `::1/128`
+/// trusts ::1 only, never 127.0.0.1; `127.0.0.0/8` trusts 127.0.0.2.
+#[test]
+fn trusted_networks_with_ipv6_entries_decide_relaying() {
+    let srv = Server::builder()
+        .top("trusted_networks = [\"::1/128\", \"fd00::/8\"]")
+        .start();
+    let mut c = srv.smtp();
+    c.hello();
+    c.expect("MAIL FROM:<me@client.test>", "250");
+    let r = c.cmd("RCPT TO:<someone@remote.test>");
+    assert!(
+        r.first.starts_with("554 5.7.1"),
+        "127.0.0.1 is not in ::1/128: {r:?}"
+    );
+    drop(c);
+
+    let srv = Server::builder()
+        .top("trusted_networks = [\"::1/128\", \"127.0.0.0/8\"]")
+        .start();
+    let mut c = srv.smtp_untrusted();
+    c.hello();
+    c.expect("MAIL FROM:<me@client.test>", "250");
+    c.expect("RCPT TO:<someone@remote.test>", "250 2.1.5");
+}
+
+/// `serve` with the same good file (on a free port) starts and listens:
+/// check-config's "ok" means the server accepts it too.
+#[test]
+fn a_config_check_config_accepts_also_starts() {
+    let tmp = TestDir::new("goodserve");
+    let port = free_port();
+    std::fs::write(
+        tmp.path().join("postern.toml"),
+        format!(
+            "data_dir = \"data\"\nhostname = \"mx.example.test\"\ntrusted_networks = [\"127.0.0.1/32\", \"::1/128\"]\n\
+             \n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n[smtp]\nmessage_size_limit = \"1M\"\n"
+        ),
+    )
+    .unwrap();
+    let o = check_config_in(tmp.path(), "postern.toml");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let log = std::fs::File::create(tmp.path().join("log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "postern.toml"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(tmp.path().join("log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read().contains("listening on") {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("serve exited {s}:\n{}", read());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start:\n{}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = Smtp::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    c.hello();
+    let r = c.cmd("EHLO client.test");
+    assert!(
+        r.text.contains("SIZE 1048576"),
+        "message_size_limit \"1M\" is announced: {r:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
