@@ -4,6 +4,7 @@
 
 use toml::de::{DeTable, DeValue};
 
+use super::aliases::AliasMap;
 use super::schema::Ctx;
 use super::{is_domain, system_hostname, Config};
 
@@ -204,13 +205,20 @@ impl Config {
         }
         if let Some(p) = self.directory.aliases_file.clone() {
             let p = self.resolve(&p);
-            if let Err(e) = std::fs::File::open(&p) {
-                ctx.error(
+            match std::fs::read(&p) {
+                Err(e) => ctx.error(
                     at(&["directory", "aliases_file"]),
                     "directory.aliases_file",
                     format!("cannot read {}: {e}", p.display()),
                     "a readable aliases(5) file",
-                );
+                ),
+                Ok(bytes) => match AliasMap::parse(
+                    &p.display().to_string(),
+                    &String::from_utf8_lossy(&bytes),
+                ) {
+                    Ok(map) => self.aliases = map,
+                    Err(errs) => ctx.errors.extend(errs),
+                },
             }
         }
         let db = self.database_path();

@@ -9,6 +9,7 @@
 //! Paths: `data_dir` is relative to the directory postern starts in; every
 //! other relative path is relative to `data_dir`.
 
+pub mod aliases;
 mod check;
 pub mod example;
 pub mod schema;
@@ -198,6 +199,8 @@ pub struct Config {
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
+    /// The aliases file, read and checked with the config.
+    pub aliases: aliases::AliasMap,
 }
 
 impl Config {
@@ -263,12 +266,15 @@ impl Config {
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
+            aliases: Default::default(),
         };
         cfg.check(&mut ctx, root);
         if ctx.errors.is_empty() {
             Ok(cfg)
         } else {
-            ctx.errors.sort_by_key(|e| e.line);
+            ctx.errors.sort_by(|a, b| {
+                (a.file != file, &a.file, a.line).cmp(&(b.file != file, &b.file, b.line))
+            });
             Err(ctx.errors)
         }
     }

@@ -10,14 +10,13 @@
 //! local users. Aliases may point at aliases down to a depth limit; an
 //! address that reappears among its own ancestors is a loop.
 
-pub mod aliases;
 pub mod sqlite;
 
 use std::collections::HashSet;
 
+use crate::config::aliases::{AliasMap, AliasTarget};
 use crate::config::{Config, LocalUsers};
 use crate::smtp::address::Address;
-use aliases::{AliasMap, AliasTarget};
 use sqlite::Db;
 
 /// A lookup that could not be answered now (locked or damaged database).
@@ -106,19 +105,15 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Opens the database and reads the aliases file. Returns warnings that
-    /// do not stop the server (a damaged database); errors that do (a bad
-    /// aliases file) come back as `Err` with one line per problem.
-    pub fn open(cfg: &Config) -> Result<(Directory, Option<String>), Vec<String>> {
-        let aliases = match cfg.aliases_file() {
-            Some(p) => AliasMap::load(&p)?,
-            None => AliasMap::default(),
-        };
+    /// Opens the database; the aliases file was read with the config.
+    /// Returns a warning that does not stop the server (a damaged
+    /// database: lookups answer 451 until it is fixed).
+    pub fn open(cfg: &Config) -> (Directory, Option<String>) {
         let (db, warning) = Db::open(&cfg.database_path(), cfg.directory.lookup_timeout.0);
-        Ok((
+        (
             Directory {
                 db,
-                aliases,
+                aliases: cfg.aliases.clone(),
                 local_domains: cfg.local_domains().to_vec(),
                 local_users: cfg.directory.local_users,
                 origin: cfg.origin().to_string(),
@@ -126,7 +121,7 @@ impl Directory {
                 depth_limit: cfg.directory.alias_depth_limit,
             },
             warning,
-        ))
+        )
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -358,14 +353,6 @@ impl Directory {
             Some(i) if i > 0 => &local[..i],
             _ => local,
         }
-    }
-}
-
-/// Checks the aliases file a config names, for `check-config`.
-pub fn aliases_check(cfg: &Config) -> Result<(), Vec<String>> {
-    match cfg.aliases_file() {
-        Some(p) => AliasMap::load(&p).map(|_| ()),
-        None => Ok(()),
     }
 }
 

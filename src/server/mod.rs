@@ -127,8 +127,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
         };
         Fatal(code, format!("queue {}: {e}", cfg.queue_dir().display()))
     })?);
-    let (directory, warning) =
-        Directory::open(&cfg).map_err(|errs| Fatal(EX_CONFIG, errs.join("\n")))?;
+    let (directory, warning) = Directory::open(&cfg);
     if let Some(w) = warning {
         log::warning(&format!(
             "user directory unusable, lookups will answer 451 until it is fixed: {w}"

@@ -9,11 +9,12 @@
 //! Names are case-insensitive. A target is an address (`user@domain`) or a
 //! local name. `:include:`, `|command` and `/file` targets are refused with
 //! an error naming file and line: postern does not run commands or write
-//! files on behalf of an alias.
+//! files on behalf of an alias. The file is read with the config, so its
+//! errors are reported together with the config's, in the same shape.
 
 use std::collections::HashMap;
-use std::path::Path;
 
+use super::ConfigError;
 use crate::smtp::address::Address;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,15 +42,9 @@ impl AliasMap {
         self.map.is_empty()
     }
 
-    pub fn load(path: &Path) -> Result<AliasMap, Vec<String>> {
-        let text = std::fs::read(path)
-            .map_err(|e| vec![format!("{}:0: cannot read: {e}", path.display())])?;
-        let text = String::from_utf8_lossy(&text);
-        AliasMap::parse(&path.display().to_string(), &text)
-    }
-
-    /// Parses the whole file; every bad entry is reported as `FILE:LINE: ...`.
-    pub fn parse(file: &str, text: &str) -> Result<AliasMap, Vec<String>> {
+    /// Parses the whole file; every bad entry is reported as
+    /// `FILE:LINE: alias NAME: problem; allowed: ...`.
+    pub fn parse(file: &str, text: &str) -> Result<AliasMap, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut map: HashMap<String, Vec<AliasTarget>> = HashMap::new();
         // Join continuation lines, remembering where each entry started.
@@ -65,9 +60,11 @@ impl AliasMap {
                         e.push(' ');
                         e.push_str(trimmed);
                     }
-                    None => errors.push(format!(
-                        "{file}:{}: continuation line without an alias before it",
-                        i + 1
+                    None => errors.push(error(
+                        file,
+                        i + 1,
+                        "(aliases)",
+                        "continuation line without an alias before it",
                     )),
                 }
             } else {
@@ -76,26 +73,38 @@ impl AliasMap {
         }
         for (line, entry) in entries {
             let Some((name, targets)) = entry.split_once(':') else {
-                errors.push(format!("{file}:{line}: expected `name: target, ...`"));
+                errors.push(error(
+                    file,
+                    line,
+                    "(aliases)",
+                    "expected `name: target, ...`",
+                ));
                 continue;
             };
             let name = name.trim().trim_matches('"').to_lowercase();
             if name.is_empty() || name.contains(char::is_whitespace) || name.contains('@') {
-                errors.push(format!("{file}:{line}: alias {name:?}: bad alias name"));
+                errors.push(error(
+                    file,
+                    line,
+                    &format!("alias {name:?}"),
+                    "bad alias name",
+                ));
                 continue;
             }
             let mut list = Vec::new();
             for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 match parse_target(t) {
                     Ok(target) => list.push(target),
-                    Err(problem) => errors.push(format!("{file}:{line}: alias {name}: {problem}")),
+                    Err(problem) => {
+                        errors.push(error(file, line, &format!("alias {name}"), problem))
+                    }
                 }
             }
             if list.is_empty() && !targets.contains([':', '|', '/']) {
-                errors.push(format!("{file}:{line}: alias {name}: no targets"));
+                errors.push(error(file, line, &format!("alias {name}"), "no targets"));
             }
             if map.contains_key(&name) {
-                errors.push(format!("{file}:{line}: alias {name}: defined twice"));
+                errors.push(error(file, line, &format!("alias {name}"), "defined twice"));
                 continue;
             }
             map.insert(name, list);
@@ -105,6 +114,18 @@ impl AliasMap {
         } else {
             Err(errors)
         }
+    }
+}
+
+const ALLOWED: &str = "addresses (user@domain) or local names, separated by commas";
+
+fn error(file: &str, line: usize, key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        line,
+        key: key.to_string(),
+        problem: problem.into(),
+        allowed: ALLOWED.into(),
     }
 }
 
@@ -161,7 +182,12 @@ mod tests {
         let text = "a: b\nx: |/bin/sh\ny: /tmp/file\nz: :include:/etc/list\nw: \"|cmd\"\n";
         let errs = AliasMap::parse("al", text).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
-        assert!(errs[0].starts_with("al:2: alias x: |/bin/sh: command targets"));
+        let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            errs[0].starts_with("al:2: alias x: |/bin/sh: command targets"),
+            "{}",
+            errs[0]
+        );
         assert!(errs[1].starts_with("al:3: alias y:"));
         assert!(errs[2].starts_with("al:4: alias z:"));
         assert!(errs[3].starts_with("al:5: alias w:"));
