@@ -29,6 +29,12 @@ fn journald() -> bool {
     *J.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some())
 }
 
+/// getpid() is a system call each time; the pid does not change.
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 fn write(level: Level, msg: &str) {
     let mut line = String::with_capacity(msg.len() + 48);
     if journald() {
@@ -41,7 +47,7 @@ fn write(level: Level, msg: &str) {
         line.push_str(&timefmt::rfc3339_micros(micros));
         line.push(' ');
     }
-    let _ = write!(line, "postern[{}]: ", std::process::id());
+    let _ = write!(line, "postern[{}]: ", pid());
     // A log line is one line, whatever a client put into a name.
     line.extend(msg.chars().map(|c| if c.is_control() { '?' } else { c }));
     line.push('\n');

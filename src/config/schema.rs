@@ -180,7 +180,7 @@ pub fn as_table<'a, 'i>(
 
 /// Declares a config section: the struct, its defaults, its reader and its docs.
 ///
-/// ```ignore
+/// ```text
 /// section! {
 ///     /// Help for the section.
 ///     pub struct Limits ("limits") {

@@ -86,8 +86,7 @@ impl MaildirAgent {
     }
 
     fn deliver_one(&self, msg: &QueuedMessage, t: &Target, recovered: bool) -> io::Result<String> {
-        self.make_dirs(&t.place)?;
-        let _ids = FsIds::switch(self.owner)?;
+        let mut ids = FsIds::switch(self.owner)?;
         let env = &msg.env;
         let head = format!(
             "Return-Path: <{}>\nDelivered-To: {}\n",
@@ -110,6 +109,14 @@ impl MaildirAgent {
             return Ok("already delivered before restart".into());
         }
         let mut f = match create_excl(&tmp_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // First delivery, or someone removed the Maildir: make it,
+                // with our own ids (see make_dirs).
+                ids.pause();
+                self.make_dirs(&t.place)?;
+                ids.resume()?;
+                create_excl(&tmp_path)?
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A leftover from an attempt cut short: start it over.
                 fs::remove_file(&tmp_path)?;
@@ -160,7 +167,11 @@ fn create_excl(p: &Path) -> io::Result<File> {
 /// Dovecot moves files to `cur/` and appends flags, never changing the stem.
 fn already_delivered(new: &Path, cur: &Path, stem: &str) -> io::Result<bool> {
     for d in [new, cur] {
-        for e in fs::read_dir(d)? {
+        let entries = match fs::read_dir(d) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        for e in entries {
             if e?.file_name().to_string_lossy().starts_with(stem) {
                 return Ok(true);
             }
@@ -198,13 +209,31 @@ impl Agent for MaildirAgent {
 /// This thread's filesystem uid/gid switched for the scope (Linux
 /// setfsuid/setfsgid are per thread), restored on drop.
 struct FsIds {
+    owner: Option<(u32, u32)>,
     restore: Option<(u32, u32)>,
 }
 
 impl FsIds {
     fn switch(owner: Option<(u32, u32)>) -> io::Result<FsIds> {
-        let Some((uid, gid)) = owner else {
-            return Ok(FsIds { restore: None });
+        let mut ids = FsIds {
+            owner,
+            restore: None,
+        };
+        ids.resume()?;
+        Ok(ids)
+    }
+
+    /// Back to our own ids until [`FsIds::resume`].
+    fn pause(&mut self) {
+        if let Some((uid, gid)) = self.restore.take() {
+            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        }
+    }
+
+    fn resume(&mut self) -> io::Result<()> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
         };
         use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
         let old_gid = setfsgid(Gid::from_raw(gid));
@@ -220,17 +249,13 @@ impl FsIds {
                 format!("cannot switch to uid {uid} gid {gid}"),
             ));
         }
-        Ok(FsIds {
-            restore: Some((old_uid.as_raw(), old_gid.as_raw())),
-        })
+        self.restore = Some((old_uid.as_raw(), old_gid.as_raw()));
+        Ok(())
     }
 }
 
 impl Drop for FsIds {
     fn drop(&mut self) {
-        if let Some((uid, gid)) = self.restore {
-            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
-        }
+        self.pause();
     }
 }

@@ -7,10 +7,15 @@
 //! makes them case-insensitive. The "active" rules of the seed's
 //! mysql_*.cf queries are applied here and nowhere else.
 //!
+//! Answers are cached while the database file stays the same (see
+//! [`Db::cached`]): a change by PostfixAdmin's sync, `sqlite3` or a file
+//! swap is seen by the next lookup.
+//!
 //! Every lookup answers found / not found / temporary failure: a locked,
 //! missing or damaged database is a [`TempFail`], which clients see as
 //! 451 4.3.0 and never as "user unknown".
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -97,6 +102,7 @@ pub struct Db {
     path: PathBuf,
     busy_timeout: Duration,
     pool: Mutex<Vec<Connection>>,
+    cache: Mutex<Cache>,
 }
 
 impl Db {
@@ -108,6 +114,7 @@ impl Db {
             path: path.to_path_buf(),
             busy_timeout,
             pool: Mutex::new(Vec::new()),
+            cache: Mutex::default(),
         };
         let problem = db.init().err().map(|e| format!("{}: {e}", path.display()));
         (db, problem)
@@ -163,9 +170,40 @@ impl Db {
         }
     }
 
+    /// Answers a lookup from the cache while the database file is unchanged
+    /// since the answer was cached (same inode, size, mtime and ctime), and
+    /// from SQL otherwise. One stat instead of a locked read transaction.
+    fn cached(
+        &self,
+        kind: Kind,
+        key: &str,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<Cached>,
+    ) -> Result<Cached, TempFail> {
+        let id = file_id(&self.path);
+        let key = (kind, key.to_ascii_lowercase());
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.file != id || id.is_none() {
+                cache.map.clear();
+                cache.file = id;
+            } else if let Some(v) = cache.map.get(&key) {
+                return Ok(v.clone());
+            }
+        }
+        let v = self.with(query)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.file == id && id.is_some() {
+            if cache.map.len() >= CACHE_ENTRIES {
+                cache.map.clear();
+            }
+            cache.map.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+
     /// An active domain (`domain.active = 1`).
     pub fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail> {
-        self.with(|c| {
+        let v = self.cached(Kind::Domain, name, |c| {
             c.prepare_cached("SELECT backupmx FROM domain WHERE domain = ?1 AND active = 1")?
                 .query_row([name], |r| {
                     Ok(DomainRow {
@@ -173,39 +211,108 @@ impl Db {
                     })
                 })
                 .optional()
+                .map(Cached::Domain)
+        })?;
+        Ok(match v {
+            Cached::Domain(d) => d,
+            _ => unreachable!("cache kinds are keyed apart"),
         })
     }
 
     /// The target of an active alias domain whose target domain is active.
     pub fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail> {
-        self.with(|c| {
+        let v = self.cached(Kind::AliasDomain, name, |c| {
             c.prepare_cached(
                 "SELECT ad.target_domain FROM alias_domain ad JOIN domain d ON d.domain = ad.target_domain
                  WHERE ad.alias_domain = ?1 AND ad.active = 1 AND d.active = 1",
             )?
             .query_row([name], |r| r.get(0))
             .optional()
-        })
+            .map(Cached::Text)
+        })?;
+        Ok(text(v))
     }
 
     /// `alias.goto` of an active alias (the seed's virtual_alias_maps).
     pub fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail> {
-        self.with(|c| {
+        let v = self.cached(Kind::Alias, address, |c| {
             c.prepare_cached("SELECT goto FROM alias WHERE address = ?1 AND active = 1")?
                 .query_row([address], |r| r.get(0))
                 .optional()
-        })
+                .map(Cached::Text)
+        })?;
+        Ok(text(v))
     }
 
     /// An active mailbox in an active domain (the seed's virtual_mailbox_maps).
     pub fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail> {
-        self.with(|c| {
+        let v = self.cached(Kind::Mailbox, username, |c| {
             c.prepare_cached(
                 "SELECT m.username, m.maildir, m.quota FROM mailbox m JOIN domain d ON d.domain = m.domain
                  WHERE m.username = ?1 AND m.active = 1 AND d.active = 1",
             )?
-            .query_row([username], |r| Ok(MailboxRow { username: r.get(0)?, maildir: r.get(1)?, quota: r.get(2)? }))
+            .query_row([username], |r| {
+                Ok(MailboxRow { username: r.get(0)?, maildir: r.get(1)?, quota: r.get(2)? })
+            })
             .optional()
+            .map(Cached::Mailbox)
+        })?;
+        Ok(match v {
+            Cached::Mailbox(m) => m,
+            _ => unreachable!("cache kinds are keyed apart"),
         })
     }
+}
+
+/// Entries kept before the cache starts over.
+const CACHE_ENTRIES: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Domain,
+    AliasDomain,
+    Alias,
+    Mailbox,
+}
+
+#[derive(Clone, Debug)]
+enum Cached {
+    Domain(Option<DomainRow>),
+    Text(Option<String>),
+    Mailbox(Option<MailboxRow>),
+}
+
+fn text(v: Cached) -> Option<String> {
+    match v {
+        Cached::Text(t) => t,
+        _ => unreachable!("cache kinds are keyed apart"),
+    }
+}
+
+/// What identifies one version of the database file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+#[derive(Default)]
+struct Cache {
+    file: Option<FileId>,
+    map: HashMap<(Kind, String), Cached>,
 }

@@ -32,6 +32,8 @@ pub struct Job {
     pub id: String,
     /// Queued when postern started: an earlier run may have delivered parts.
     pub recovered: bool,
+    /// Just committed: never tried, so there is no state file to read or remove.
+    pub fresh: bool,
 }
 
 pub struct Runner {
@@ -99,6 +101,7 @@ impl Runner {
         let _ = self.jobs.try_send(Job {
             id,
             recovered: false,
+            fresh: true,
         });
     }
 
@@ -110,6 +113,7 @@ impl Runner {
                 let _ = self.jobs.try_send(Job {
                     id,
                     recovered: true,
+                    fresh: false,
                 });
             } else {
                 let _ = self.timer.try_send((next, id));
@@ -177,10 +181,14 @@ impl Runner {
                 return;
             }
         };
-        let mut state = self.spool.load_state(&job.id).unwrap_or_else(|e| {
-            log::queue_problem(&job.id, &format!("damaged state file ignored: {e}"));
+        let mut state = if job.fresh {
             Default::default()
-        });
+        } else {
+            self.spool.load_state(&job.id).unwrap_or_else(|e| {
+                log::queue_problem(&job.id, &format!("damaged state file ignored: {e}"));
+                Default::default()
+            })
+        };
         let headers = msg.header_bytes(256 * 1024).unwrap_or_default();
         let mut results = self.deliver_all(&msg, &headers, &state.done, job.recovered);
 
@@ -241,7 +249,7 @@ impl Runner {
             Outcome::Delivered { .. } => false,
         });
         if !pending {
-            match self.spool.remove(&job.id) {
+            match self.spool.remove(&job.id, !job.fresh) {
                 Ok(()) => log::removed(&job.id),
                 Err(e) => {
                     log::queue_problem(&job.id, &format!("cannot remove finished message: {e}"))
@@ -450,6 +458,7 @@ async fn timer_loop(rx: Receiver<(i64, String)>, jobs: Sender<Job>) {
                 .send(Job {
                     id,
                     recovered: false,
+                    fresh: false,
                 })
                 .await
                 .is_err()

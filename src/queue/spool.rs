@@ -226,15 +226,8 @@ impl Spool {
     }
 
     fn read_envelope(&self, qid: &str) -> Result<QueueEnvelope, String> {
-        let f = File::open(self.messages.join(qid)).map_err(|e| e.to_string())?;
-        let mut head = Vec::new();
-        let mut r = BufReader::new(f);
-        // The header is small; stop at its end marker or at 1 MiB.
-        while !head.ends_with(b"\n.\n") && head.len() < (1 << 20) {
-            if r.read_until(b'\n', &mut head).map_err(|e| e.to_string())? == 0 {
-                break;
-            }
-        }
+        let mut f = File::open(self.messages.join(qid)).map_err(|e| e.to_string())?;
+        let head = read_head(&mut f).map_err(|e| e.to_string())?;
         let (env, _) = QueueEnvelope::parse(&head)?;
         if env.id != qid {
             return Err(format!("file name {qid} does not match its id {}", env.id));
@@ -249,8 +242,7 @@ impl Spool {
             Err(e) => return Err(OpenError::Io(e)),
         };
         let len = f.metadata().map_err(OpenError::Io)?.len();
-        let mut head = vec![0u8; len.min(1 << 20) as usize];
-        f.read_exact(&mut head).map_err(OpenError::Io)?;
+        let head = read_head(&mut f).map_err(OpenError::Io)?;
         let (env, off) = QueueEnvelope::parse(&head).map_err(OpenError::Corrupt)?;
         if env.id != qid {
             return Err(OpenError::Corrupt(format!(
@@ -281,10 +273,13 @@ impl Spool {
     /// Removes a finished message. The state goes first: a state file
     /// without its message is cleaned up at start, a message without its
     /// state is simply retried (and its Maildir copies recognised).
-    pub fn remove(&self, qid: &str) -> io::Result<()> {
-        match fs::remove_file(self.state.join(qid)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+    /// `with_state`: a state file may exist (the message was tried before).
+    pub fn remove(&self, qid: &str, with_state: bool) -> io::Result<()> {
+        if with_state {
+            match fs::remove_file(self.state.join(qid)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         fs::remove_file(self.messages.join(qid))
     }
@@ -304,6 +299,21 @@ impl Spool {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+}
+
+/// The start of a queue file, at least up to the end of its envelope
+/// header (`\n.\n`), or all of it if shorter; at most 1 MiB.
+fn read_head(f: &mut File) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = f.read(&mut chunk)?;
+        let searched = head.len().saturating_sub(2);
+        head.extend_from_slice(&chunk[..n]);
+        if n == 0 || head.len() >= 1 << 20 || head[searched..].windows(3).any(|w| w == b"\n.\n") {
+            return Ok(head);
+        }
     }
 }
 
