@@ -100,13 +100,19 @@ impl DataDecoder {
         }
     }
 
+    /// Counts `n` content bytes. When both limits are crossed inside the
+    /// run, the error is the one a byte-at-a-time count would hit first,
+    /// so the reply never depends on how the input was split.
     fn content(&mut self, n: usize) {
+        // Bytes after which each limit is exceeded (the first offending byte).
+        let to_line = (self.max_line - 2).saturating_sub(self.line_len) as u64 + 1;
+        let to_size = self.max_size.saturating_sub(self.size) + 1;
         self.line_len += n;
         self.size += n as u64;
-        if self.line_len + 2 > self.max_line {
+        let n = n as u64;
+        if n >= to_line && to_line <= to_size {
             self.fail(DataError::LineTooLong);
-        }
-        if self.size > self.max_size {
+        } else if n >= to_size {
             self.fail(DataError::TooBig);
         }
     }
@@ -239,6 +245,21 @@ mod tests {
         let mut d = DataDecoder::new(1 << 20, 1000);
         d.feed(b"ab\r\n.\r\n");
         assert_eq!(d.size(), 4);
+    }
+
+    /// Found by fuzzing: both limits crossed in one run of bytes must give
+    /// the same error as feeding byte by byte.
+    #[test]
+    fn first_error_does_not_depend_on_chunking() {
+        let input = format!("{}\r\n.\r\n", "x".repeat(60));
+        let mut whole = DataDecoder::new(16, 52);
+        whole.feed(input.as_bytes());
+        let mut bytes = DataDecoder::new(16, 52);
+        for b in input.as_bytes() {
+            bytes.feed(&[*b]);
+        }
+        assert_eq!(whole.error(), Some(DataError::TooBig));
+        assert_eq!(bytes.error(), whole.error());
     }
 
     #[test]

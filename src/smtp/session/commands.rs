@@ -68,6 +68,11 @@ impl Session {
                 _ => return self.reject(reply::UNKNOWN_PARAMETER, None),
             }
         }
+        // RFC 6531 3.4: without SMTPUTF8 the whole path must be ASCII, even
+        // the parts parsing drops (a source route) or folds (U+212A → k).
+        if !smtputf8 && !arg.is_ascii() {
+            return self.reject(reply::NEED_SMTPUTF8, None);
+        }
         let sender = match (parsed.path, parsed.bare_local) {
             (Some(a), _) => a,
             (None, Some(local)) => Address::new(&local, &self.cfg.origin),
@@ -94,6 +99,10 @@ impl Session {
         };
         t.rcpt_attempts += 1;
         let utf8 = t.smtputf8;
+        // RFC 6531 3.4, checked on the text as sent (see `mail`).
+        if !utf8 && !arg.is_ascii() {
+            return self.reject(reply::NEED_SMTPUTF8, None);
+        }
         let parsed = match address::parse_path(arg, true) {
             Ok(p) => p,
             Err(PathError::NeedsUtf8) => return self.reject(reply::NEED_SMTPUTF8, None),
