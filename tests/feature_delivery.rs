@@ -1025,3 +1025,39 @@ fn recipient_gone_after_acceptance_bounces_the_rest_is_delivered() {
     );
     assert!(text.contains("Subject: while frank was here"), "{text}");
 }
+
+/// A mailbox base the delivery user cannot reach (a directory above it is
+/// 0700 root) is a clear start-up error, not mail deferred forever.
+#[test]
+fn unreachable_mailbox_base_for_delivery_uid_stops_serve() {
+    if !is_root() {
+        // Delivering as another uid needs root; the non-root refusal is
+        // covered by serve_as_unprivileged_user_refuses_other_delivery_uid.
+        let (ok, out) = run(Command::new(BIN).arg("config").arg("default"));
+        assert!(ok, "{out}");
+        return;
+    }
+    let dir = TestDir::new("uid-unreachable");
+    let private = dir.path().join("private");
+    let data = private.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let cfg = Server::builder()
+        .set("delivery", "uid = 5000")
+        .set("delivery", "gid = 5000")
+        .set("delivery", "minimum_uid = 1000")
+        .config_text(&data, free_port(), None);
+    let conf = dir.path().join("postern.toml");
+    std::fs::write(&conf, cfg).unwrap();
+    let (ok, err) = run(Command::new(BIN).arg("serve").arg("--config").arg(&conf));
+    assert!(!ok, "serve must not start: {err}");
+    assert!(
+        err.contains("delivery as uid 5000 gid 5000 cannot create files")
+            && err.contains("Permission denied"),
+        "clear message: {err}"
+    );
+}

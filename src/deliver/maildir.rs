@@ -31,6 +31,9 @@ pub struct MaildirAgent {
     /// delivery user; they are recreated if someone removes them.
     bases: Vec<PathBuf>,
     syncs: DirSyncs,
+    /// Directories are made by one thread at a time, so none sees another's
+    /// half-made (not yet chowned) Maildir as finished.
+    making: std::sync::Mutex<()>,
 }
 
 impl MaildirAgent {
@@ -42,6 +45,7 @@ impl MaildirAgent {
             owner,
             bases,
             syncs: DirSyncs::default(),
+            making: std::sync::Mutex::new(()),
         }
     }
 
@@ -109,11 +113,18 @@ impl MaildirAgent {
             return Ok("already delivered before restart".into());
         }
         let mut f = match create_excl(&tmp_path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // First delivery, or someone removed the Maildir: make it,
-                // with our own ids (see make_dirs).
+            // First delivery, someone removed the Maildir, or another
+            // thread is making it right now (its directories are not yet
+            // chowned to the delivery user): make it, with our own ids.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || (e.kind() == io::ErrorKind::PermissionDenied && self.owner.is_some()) =>
+            {
                 ids.pause();
-                self.make_dirs(&t.place)?;
+                {
+                    let _one_at_a_time = self.making.lock().unwrap_or_else(|e| e.into_inner());
+                    self.make_dirs(&t.place)?;
+                }
                 ids.resume()?;
                 create_excl(&tmp_path)?
             }
@@ -153,6 +164,22 @@ impl MaildirAgent {
         self.syncs.get(&new).sync()?;
         Ok(format!("delivered to maildir as {name}"))
     }
+}
+
+/// Checks that the delivery user can create files in `dir` (every
+/// directory above it must let that user through). Run once at start, so a
+/// permission problem is a clear start-up error instead of deferred mail.
+pub fn check_writable(owner: Option<(u32, u32)>, dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    // On a thread of its own: the filesystem ids are per thread.
+    std::thread::spawn(move || {
+        let _ids = FsIds::switch(owner)?;
+        let probe = dir.join(format!(".postern-probe-{}", std::process::id()));
+        create_excl(&probe)?;
+        fs::remove_file(&probe)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("probe thread failed")))
 }
 
 fn create_excl(p: &Path) -> io::Result<File> {

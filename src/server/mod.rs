@@ -75,7 +75,8 @@ fn delivery_owner(cfg: &Config) -> Result<Option<(u32, u32)>, Fatal> {
     Ok(Some((uid, gid)))
 }
 
-/// Creates a mailbox base directory, owned by the delivery user.
+/// Creates a mailbox base directory, owned by the delivery user, and
+/// checks that user can write in it.
 fn prepare_base(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), Fatal> {
     let created = crate::fsutil::ensure_dir(dir, 0o755).map_err(|e| {
         Fatal(
@@ -91,7 +92,19 @@ fn prepare_base(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), Fatal> {
         )
         .map_err(|e| Fatal(EX_CANTCREAT, format!("cannot chown {}: {e}", dir.display())))?;
     }
-    Ok(())
+    crate::deliver::maildir::check_writable(owner, dir).map_err(|e| {
+        let who = match owner {
+            Some((uid, gid)) => format!("uid {uid} gid {gid}"),
+            None => "postern".to_string(),
+        };
+        Fatal(
+            EX_CANTCREAT,
+            format!(
+                "{}: delivery as {who} cannot create files here: {e}; every directory above it must be searchable by that user",
+                dir.display()
+            ),
+        )
+    })
 }
 
 pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
