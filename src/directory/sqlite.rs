@@ -316,3 +316,11 @@ struct Cache {
     file: Option<FileId>,
     map: HashMap<(Kind, String), Cached>,
 }
+
+#[cfg(test)]
+impl Db {
+    /// Runs SQL statements (tests load the PostfixAdmin fixture with it).
+    pub fn execute_script(&self, sql: &str) -> Result<(), TempFail> {
+        self.with(|c| c.execute_batch(sql))
+    }
+}

@@ -432,3 +432,135 @@ impl Transaction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(cfg: SessionConfig) -> Session {
+        let peer = Peer {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 4000,
+            name: "unknown".into(),
+        };
+        Session::new(Arc::new(cfg), peer, 0)
+    }
+
+    /// Runs until input is needed, answering recipients with `rcpt` and
+    /// data questions with success; returns reply first lines and body.
+    fn drive(
+        s: &mut Session,
+        input: &[u8],
+        rcpt: impl Fn(&Address) -> Result<(), Reply>,
+    ) -> (Vec<String>, Vec<u8>) {
+        s.feed(input);
+        let (mut replies, mut body) = (Vec::new(), Vec::new());
+        loop {
+            match s.step(0) {
+                Step::Reply { reply, .. } => replies.push(reply.summary()),
+                Step::Ask(Question::Recipient(a)) => s.answer(Answer::Recipient(rcpt(&a))),
+                Step::Ask(Question::Verify(_)) => s.answer(Answer::Recipient(Ok(()))),
+                Step::Ask(Question::StartData) => s.answer(Answer::DataStart(Ok("QID".into()))),
+                Step::Ask(Question::Commit) => s.answer(Answer::Commit(Ok("QID".into()))),
+                Step::Body(b) => body.extend(b),
+                Step::Discard => body.clear(),
+                Step::NeedInput | Step::Close => return (replies, body),
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_transaction_in_one_write() {
+        let mut s = session(SessionConfig::default());
+        let input = b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<y@example.test>\r\nDATA\r\nSubject: s\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
+        let (replies, body) = drive(&mut s, input, |a| {
+            if a.local == "x" {
+                Ok(())
+            } else {
+                Err(reply::unknown_user(&a.to_string()))
+            }
+        });
+        let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
+        assert_eq!(
+            codes,
+            ["220", "250", "250", "250", "550", "354", "250", "221"]
+        );
+        assert!(replies[6].contains("queued as QID"));
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.starts_with("Received: from c.test (unknown [127.0.0.1])\n\tby localhost with ESMTP id QID\n\tfor <x@example.test>;"));
+        assert!(body.ends_with("Subject: s\n\n.dot\n"));
+        assert_eq!(
+            s.stats().counts.iter().find(|c| c.0 == "rcpt"),
+            Some(&("rcpt", 1, 2))
+        );
+    }
+
+    #[test]
+    fn nothing_proceeds_while_a_question_is_open() {
+        let mut s = session(SessionConfig::default());
+        s.feed(b"HELO c\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@example.test>\r\nNOOP\r\n");
+        let mut asked = false;
+        loop {
+            match s.step(0) {
+                Step::Ask(Question::Recipient(_)) => {
+                    asked = true;
+                    // Unanswered: the NOOP behind it waits.
+                    assert!(matches!(s.step(0), Step::NeedInput));
+                    s.answer(Answer::Recipient(Ok(())));
+                }
+                Step::Reply { reply, .. } if reply.code == 250 && reply.text == "Ok" && asked => {
+                    break
+                }
+                Step::NeedInput => panic!("NOOP was never answered"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn hard_error_limit_closes_and_soft_limit_delays() {
+        let cfg = SessionConfig {
+            soft_error_limit: 1,
+            hard_error_limit: 3,
+            ..SessionConfig::default()
+        };
+        let mut s = session(cfg);
+        s.feed(b"XX\r\nXX\r\nXX\r\nNOOP\r\n");
+        let mut delays = Vec::new();
+        let mut codes = Vec::new();
+        loop {
+            match s.step(0) {
+                Step::Reply { reply, delay, .. } => {
+                    codes.push(reply.code);
+                    delays.push(delay);
+                }
+                Step::Close => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(codes, [220, 500, 500, 500, 421]);
+        assert_eq!(delays[1], Duration::ZERO);
+        assert_eq!(delays[2], Duration::from_secs(1));
+    }
+
+    #[test]
+    fn timeout_says_421_and_closes() {
+        let mut s = session(SessionConfig::default());
+        assert!(matches!(s.step(0), Step::Reply { .. }));
+        assert_eq!(s.timeout().code, 421);
+        assert!(matches!(s.step(0), Step::Close));
+    }
+
+    #[test]
+    fn rejected_data_is_discarded_and_session_continues() {
+        let mut s = session(SessionConfig::default());
+        let (replies, body) = drive(
+            &mut s,
+            b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@e.test>\r\nDATA\r\nbad\nline\r\n.\r\nNOOP\r\n",
+            |_| Ok(()),
+        );
+        let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
+        assert_eq!(codes, ["220", "250", "250", "250", "354", "554", "250"]);
+        assert!(body.is_empty(), "a refused message leaves nothing behind");
+    }
+}

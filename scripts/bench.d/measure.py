@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""One benchmark run against a server that scripts/bench has started.
+
+Measures, in this order: memory at idle (after a short settle), then runs
+smtp-source (the argv after `--`) while sampling memory every ~50 ms, then
+waits (bounded) until N files are in the Maildir's new/. Prints one line of
+key=value pairs on stdout.
+
+Memory of a process set: the root pid alone (`--pid`) or the root and its
+direct children (`--tree`, Postfix's master and its daemons). Per process,
+Rss and Pss come from /proc/PID/smaps_rollup; a sample is the sum over the
+set, the peak is the largest sample. For a single process the kernel's own
+high-water mark (VmHWM) at the end is taken too, and the peak is the larger
+of it and the sampled maximum.
+
+CPU: user+system time of the set from /proc/PID/stat, children's reaped time
+included (Postfix's exited daemons land in the master's cutime/cstime).
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2 :].split()
+
+
+def children(pid):
+    kids = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def members(root, tree):
+    return [root] + children(root) if tree else [root]
+
+
+def rollup(pid):
+    """(rss_kb, pss_kb) of one process, or None if it is gone."""
+    rss = pss = None
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        return None
+    if rss is None or pss is None:
+        return None
+    return rss, pss
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def memory(root, tree):
+    """(sum rss kb, sum pss kb, process count) over the set."""
+    rss = pss = n = 0
+    for pid in members(root, tree):
+        r = rollup(pid)
+        if r is None:
+            continue
+        rss += r[0]
+        pss += r[1]
+        n += 1
+    return rss, pss, n
+
+
+def cpu_seconds(root, tree):
+    total = 0
+    for pid in members(root, tree):
+        f = stat_fields(pid)
+        if f is None:
+            continue
+        # utime, stime, cutime, cstime are fields 14..17 of stat(5).
+        total += sum(int(x) for x in f[11:15])
+    return total / CLK_TCK
+
+
+class Sampler(threading.Thread):
+    def __init__(self, root, tree, interval):
+        super().__init__(daemon=True)
+        self.root, self.tree, self.interval = root, tree, interval
+        self.stop = threading.Event()
+        self.peak_rss = self.peak_pss = self.peak_procs = 0
+        self.samples = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            rss, pss, n = memory(self.root, self.tree)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self.peak_procs = max(self.peak_procs, n)
+            self.samples += 1
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+
+def count_files(d):
+    try:
+        with os.scandir(d) as it:
+            return sum(1 for e in it if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pid", type=int, required=True, help="server pid (Postfix: the master)")
+    ap.add_argument("--tree", action="store_true", help="count the pid's direct children too")
+    ap.add_argument("--new", required=True, help="the Maildir's new/ directory")
+    ap.add_argument("-m", type=int, required=True, help="messages expected")
+    ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--source-log", required=True)
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+
+    if count_files(a.new) != 0:
+        sys.exit(f"measure: {a.new} is not empty at the start")
+
+    time.sleep(a.settle)
+    idle_rss, idle_pss, idle_procs = memory(a.pid, a.tree)
+    if idle_procs == 0:
+        sys.exit(f"measure: process {a.pid} is gone before the load")
+    cpu0 = cpu_seconds(a.pid, a.tree)
+
+    sampler = Sampler(a.pid, a.tree, a.interval)
+    sampler.start()
+    wall0 = time.time()
+    t0 = time.monotonic()
+    with open(a.source_log, "wb") as log:
+        source = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+        def stop(signum, _frame):
+            # scripts/bench is being stopped: take smtp-source along.
+            source.kill()
+            source.wait()
+            sys.exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            rc = source.wait(timeout=a.timeout)
+        except subprocess.TimeoutExpired:
+            source.kill()
+            source.wait()
+            rc = "timeout"
+    t_accept = time.monotonic() - t0
+
+    deadline = t0 + a.timeout
+    n = count_files(a.new)
+    while n < a.m and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = count_files(a.new)
+    t_seen = time.monotonic() - t0
+    complete = n >= a.m
+    t_deliver = t_seen
+    if complete:
+        # new/ changes mtime with each file renamed into it: the last
+        # change is the last delivery, more exactly than the polling.
+        try:
+            t_mtime = os.stat(a.new).st_mtime_ns / 1e9 - wall0
+            if 0 < t_mtime <= t_seen:
+                t_deliver = t_mtime
+        except OSError:
+            pass
+    sampler.stop.set()
+    sampler.join()
+    cpu1 = cpu_seconds(a.pid, a.tree)
+    peak_rss, peak_pss = sampler.peak_rss, sampler.peak_pss
+    if not a.tree:
+        hwm = status_kb(a.pid, "VmHWM")
+        if hwm is not None:
+            peak_rss = max(peak_rss, hwm)
+    alive = rollup(a.pid) is not None
+
+    out = {
+        "complete": "yes" if complete else "no",
+        "source_rc": rc,
+        "server_alive": "yes" if alive else "no",
+        "delivered_files": n,
+        "accept_s": f"{t_accept:.3f}",
+        "deliver_s": f"{t_deliver:.3f}",
+        "accepted_msgs_per_s": f"{a.m / t_accept:.1f}",
+        "delivered_msgs_per_s": f"{a.m / t_deliver:.1f}" if complete else "0",
+        "peak_rss_kb": peak_rss,
+        "peak_pss_kb": peak_pss,
+        "idle_rss_kb": idle_rss,
+        "idle_pss_kb": idle_pss,
+        "idle_procs": idle_procs,
+        "peak_procs": sampler.peak_procs,
+        "cpu_ms_per_msg": f"{(cpu1 - cpu0) * 1000 / a.m:.3f}",
+        "samples": sampler.samples,
+    }
+    print(" ".join(f"{k}={v}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()
