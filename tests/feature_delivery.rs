@@ -19,13 +19,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The queue ID from `250 2.0.0 Ok: queued as <ID>`.
 fn queue_id(reply: &Reply) -> String {
     assert_eq!(reply.code, 250, "message accepted: {reply:?}");
-    let id = reply
-        .first
-        .rsplit("queued as ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = queue_id_in(&reply.first).expect("queue id");
     assert_eq!(id.len(), 11, "queue id in {:?}", reply.first);
     id
 }
@@ -262,7 +256,7 @@ fn real_clients_deliver_byte_exact_bodies() {
         py_msg,
         srv.dir.path(),
     );
-    let py_id = out.rsplit("queued as ").next().unwrap().trim().to_string();
+    let py_id = queue_id_in(&out).expect("queue id in smtplib's output");
 
     // msmtp, message on stdin.
     // Date and Message-ID given, so msmtp adds no headers of its own.

@@ -31,17 +31,7 @@ fn swaks_send(srv: &Server, local_ip: &str, to: &str, subject: &str) -> String {
         .args(["--header", &format!("Subject: {subject}")])
         .args(["--body", "directory test\n"]));
     assert!(ok, "swaks to {to} failed:\n{out}");
-    queue_id(&out).unwrap_or_else(|| panic!("no queue ID in swaks output:\n{out}"))
-}
-
-fn queue_id(text: &str) -> Option<String> {
-    let i = text.find("queued as ")?;
-    Some(
-        text[i + 10..]
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .next()?
-            .to_string(),
-    )
+    queue_id_in(&out).unwrap_or_else(|| panic!("no queue ID in swaks output:\n{out}"))
 }
 
 /// What Python's smtplib saw: the reply to each RCPT, and to DATA.
@@ -222,7 +212,7 @@ fn mailbox_any_case_and_address_extension_reach_the_maildir() {
     let id1 = swaks_send(&srv, "127.0.0.2", "alice@example.test", "plain-address");
     let py = smtplib(&srv, "127.0.0.2", "any-case", &["ALICE@Example.TEST"]);
     assert_eq!(py.rcpt[0].0, 250, "{:?}", py.rcpt);
-    let id2 = queue_id(&py.data.as_ref().unwrap().1).expect("queued");
+    let id2 = queue_id_in(&py.data.as_ref().unwrap().1).expect("queued");
     let id3 = swaks_send(&srv, "127.0.0.2", "alice+lists@example.test", "extension");
     for id in [&id1, &id2, &id3] {
         wait_removed(&srv, id);
@@ -268,7 +258,7 @@ fn multi_target_alias_gives_one_copy_per_mailbox() {
         &["team@example.test", "alice@example.test"],
     );
     assert!(py.rcpt.iter().all(|r| r.0 == 250), "{:?}", py.rcpt);
-    let id = queue_id(&py.data.unwrap().1).expect("queued");
+    let id = queue_id_in(&py.data.unwrap().1).expect("queued");
     wait_removed(&srv, &id);
     assert_eq!(
         files_with(&alice, "Subject: team-and-alice"),
@@ -352,7 +342,7 @@ fn postmaster_without_domain_and_at_localhost_is_accepted() {
         &message("bare postmaster", "hi\r\n"),
     );
     assert!(r.first.starts_with("250"), "{r:?}");
-    let id = queue_id(&r.first).unwrap();
+    let id = queue_id_in(&r.first).unwrap();
     wait_removed(&srv, &id);
     assert!(
         srv.log()
@@ -420,7 +410,7 @@ fn unknown_inactive_and_looping_recipients_are_refused_at_rcpt() {
     assert!(codes[5].starts_with("250"), "alice: {codes:?}");
     let (code, text) = py.data.unwrap();
     assert_eq!(code, 250, "{text}");
-    let id = queue_id(&text).unwrap();
+    let id = queue_id_in(&text).unwrap();
     wait_removed(&srv, &id);
     // Only alice was in the envelope: no bounce for the refused ones, ever.
     let log = srv.log();
@@ -518,7 +508,7 @@ fn local_domains_use_the_aliases_file_then_local_users() {
     // ops: root (→ alice), bob, and carol from the continuation line.
     let py = smtplib(&srv, "127.0.0.2", "to-ops", &["ops@mx.example.test"]);
     assert_eq!(py.rcpt[0].0, 250);
-    let id = queue_id(&py.data.unwrap().1).unwrap();
+    let id = queue_id_in(&py.data.unwrap().1).unwrap();
     wait_removed(&srv, &id);
     for (who, m) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
         assert_eq!(files_with(m, "Subject: to-ops"), 1, "{who}:\n{}", srv.log());

@@ -139,12 +139,7 @@ impl Client {
         }
         match self.reply() {
             Ok((250, line)) => {
-                let id = line
-                    .rsplit("queued as ")
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+                let id = queue_id_in(&line).unwrap_or_default();
                 (Seen::Accepted(id), true)
             }
             Ok((_, line)) => (Seen::Refused(line), true),
@@ -562,13 +557,7 @@ fn half_received_message_is_removed_at_start_and_never_delivered() {
         &["alice@example.test"],
         &message("sent after", "x"),
     );
-    let id = r
-        .first
-        .rsplit("queued as ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = queue_id_in(&r.first).expect("queue id");
     assert!(
         srv.wait_log(&format!("{id}: removed"), WAIT),
         "{}",
@@ -610,13 +599,7 @@ fn backup_mx_mail_stays_queued_across_restart_and_sigkill() {
         &message("for the backup", "keep me"),
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let id = r
-        .first
-        .rsplit("queued as ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = queue_id_in(&r.first).expect("queue id");
     c.expect("QUIT", "221");
     assert!(
         srv.wait_log(&format!("{id}: to=<someone@backup.test>"), WAIT),

@@ -27,16 +27,6 @@ fn swaks(srv: &Server, local_ip: &str, to: &str) -> (bool, String) {
         .args(["--header", "Subject: relay test", "--body", "relay test\n"]))
 }
 
-fn queue_id(text: &str) -> Option<String> {
-    let i = text.find("queued as ")?;
-    Some(
-        text[i + 10..]
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .next()?
-            .to_string(),
-    )
-}
-
 /// (RCPT code, RCPT text, DATA code or 0) with smtplib from `source`.
 fn smtplib_rcpt(srv: &Server, source: &str, rcpt: &str) -> (u16, String, u16) {
     let py = require("python3");
@@ -96,7 +86,7 @@ fn trusted_client_may_relay_and_the_message_stays_queued() {
     let srv = Server::start();
     let (ok, out) = swaks(&srv, "127.0.0.1", "someone@remote.test");
     assert!(ok, "swaks from 127.0.0.1 (trusted):\n{out}");
-    let id = queue_id(&out).expect("queue ID");
+    let id = queue_id_in(&out).expect("queue ID");
 
     let (code, text, data) = smtplib_rcpt(&srv, "127.0.0.1", "other@REMOTE.test");
     assert_eq!((code, data), (250, 250), "{text}");
@@ -172,7 +162,7 @@ fn address_tricks_never_open_a_relay() {
         c.send(message("trick", &format!("{trick}\r\n")).as_bytes());
         let r = c.cmd("\r\n.");
         assert!(r.first.starts_with("250"), "{trick}: {r:?}");
-        ids.push(queue_id(&r.first).unwrap());
+        ids.push(queue_id_in(&r.first).unwrap());
         c.cmd("QUIT");
     }
     assert!(
@@ -235,7 +225,7 @@ fn accepted_odd_addresses_are_delivered_here_not_relayed() {
         c.send(message("odd", rcpt).as_bytes());
         let r = c.cmd("\r\n.");
         assert!(r.first.starts_with("250"), "{rcpt}: {r:?}");
-        ids.push(queue_id(&r.first).unwrap());
+        ids.push(queue_id_in(&r.first).unwrap());
     }
     for id in &ids {
         assert!(

@@ -54,7 +54,7 @@ fn only_message(maildir: &Path) -> PathBuf {
 
 /// The queue ID out of `250 2.0.0 Ok: queued as ID`.
 fn queue_id(text: &str) -> String {
-    text.rsplit("queued as ").next().unwrap().trim().to_string()
+    queue_id_in(text).expect("queue id")
 }
 
 /// Every file under `dir`, recursively.

@@ -430,6 +430,17 @@ pub fn wait_maildir(maildir: &Path, n: usize, timeout: Duration) -> Vec<PathBuf>
     }
 }
 
+/// The queue ID in a `250 2.0.0 Ok: queued as <ID>` reply (or any text
+/// holding one, such as a client's transcript).
+pub fn queue_id_in(text: &str) -> Option<String> {
+    let i = text.find("queued as ")?;
+    let id: String = text[i + 10..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
 /// A raw SMTP client: one command, one reply.
 pub struct Smtp {
     reader: BufReader<TcpStream>,
