@@ -18,3 +18,4 @@ pub mod route;
 pub mod server;
 pub mod smtp;
 pub mod timefmt;
+pub mod auth;

@@ -1,0 +1,5 @@
+//! Logging in with SMTP AUTH: password schemes, the backends that check
+//! credentials (the SQLite directory, a Dovecot auth socket), and the
+//! per-client limiter that slows down guessing.
+
+pub mod password;

@@ -1,0 +1,1 @@
+//! Password hashes as PostfixAdmin and Dovecot store them (being written).
