@@ -5,6 +5,7 @@
 //! per recipient. See README.md for what it does and DESIGN notes in each
 //! module for what it owns.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -18,4 +19,4 @@ pub mod route;
 pub mod server;
 pub mod smtp;
 pub mod timefmt;
-pub mod auth;
+pub mod tls;

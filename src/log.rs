@@ -145,12 +145,54 @@ pub fn reject(r: &RejectInfo<'_>) {
     write(Level::Info, &s);
 }
 
-/// `ID: client=x[1.2.3.4]` then `ID: from=<a>, size=N, nrcpt=N (queue active)`
-pub fn queued(id: &str, client: &str, from: &str, size: u64, nrcpt: usize) {
-    write(Level::Info, &format!("{id}: client={client}"));
+/// `ID: client=x[1.2.3.4]` (with `, sasl_username=u` after a login), then
+/// `ID: from=<a>, size=N, nrcpt=N (queue active)`
+pub fn queued(
+    id: &str,
+    client: &str,
+    auth_user: Option<&str>,
+    from: &str,
+    size: u64,
+    nrcpt: usize,
+) {
+    match auth_user {
+        Some(u) => write(
+            Level::Info,
+            &format!("{id}: client={client}, sasl_username={u}"),
+        ),
+        None => write(Level::Info, &format!("{id}: client={client}")),
+    }
     write(
         Level::Info,
         &format!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)"),
+    );
+}
+
+/// A login. Never given a password: only names.
+pub fn auth_ok(client: &str, mechanism: &str, user: &str) {
+    write(
+        Level::Info,
+        &format!("{client}: sasl_method={mechanism}, sasl_username={user}: authenticated"),
+    );
+}
+
+pub fn auth_failed(client: &str, mechanism: &str, user: &str) {
+    write(
+        Level::Warning,
+        &format!("warning: {client}: SASL {mechanism} authentication failed for user {user}"),
+    );
+}
+
+pub fn auth_tempfail(client: &str, mechanism: &str) {
+    write(Level::Warning, &format!("warning: {client}: SASL {mechanism} authentication could not be checked (temporary failure)"));
+}
+
+pub fn auth_throttled(client: &str, mechanism: &str) {
+    write(
+        Level::Warning,
+        &format!(
+            "warning: {client}: SASL {mechanism} refused: too many failed logins from this address"
+        ),
     );
 }
 

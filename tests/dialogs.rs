@@ -367,6 +367,19 @@ impl PureRun {
                 Step::Ask(Question::Commit) => {
                     self.s.answer(Answer::Commit(Ok("TESTQUEUEID".into())))
                 }
+                Step::Ask(Question::Authenticate { credentials, .. }) => {
+                    let ok = credentials.authcid == "alice@example.test"
+                        && credentials.password.expose() == b"alice-secret";
+                    self.s.answer(Answer::Auth(if ok {
+                        Ok(credentials.authcid)
+                    } else {
+                        Err(postern::smtp::session::AuthFailure::Invalid)
+                    }))
+                }
+                Step::StartTls => self.s.tls_started(postern::smtp::session::TlsInfo {
+                    version: "TLSv1.3".into(),
+                    cipher: "TLS_AES_256_GCM_SHA384".into(),
+                }),
                 Step::Body(_) | Step::Discard => {}
                 Step::NeedInput => return,
                 Step::Close => {
@@ -391,7 +404,7 @@ fn run_pure(d: &Dialog) -> Result<(), String> {
                 .join("; ")
         )
     })?;
-    let mut run = PureRun::new(Arc::new(cfg.session_config()));
+    let mut run = PureRun::new(Arc::new(cfg.session_config(&cfg.listeners[0])));
     let mut last: Option<WireReply> = None;
     for l in &d.lines {
         match l {

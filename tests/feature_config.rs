@@ -326,10 +326,25 @@ fn example_config_passes_check_config() {
         "the example names /etc/postern/aliases"
     );
     let data = tmp.path().join("data");
+    // The example names the appliance's certificate files: stand in a real pair.
+    let (cert, key, _) = postern::tls::self_signed(
+        &tmp.path().join("tls"),
+        "mail.example.test",
+        postern::clock::now_secs(),
+    )
+    .unwrap();
     let text: String = example
         .replace(
             "\"/etc/postern/aliases\"",
             &format!("\"{}\"", aliases.display()),
+        )
+        .replace(
+            "\"/etc/postern/tls/fullchain.pem\"",
+            &format!("\"{}\"", cert.display()),
+        )
+        .replace(
+            "\"/etc/postern/tls/privkey.pem\"",
+            &format!("\"{}\"", key.display()),
         )
         .lines()
         .map(|l| {

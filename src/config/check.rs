@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::aliases::AliasMap;
 use super::schema::Ctx;
-use super::{is_domain, system_hostname, Config};
+use super::{is_domain, system_hostname, AuthBackend, Config, ListenerMode};
 
 impl Config {
     /// Checks that span keys, and fills the derived values.
@@ -221,6 +221,7 @@ impl Config {
                 },
             }
         }
+        self.check_tls_auth(ctx, root);
         let db = self.database_path();
         if db.exists() {
             if let Err(e) = std::fs::File::open(&db) {
@@ -257,6 +258,71 @@ fn key_offset(root: &DeTable<'_>, path: &[&str]) -> usize {
         }
     }
     best
+}
+
+impl Config {
+    fn check_tls_auth(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+        let at = |path: &[&str]| key_offset(root, path);
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => ctx.error(
+                at(&["tls", "cert_file"]),
+                "tls.key_file",
+                "missing: cert_file is set",
+                "set cert_file and key_file together",
+            ),
+            (None, Some(_)) => ctx.error(
+                at(&["tls", "key_file"]),
+                "tls.cert_file",
+                "missing: key_file is set",
+                "set cert_file and key_file together",
+            ),
+            _ => {}
+        }
+        if let Some((cert, key)) = self.tls_files() {
+            if let Err(problem) = crate::tls::load(&cert, &key, crate::clock::now_secs()) {
+                let which = if problem.starts_with(&key.display().to_string()) {
+                    "key_file"
+                } else {
+                    "cert_file"
+                };
+                ctx.error(
+                    at(&["tls", which]),
+                    &format!("tls.{which}"),
+                    problem,
+                    "a PEM certificate chain (server certificate first) valid now, and its private key",
+                );
+            }
+        }
+        if self.auth.backend == AuthBackend::Dovecot && self.auth.dovecot_socket.is_none() {
+            ctx.error(
+                at(&["auth", "backend"]),
+                "auth.dovecot_socket",
+                "missing: backend is \"dovecot\"",
+                "the path of Dovecot's auth-client socket",
+            );
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !l.require_auth {
+                continue;
+            }
+            let key = format!("listener[{}].require_auth", i + 1);
+            if self.auth.backend == AuthBackend::None {
+                ctx.error(
+                    listener_offset(root, i),
+                    &key,
+                    "no client could ever log in: auth.backend is \"none\"",
+                    "false, or an auth backend",
+                );
+            } else if l.mode == ListenerMode::Plain && self.auth.tls_only {
+                ctx.error(
+                    listener_offset(root, i),
+                    &key,
+                    "no client could ever log in: a plain listener has no TLS and auth.tls_only is true",
+                    "mode = \"starttls\" or \"implicit-tls\" on this listener",
+                );
+            }
+        }
+    }
 }
 
 fn has_key(root: &DeTable<'_>, path: &[&str]) -> bool {

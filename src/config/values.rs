@@ -289,8 +289,18 @@ macro_rules! string_enum {
 }
 
 string_enum! {
-    /// How a listener speaks: plain SMTP for now (TLS modes come with TLS).
-    pub enum ListenerMode { Plain = "plain" }
+    /// How a listener speaks.
+    pub enum ListenerMode { Plain = "plain", StartTls = "starttls", ImplicitTls = "implicit-tls" }
+}
+
+string_enum! {
+    /// Where AUTH checks passwords.
+    pub enum AuthBackend { Sqlite = "sqlite", Dovecot = "dovecot", None = "none" }
+}
+
+string_enum! {
+    /// How new passwords are stored.
+    pub enum PasswordScheme { Sha512Crypt = "SHA512-CRYPT", BlfCrypt = "BLF-CRYPT" }
 }
 
 string_enum! {

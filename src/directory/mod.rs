@@ -124,6 +124,11 @@ impl Directory {
         )
     }
 
+    /// The mailbox a login name belongs to, if it may log in at all.
+    pub fn login(&self, username: &str) -> Result<Option<sqlite::LoginRow>, TempFail> {
+        self.db.login(username)
+    }
+
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.local_domains
             .iter()

@@ -2,7 +2,7 @@
 //!
 //! Layout under the queue directory:
 //! ```text
-//! lock          flock()ed by the one postern that owns this queue
+//! lock          flock()ed by the one postern that owns this queue; holds its pid
 //! incoming/ID   a message being received; never delivered; removed at start
 //! messages/ID   an accepted message: envelope header + message (see envelope.rs)
 //! state/ID      delivery state, only for messages that stayed queued
@@ -107,8 +107,27 @@ impl Spool {
                     ),
                 )
             })?;
+        // The lock file names its holder, for `postern reload`.
+        let mut f: &File = &lock;
+        f.set_len(0)?;
+        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         s._lock = Some(lock);
         Ok(s)
+    }
+
+    /// The pid of the server holding the queue at `root`, if one does.
+    pub fn owner(root: &Path) -> Option<i32> {
+        let f = File::open(root.join("lock")).ok()?;
+        // If we can take the lock, nobody holds it.
+        if let Ok(free) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+            drop(free);
+            return None;
+        }
+        std::fs::read_to_string(root.join("lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// For tools that only read the queue while a server may be running.

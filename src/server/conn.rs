@@ -1,18 +1,20 @@
 //! One SMTP connection: the thin driver around the pure session. It reads
 //! the socket, feeds the session, sends its replies (buffered, flushed
 //! before every read, which is what PIPELINING needs), answers its
-//! questions from the policy, the directory and the spool, and logs.
+//! questions from the policy, the directory, the auth backend and the
+//! spool, runs the TLS handshake when asked, and logs.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use super::limits::LimitHit;
-use super::Shared;
+use super::stream::Stream;
+use super::{ListenerCtx, Shared};
 use crate::clock::{now_micros, now_secs};
 use crate::log;
 use crate::policy::{self, Client};
@@ -20,7 +22,8 @@ use crate::queue::envelope::QueueEnvelope;
 use crate::queue::id;
 use crate::queue::spool::SpoolWriter;
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::session::{Answer, Peer, Question, Session, Step};
+use crate::smtp::sasl::{Credentials, Mechanism};
+use crate::smtp::session::{Answer, AuthFailure, Peer, Question, Session, Step};
 
 /// Read buffer per connection.
 const READ_BUF: usize = 8 * 1024;
@@ -35,15 +38,22 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-async fn write_timeout(stream: &mut TcpStream, bytes: &[u8], t: Duration) -> io::Result<()> {
-    smol::future::or(stream.write_all(bytes), async {
-        smol::Timer::after(t).await;
-        Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout"))
-    })
+/// Writes and flushes (a TLS stream only sends on flush), within `t`.
+async fn write_timeout(stream: &mut Stream, bytes: &[u8], t: Duration) -> io::Result<()> {
+    smol::future::or(
+        async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        },
+        async {
+            smol::Timer::after(t).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout"))
+        },
+    )
     .await
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, t: Duration) -> io::Result<()> {
+async fn flush(stream: &mut Stream, out: &mut Vec<u8>, t: Duration) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -52,11 +62,17 @@ async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, t: Duration) -> io::Re
     r
 }
 
-pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn handle(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerCtx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     let ip = canonical(peer.ip());
     let client = log::client("unknown", ip);
     log::connect(&client);
-    let write_t = shared.session_cfg.command_timeout;
+    let mut stream = Stream::Plain(tcp);
+    let write_t = listener.session_cfg.command_timeout;
     let _slot = match shared.limits.try_acquire(ip) {
         Ok(g) => g,
         Err(hit) => {
@@ -65,13 +81,15 @@ pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
                 LimitHit::Total => reply::TOO_MANY_CONNECTIONS,
                 LimitHit::PerClient => reply::TOO_MANY_CONNECTIONS_FROM_YOU,
             };
-            let _ = write_timeout(&mut stream, &r.to_wire(), Duration::from_secs(10)).await;
+            // A TLS client would read a plaintext reply as garbage: just close.
+            if !listener.implicit_tls {
+                let _ = write_timeout(&mut stream, &r.to_wire(), Duration::from_secs(10)).await;
+            }
             return;
         }
     };
-    let policy_client = Client::new(ip, &shared.trusted);
     let mut s = Session::new(
-        shared.session_cfg.clone(),
+        listener.session_cfg.clone(),
         Peer {
             ip,
             port: peer.port(),
@@ -79,6 +97,13 @@ pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         },
         now_secs(),
     );
+    if listener.implicit_tls {
+        match start_tls(&shared, &mut stream, &client).await {
+            Some(info) => s.tls_started(info),
+            None => return,
+        }
+    }
+    let trusted = Client::new(ip, &shared.trusted).trusted_network;
     let mut out = Vec::with_capacity(512);
     let mut buf = vec![0u8; READ_BUF];
     let mut spool: Option<SpoolWriter> = None;
@@ -117,10 +142,21 @@ pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             }
             Step::Ask(Question::Recipient(addr) | Question::Verify(addr)) => {
                 let dir = shared.directory.clone();
+                let who = Client {
+                    trusted_network: trusted,
+                    authenticated: s.auth_user().is_some(),
+                };
                 let verdict =
-                    smol::unblock(move || policy::check_recipient(&dir, &policy_client, &addr))
-                        .await;
+                    smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await;
                 s.answer(Answer::Recipient(verdict));
+            }
+            Step::Ask(Question::Authenticate {
+                mechanism,
+                credentials,
+            }) => {
+                let secured = s.tls().is_some();
+                let r = authenticate(&shared, ip, &client, mechanism, credentials, secured).await;
+                s.answer(Answer::Auth(r));
             }
             Step::Ask(Question::StartData) => {
                 let answer = start_data(&shared, &s, ip).map(|w| {
@@ -145,6 +181,21 @@ pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Step::Ask(Question::Commit) => {
                 let answer = commit(&shared, &s, spool.take(), &client, size).await;
                 s.answer(Answer::Commit(answer));
+            }
+            Step::StartTls => {
+                if flush(&mut stream, &mut out, write_t).await.is_err() {
+                    break;
+                }
+                if s.discarded_after_starttls() > 0 {
+                    log::warning(&format!(
+                        "{client}: discarded {} bytes pipelined after STARTTLS (they are never executed)",
+                        s.discarded_after_starttls()
+                    ));
+                }
+                match start_tls(&shared, &mut stream, &client).await {
+                    Some(info) => s.tls_started(info),
+                    None => break,
+                }
             }
             Step::NeedInput => {
                 if flush(&mut stream, &mut out, write_t).await.is_err() {
@@ -177,7 +228,59 @@ pub async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     if let Some(w) = spool.take() {
         shared.spool.discard(w);
     }
+    let _ = stream.close().await;
     log::disconnect(&client, s.stats());
+}
+
+/// The handshake; `None` (after a log line) if it failed.
+async fn start_tls(
+    shared: &Shared,
+    stream: &mut Stream,
+    client: &str,
+) -> Option<crate::smtp::session::TlsInfo> {
+    let Some(tls) = &shared.tls else {
+        log::error("TLS requested but no TLS configuration is loaded");
+        return None;
+    };
+    match stream.start_tls(tls.get(), shared.handshake_timeout).await {
+        Ok(info) => Some(info),
+        Err(e) => {
+            log::warning(&format!("{client}: TLS handshake failed: {e}"));
+            None
+        }
+    }
+}
+
+/// Checks a login, with the per-address limiter in front and the failure
+/// delay behind. Blocking work (hashing, sockets) runs off the executor.
+async fn authenticate(
+    shared: &Shared,
+    ip: IpAddr,
+    client: &str,
+    mechanism: Mechanism,
+    creds: Credentials,
+    secured: bool,
+) -> Result<String, AuthFailure> {
+    let Some(backend) = shared.auth.clone() else {
+        return Err(AuthFailure::Temporary);
+    };
+    if let Some(delay) = shared.limiter.throttled(ip, Instant::now()) {
+        log::auth_throttled(client, mechanism.name());
+        smol::Timer::after(delay).await;
+        return Err(AuthFailure::Throttled);
+    }
+    let user = creds.authcid.clone();
+    let r = smol::unblock(move || backend.check(&creds, ip, secured)).await;
+    match &r {
+        Ok(name) => log::auth_ok(client, mechanism.name(), name),
+        Err(AuthFailure::Invalid) => {
+            log::auth_failed(client, mechanism.name(), &user);
+            let delay = shared.limiter.failed(ip, Instant::now());
+            smol::Timer::after(delay).await;
+        }
+        Err(_) => log::auth_tempfail(client, mechanism.name()),
+    }
+    r
 }
 
 /// Opens the spool file for the message about to be received.
@@ -229,7 +332,7 @@ async fn commit(
                 .map(|e| e.sender.to_string())
                 .unwrap_or_default();
             let nrcpt = env.as_ref().map(|e| e.recipients.len()).unwrap_or(0);
-            log::queued(&qid, client, &from, size, nrcpt);
+            log::queued(&qid, client, s.auth_user(), &from, size, nrcpt);
             shared.runner.enqueue(qid.clone());
             Ok(qid)
         }

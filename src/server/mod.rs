@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod limits;
+pub mod stream;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -16,8 +17,10 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 use smol::Executor;
 
+use crate::auth::backend::Backend;
+use crate::auth::limiter::Limiter;
 use crate::clock::now_secs;
-use crate::config::{Cidr, Config};
+use crate::config::{AuthBackend, Cidr, Config, ListenerMode};
 use crate::deliver::maildir::MaildirAgent;
 use crate::directory::Directory;
 use crate::log;
@@ -36,12 +39,22 @@ pub const EX_TEMPFAIL: i32 = 75;
 
 /// What every session needs.
 pub struct Shared {
-    pub session_cfg: Arc<SessionConfig>,
     pub trusted: Vec<Cidr>,
     pub directory: Arc<Directory>,
     pub spool: Arc<Spool>,
     pub runner: Arc<Runner>,
     pub limits: Arc<ConnLimits>,
+    /// The TLS configuration in use, when some listener speaks TLS.
+    pub tls: Option<Arc<crate::tls::Reloadable>>,
+    pub handshake_timeout: Duration,
+    pub auth: Option<Arc<Backend>>,
+    pub limiter: Limiter,
+}
+
+/// What differs between listeners.
+pub struct ListenerCtx {
+    pub session_cfg: Arc<SessionConfig>,
+    pub implicit_tls: bool,
 }
 
 /// A start-up failure: exit code and message.
@@ -155,7 +168,11 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
             .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?;
         let sock =
             smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
-        listeners.push((smol::net::TcpListener::from(sock), l.mode));
+        let ctx = ListenerCtx {
+            session_cfg: Arc::new(cfg.session_config(l)),
+            implicit_tls: l.mode == ListenerMode::ImplicitTls,
+        };
+        listeners.push((smol::net::TcpListener::from(sock), Arc::new(ctx)));
     }
 
     let router = Router {
@@ -201,8 +218,20 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let (delivery_threads, timer) = runner.start(cfg.delivery.concurrency, channels);
     runner.enqueue_recovered(recovery.queued);
 
+    let tls = if cfg.needs_tls() {
+        Some(Arc::new(load_tls(&cfg)?))
+    } else {
+        None
+    };
+    let auth = match cfg.auth.backend {
+        AuthBackend::Sqlite => Some(Arc::new(Backend::Directory(directory.clone()))),
+        AuthBackend::Dovecot => Some(Arc::new(Backend::Dovecot(
+            cfg.dovecot_socket().expect("checked by config"),
+        ))),
+        AuthBackend::None => None,
+    };
+    let a = &cfg.auth;
     let shared = Arc::new(Shared {
-        session_cfg: Arc::new(cfg.session_config()),
         trusted: cfg.main.trusted_networks.clone(),
         directory,
         spool,
@@ -211,12 +240,16 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
             cfg.smtp.max_connections,
             cfg.smtp.max_connections_per_client,
         ),
+        tls,
+        handshake_timeout: cfg.tls.handshake_timeout.0,
+        auth,
+        limiter: Limiter::new(a.max_failures, a.failure_window.0, a.failure_delay.0),
     });
 
     let ex = Arc::new(Executor::new());
     ex.spawn(timer).detach();
     let mut accept_tasks = Vec::new();
-    for (l, _mode) in listeners {
+    for (l, lctx) in listeners {
         let shared = shared.clone();
         let ex2 = ex.clone();
         accept_tasks.push(ex.spawn(async move {
@@ -225,12 +258,15 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let shared = shared.clone();
+                        let lctx = lctx.clone();
                         ex2.spawn(async move {
                             use smol::future::FutureExt;
-                            if std::panic::AssertUnwindSafe(conn::handle(shared, stream, peer))
-                                .catch_unwind()
-                                .await
-                                .is_err()
+                            if std::panic::AssertUnwindSafe(conn::handle(
+                                shared, lctx, stream, peer,
+                            ))
+                            .catch_unwind()
+                            .await
+                            .is_err()
                             {
                                 log::error(&format!(
                                     "session with {peer} crashed; the connection was closed"
@@ -269,10 +305,10 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
         );
     }
 
-    // Wait for SIGTERM/SIGINT (SIGHUP: nothing to reload yet, logged).
+    // Wait for SIGTERM/SIGINT; SIGHUP reloads the TLS certificate.
     loop {
         match sigs.wait() {
-            Ok(Signal::SIGHUP) => log::started("SIGHUP: nothing to reload"),
+            Ok(Signal::SIGHUP) => reload(&cfg, &shared),
             Ok(sig) => {
                 log::started(&format!("{sig}: stopping"));
                 break;
@@ -301,6 +337,61 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     }
     log::started("stopped");
     Ok(())
+}
+
+/// The certificate from the config, or the self-signed one of a fresh box.
+fn load_tls(cfg: &Config) -> Result<crate::tls::Reloadable, Fatal> {
+    let now = now_secs();
+    let (cert, key) = match cfg.tls_files() {
+        Some(files) => files,
+        None => {
+            let dir = cfg.data_dir().join("tls");
+            let (cert, key, created) =
+                crate::tls::self_signed(&dir, cfg.hostname(), now).map_err(|e| {
+                    Fatal(
+                        EX_CANTCREAT,
+                        format!("cannot make a self-signed certificate: {e}"),
+                    )
+                })?;
+            if created {
+                log::started(&format!(
+                    "created a self-signed certificate for {} in {}",
+                    cfg.hostname(),
+                    dir.display()
+                ));
+            }
+            (cert, key)
+        }
+    };
+    let (config, info) = crate::tls::load(&cert, &key, now)
+        .map_err(|e| Fatal(EX_CONFIG, format!("{}: tls: {e}", cfg.source)))?;
+    log::started(&format!(
+        "TLS certificate {} (SHA-256 {}), valid until {}",
+        cert.display(),
+        info.fingerprint,
+        crate::timefmt::rfc5322(info.not_after)
+    ));
+    Ok(crate::tls::Reloadable::new(config))
+}
+
+/// SIGHUP: new certificates for new sessions; a bad one keeps the old.
+fn reload(cfg: &Config, shared: &Shared) {
+    let (Some(tls), Some((cert, key))) = (&shared.tls, cfg.tls_files()) else {
+        log::started("SIGHUP: no certificate files configured, nothing to reload");
+        return;
+    };
+    match crate::tls::load(&cert, &key, now_secs()) {
+        Ok((config, info)) => {
+            tls.set(config);
+            log::started(&format!(
+                "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
+                cert.display(),
+                info.fingerprint,
+                crate::timefmt::rfc5322(info.not_after)
+            ));
+        }
+        Err(e) => log::error(&format!("SIGHUP: keeping the current certificate: {e}")),
+    }
 }
 
 /// The one line that says where postern listens and where mail lands.

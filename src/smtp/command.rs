@@ -18,6 +18,9 @@ pub enum Command<'a> {
     Vrfy(&'a str),
     Expn(&'a str),
     Help,
+    StartTls,
+    /// Text after `AUTH `: mechanism and optional initial response.
+    Auth(&'a str),
     /// A known verb with arguments it must not have, or a verb missing its
     /// required `FROM:`/`TO:`; carries the verb for the reply.
     BadSyntax(Verb),
@@ -35,6 +38,8 @@ pub enum Verb {
     Noop,
     Quit,
     Vrfy,
+    StartTls,
+    Auth,
 }
 
 pub fn parse(line: &str) -> Command<'_> {
@@ -72,6 +77,10 @@ pub fn parse(line: &str) -> Command<'_> {
         "VRFY" => Command::BadSyntax(Verb::Vrfy),
         "EXPN" => Command::Expn(arg),
         "HELP" => Command::Help,
+        "STARTTLS" if arg.is_empty() => Command::StartTls,
+        "STARTTLS" => Command::BadSyntax(Verb::StartTls),
+        "AUTH" if !arg.is_empty() => Command::Auth(arg),
+        "AUTH" => Command::BadSyntax(Verb::Auth),
         _ => Command::Unknown,
     }
 }

@@ -43,8 +43,10 @@ pub struct TraceInfo<'a> {
     pub queue_id: &'a str,
     /// Named only for a single recipient, so a Bcc list does not leak.
     pub single_recipient: Option<&'a str>,
-    /// Extra comment after the protocol, e.g. TLS version and cipher.
-    pub comment: Option<&'a str>,
+    /// `using TLSv1.3 with cipher ...`, when the client used TLS.
+    pub tls: Option<&'a str>,
+    /// The logged-in user, when it is to be shown.
+    pub auth: Option<&'a str>,
     pub unix_time: i64,
 }
 
@@ -52,15 +54,17 @@ pub struct TraceInfo<'a> {
 pub fn header(t: &TraceInfo<'_>) -> String {
     let helo = sanitize(t.helo);
     let mut h = format!(
-        "Received: from {helo} ({} {})\n\tby {} with {}",
+        "Received: from {helo} ({} {})",
         t.client_name,
-        address_literal(t.client_ip),
-        t.hostname,
-        t.protocol
+        address_literal(t.client_ip)
     );
-    if let Some(c) = t.comment {
-        h.push_str(&format!(" ({c})"));
+    if let Some(tls) = t.tls {
+        h.push_str(&format!("\n\t({})", sanitize(tls)));
     }
+    if let Some(user) = t.auth {
+        h.push_str(&format!("\n\t(Authenticated sender: {})", sanitize(user)));
+    }
+    h.push_str(&format!("\n\tby {} with {}", t.hostname, t.protocol));
     h.push_str(&format!(" id {}", t.queue_id));
     match t.single_recipient {
         Some(r) => h.push_str(&format!(
@@ -107,7 +111,8 @@ mod tests {
             protocol: "ESMTP",
             queue_id: "ABC",
             single_recipient: Some("alice@example.test"),
-            comment: None,
+            tls: None,
+            auth: None,
             unix_time: 0,
         });
         assert_eq!(

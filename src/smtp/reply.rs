@@ -244,6 +244,61 @@ pub const TEXT_LINE_TOO_LONG: Reply = Reply::fixed(
     "Error: message has a text line longer than the limit",
 );
 
+// --- STARTTLS (RFC 3207) and AUTH (RFC 4954) --------------------------------
+pub const READY_FOR_TLS: Reply = Reply::fixed(220, Esc(2, 0, 0), "Ready to start TLS");
+pub const TLS_ALREADY_ACTIVE: Reply = Reply::fixed(554, Esc(5, 5, 1), "Error: TLS already active");
+pub const TLS_NOT_AVAILABLE: Reply =
+    Reply::fixed(502, Esc(5, 5, 1), "Error: command not implemented");
+pub const SYNTAX_STARTTLS: Reply = Reply::fixed(501, Esc(5, 5, 4), "Syntax: STARTTLS");
+pub const SYNTAX_AUTH: Reply = Reply::fixed(
+    501,
+    Esc(5, 5, 4),
+    "Syntax: AUTH mechanism [initial-response]",
+);
+pub const AUTH_OK: Reply = Reply::fixed(235, Esc(2, 7, 0), "Authentication successful");
+pub const AUTH_NOT_ENABLED: Reply =
+    Reply::fixed(503, Esc(5, 5, 1), "Error: authentication not enabled");
+/// RFC 4954 4: AUTH before TLS when only TLS allows it.
+pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+    538,
+    Esc(5, 7, 11),
+    "Encryption required for requested authentication mechanism",
+);
+pub const AUTH_ALREADY: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: already authenticated");
+pub const AUTH_IN_TRANSACTION: Reply = Reply::fixed(
+    503,
+    Esc(5, 5, 1),
+    "Error: AUTH is not allowed during a mail transaction",
+);
+pub const AUTH_UNKNOWN_MECHANISM: Reply = Reply::fixed(
+    504,
+    Esc(5, 5, 4),
+    "Error: unsupported authentication mechanism",
+);
+pub const AUTH_ABORTED: Reply = Reply::fixed(501, Esc(5, 0, 0), "Authentication aborted");
+pub const AUTH_BAD_BASE64: Reply = Reply::fixed(501, Esc(5, 5, 2), "Error: cannot decode response");
+pub const AUTH_MALFORMED: Reply = Reply::fixed(
+    501,
+    Esc(5, 5, 2),
+    "Error: malformed authentication response",
+);
+/// RFC 4954 6: wrong credentials.
+pub const AUTH_INVALID: Reply = Reply::fixed(535, Esc(5, 7, 8), "Error: authentication failed");
+pub const AUTH_TEMPFAIL: Reply =
+    Reply::fixed(454, Esc(4, 7, 0), "Temporary authentication failure");
+pub const AUTH_THROTTLED: Reply = Reply::fixed(
+    454,
+    Esc(4, 7, 0),
+    "Too many failed logins from your address, try again later",
+);
+pub const AUTH_TOO_MANY_FAILURES: Reply = Reply::fixed(
+    421,
+    Esc(4, 7, 0),
+    "Too many failed authentication attempts, closing connection",
+);
+/// RFC 4954 6: this listener needs a login before MAIL.
+pub const AUTH_REQUIRED: Reply = Reply::fixed(530, Esc(5, 7, 0), "Authentication required");
+
 // --- builders ---------------------------------------------------------------
 pub fn greeting(hostname: &str) -> Reply {
     // No software name or version (the seed's `smtpd_banner`, `mail_name`).

@@ -685,6 +685,10 @@ impl Driver {
                     };
                     self.s.answer(Answer::Commit(a));
                 }
+                // STARTTLS and AUTH are off in these configurations.
+                Step::StartTls | Step::Ask(Question::Authenticate { .. }) => {
+                    panic!("{step:?} while STARTTLS and AUTH are not offered")
+                }
                 Step::NeedInput => {
                     self.check_replies();
                     let left = &self.fed[self.fed.len() - self.s.buffered()..];

@@ -17,6 +17,15 @@ impl Session {
             if self.cfg.vrfy_enabled {
                 lines.push("VRFY".into());
             }
+            if self.cfg.starttls && self.tls.is_none() {
+                lines.push("STARTTLS".into());
+            }
+            if self.auth_offered() {
+                lines.push("AUTH PLAIN LOGIN".into());
+                if self.cfg.auth_broken_clients {
+                    lines.push("AUTH=PLAIN LOGIN".into());
+                }
+            }
             lines.extend([
                 "ENHANCEDSTATUSCODES".into(),
                 "8BITMIME".into(),
@@ -36,6 +45,9 @@ impl Session {
         }
         if self.txn.is_some() {
             return self.reject(reply::NESTED_MAIL, None);
+        }
+        if self.cfg.require_auth && self.auth_user.is_none() {
+            return self.reject(reply::AUTH_REQUIRED, None);
         }
         let parsed = match address::parse_path(arg, true) {
             Ok(p) => p,

@@ -8,6 +8,8 @@
 //! close. No sockets, files or clock: the driver passes the time in, which
 //! is what makes this fuzzable and testable line by line.
 //!
+//! STARTTLS and AUTH live in auth.rs, the other commands in commands.rs.
+//!
 //! Line discipline: a command line ends at LF; it must be CRLF, hold no
 //! other CR, no NUL, and fit the command line limit, or the whole line is
 //! refused and the session stays in step at the next line.
@@ -16,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod auth;
 mod commands;
 mod types;
 
@@ -37,6 +40,16 @@ enum Pending {
     Verify,
     DataStart,
     Commit,
+    Auth,
+    /// STARTTLS said; waiting for the handshake.
+    Tls,
+}
+
+/// Where an AUTH exchange stands (its next line is not a command).
+enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPassword(Vec<u8>),
 }
 
 struct Transaction {
@@ -68,6 +81,11 @@ pub struct Session {
     stats: Stats,
     /// The verb of the command being answered, for stats.
     current_verb: &'static str,
+    tls: Option<TlsInfo>,
+    auth_user: Option<String>,
+    sasl: Option<Sasl>,
+    auth_failures: u32,
+    discarded_after_starttls: usize,
 }
 
 impl Session {
@@ -89,6 +107,11 @@ impl Session {
             closed: false,
             stats: Stats::default(),
             current_verb: "",
+            tls: None,
+            auth_user: None,
+            sasl: None,
+            auth_failures: 0,
+            discarded_after_starttls: 0,
             cfg,
         };
         let greeting = reply::greeting(&s.cfg.hostname);
@@ -146,7 +169,12 @@ impl Session {
 
     pub fn protocol(&self) -> String {
         let utf8 = self.txn.as_ref().is_some_and(|t| t.smtputf8);
-        received::protocol(self.esmtp, false, false, utf8)
+        received::protocol(
+            self.esmtp,
+            self.tls.is_some(),
+            self.auth_user.is_some(),
+            utf8,
+        )
     }
 
     /// The envelope of the transaction in progress.
@@ -186,6 +214,7 @@ impl Session {
                 continue;
             }
             match self.next_line() {
+                Some(line) if self.sasl.is_some() => self.sasl_response(line),
                 Some(line) => self.handle_line(line),
                 None => return Step::NeedInput,
             }
@@ -235,6 +264,7 @@ impl Session {
                     Err(reply) => self.reject(reply, None),
                 }
             }
+            (Pending::Auth, Answer::Auth(r)) => self.auth_answer(r),
             (p, a) => panic!("answer {a:?} does not match question {p:?}"),
         }
     }
@@ -243,6 +273,11 @@ impl Session {
         let t = self.txn.as_ref().expect("transaction");
         let single = (t.recipients.len() == 1).then(|| t.recipients[0].to_string());
         let protocol = self.protocol();
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| format!("using {} with cipher {}", t.version, t.cipher));
+        let auth = self.auth_user.as_deref().filter(|_| self.cfg.auth_header);
         received::header(&received::TraceInfo {
             helo: self.helo.as_deref().unwrap_or(""),
             client_name: &self.peer.name,
@@ -251,7 +286,8 @@ impl Session {
             protocol: &protocol,
             queue_id,
             single_recipient: single.as_deref(),
-            comment: None,
+            tls: tls.as_deref(),
+            auth,
             unix_time: self.now,
         })
     }
@@ -294,8 +330,15 @@ impl Session {
     /// The next complete command line, or a refusal queued for a bad one.
     fn next_line(&mut self) -> Option<Result<String, Reply>> {
         let rest = &self.inbuf[self.pos..];
+        // AUTH lines may be longer than commands (RFC 4954 4).
+        let limit =
+            if self.sasl.is_some() || (self.auth_offered() && starts_with_ci(rest, b"AUTH ")) {
+                self.cfg.command_line_limit.max(auth::AUTH_LINE_LIMIT)
+            } else {
+                self.cfg.command_line_limit
+            };
         let Some(lf) = rest.iter().position(|&c| c == b'\n') else {
-            if rest.len() > self.cfg.command_line_limit {
+            if rest.len() > limit {
                 // Too long already: drop what we have, refuse at its end.
                 self.skipping_line = true;
                 self.pos = self.inbuf.len();
@@ -310,7 +353,7 @@ impl Session {
         let Some(line) = raw.strip_suffix(b"\r") else {
             return Some(Err(reply::BARE_LF_IN_COMMAND));
         };
-        if line.len() + 2 > self.cfg.command_line_limit {
+        if line.len() + 2 > limit {
             return Some(Err(reply::LINE_TOO_LONG));
         }
         if line.contains(&b'\r') {
@@ -379,10 +422,14 @@ impl Session {
                     Verb::Rset => ("rset", reply::SYNTAX_NO_ARGS),
                     Verb::Noop => ("noop", reply::SYNTAX_NO_ARGS),
                     Verb::Quit => ("quit", reply::SYNTAX_NO_ARGS),
+                    Verb::StartTls => ("starttls", reply::SYNTAX_STARTTLS),
+                    Verb::Auth => ("auth", reply::SYNTAX_AUTH),
                 };
                 self.current_verb = v;
                 self.reject(r, None);
             }
+            Command::StartTls => self.starttls(),
+            Command::Auth(arg) => self.auth(arg),
             Command::Unknown => {
                 self.current_verb = "unknown";
                 self.reject(reply::UNKNOWN_COMMAND, None);
@@ -419,6 +466,10 @@ impl Session {
             rejected,
         });
     }
+}
+
+fn starts_with_ci(b: &[u8], prefix: &[u8]) -> bool {
+    b.len() >= prefix.len() && b[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 impl Transaction {
@@ -464,6 +515,18 @@ mod tests {
                 Step::Ask(Question::Commit) => s.answer(Answer::Commit(Ok("QID".into()))),
                 Step::Body(b) => body.extend(b),
                 Step::Discard => body.clear(),
+                Step::StartTls => s.tls_started(TlsInfo {
+                    version: "TLSv1.3".into(),
+                    cipher: "TLS_X".into(),
+                }),
+                Step::Ask(Question::Authenticate { credentials, .. }) => {
+                    let ok = credentials.password.expose() == b"good";
+                    s.answer(Answer::Auth(if ok {
+                        Ok(credentials.authcid)
+                    } else {
+                        Err(AuthFailure::Invalid)
+                    }))
+                }
                 Step::NeedInput | Step::Close => return (replies, body),
             }
         }

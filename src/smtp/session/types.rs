@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::smtp::address::{Address, ReversePath};
 use crate::smtp::reply::Reply;
+use crate::smtp::sasl::{Credentials, Mechanism};
 
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -23,6 +24,20 @@ pub struct SessionConfig {
     pub error_delay: Duration,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// This listener offers STARTTLS (RFC 3207).
+    pub starttls: bool,
+    /// AUTH is available at all (a backend is configured).
+    pub auth_enabled: bool,
+    /// AUTH only inside TLS (smtpd_tls_auth_only).
+    pub auth_tls_only: bool,
+    /// Also announce `AUTH=PLAIN LOGIN` (broken_sasl_auth_clients).
+    pub auth_broken_clients: bool,
+    /// Name the logged-in user in Received: (smtpd_sasl_authenticated_header).
+    pub auth_header: bool,
+    /// Failed logins in one session before it is closed.
+    pub auth_session_failures: u32,
+    /// MAIL needs a logged-in client (submission).
+    pub require_auth: bool,
 }
 
 impl Default for SessionConfig {
@@ -41,6 +56,13 @@ impl Default for SessionConfig {
             error_delay: Duration::from_secs(1),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(300),
+            starttls: false,
+            auth_enabled: false,
+            auth_tls_only: true,
+            auth_broken_clients: true,
+            auth_header: false,
+            auth_session_failures: 3,
+            require_auth: false,
         }
     }
 }
@@ -76,6 +98,32 @@ pub enum Question {
     /// End of data: everything handed out as [`Step::Body`] must now reach
     /// stable storage. Answer with [`Answer::Commit`].
     Commit,
+    /// AUTH: are these credentials good? Answer with [`Answer::Auth`]
+    /// carrying the login name to record.
+    Authenticate {
+        mechanism: Mechanism,
+        credentials: Credentials,
+    },
+}
+
+/// Why a login did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Wrong name or password, or not allowed to log in (535 5.7.8).
+    Invalid,
+    /// The backend could not answer (454 4.7.0).
+    Temporary,
+    /// Too many failures from this client address lately (454 4.7.0).
+    Throttled,
+}
+
+/// The TLS layer under the session, for Received: and the protocol name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// e.g. `TLSv1.3`
+    pub version: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`
+    pub cipher: String,
 }
 
 #[derive(Debug)]
@@ -83,6 +131,7 @@ pub enum Answer {
     Recipient(Result<(), Reply>),
     DataStart(Result<String, Reply>),
     Commit(Result<String, Reply>),
+    Auth(Result<String, AuthFailure>),
 }
 
 /// A refused command, for the log line.
@@ -106,6 +155,9 @@ pub enum Step {
     Body(Vec<u8>),
     /// The message being received was refused: drop the spool file.
     Discard,
+    /// `220 Ready to start TLS` was queued: send it, then do the TLS
+    /// handshake and call [`Session::tls_started`] (or close on failure).
+    StartTls,
     NeedInput,
     Close,
 }

@@ -1,4 +1,5 @@
 //! The only SQL in postern: the SQLite mirror of PostfixAdmin's tables.
+//! Lookups are here; edits (`postern user|domain|alias`) in admin.rs.
 //!
 //! Schema: PostfixAdmin's `domain`, `mailbox`, `alias`, `alias_domain` and
 //! `quota2`, with its column names, defaults and meanings, so that the
@@ -14,6 +15,8 @@
 //! Every lookup answers found / not found / temporary failure: a locked,
 //! missing or damaged database is a [`TempFail`], which clients see as
 //! 451 4.3.0 and never as "user unknown".
+
+pub mod admin;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -262,6 +265,32 @@ impl Db {
             _ => unreachable!("cache kinds are keyed apart"),
         })
     }
+}
+
+impl Db {
+    /// The login row of an active mailbox in an active domain: the name as
+    /// stored, its password hash and `smtp_active` (PostfixAdmin's switch
+    /// for sending). Not cached: a changed password counts at once.
+    pub fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT m.username, m.password, m.smtp_active FROM mailbox m JOIN domain d ON d.domain = m.domain
+                 WHERE m.username = ?1 AND m.active = 1 AND d.active = 1",
+            )?
+            .query_row([username], |r| {
+                Ok(LoginRow { username: r.get(0)?, password: r.get(1)?, smtp_active: r.get::<_, i64>(2)? != 0 })
+            })
+            .optional()
+        })
+    }
+}
+
+/// What a login is checked against.
+#[derive(Clone, Debug)]
+pub struct LoginRow {
+    pub username: String,
+    pub password: String,
+    pub smtp_active: bool,
 }
 
 /// Entries kept before the cache starts over.

@@ -1,6 +1,6 @@
 //! The command line: `postern serve`, `postern check-config`, `postern
-//! config example|default`. Only argument handling and exit codes live
-//! here; the work is done by the library modules.
+//! config example|default`, `postern reload`. Only argument handling and
+//! exit codes live here; the work is done by the library modules.
 
 use std::path::PathBuf;
 
@@ -22,6 +22,19 @@ pub enum Command {
     Serve(Serve),
     CheckConfig(CheckConfig),
     Config(ConfigCmd),
+    Reload(Reload),
+}
+
+/// Tell the running server to reload its TLS certificate (SIGHUP).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reload")]
+pub struct Reload {
+    /// configuration file of that server; without it, the embedded default
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// its data directory (overrides data_dir)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Run the mail server (SMTP in, queue, delivery).
@@ -73,9 +86,48 @@ fn load(path: Option<&PathBuf>) -> Result<Config, i32> {
     }
 }
 
+/// The config a command acts on: `--config` or the embedded default, with
+/// `--data-dir` applied.
+pub fn config_for(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, i32> {
+    let mut cfg = load(config)?;
+    if let Some(d) = data_dir {
+        cfg.set_data_dir(d);
+    }
+    cfg.absolutize();
+    Ok(cfg)
+}
+
+fn reload(r: Reload) -> i32 {
+    let cfg = match config_for(r.config.as_ref(), r.data_dir) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(pid) = crate::queue::spool::Spool::owner(&cfg.queue_dir()) else {
+        eprintln!(
+            "postern reload: no server is running on {}",
+            cfg.queue_dir().display()
+        );
+        return 69;
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    ) {
+        Ok(()) => {
+            println!("postern reload: sent SIGHUP to {pid}");
+            0
+        }
+        Err(e) => {
+            eprintln!("postern reload: cannot signal {pid}: {e}");
+            69
+        }
+    }
+}
+
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Reload(r) => reload(r),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,

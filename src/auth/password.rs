@@ -1,1 +1,0 @@
-//! Password hashes as PostfixAdmin and Dovecot store them (being written).

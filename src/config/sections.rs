@@ -1,0 +1,209 @@
+//! The declarations of every config section and key (see schema.rs for
+//! the `section!` macro). Help text here is what `postern config example`
+//! prints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::values::{AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size};
+use crate::section;
+
+fn loopback() -> Vec<Cidr> {
+    vec![
+        Cidr::parse("127.0.0.0/8").unwrap(),
+        Cidr::parse("::1/128").unwrap(),
+    ]
+}
+
+section! {
+    /// Names, trusted networks and where postern keeps its files.
+    pub struct Main ("") {
+        /// This host's name: in the greeting, in Received: headers, in bounces
+        /// (Postfix's myhostname).
+        hostname: Option<String> = None, example "\"mail.example.test\"", default "the system's host name";
+        /// Domain added to addresses that have none, such as `<postmaster>`
+        /// (myorigin).
+        origin: Option<String> = None, example "\"mail.example.test\"", default "the hostname";
+        /// Domains whose mail is for this machine itself (mydestination): the
+        /// aliases file is consulted first, then local users.
+        local_domains: Option<Vec<String>> = None, example "[\"mail.example.test\", \"localhost\"]",
+            default "[hostname, \"localhost\"]";
+        /// Clients in these networks may relay to any domain (mynetworks).
+        /// Everyone else may only send to the domains this box serves.
+        trusted_networks: Vec<Cidr> = loopback(), example "[\"127.0.0.0/8\", \"::1/128\", \"192.168.0.0/24\"]",
+            default "[\"127.0.0.0/8\", \"::1/128\"]";
+        /// Where the queue, the user directory and the mailboxes live by
+        /// default. Relative to the directory postern is started in.
+        data_dir: PathBuf = PathBuf::from("postern-data"), example "\"/var/lib/postern\"",
+            default "\"postern-data\"";
+        /// Characters that separate a user from an address extension:
+        /// `alice+lists@example.test` goes to alice (recipient_delimiter).
+        /// Empty turns extensions off.
+        recipient_delimiter: String = "+".into(), example "\"+\"";
+    }
+}
+
+section! {
+    /// A port postern accepts SMTP on. Repeat the table for more listeners.
+    pub struct Listener ("[listener]") {
+        /// Address and port to listen on.
+        address: Option<SocketAddr> = None, example "\"0.0.0.0:25\"", default "none: required";
+        /// "plain": SMTP without TLS; "starttls": plain, with STARTTLS offered
+        /// (RFC 3207; ports 25 and 587); "implicit-tls": TLS from the first
+        /// byte (RFC 8314; port 465, the seed's smtps wrappermode).
+        mode: ListenerMode = ListenerMode::StartTls, example "\"starttls\"";
+        /// Refuse MAIL until the client has logged in (530 5.7.0): the
+        /// submission ports 587 and 465.
+        require_auth: bool = false, example "false";
+    }
+}
+
+section! {
+    /// The SMTP server: protocol switches and limits.
+    pub struct Smtp ("smtp") {
+        /// Refuse MAIL until the client said HELO or EHLO (smtpd_helo_required).
+        helo_required: bool = true, example "true";
+        /// Answer VRFY with lookups. Off, VRFY gets 252 and discloses nothing
+        /// (disable_vrfy_command = yes).
+        vrfy: bool = false, example "false";
+        /// Largest message accepted, in bytes; announced with SIZE and
+        /// enforced at MAIL and during DATA (message_size_limit).
+        message_size_limit: Size = Size(10 * 1024 * 1024), example "10485760";
+        /// Longest command line, in octets with CRLF (RFC 5321: at least 512).
+        command_line_limit: usize = 512, example "512";
+        /// Longest message text line, in octets with CRLF; longer lines get
+        /// the message refused, never truncated (RFC 5321: at least 1000).
+        text_line_limit: usize = 1000, example "1000";
+        /// Recipients per message; more get 452 4.5.3 (smtpd_recipient_limit).
+        recipient_limit: usize = 100, example "100";
+        /// Errors after which every error reply is delayed by error_delay
+        /// (smtpd_soft_error_limit).
+        soft_error_limit: u32 = 10, example "10";
+        /// Errors after which the client is disconnected (smtpd_hard_error_limit).
+        hard_error_limit: u32 = 20, example "20";
+        /// Delay added to each error reply past the soft limit (smtpd_error_sleep_time).
+        error_delay: Secs = Secs(Duration::from_secs(1)), example "\"1s\"";
+        /// Idle time allowed while waiting for a command (smtpd_timeout).
+        command_timeout: Secs = Secs(Duration::from_secs(300)), example "\"300s\"";
+        /// Idle time allowed while receiving message data.
+        data_timeout: Secs = Secs(Duration::from_secs(300)), example "\"300s\"";
+        /// Connections served at once, all listeners together; more get 421.
+        max_connections: usize = 100, example "100";
+        /// Connections at once from one client address; more get 421
+        /// (smtpd_client_connection_count_limit).
+        max_connections_per_client: usize = 50, example "50";
+    }
+}
+
+section! {
+    /// Who exists: the SQLite mirror of the PostfixAdmin tables (domain,
+    /// mailbox, alias, alias_domain) and the local aliases file.
+    pub struct DirectoryCfg ("directory") {
+        /// The SQLite database; created with the PostfixAdmin schema if missing.
+        database: PathBuf = PathBuf::from("directory.sqlite"), example "\"/var/lib/postern/directory.sqlite\"",
+            default "\"directory.sqlite\" in data_dir";
+        /// aliases(5) file for the local domains (`root: admin@example.test`).
+        /// `:include:`, `|command` and `/file` targets are refused.
+        aliases_file: Option<PathBuf> = None, example "\"/etc/postern/aliases\"", default "none";
+        /// Which local parts of the local domains exist: "any" (each gets a
+        /// Maildir of its own) or "aliases-only" (only names in the aliases file).
+        local_users: LocalUsers = LocalUsers::Any, example "\"aliases-only\"", default "\"any\"";
+        /// How deep aliases may point at aliases before expansion stops.
+        alias_depth_limit: usize = 20, example "20";
+        /// How long a lookup may wait for a locked database before the client
+        /// gets 451 4.3.0.
+        lookup_timeout: Secs = Secs(Duration::from_secs(5)), example "\"5s\"";
+    }
+}
+
+section! {
+    /// Delivery into Maildirs.
+    pub struct Delivery ("delivery") {
+        /// Base of the virtual mailboxes; mailbox.maildir is appended
+        /// (virtual_mailbox_base).
+        mailbox_base: PathBuf = PathBuf::from("mail"), example "\"/var/mail/vhosts\"",
+            default "\"mail\" in data_dir";
+        /// Base of the local users' Maildirs: mail for bob@localhost lands in
+        /// <local_mailbox_base>/bob/.
+        local_mailbox_base: PathBuf = PathBuf::from("local"), example "\"/var/lib/postern/local\"",
+            default "\"local\" in data_dir";
+        /// User ID that owns delivered mail (virtual_uid_maps = static:N).
+        /// Unset: the user postern runs as.
+        uid: Option<u32> = None, example "5000", default "unset";
+        /// Group ID that owns delivered mail (virtual_gid_maps = static:N).
+        gid: Option<u32> = None, example "5000", default "unset";
+        /// Deliveries as a uid below this are refused (virtual_minimum_uid).
+        minimum_uid: u32 = 100, example "5000", default "100";
+        /// A message with this many Received: headers (ours included) is a
+        /// loop and bounces (hopcount_limit).
+        max_received_headers: usize = 50, example "50";
+        /// Messages delivered at once.
+        concurrency: usize = 8, example "8";
+    }
+}
+
+section! {
+    /// The queue: where accepted mail waits, and how long.
+    pub struct Queue ("queue") {
+        /// Spool directory, owned by postern alone.
+        directory: PathBuf = PathBuf::from("queue"), example "\"/var/spool/postern\"",
+            default "\"queue\" in data_dir";
+        /// First retry delay after a temporary failure (minimal_backoff_time).
+        min_backoff: Secs = Secs(Duration::from_secs(300)), example "\"5m\"";
+        /// Longest delay between retries (maximal_backoff_time).
+        max_backoff: Secs = Secs(Duration::from_secs(4000)), example "\"4000s\"";
+        /// Mail still undeliverable after this long bounces (maximal_queue_lifetime).
+        max_lifetime: Secs = Secs(Duration::from_secs(5 * 86_400)), example "\"5d\"";
+    }
+}
+
+section! {
+    /// TLS for the listeners (rustls, TLS 1.2 and 1.3 only). Without a
+    /// certificate, postern makes a self-signed one for its hostname at first
+    /// start (in data_dir/tls/) and logs its fingerprint, so STARTTLS works
+    /// out of the box. SIGHUP or `postern reload` picks up new files.
+    pub struct Tls ("tls") {
+        /// Certificate chain in PEM, the server's own certificate first
+        /// (smtpd_tls_cert_file). RSA or ECDSA.
+        cert_file: Option<PathBuf> = None, example "\"/etc/postern/tls/fullchain.pem\"", default "unset: self-signed";
+        /// Private key of that certificate in PEM (smtpd_tls_key_file).
+        key_file: Option<PathBuf> = None, example "\"/etc/postern/tls/privkey.pem\"", default "unset: self-signed";
+        /// Time a client has to finish the TLS handshake.
+        handshake_timeout: Secs = Secs(Duration::from_secs(30)), example "\"30s\"";
+    }
+}
+
+section! {
+    /// SMTP AUTH (the seed's smtpd_sasl_*): PLAIN and LOGIN, checked against
+    /// the user directory or a Dovecot auth socket. Logged-in clients may
+    /// relay (permit_sasl_authenticated).
+    pub struct Auth ("auth") {
+        /// Where passwords are checked: "sqlite" (mailbox.password of the
+        /// user directory), "dovecot" (a Dovecot auth socket), or "none"
+        /// (AUTH not offered).
+        backend: AuthBackend = AuthBackend::Sqlite, example "\"sqlite\"";
+        /// Dovecot's auth client socket (smtpd_sasl_path), for backend "dovecot".
+        dovecot_socket: Option<PathBuf> = None, example "\"/run/dovecot/auth-client\"", default "unset";
+        /// Offer and accept AUTH only inside TLS (smtpd_tls_auth_only).
+        tls_only: bool = true, example "true";
+        /// Also announce `AUTH=PLAIN LOGIN` for old clients (broken_sasl_auth_clients).
+        broken_clients: bool = true, example "true";
+        /// Name the logged-in user in the Received: header
+        /// (smtpd_sasl_authenticated_header).
+        authenticated_header: bool = false, example "true", default "false";
+        /// How `postern user add|passwd` stores new passwords:
+        /// "SHA512-CRYPT" or "BLF-CRYPT" (bcrypt).
+        password_scheme: PasswordScheme = PasswordScheme::Sha512Crypt, example "\"SHA512-CRYPT\"";
+        /// Failed logins from one client address, within failure_window,
+        /// after which its AUTH commands are refused (454 4.7.0).
+        max_failures: u32 = 5, example "5";
+        /// How long failed logins count against a client address.
+        failure_window: Secs = Secs(Duration::from_secs(15 * 60)), example "\"15m\"";
+        /// Delay before answering a failed login; it doubles with each
+        /// failure past max_failures (up to a minute).
+        failure_delay: Secs = Secs(Duration::from_secs(1)), example "\"1s\"";
+        /// Failed logins in one session before it is closed (421 4.7.0).
+        session_failures: u32 = 3, example "3";
+    }
+}
