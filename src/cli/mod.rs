@@ -2,6 +2,9 @@
 //! config example|default`, `postern reload`. Only argument handling and
 //! exit codes live here; the work is done by the library modules.
 
+mod password_input;
+pub mod users;
+
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -23,6 +26,9 @@ pub enum Command {
     CheckConfig(CheckConfig),
     Config(ConfigCmd),
     Reload(Reload),
+    User(users::UserCmd),
+    Domain(users::DomainCmd),
+    Alias(users::AliasCmd),
 }
 
 /// Tell the running server to reload its TLS certificate (SIGHUP).
@@ -128,6 +134,9 @@ fn reload(r: Reload) -> i32 {
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Reload(r) => reload(r),
+        Command::User(u) => users::user(u),
+        Command::Domain(d) => users::domain(d),
+        Command::Alias(a) => users::alias(a),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,

@@ -15,6 +15,28 @@ impl Secret {
         Secret(bytes)
     }
 
+    /// Room for `n` bytes: pushing within it never reallocates (which
+    /// would leave a copy behind in freed memory).
+    pub fn with_capacity(n: usize) -> Secret {
+        Secret(Vec::with_capacity(n))
+    }
+
+    pub fn push(&mut self, b: u8) {
+        self.0.push(b);
+    }
+
+    pub fn pop(&mut self) -> Option<u8> {
+        self.0.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn expose(&self) -> &[u8] {
         &self.0
     }

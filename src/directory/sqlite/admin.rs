@@ -18,10 +18,14 @@
 
 use std::fmt;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
+};
 
+use super::validate::{
+    alias_address, domain_name, goto_list, mailbox_address, maildir_path, now, target_address,
+};
 use super::Db;
-use crate::smtp::address::Address;
 
 /// Why an edit was not made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +42,9 @@ pub enum AdminError {
 impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AdminError::Invalid(m) | AdminError::Locked(m) | AdminError::Database(m) => f.write_str(m),
+            AdminError::Invalid(m) | AdminError::Locked(m) | AdminError::Database(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -54,7 +60,7 @@ impl From<rusqlite::Error> for AdminError {
     }
 }
 
-fn invalid<T>(msg: impl Into<String>) -> Result<T, AdminError> {
+pub(super) fn invalid<T>(msg: impl Into<String>) -> Result<T, AdminError> {
     Err(AdminError::Invalid(msg.into()))
 }
 
@@ -112,7 +118,10 @@ pub struct NewMailbox<'a> {
 impl Db {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it
     /// returns `Ok`.
-    fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T, AdminError>) -> Result<T, AdminError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
         let r = self.with(|c| {
             Ok((|| {
                 let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
@@ -124,13 +133,19 @@ impl Db {
         self.located(r)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, AdminError>) -> Result<T, AdminError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
         let r = self.with(|c| Ok(f(c)));
         self.located(r)
     }
 
     /// Names the file in database errors.
-    fn located<T>(&self, r: Result<Result<T, AdminError>, super::TempFail>) -> Result<T, AdminError> {
+    fn located<T>(
+        &self,
+        r: Result<Result<T, AdminError>, super::TempFail>,
+    ) -> Result<T, AdminError> {
         let path = self.path.display();
         match r {
             Err(e) => Err(AdminError::Database(e.0)),
@@ -141,7 +156,12 @@ impl Db {
     }
 
     /// Adds an active domain.
-    pub fn domain_add(&self, domain: &str, description: &str, backupmx: bool) -> Result<String, AdminError> {
+    pub fn domain_add(
+        &self,
+        domain: &str,
+        description: &str,
+        backupmx: bool,
+    ) -> Result<String, AdminError> {
         let domain = domain_name(domain)?;
         let now = now();
         self.write(|tx| {
@@ -159,7 +179,7 @@ impl Db {
 
     /// Deletes a domain. With mailboxes, aliases or alias domains left it is
     /// refused, unless `force`: then they go too, in the same transaction.
-    pub fn domain_del(&self, domain: &str, force: bool) -> Result<Removed, AdminError> {
+    pub fn domain_del(&self, domain: &str, force: bool) -> Result<(String, Removed), AdminError> {
         let domain = domain_name(domain)?;
         self.write(|tx| {
             let Some(name) = domain_row(tx, &domain)? else {
@@ -194,7 +214,7 @@ impl Db {
                 [&name],
             )?;
             tx.execute("DELETE FROM domain WHERE domain = ?1", [&name])?;
-            Ok(removed)
+            Ok((name.clone(), removed))
         })
     }
 
@@ -265,6 +285,19 @@ impl Db {
         })
     }
 
+    /// Refuses what `mailbox_add` (`exists = false`) or `mailbox_passwd`
+    /// (`exists = true`) would refuse anyway, before a password is asked for.
+    pub fn mailbox_precheck(&self, address: &str, exists: bool) -> Result<(), AdminError> {
+        let a = mailbox_address(address)?;
+        let username = a.key();
+        self.read(|c| match (exists, mailbox_username(c, &username)?) {
+            (false, Some(u)) => invalid(format!("mailbox {u} already exists")),
+            (false, None) => hosted_domain(c, &a.domain, "mailboxes"),
+            (true, None) => invalid(format!("no mailbox {username}")),
+            (true, Some(_)) => Ok(()),
+        })
+    }
+
     /// Replaces a mailbox's password hash; returns the username as stored.
     pub fn mailbox_passwd(&self, address: &str, password_hash: &str) -> Result<String, AdminError> {
         let username = mailbox_address(address)?.key();
@@ -297,12 +330,19 @@ impl Db {
             // The self-alias goes; if it also forwarded elsewhere, so do those
             // forwards (PostfixAdmin keeps them in the same row).
             tx.execute("DELETE FROM alias WHERE address = ?1", [&stored])?;
-            let mut st = tx.prepare("SELECT address, goto FROM alias WHERE instr(lower(goto), lower(?1)) > 0")?;
-            let rows = st.query_map([&stored], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut st = tx.prepare(
+                "SELECT address, goto FROM alias WHERE instr(lower(goto), lower(?1)) > 0",
+            )?;
+            let rows = st.query_map([&stored], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             let mut pointing = Vec::new();
             for row in rows {
                 let (address, goto) = row?;
-                if goto_list(&goto).iter().any(|t| t.eq_ignore_ascii_case(&stored)) {
+                if goto_list(&goto)
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&stored))
+                {
                     pointing.push(address);
                 }
             }
@@ -334,26 +374,36 @@ impl Db {
     /// Adds an alias (`user@domain`, or `@domain` for a catch-all). An
     /// existing one is refused unless `append`: then the new targets are
     /// added to its list. Returns (address, the goto list now stored).
-    pub fn alias_add(&self, address: &str, targets: &[String], append: bool) -> Result<(String, String), AdminError> {
+    pub fn alias_add(
+        &self,
+        address: &str,
+        targets: &[String],
+        append: bool,
+    ) -> Result<(String, String), AdminError> {
         let (address, domain) = alias_address(address)?;
         if targets.is_empty() {
             return invalid("an alias needs at least one target address");
         }
-        let targets = targets.iter().map(|t| target_address(t)).collect::<Result<Vec<_>, _>>()?;
+        let targets = targets
+            .iter()
+            .map(|t| target_address(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let now = now();
         self.write(|tx| {
             hosted_domain(tx, &domain, "aliases")?;
             let existing = tx
-                .query_row("SELECT address, goto FROM alias WHERE address = ?1", [&address], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
+                .query_row(
+                    "SELECT address, goto FROM alias WHERE address = ?1",
+                    [&address],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
                 .optional()?;
             let (stored, mut list) = match existing {
                 Some((a, goto)) if append => (Some(a), goto_list(&goto)),
                 Some((a, _)) if mailbox_username(tx, &a)?.is_some() => {
                     return invalid(format!(
-                        "{a} is a mailbox; use --append to forward its mail to more addresses as well"
-                    ))
+                    "{a} is a mailbox; use --append to forward its mail to more addresses as well"
+                ))
                 }
                 Some((a, goto)) => {
                     return invalid(format!(
@@ -435,160 +485,53 @@ impl Db {
 
 /// The domain as stored, if it exists.
 fn domain_row(c: &Connection, domain: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row("SELECT domain FROM domain WHERE domain = ?1", [domain], |r| r.get(0))
-        .optional()
+    c.query_row(
+        "SELECT domain FROM domain WHERE domain = ?1",
+        [domain],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 fn mailbox_username(c: &Connection, username: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row("SELECT username FROM mailbox WHERE username = ?1", [username], |r| r.get(0))
-        .optional()
+    c.query_row(
+        "SELECT username FROM mailbox WHERE username = ?1",
+        [username],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 fn alias_goto(c: &Connection, address: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row("SELECT goto FROM alias WHERE address = ?1", [address], |r| r.get(0))
-        .optional()
+    c.query_row(
+        "SELECT goto FROM alias WHERE address = ?1",
+        [address],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// Refuses a domain that does not exist, is inactive or is a backup MX
 /// (whose mail is relayed, never stored here).
 fn hosted_domain(c: &Connection, domain: &str, what: &str) -> Result<(), AdminError> {
     let row = c
-        .query_row("SELECT active, backupmx FROM domain WHERE domain = ?1", [domain], |r| {
-            Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)? != 0))
-        })
+        .query_row(
+            "SELECT active, backupmx FROM domain WHERE domain = ?1",
+            [domain],
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)? != 0)),
+        )
         .optional()?;
     match row {
         None => invalid(format!(
             "domain {domain} does not exist; add it with `postern domain add {domain}`"
         )),
-        Some((false, _)) => invalid(format!("domain {domain} is inactive; {what} cannot be added to it")),
+        Some((false, _)) => invalid(format!(
+            "domain {domain} is inactive; {what} cannot be added to it"
+        )),
         Some((_, true)) => invalid(format!(
             "domain {domain} is a backup MX domain (its mail is relayed, not delivered here); \
              {what} cannot be added to it"
         )),
         Some(_) => Ok(()),
-    }
-}
-
-/// The entries of an `alias.goto` list.
-fn goto_list(goto: &str) -> Vec<String> {
-    goto.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
-}
-
-/// A domain name: lower-cased LDH labels, as PostfixAdmin accepts them.
-pub fn domain_name(s: &str) -> Result<String, AdminError> {
-    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if d.is_empty() || d.len() > 253 || !d.split('.').all(label_ok) {
-        return invalid(format!(
-            "{s:?} is not a valid domain name (letters, digits, hyphens and dots, e.g. example.test)"
-        ));
-    }
-    Ok(d)
-}
-
-/// A mailbox or alias address: `local@domain`, ASCII, no quoting, stored
-/// lower-cased.
-fn plain_address(s: &str) -> Result<Address, AdminError> {
-    let bad = || {
-        AdminError::Invalid(format!("{s:?} is not a valid mail address (expected local-part@domain)"))
-    };
-    let a = Address::parse(s.trim(), false).map_err(|_| bad())?;
-    if a.is_domain_literal() || a.to_string() != a.key() {
-        return Err(bad());
-    }
-    let domain = domain_name(&a.domain)?;
-    Ok(Address::new(&a.local.to_ascii_lowercase(), &domain))
-}
-
-fn mailbox_address(s: &str) -> Result<Address, AdminError> {
-    let a = plain_address(s)?;
-    // The local part becomes a directory name.
-    if a.local.contains('/') {
-        return invalid(format!("{s:?}: a mailbox name cannot contain '/'"));
-    }
-    Ok(a)
-}
-
-/// An alias address, or `@domain` (a catch-all); returns (address, domain).
-fn alias_address(s: &str) -> Result<(String, String), AdminError> {
-    if let Some(d) = s.trim().strip_prefix('@') {
-        let d = domain_name(d)?;
-        return Ok((format!("@{d}"), d));
-    }
-    let a = plain_address(s)?;
-    Ok((a.key(), a.domain))
-}
-
-/// A target of an alias: any deliverable address (it may be remote).
-fn target_address(s: &str) -> Result<String, AdminError> {
-    let a = Address::parse(s.trim(), true).map_err(|_| {
-        AdminError::Invalid(format!("target {s:?} is not a valid mail address"))
-    })?;
-    let t = a.to_string();
-    if t.contains(',') {
-        return invalid(format!("target {s:?} contains a comma, which alias lists cannot hold"));
-    }
-    if a.is_domain_literal() {
-        return Ok(t);
-    }
-    domain_name(&a.domain).map_err(|_| AdminError::Invalid(format!("target {s:?} has an invalid domain")))?;
-    Ok(t)
-}
-
-/// A maildir relative to the mailbox base, with no `..` and a trailing `/`.
-fn maildir_path(s: &str) -> Result<String, AdminError> {
-    use std::path::{Component, Path};
-    let ok = !s.is_empty()
-        && !s.contains('\0')
-        && Path::new(s).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !ok {
-        return invalid(format!(
-            "maildir {s:?} must be a path relative to the mailbox base, without '..' (e.g. example.test/alice/)"
-        ));
-    }
-    Ok(if s.ends_with('/') { s.to_string() } else { format!("{s}/") })
-}
-
-/// Now as PostfixAdmin's `datetime` columns hold it (UTC).
-fn now() -> String {
-    let t = crate::clock::now_secs();
-    let (y, mo, d) = crate::timefmt::civil(t);
-    let s = t.rem_euclid(86_400);
-    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked_and_lower_cased() {
-        assert_eq!(domain_name("Example.TEST.").unwrap(), "example.test");
-        assert!(domain_name("bad_domain.test").is_err());
-        assert!(domain_name("-x.test").is_err());
-        assert_eq!(mailbox_address("Alice@Example.test").unwrap().key(), "alice@example.test");
-        assert!(mailbox_address("\"a b\"@example.test").is_err());
-        assert!(mailbox_address("a/b@example.test").is_err());
-        assert!(mailbox_address("alice").is_err());
-        assert_eq!(alias_address("@Catch.test").unwrap(), ("@catch.test".into(), "catch.test".into()));
-        assert!(target_address("x@remote.test").is_ok());
-        assert!(target_address("\"a,b\"@remote.test").is_err());
-        assert!(maildir_path("../x").is_err());
-        assert_eq!(maildir_path("example.test/a").unwrap(), "example.test/a/");
-    }
-
-    #[test]
-    fn timestamps_look_like_mysql_datetime() {
-        let n = now();
-        assert_eq!(n.len(), 19);
-        assert_eq!(&n[4..5], "-");
-        assert_eq!(&n[10..11], " ");
     }
 }

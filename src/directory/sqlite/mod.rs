@@ -17,6 +17,7 @@
 //! 451 4.3.0 and never as "user unknown".
 
 pub mod admin;
+mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,12 @@ impl Db {
             pool: Mutex::new(Vec::new()),
             cache: Mutex::default(),
         };
+        // It holds password hashes: a new file is readable by its owner only
+        // (SQLite gives its journal the same mode).
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+        }
         let problem = db.init().err().map(|e| format!("{}: {e}", path.display()));
         (db, problem)
     }
