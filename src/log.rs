@@ -177,6 +177,8 @@ pub fn auth_ok(client: &str, mechanism: &str, user: &str) {
 }
 
 pub fn auth_failed(client: &str, mechanism: &str, user: &str) {
+    // A name is at most 100 characters here: an AUTH line can carry 12 KB.
+    let user: String = user.chars().take(100).collect();
     write(
         Level::Warning,
         &format!("warning: {client}: SASL {mechanism} authentication failed for user {user}"),

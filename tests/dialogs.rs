@@ -8,6 +8,9 @@
 //! ```text
 //! # comment                 (blank lines are ignored too)
 //! #! smtp: key = value      config override for this dialog, both runs
+//! #! listener: key = value  a setting of the dialog's listener (mode =
+//!                           "starttls" | "plain" | "implicit-tls",
+//!                           require_auth = true), both runs
 //! >>> TEXT                  a client line; CRLF is appended
 //! >>! TEXT                  raw bytes, nothing appended; escapes: \r \n \t
 //!                           \\ \xHH, and \{TEXT*N} = TEXT repeated N times
@@ -17,6 +20,8 @@
 //! &&~ TEXT                  the same reply also contains TEXT
 //! &&! TEXT                  the same reply does not contain TEXT
 //! === closed                the server closed the connection
+//! === starttls              after `<<< 220 2.0.0` to STARTTLS: the TLS
+//!                           handshake; the dialog goes on inside TLS
 //! ```
 //!
 //! Adjacent `>>>`/`>>!` lines are sent in one write (pipelining); a blank
@@ -29,11 +34,21 @@
 //! postmaster in any case, also at the local domain mx.example.test, where
 //! `<postmaster>` without a domain lands); other example.test users get
 //! reply::unknown_user; any other domain reply::relay_denied (the client is
-//! untrusted). DATA gets queue ID TESTQUEUEID. The TCP run uses the real
+//! untrusted) unless the client has logged in. DATA gets queue ID TESTQUEUEID. The TCP run uses the real
 //! server with trusted_networks = ["10.0.0.0/8"], so 127.0.0.1 is untrusted,
 //! and the PostfixAdmin fixture, which agrees with the fake. Both runs get
 //! their settings from the same config text (the harness defaults plus the
 //! dialog's `#!` overrides), parsed by postern's own config loader.
+//!
+//! TLS: the pure run calls `Session::tls_started` at `=== starttls` (and
+//! before the greeting on an implicit-TLS listener); the TCP run does a real
+//! handshake with a rustls client that accepts any certificate (the server's
+//! self-signed one). AUTH: the pure run's fake knows the fixture's users
+//! and passwords (alice@example.test / alice-secret, bob-secret, ...), with
+//! the directory backend's rules (hank is receive-only, frank inactive, an
+//! authzid other than the user is refused); the TCP run checks the real
+//! fixture, with the failure delay and the per-address limit turned off so
+//! failed logins in one dialog do not slow or throttle the next.
 
 mod common;
 
@@ -47,7 +62,9 @@ use std::time::Duration;
 use common::*;
 use postern::smtp::address::Address;
 use postern::smtp::reply;
-use postern::smtp::session::{Answer, Peer, Question, Session, SessionConfig, Step};
+use postern::smtp::session::{
+    Answer, AuthFailure, Peer, Question, Session, SessionConfig, Step, TlsInfo,
+};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +88,10 @@ enum Line {
     Expect {
         line: usize,
         what: Expect,
+    },
+    /// `=== starttls`: the TLS handshake.
+    StartTls {
+        line: usize,
     },
 }
 
@@ -183,6 +204,10 @@ fn parse_dialog(path: &Path) -> Result<Dialog, String> {
         if raw.starts_with('#') {
             continue;
         }
+        if tag == "===" && rest.trim() == "starttls" {
+            d.lines.push(Line::StartTls { line: n });
+            continue;
+        }
         let what = match tag {
             "<<<" => Expect::Prefix(rest.to_string()),
             "<<<=" => Expect::Exact(rest.to_string()),
@@ -233,13 +258,40 @@ fn all_dialogs() -> Vec<Dialog> {
     out
 }
 
-/// The server builder both runs derive their config from.
-fn builder(overrides: &[(String, String)]) -> ServerBuilder {
-    let mut b = Server::builder().top("trusted_networks = [\"10.0.0.0/8\"]");
+/// The server builder both runs derive their config from. With `#!
+/// listener:` overrides, the dialog gets a listener of its own on `port`
+/// (written before the harness's, so it is the config's first listener).
+fn builder(overrides: &[(String, String)], port: u16) -> ServerBuilder {
+    let mut b = Server::builder()
+        .top("trusted_networks = [\"10.0.0.0/8\"]")
+        // Failed logins in one dialog must not delay or throttle the next.
+        .set("auth", "failure_delay = \"0s\"")
+        .set("auth", "max_failures = 1000000");
+    let mut listener = Vec::new();
     for (section, kv) in overrides {
-        b = b.set(section, kv);
+        if section == "listener" {
+            listener.push(kv.clone());
+        } else {
+            b = b.set(section, kv);
+        }
+    }
+    if !listener.is_empty() {
+        b = b.top(&format!(
+            "# the dialog's listener\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n{}",
+            listener.join("\n")
+        ));
     }
     b
+}
+
+fn has_own_listener(overrides: &[(String, String)]) -> bool {
+    overrides.iter().any(|(s, _)| s == "listener")
+}
+
+fn implicit_tls(overrides: &[(String, String)]) -> bool {
+    overrides
+        .iter()
+        .any(|(s, kv)| s == "listener" && kv.replace(' ', "") == "mode=\"implicit-tls\"")
 }
 
 /// A reply as lines of text (`250-a`, `250 b`).
@@ -309,7 +361,7 @@ fn check(
 // --- pure session run ------------------------------------------------------
 
 /// The fake directory of the pure run (see the module comment).
-fn fake_recipient(a: &Address) -> Result<(), reply::Reply> {
+fn fake_recipient(a: &Address, authenticated: bool) -> Result<(), reply::Reply> {
     let local = a.local.to_ascii_lowercase();
     match a.domain.as_str() {
         "example.test" if ["alice", "bob", "postmaster"].contains(&local.as_str()) => Ok(()),
@@ -319,7 +371,43 @@ fn fake_recipient(a: &Address) -> Result<(), reply::Reply> {
         // Other local users are not modelled: a dialog that depends on them
         // fails here on purpose.
         "mx.example.test" => Err(reply::LOCAL_ERROR),
+        // permit_sasl_authenticated: a logged-in client may relay.
+        _ if authenticated => Ok(()),
         _ => Err(reply::relay_denied(&a.to_string())),
+    }
+}
+
+/// The fixture's logins (tests/fixtures/postfixadmin-mysql.sql): name,
+/// password, may log in (hank is receive-only; frank's mailbox is inactive).
+const FAKE_USERS: [(&str, &str, bool); 8] = [
+    ("alice@example.test", "alice-secret", true),
+    ("bob@example.test", "bob-secret", true),
+    ("carol@example.test", "carol-secret", true),
+    ("dave@example.test", "dave-secret", true),
+    ("erin@example.test", "erin-secret", true),
+    ("gail@example.test", "gail-secret", true),
+    ("hank@example.test", "alice-secret", false),
+    ("frank@example.test", "alice-secret", false),
+];
+
+/// The directory backend's rules, on the fixture's users.
+fn fake_login(c: &postern::smtp::sasl::Credentials) -> Result<String, AuthFailure> {
+    if !c.authzid.is_empty() && !c.authzid.eq_ignore_ascii_case(&c.authcid) {
+        return Err(AuthFailure::Invalid);
+    }
+    FAKE_USERS
+        .iter()
+        .find(|(u, p, ok)| {
+            *ok && u.eq_ignore_ascii_case(&c.authcid) && p.as_bytes() == c.password.expose()
+        })
+        .map(|(u, _, _)| u.to_string())
+        .ok_or(AuthFailure::Invalid)
+}
+
+fn fake_tls() -> TlsInfo {
+    TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS_AES_256_GCM_SHA384".into(),
     }
 }
 
@@ -327,10 +415,12 @@ struct PureRun {
     s: Session,
     replies: VecDeque<WireReply>,
     closed: bool,
+    /// The session said 220 to STARTTLS and waits for the handshake.
+    tls_pending: bool,
 }
 
 impl PureRun {
-    fn new(cfg: Arc<SessionConfig>) -> PureRun {
+    fn new(cfg: Arc<SessionConfig>, implicit_tls: bool) -> PureRun {
         let peer = Peer {
             ip: "127.0.0.1".parse().unwrap(),
             port: 40000,
@@ -340,7 +430,12 @@ impl PureRun {
             s: Session::new(cfg, peer, 1_700_000_000),
             replies: VecDeque::new(),
             closed: false,
+            tls_pending: false,
         };
+        if implicit_tls {
+            // As the driver does: TLS first, then the greeting goes out.
+            r.s.tls_started(fake_tls());
+        }
         r.run();
         r
     }
@@ -359,7 +454,9 @@ impl PureRun {
                     );
                 }
                 Step::Ask(Question::Recipient(a) | Question::Verify(a)) => {
-                    self.s.answer(Answer::Recipient(fake_recipient(&a)))
+                    let authenticated = self.s.auth_user().is_some();
+                    self.s
+                        .answer(Answer::Recipient(fake_recipient(&a, authenticated)))
                 }
                 Step::Ask(Question::StartData) => {
                     self.s.answer(Answer::DataStart(Ok("TESTQUEUEID".into())))
@@ -368,18 +465,10 @@ impl PureRun {
                     self.s.answer(Answer::Commit(Ok("TESTQUEUEID".into())))
                 }
                 Step::Ask(Question::Authenticate { credentials, .. }) => {
-                    let ok = credentials.authcid == "alice@example.test"
-                        && credentials.password.expose() == b"alice-secret";
-                    self.s.answer(Answer::Auth(if ok {
-                        Ok(credentials.authcid)
-                    } else {
-                        Err(postern::smtp::session::AuthFailure::Invalid)
-                    }))
+                    self.s.answer(Answer::Auth(fake_login(&credentials)))
                 }
-                Step::StartTls => self.s.tls_started(postern::smtp::session::TlsInfo {
-                    version: "TLSv1.3".into(),
-                    cipher: "TLS_AES_256_GCM_SHA384".into(),
-                }),
+                // The handshake happens at the dialog's `=== starttls`.
+                Step::StartTls => self.tls_pending = true,
                 Step::Body(_) | Step::Discard => {}
                 Step::NeedInput => return,
                 Step::Close => {
@@ -393,7 +482,8 @@ impl PureRun {
 }
 
 fn run_pure(d: &Dialog) -> Result<(), String> {
-    let text = builder(&d.overrides).config_text(Path::new("/nonexistent-dialog-data"), 2525, None);
+    let text =
+        builder(&d.overrides, 2526).config_text(Path::new("/nonexistent-dialog-data"), 2525, None);
     let cfg = postern::config::Config::parse("dialog.toml", &text).map_err(|e| {
         format!(
             "{}: config: {}",
@@ -404,10 +494,30 @@ fn run_pure(d: &Dialog) -> Result<(), String> {
                 .join("; ")
         )
     })?;
-    let mut run = PureRun::new(Arc::new(cfg.session_config(&cfg.listeners[0])));
+    let mut run = PureRun::new(
+        Arc::new(cfg.session_config(&cfg.listeners[0])),
+        implicit_tls(&d.overrides),
+    );
     let mut last: Option<WireReply> = None;
     for l in &d.lines {
         match l {
+            Line::StartTls { line } => {
+                if let Some(r) = run.replies.pop_front() {
+                    return Err(format!(
+                        "{}: === starttls, but a reply is still unread: {}",
+                        d.at(*line),
+                        show(&r)
+                    ));
+                }
+                if !std::mem::take(&mut run.tls_pending) {
+                    return Err(format!(
+                        "{}: === starttls, but the session is not waiting for a handshake",
+                        d.at(*line)
+                    ));
+                }
+                run.s.tls_started(fake_tls());
+                run.run();
+            }
             Line::Send { line, bytes } => {
                 if run.closed {
                     return Err(format!(
@@ -472,7 +582,9 @@ fn run_pure(d: &Dialog) -> Result<(), String> {
 
 fn last_line(d: &Dialog) -> usize {
     match d.lines.last() {
-        Some(Line::Send { line, .. } | Line::Expect { line, .. }) => *line,
+        Some(Line::Send { line, .. } | Line::Expect { line, .. } | Line::StartTls { line }) => {
+            *line
+        }
         None => 1,
     }
 }
@@ -486,7 +598,7 @@ enum Read {
     Bad(String),
 }
 
-fn read_reply(r: &mut BufReader<TcpStream>) -> Read {
+fn read_reply(r: &mut impl BufRead) -> Read {
     let mut lines = Vec::new();
     loop {
         let mut buf = Vec::new();
@@ -497,7 +609,14 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> Read {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Read::Timeout
             }
-            Err(e) if lines.is_empty() && e.kind() == ErrorKind::ConnectionReset => {
+            // A TLS peer that hangs up without close_notify: UnexpectedEof.
+            Err(e)
+                if lines.is_empty()
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+                    ) =>
+            {
                 return Read::Closed
             }
             Err(e) => return Read::Bad(format!("read error: {e}")),
@@ -520,25 +639,150 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> Read {
     }
 }
 
-fn run_tcp(d: &Dialog, srv: &Server) -> Result<(), String> {
-    let stream =
-        TcpStream::connect(srv.addr()).map_err(|e| format!("{}: connect: {e}", d.at(1)))?;
+/// A rustls client that accepts any certificate (the server's is
+/// self-signed); the handshake signatures are still checked.
+mod tls_client {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AcceptAny(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The plain or TLS socket of the TCP run.
+    pub enum Conn {
+        Plain(TcpStream),
+        Tls(Box<rustls::StreamOwned<ClientConnection, TcpStream>>),
+    }
+
+    impl std::io::Read for Conn {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self {
+                Conn::Plain(s) => s.read(buf),
+                Conn::Tls(s) => s.read(buf),
+            }
+        }
+    }
+
+    impl Write for Conn {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self {
+                Conn::Plain(s) => s.write(buf),
+                Conn::Tls(s) => s.write(buf),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            match self {
+                Conn::Plain(s) => s.flush(),
+                Conn::Tls(s) => s.flush(),
+            }
+        }
+    }
+
+    /// The handshake on a plain connection.
+    pub fn handshake(conn: Conn) -> Result<Conn, String> {
+        let Conn::Plain(mut tcp) = conn else {
+            return Err("TLS is already active".into());
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        let name = ServerName::try_from("mx.example.test").unwrap();
+        let mut c = ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+        while c.is_handshaking() {
+            c.complete_io(&mut tcp)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+        }
+        Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(c, tcp))))
+    }
+}
+
+use tls_client::Conn;
+
+fn run_tcp(d: &Dialog, addr: std::net::SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("{}: connect: {e}", d.at(1)))?;
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
+    let mut conn = Conn::Plain(stream);
+    if implicit_tls(&d.overrides) {
+        conn = tls_client::handshake(conn).map_err(|e| format!("{}: {e}", d.at(1)))?;
+    }
+    let mut r = BufReader::new(conn);
     let mut last: Option<WireReply> = None;
     let mut closed = false;
     let mut prev_was_send = false;
     for l in &d.lines {
         match l {
+            Line::StartTls { line } => {
+                prev_was_send = false;
+                if !r.buffer().is_empty() {
+                    return Err(format!(
+                        "{}: === starttls, but the server sent more in plaintext: {:?}",
+                        d.at(*line),
+                        String::from_utf8_lossy(r.buffer())
+                    ));
+                }
+                let conn = tls_client::handshake(r.into_inner())
+                    .map_err(|e| format!("{}: {e}", d.at(*line)))?;
+                r = BufReader::new(conn);
+            }
             Line::Send { line, bytes } => {
                 if prev_was_send {
                     // Two writes without an expectation between: give the
                     // server a chance to see them apart.
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                let w = r.get_mut();
                 w.write_all(bytes)
+                    .and_then(|_| w.flush())
                     .map_err(|e| format!("{}: write: {e}", d.at(*line)))?;
                 prev_was_send = true;
             }
@@ -582,7 +826,9 @@ fn run_tcp(d: &Dialog, srv: &Server) -> Result<(), String> {
     if !closed {
         // In step? The very next reply must be the one to this QUIT.
         let at = d.at(last_line(d));
+        let w = r.get_mut();
         w.write_all(b"QUIT\r\n")
+            .and_then(|_| w.flush())
             .map_err(|e| format!("{at}: end of dialog: write QUIT: {e}"))?;
         match read_reply(&mut r) {
             Read::Reply(rep) if rep[0].starts_with("221 ") => {}
@@ -640,9 +886,15 @@ fn dialogs_over_tcp() {
     }
     let mut failures = Vec::new();
     for (overrides, ds) in groups {
-        let srv = builder(&overrides).start();
+        let port = free_port();
+        let srv = builder(&overrides, port).start();
+        let addr = if has_own_listener(&overrides) {
+            format!("127.0.0.1:{port}").parse().unwrap()
+        } else {
+            srv.addr()
+        };
         for d in ds {
-            if let Err(e) = run_tcp(d, &srv) {
+            if let Err(e) = run_tcp(d, addr) {
                 failures.push(e);
             }
         }
@@ -676,4 +928,21 @@ fn dialog_files_cover_the_named_cases() {
     }
     let smuggling = names.iter().filter(|n| n.starts_with("smuggling-")).count();
     assert!(smuggling >= 12, "only {smuggling} smuggling dialogs");
+    // Issue 3: STARTTLS and AUTH.
+    for must in [
+        "tls-starttls-reset.txt",
+        "tls-starttls-twice.txt",
+        "tls-starttls-injection.txt",
+        "auth-before-tls.txt",
+        "auth-plain-initial-response.txt",
+        "auth-plain-no-initial-response.txt",
+        "auth-login.txt",
+        "auth-cancel.txt",
+        "auth-unknown-mechanism.txt",
+    ] {
+        assert!(
+            names.iter().any(|n| n == must),
+            "missing tests/dialogs/{must}"
+        );
+    }
 }

@@ -12,9 +12,12 @@
 //!   bytes are chunk lengths for a split feed; the rest is the wire input
 //!   after `354`.
 //! - `session`: byte 0 picks the configuration (bit 0 helo_required, bit 1
-//!   vrfy_enabled, bits 2-3 a limit profile, bit 4 an IPv6 peer), bytes 1-2
-//!   are answer bits (used in turn, cyclically: 1 = accept), byte 3 is the
-//!   maximum chunk size (0 = unbounded). The rest is what the client sends.
+//!   vrfy_enabled, bits 2-3 a limit profile, bit 4 an IPv6 peer, bit 5
+//!   STARTTLS and AUTH offered, bit 6 AUTH only inside TLS and the user in
+//!   Received:, bit 7 require_auth and no `AUTH=` line), bytes 1-2 are
+//!   answer bits (used in turn, cyclically: 1 = accept, a handshake that
+//!   works, a good password), byte 3 is the maximum chunk size (0 =
+//!   unbounded). The rest is what the client sends.
 //!   In it, 0xFF is an escape: `FF FF` is a literal 0xFF byte, `FF FE` makes
 //!   the client time out, `FF` before anything else only ends a chunk (the
 //!   session then runs until it needs input).
@@ -29,7 +32,9 @@ use postern::smtp::address::{self, Address, PathError, MAX_LOCAL_PART, MAX_PATH}
 use postern::smtp::command::{self, Command};
 use postern::smtp::data::{DataDecoder, DataError};
 use postern::smtp::reply::{self, Esc, Reply};
-use postern::smtp::session::{Answer, Peer, Question, Session, SessionConfig, Step};
+use postern::smtp::session::{
+    Answer, AuthFailure, Peer, Question, Session, SessionConfig, Step, TlsInfo,
+};
 
 // --- command ------------------------------------------------------------------
 
@@ -402,6 +407,14 @@ fn session_config(flags: u8) -> SessionConfig {
         error_delay: Duration::from_millis(100),
         ..SessionConfig::default()
     };
+    if flags & 0x20 != 0 {
+        c.starttls = true;
+        c.auth_enabled = true;
+        c.auth_tls_only = flags & 0x40 != 0;
+        c.auth_header = flags & 0x40 != 0;
+        c.require_auth = flags & 0x80 != 0;
+        c.auth_broken_clients = flags & 0x80 == 0;
+    }
     match (flags >> 2) & 3 {
         0 => {}
         1 => {
@@ -517,12 +530,39 @@ struct Driver {
     data_end_reply: bool,
     /// The next Body is the Received: header.
     expect_trace: bool,
+    /// TLS is up (after STARTTLS and a handshake).
+    tls: bool,
+    /// The session said `220 Ready to start TLS`; the handshake is next.
+    tls_pending: bool,
+    /// The handshake failed: the driver hung up without a word.
+    hung_up: bool,
+    /// A login succeeded (since the last TLS start).
+    logged_in: bool,
+    /// Failed logins in this session.
+    auth_failures: u32,
+    /// The failed login just answered was the last one allowed: its 535
+    /// comes next, ...
+    last_failure: bool,
+    /// ... and then `421` for the same line, and the session closes.
+    expect_421: bool,
+    /// A HELO/EHLO was answered since TLS started.
+    hello_in_tls: bool,
 }
 
 /// The Received: header is one header, folded, whatever the client's HELO
-/// name and addresses hold.
-fn check_trace_header(h: &[u8]) {
+/// name and addresses hold; it names TLS and the user when it should.
+fn check_trace_header(h: &[u8], tls: bool, auth_user_shown: bool) {
     let text = std::str::from_utf8(h).expect("Received: header is not UTF-8");
+    assert_eq!(
+        text.contains("\n\t(using TLSv1.3 with cipher "),
+        tls,
+        "{text:?}"
+    );
+    assert_eq!(
+        text.contains("\n\t(Authenticated sender: "),
+        auth_user_shown,
+        "{text:?}"
+    );
     assert!(text.starts_with("Received: from "), "{text:?}");
     let body = text
         .strip_suffix('\n')
@@ -550,8 +590,84 @@ impl Driver {
         );
     }
 
+    /// AUTH is on offer now.
+    fn auth_offered(&self) -> bool {
+        self.cfg.auth_enabled && (self.tls || !self.cfg.auth_tls_only)
+    }
+
+    /// The longest line the session may hold while waiting for its end.
+    fn line_limit(&self) -> usize {
+        if self.auth_offered() {
+            // RFC 4954 4: AUTH lines and SASL responses may be 12288 octets.
+            self.cfg.command_line_limit.max(12_288)
+        } else {
+            self.cfg.command_line_limit
+        }
+    }
+
+    /// STARTTLS said 220: everything behind its line was thrown away
+    /// (CVE-2011-0411). `after` is what was consumed by then.
+    fn check_starttls_discard(&mut self, after: usize) {
+        assert!(
+            self.cfg.starttls,
+            "220 Ready to start TLS while STARTTLS is off"
+        );
+        assert!(!self.tls, "STARTTLS accepted inside TLS");
+        assert!(!self.tls_pending, "two STARTTLS accepted");
+        assert_eq!(self.s.buffered(), 0, "input kept behind STARTTLS");
+        assert_eq!(after, self.fed.len(), "input kept behind STARTTLS");
+        let discarded = self.s.discarded_after_starttls();
+        assert!(discarded <= after);
+        let line_end = after - discarded;
+        let head = &self.fed[..line_end];
+        assert!(head.ends_with(b"\n"), "discard does not start after a line");
+        let start = head[..head.len() - 1]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = &head[start..];
+        assert!(
+            line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"STARTTLS"),
+            "220 Ready to start TLS answers {:?}",
+            String::from_utf8_lossy(line)
+        );
+        // Discarded lines are never answered.
+        let dropped = self.fed[line_end..after]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count();
+        self.cmd_lines -= dropped;
+        self.tls_pending = true;
+    }
+
+    /// What EHLO announces follows the state: STARTTLS before TLS only,
+    /// AUTH when it may be used.
+    fn check_ehlo(&self, r: &Reply) {
+        let lines: Vec<&str> = r.text.split('\n').collect();
+        assert_eq!(
+            lines.contains(&"STARTTLS"),
+            self.cfg.starttls && !self.tls,
+            "STARTTLS offer wrong: {lines:?}"
+        );
+        let auth = self.auth_offered();
+        assert_eq!(
+            lines.contains(&"AUTH PLAIN LOGIN"),
+            auth,
+            "AUTH offer wrong: {lines:?}"
+        );
+        assert_eq!(
+            lines.contains(&"AUTH=PLAIN LOGIN"),
+            auth && self.cfg.auth_broken_clients,
+            "{lines:?}"
+        );
+    }
+
     fn check_replies(&self) {
         assert!(!self.data_end_reply, "no reply to the end of data");
+        assert!(
+            !self.expect_421 && !self.last_failure,
+            "no 535 + 421 after the last allowed failed login"
+        );
         assert_eq!(
             self.cmd_lines, self.cmd_replies,
             "command lines and replies do not pair up"
@@ -560,6 +676,9 @@ impl Driver {
 
     /// Steps until the session needs input or closes.
     fn run(&mut self) {
+        if self.hung_up {
+            return;
+        }
         loop {
             self.steps += 1;
             assert!(self.steps <= self.max_steps, "session does not stop");
@@ -593,6 +712,59 @@ impl Driver {
                     if r == reply::SENDER_OK {
                         self.accepted.clear();
                         self.check_ascii(before, after);
+                        if self.cfg.require_auth {
+                            assert!(
+                                self.logged_in,
+                                "MAIL accepted before AUTH on a require_auth listener"
+                            );
+                        }
+                        if self.tls && self.cfg.helo_required {
+                            // RFC 3207 4.2: the EHLO before STARTTLS is forgotten.
+                            assert!(
+                                self.hello_in_tls,
+                                "MAIL accepted inside TLS without a new EHLO"
+                            );
+                        }
+                    }
+                    if r.code == 250 && r.esc.is_none() && self.greeted {
+                        // The answer to HELO or EHLO.
+                        self.hello_in_tls = self.tls;
+                        if r.text.contains('\n') {
+                            self.check_ehlo(&r);
+                        }
+                    }
+                    if r == reply::AUTH_NEEDS_TLS {
+                        assert!(
+                            self.cfg.auth_enabled && !self.auth_offered(),
+                            "538 while AUTH is offered"
+                        );
+                    }
+                    if r == reply::AUTH_ALREADY {
+                        assert!(self.logged_in, "already authenticated, but not logged in");
+                    }
+                    if r == reply::READY_FOR_TLS {
+                        self.check_starttls_discard(after);
+                    }
+                    if r == reply::AUTH_TOO_MANY_FAILURES {
+                        // The second reply to the line of the last failed
+                        // login; the session closes next.
+                        assert!(
+                            std::mem::take(&mut self.expect_421),
+                            "421 for failed logins without the last failure"
+                        );
+                        let next = self.s.step(self.now);
+                        assert!(matches!(next, Step::Close), "{next:?} after 421");
+                        self.check_replies();
+                        self.closed = true;
+                        continue;
+                    }
+                    assert!(
+                        !self.expect_421,
+                        "{r:?} instead of 421 after the last failed login"
+                    );
+                    if std::mem::take(&mut self.last_failure) {
+                        assert_eq!(r, reply::AUTH_INVALID, "the last failed login");
+                        self.expect_421 = true;
                     }
                     if !self.greeted {
                         assert_eq!(r.code, 220, "greeting {r:?}");
@@ -641,6 +813,15 @@ impl Driver {
                     );
                     let env = self.s.envelope().expect("StartData without a transaction");
                     assert!(!env.recipients.is_empty(), "StartData without recipients");
+                    if env.protocol != "SMTP" {
+                        assert_eq!(env.protocol.contains("SMTPS"), self.tls, "{}", env.protocol);
+                        assert_eq!(
+                            env.protocol.ends_with('A'),
+                            self.logged_in,
+                            "{}",
+                            env.protocol
+                        );
+                    }
                     for r in &env.recipients {
                         assert!(self.accepted.contains(r), "{r} was never accepted");
                     }
@@ -659,7 +840,7 @@ impl Driver {
                     assert!(self.receiving, "Body outside DATA");
                     assert!(!b.contains(&b'\r'), "CR in the spooled body");
                     if std::mem::take(&mut self.expect_trace) {
-                        check_trace_header(&b);
+                        check_trace_header(&b, self.tls, self.logged_in && self.cfg.auth_header);
                     }
                 }
                 Step::Discard => {
@@ -685,21 +866,79 @@ impl Driver {
                     };
                     self.s.answer(Answer::Commit(a));
                 }
-                // STARTTLS and AUTH are off in these configurations.
-                Step::StartTls | Step::Ask(Question::Authenticate { .. }) => {
-                    panic!("{step:?} while STARTTLS and AUTH are not offered")
+                Step::StartTls => {
+                    assert!(
+                        std::mem::take(&mut self.tls_pending),
+                        "StartTls without 220 Ready to start TLS"
+                    );
+                    if self.bits.next() {
+                        self.s.tls_started(TlsInfo {
+                            version: "TLSv1.3".into(),
+                            cipher: "TLS_AES_128_GCM_SHA256".into(),
+                        });
+                        self.tls = true;
+                        self.logged_in = false;
+                        self.hello_in_tls = false;
+                        self.accepted.clear();
+                        assert_eq!(self.s.buffered(), 0, "plaintext kept into TLS");
+                        assert!(self.s.envelope().is_none(), "transaction kept into TLS");
+                        assert!(self.s.auth_user().is_none(), "login kept into TLS");
+                    } else {
+                        // The handshake failed: the driver closes at once.
+                        self.check_replies();
+                        self.hung_up = true;
+                        return;
+                    }
+                }
+                Step::Ask(Question::Authenticate {
+                    mechanism,
+                    credentials,
+                }) => {
+                    assert!(
+                        self.auth_offered(),
+                        "AUTH checked while not offered ({mechanism:?})"
+                    );
+                    assert!(!self.logged_in, "AUTH checked twice");
+                    assert!(
+                        self.s.envelope().is_none(),
+                        "AUTH checked inside a transaction"
+                    );
+                    assert!(!credentials.authcid.is_empty(), "empty login name");
+                    assert!(!credentials.password.expose().is_empty(), "empty password");
+                    assert!(!credentials.authcid.contains('\0'), "NUL in the login name");
+                    let a = if self.bits.next() {
+                        Ok(credentials.authcid.clone())
+                    } else if self.bits.next() {
+                        Err(AuthFailure::Invalid)
+                    } else if self.bits.next() {
+                        Err(AuthFailure::Temporary)
+                    } else {
+                        Err(AuthFailure::Throttled)
+                    };
+                    match &a {
+                        Ok(_) => self.logged_in = true,
+                        Err(AuthFailure::Invalid) => {
+                            self.auth_failures += 1;
+                            if self.auth_failures >= self.cfg.auth_session_failures {
+                                self.last_failure = true;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                    self.s.answer(Answer::Auth(a));
+                    assert_eq!(self.s.auth_user().is_some(), self.logged_in);
                 }
                 Step::NeedInput => {
                     self.check_replies();
                     let left = &self.fed[self.fed.len() - self.s.buffered()..];
                     if self.s.in_data() {
                         assert!(left.is_empty(), "DATA waits with input buffered");
+                    } else if self.tls_pending {
+                        // Waiting for the handshake: nothing read yet.
+                        assert!(left.is_empty(), "input kept behind STARTTLS");
                     } else {
                         assert!(!left.contains(&b'\n'), "waits with a full line buffered");
-                        assert!(
-                            left.len() <= self.cfg.command_line_limit,
-                            "buffers an over-long line"
-                        );
+                        assert!(left.len() <= self.line_limit(), "buffers an over-long line");
                     }
                     return;
                 }
@@ -754,9 +993,20 @@ pub fn session(data: &[u8]) {
         greeted: false,
         data_end_reply: false,
         expect_trace: false,
+        tls: false,
+        tls_pending: false,
+        hung_up: false,
+        logged_in: false,
+        auth_failures: 0,
+        last_failure: false,
+        expect_421: false,
+        hello_in_tls: false,
     };
     d.run();
     for ev in events(stream, head[3] as usize) {
+        if d.hung_up {
+            break;
+        }
         match ev {
             Event::Bytes(b) => {
                 d.fed.extend_from_slice(&b);

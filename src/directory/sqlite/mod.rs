@@ -124,7 +124,11 @@ impl Db {
         // (SQLite gives its journal the same mode).
         if !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
         }
         let problem = db.init().err().map(|e| format!("{}: {e}", path.display()));
         (db, problem)
