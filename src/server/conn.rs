@@ -270,13 +270,18 @@ async fn authenticate(
         return Err(AuthFailure::Throttled);
     }
     let user = creds.authcid.clone();
+    let started = Instant::now();
     let r = smol::unblock(move || backend.check(&creds, ip, secured)).await;
     match &r {
         Ok(name) => log::auth_ok(client, mechanism.name(), name),
         Err(AuthFailure::Invalid) => {
             log::auth_failed(client, mechanism.name(), &user);
+            // The answer comes `delay` after the question, however long the
+            // check took: whether the name exists, or how its password is
+            // hashed, does not show in the timing (unless hashing takes
+            // longer than the delay).
             let delay = shared.limiter.failed(ip, Instant::now());
-            smol::Timer::after(delay).await;
+            smol::Timer::at(started + delay).await;
         }
         Err(_) => log::auth_tempfail(client, mechanism.name()),
     }
