@@ -643,55 +643,8 @@ fn read_reply(r: &mut impl BufRead) -> Read {
 /// self-signed); the handshake signatures are still checked.
 mod tls_client {
     use super::*;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
-
-    #[derive(Debug)]
-    struct AcceptAny(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
+    use rustls::pki_types::ServerName;
+    use rustls::ClientConnection;
 
     /// The plain or TLS socket of the TCP run.
     pub enum Conn {
@@ -728,15 +681,9 @@ mod tls_client {
         let Conn::Plain(mut tcp) = conn else {
             return Err("TLS is already active".into());
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-            .with_no_client_auth();
         let name = ServerName::try_from("mx.example.test").unwrap();
-        let mut c = ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+        let mut c = ClientConnection::new(crate::common::tls::client_config(false), name)
+            .map_err(|e| e.to_string())?;
         while c.is_handshaking() {
             c.complete_io(&mut tcp)
                 .map_err(|e| format!("TLS handshake: {e}"))?;

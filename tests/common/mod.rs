@@ -4,6 +4,8 @@
 //! and finds delivered files. Everything on loopback, every domain .test.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
