@@ -145,14 +145,6 @@ impl Config {
             1,
             "one connection",
         );
-        if s.message_size_limit.0 == 0 {
-            ctx.error(
-                at(&["smtp", "message_size_limit"]),
-                "smtp.message_size_limit",
-                "0 would refuse every message",
-                "a size in bytes above 0",
-            );
-        }
         let d = &self.delivery;
         match (d.uid, d.gid) {
             (Some(uid), Some(_)) if uid < d.minimum_uid => ctx.error(

@@ -68,7 +68,8 @@ section! {
         /// (disable_vrfy_command = yes).
         vrfy: bool = false, example "false";
         /// Largest message accepted, in bytes; announced with SIZE and
-        /// enforced at MAIL and during DATA (message_size_limit).
+        /// enforced at MAIL and during DATA (message_size_limit). 0: no
+        /// limit (announced as `SIZE 0`, RFC 1870).
         message_size_limit: Size = Size(10 * 1024 * 1024), example "10485760";
         /// Longest command line, in octets with CRLF (RFC 5321: at least 512).
         command_line_limit: usize = 512, example "512";

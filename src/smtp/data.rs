@@ -106,7 +106,7 @@ impl DataDecoder {
     fn content(&mut self, n: usize) {
         // Bytes after which each limit is exceeded (the first offending byte).
         let to_line = (self.max_line - 2).saturating_sub(self.line_len) as u64 + 1;
-        let to_size = self.max_size.saturating_sub(self.size) + 1;
+        let to_size = self.max_size.saturating_sub(self.size).saturating_add(1);
         self.line_len += n;
         self.size += n as u64;
         let n = n as u64;

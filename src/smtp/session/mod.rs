@@ -250,10 +250,12 @@ impl Session {
                     self.push_reply(reply::START_DATA, Duration::ZERO, None);
                     let header = self.received_header(&queue_id);
                     self.steps.push_back(Step::Body(header.into_bytes()));
-                    self.data = Some(DataDecoder::new(
-                        self.cfg.max_message_size,
-                        self.cfg.text_line_limit,
-                    ));
+                    // message_size_limit = 0: no limit (RFC 1870 "SIZE 0").
+                    let max = match self.cfg.max_message_size {
+                        0 => u64::MAX,
+                        n => n,
+                    };
+                    self.data = Some(DataDecoder::new(max, self.cfg.text_line_limit));
                 }
                 Err(reply) => self.reject(reply, None),
             },
