@@ -11,7 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use postern::smtp::sasl::encode as b64;
@@ -183,35 +183,7 @@ fn assert_no_passwords(srv: &Server, extra: &[&str]) {
 }
 
 fn delivered(srv: &Server, mailbox: &str, subject: &str) -> String {
-    let dir = srv.mailbox(mailbox);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for f in maildir_files(&dir) {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            if text.contains(subject) {
-                return text;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {subject:?} in {mailbox}:\n{}",
-            srv.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn received_header(msg: &str) -> String {
-    let mut out = String::new();
-    for l in msg.lines().skip_while(|l| !l.starts_with("Received: ")) {
-        if !out.is_empty() && !l.starts_with([' ', '\t']) {
-            break;
-        }
-        out.push_str(l);
-        out.push('\n');
-    }
-    assert!(out.starts_with("Received: "), "{msg}");
-    out
+    wait_message(srv, &srv.mailbox(mailbox), subject)
 }
 
 // --- logins with real clients ----------------------------------------------------------

@@ -418,36 +418,7 @@ fn python(script: &str, args: &[&str]) -> (bool, String) {
 
 /// Delivered message with `subject` in alice's mailbox.
 fn delivered(srv: &Server, subject: &str) -> String {
-    let dir = srv.mailbox("example.test/alice/");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for f in maildir_files(&dir) {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            if text.contains(subject) {
-                return text;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no message {subject:?} delivered:\n{}",
-            srv.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The Received: header we prepended (the first header of the file).
-fn received_header(msg: &str) -> String {
-    let mut out = String::new();
-    for l in msg.lines().skip_while(|l| !l.starts_with("Received: ")) {
-        if !out.is_empty() && !l.starts_with([' ', '\t']) {
-            break;
-        }
-        out.push_str(l);
-        out.push('\n');
-    }
-    assert!(out.starts_with("Received: "), "{msg}");
-    out
+    wait_message(srv, &srv.mailbox("example.test/alice/"), subject)
 }
 
 // --- tests -------------------------------------------------------------------------

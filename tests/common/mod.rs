@@ -443,6 +443,41 @@ pub fn queue_id_in(text: &str) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
+/// The delivered message in `maildir` whose text contains `needle`,
+/// waiting for it up to 10 s.
+pub fn wait_message(srv: &Server, maildir: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for f in maildir_files(maildir) {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message with {needle:?} in {}:\n{}",
+            maildir.display(),
+            srv.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first Received: header of a message, with its folded lines.
+pub fn received_header(msg: &str) -> String {
+    let mut out = String::new();
+    for l in msg.lines().skip_while(|l| !l.starts_with("Received: ")) {
+        if !out.is_empty() && !l.starts_with([' ', '\t']) {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    assert!(out.starts_with("Received: "), "{msg}");
+    out
+}
+
 /// A raw SMTP client: one command, one reply.
 pub struct Smtp {
     reader: BufReader<TcpStream>,
