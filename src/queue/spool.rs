@@ -56,6 +56,8 @@ pub struct QueuedMessage {
     file: File,
     body_offset: u64,
     pub body_len: u64,
+    /// The start of the message, already read with the envelope.
+    start: Vec<u8>,
 }
 
 impl QueuedMessage {
@@ -69,6 +71,10 @@ impl QueuedMessage {
     /// The header section of the message (up to the first empty line,
     /// at most `limit` bytes).
     pub fn header_bytes(&self, limit: usize) -> io::Result<Vec<u8>> {
+        // Usually the whole header section came in with the envelope.
+        if let Some(end) = header_end(&self.start).filter(|&e| e <= limit) {
+            return Ok(self.start[..end].to_vec());
+        }
         let mut r = BufReader::new(self.body()?);
         let mut out = Vec::new();
         let mut line = Vec::new();
@@ -84,6 +90,15 @@ impl QueuedMessage {
         }
         Ok(out)
     }
+}
+
+/// Length of the header section at the start of `m` (up to, not with,
+/// the empty line), if that empty line is in `m`.
+fn header_end(m: &[u8]) -> Option<usize> {
+    if m.first() == Some(&b'\n') {
+        return Some(0);
+    }
+    m.windows(2).position(|w| w == b"\n\n").map(|i| i + 1)
 }
 
 impl Spool {
@@ -274,6 +289,7 @@ impl Spool {
             file: f,
             body_offset: off as u64,
             body_len: len - off as u64,
+            start: head[off..].to_vec(),
         })
     }
 
@@ -353,5 +369,17 @@ impl SpoolWriter {
 
     pub fn failed(&self) -> Option<&io::Error> {
         self.error.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_end;
+
+    #[test]
+    fn header_section_ends_at_the_first_empty_line() {
+        assert_eq!(header_end(b"A: 1\nB: 2\n\nbody\n\n"), Some(10));
+        assert_eq!(header_end(b"\nbody only"), Some(0));
+        assert_eq!(header_end(b"A: 1\nB: 2\n"), None);
     }
 }
