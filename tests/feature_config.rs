@@ -501,3 +501,32 @@ fn a_config_check_config_accepts_also_starts() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `postern reload` with nobody holding the queue says so and fails,
+/// instead of signalling a stale pid.
+#[test]
+fn reload_without_a_running_server_says_so() {
+    let dir = TestDir::new("reload-none");
+    let o = std::process::Command::new(BIN)
+        .args(["reload", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(69), "{err}");
+    assert!(err.contains("no server is running"), "{err}");
+    // A lock file left by a server that is gone does not count either.
+    std::fs::create_dir_all(dir.path().join("queue")).unwrap();
+    std::fs::write(dir.path().join("queue/lock"), "1\n").unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["reload", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -309,26 +309,7 @@ mod client {
         }
 
         pub fn try_reply(&mut self) -> Option<Reply> {
-            let mut text = Vec::new();
-            let mut first = String::new();
-            loop {
-                let line = self.line()?;
-                if first.is_empty() {
-                    first = line.clone();
-                }
-                let code: u16 = line
-                    .get(..3)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or_else(|| panic!("bad reply line {line:?}"));
-                text.push(line.get(4..).unwrap_or("").to_string());
-                if line.as_bytes().get(3) != Some(&b'-') {
-                    return Some(Reply {
-                        code,
-                        text: text.join("\n"),
-                        first,
-                    });
-                }
-            }
+            parse_reply(|| self.line())
         }
 
         pub fn reply(&mut self) -> Reply {

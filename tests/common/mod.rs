@@ -478,6 +478,31 @@ pub fn received_header(msg: &str) -> String {
     out
 }
 
+/// Assembles one (possibly multi-line) reply from lines as `next_line`
+/// hands them out; `None` when the connection ends first.
+pub fn parse_reply(mut next_line: impl FnMut() -> Option<String>) -> Option<Reply> {
+    let mut text = Vec::new();
+    let mut first = String::new();
+    loop {
+        let line = next_line()?.trim_end_matches(['\r', '\n']).to_string();
+        if first.is_empty() {
+            first = line.clone();
+        }
+        let code: u16 = line
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad reply line {line:?}"));
+        text.push(line.get(4..).unwrap_or("").to_string());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Some(Reply {
+                code,
+                text: text.join("\n"),
+                first,
+            });
+        }
+    }
+}
+
 /// A raw SMTP client: one command, one reply.
 pub struct Smtp {
     reader: BufReader<TcpStream>,
@@ -524,31 +549,14 @@ impl Smtp {
 
     /// Reads one (possibly multi-line) reply; `None` on EOF.
     pub fn try_reply(&mut self) -> Option<Reply> {
-        let mut text = Vec::new();
-        let mut first = String::new();
-        loop {
+        let reader = &mut self.reader;
+        parse_reply(|| {
             let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line),
             }
-            let line = line.trim_end_matches(['\r', '\n']).to_string();
-            if first.is_empty() {
-                first = line.clone();
-            }
-            let code: u16 = line
-                .get(..3)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or_else(|| panic!("bad reply line {line:?}"));
-            text.push(line.get(4..).unwrap_or("").to_string());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Some(Reply {
-                    code,
-                    text: text.join("\n"),
-                    first,
-                });
-            }
-        }
+        })
     }
 
     pub fn reply(&mut self) -> Reply {
