@@ -83,7 +83,8 @@ impl Config {
                     "missing",
                     SocketAddrAllowed::TEXT,
                 ),
-                Some(a) if seen.contains(&a) => ctx.error(
+                // Port 0: the kernel picks a free port for each; never a clash.
+                Some(a) if a.port() != 0 && seen.contains(&a) => ctx.error(
                     listener_offset(root, i),
                     &format!("listener[{}].address", i + 1),
                     format!("{a} is already used by another listener"),

@@ -47,7 +47,10 @@ section! {
 section! {
     /// A port postern accepts SMTP on. Repeat the table for more listeners.
     pub struct Listener ("[listener]") {
-        /// Address and port to listen on.
+        /// Address and port to listen on. Port 0 lets the kernel pick a free
+        /// port; the bound addresses are logged and written to
+        /// data_dir/listening (one line per listener: index, configured
+        /// address, bound address, mode).
         address: Option<SocketAddr> = None, example "\"0.0.0.0:25\"", default "none: required";
         /// "plain": SMTP without TLS; "starttls": plain, with STARTTLS offered
         /// (RFC 3207; ports 25 and 587); "implicit-tls": TLS from the first

@@ -9,7 +9,7 @@ pub mod conn;
 pub mod limits;
 pub mod stream;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,10 +162,15 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let directory = Arc::new(directory);
 
     let mut listeners = Vec::new();
+    let mut bound = Vec::new();
     for l in &cfg.listeners {
         let addr = l.address.expect("checked by config");
         let sock = TcpListener::bind(addr)
             .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?;
+        let local = sock
+            .local_addr()
+            .map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+        bound.push((addr, local, l.mode));
         let sock =
             smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
         let ctx = ListenerCtx {
@@ -285,7 +290,8 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
         }));
     }
 
-    announce(&cfg);
+    write_listening(&data, &bound);
+    announce(&cfg, &bound);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
@@ -335,6 +341,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     for h in exec_threads {
         let _ = h.join();
     }
+    let _ = std::fs::remove_file(data.join("listening"));
     log::started("stopped");
     Ok(())
 }
@@ -394,14 +401,25 @@ fn reload(cfg: &Config, shared: &Shared) {
     }
 }
 
+/// `data_dir/listening`: the address each listener is bound to, for tools
+/// and tests (a configured port 0 is only known here). One line per
+/// listener, in config order: `<n> <configured> <bound> <mode>`. Replaced
+/// by a rename, so a reader never sees half a file.
+fn write_listening(data: &Path, bound: &[(SocketAddr, SocketAddr, ListenerMode)]) {
+    let mut text = String::new();
+    for (i, (conf, local, mode)) in bound.iter().enumerate() {
+        text.push_str(&format!("{} {conf} {local} {}\n", i + 1, mode.as_str()));
+    }
+    let tmp = data.join(".listening.tmp");
+    let r = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, data.join("listening")));
+    if let Err(e) = r {
+        log::warning(&format!("cannot write {}: {e}", data.join("listening").display()));
+    }
+}
+
 /// The one line that says where postern listens and where mail lands.
-fn announce(cfg: &Config) {
-    let addrs: Vec<String> = cfg
-        .listeners
-        .iter()
-        .filter_map(|l| l.address)
-        .map(|a| a.to_string())
-        .collect();
+fn announce(cfg: &Config, bound: &[(SocketAddr, SocketAddr, ListenerMode)]) {
+    let addrs: Vec<String> = bound.iter().map(|(_, a, _)| a.to_string()).collect();
     let domains = cfg.local_domains();
     let local = if domains.iter().any(|d| d == "localhost") {
         "localhost"
