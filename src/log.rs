@@ -145,6 +145,15 @@ pub fn reject(r: &RejectInfo<'_>) {
     write(Level::Info, &s);
 }
 
+/// How an accepted message was stored, for the `from=` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// In the queue, handed to delivery: `(queue active)`.
+    Queue,
+    /// Written straight into its Maildirs: `(delivered directly)`.
+    Direct,
+}
+
 /// `ID: client=x[1.2.3.4]` (with `, sasl_username=u` after a login), then
 /// `ID: from=<a>, size=N, nrcpt=N (queue active)`
 pub fn queued(
@@ -154,6 +163,7 @@ pub fn queued(
     from: &str,
     size: u64,
     nrcpt: usize,
+    stored: Stored,
 ) {
     match auth_user {
         Some(u) => write(
@@ -164,7 +174,13 @@ pub fn queued(
     }
     write(
         Level::Info,
-        &format!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)"),
+        &format!(
+            "{id}: from=<{from}>, size={size}, nrcpt={nrcpt} ({})",
+            match stored {
+                Stored::Queue => "queue active",
+                Stored::Direct => "delivered directly",
+            }
+        ),
     );
 }
 
@@ -250,4 +266,9 @@ pub fn bounce_queued(id: &str, bounce_id: &str) {
 
 pub fn queue_problem(id: &str, problem: &str) {
     write(Level::Err, &format!("error: {id}: {problem}"));
+}
+
+/// `ID: held: reason` (queue/hold/).
+pub fn held(id: &str, why: &str) {
+    write(Level::Info, &format!("{id}: held: {why}"));
 }

@@ -80,6 +80,29 @@ pub fn rfc5322(unix: i64) -> String {
     )
 }
 
+/// `Sat Nov 28 00:38:36` (UTC), the arrival column of `postern queue list`.
+pub fn mailq(unix: i64) -> String {
+    let p = parts(unix);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02}",
+        DAYS[p.weekday],
+        MONTHS[p.month as usize - 1],
+        p.day,
+        p.hour,
+        p.min,
+        p.sec
+    )
+}
+
+/// `2026-11-28T00:38:36Z`
+pub fn rfc3339(unix: i64) -> String {
+    let p = parts(unix);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        p.year, p.month, p.day, p.hour, p.min, p.sec
+    )
+}
+
 /// `2026-11-28T00:38:36.123456Z`
 pub fn rfc3339_micros(unix_micros: i64) -> String {
     let p = parts(unix_micros.div_euclid(1_000_000));
@@ -104,6 +127,9 @@ mod tests {
         assert_eq!(rfc5322(0), "Thu, 1 Jan 1970 00:00:00 +0000");
         assert_eq!(rfc5322(1_795_826_316), "Sat, 28 Nov 2026 00:38:36 +0000");
         assert_eq!(rfc5322(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(mailq(1_795_826_316), "Sat Nov 28 00:38:36");
+        assert_eq!(mailq(0), "Thu Jan  1 00:00:00");
+        assert_eq!(rfc3339(1_795_826_316), "2026-11-28T00:38:36Z");
         assert_eq!(
             rfc3339_micros(1_795_826_316_000_042),
             "2026-11-28T00:38:36.000042Z"

@@ -26,62 +26,94 @@ pub struct CertInfo {
     pub fingerprint: String,
 }
 
+/// Which of the two files a problem is in (the config names that key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    Cert,
+    Key,
+}
+
+/// Why a certificate and key cannot be used; the text names the file.
+#[derive(Clone, Debug)]
+pub struct TlsError {
+    pub file: TlsFile,
+    pub text: String,
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn cert_err(text: String) -> TlsError {
+    TlsError {
+        file: TlsFile::Cert,
+        text,
+    }
+}
+
+fn key_err(text: String) -> TlsError {
+    TlsError {
+        file: TlsFile::Key,
+        text,
+    }
+}
+
 /// Reads and checks a certificate chain and its key; `now` is Unix time.
-pub fn load(cert: &Path, key: &Path, now: i64) -> Result<(Arc<ServerConfig>, CertInfo), String> {
+pub fn load(cert: &Path, key: &Path, now: i64) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| {
-            format!(
+            cert_err(format!(
                 "{}: cannot read certificate: {}",
                 cert.display(),
                 pem_error(e)
-            )
+            ))
         })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM: {}", cert.display(), pem_error(e)))?;
+        .map_err(|e| cert_err(format!("{}: bad PEM: {}", cert.display(), pem_error(e))))?;
     let Some(leaf) = chain.first() else {
-        return Err(format!(
+        return Err(cert_err(format!(
             "{}: no CERTIFICATE block in the file",
             cert.display()
-        ));
+        )));
     };
-    let (not_before, not_after) =
-        validity(leaf).ok_or_else(|| format!("{}: not an X.509 certificate", cert.display()))?;
+    let (not_before, not_after) = validity(leaf)
+        .ok_or_else(|| cert_err(format!("{}: not an X.509 certificate", cert.display())))?;
     if now > not_after {
-        return Err(format!(
+        return Err(cert_err(format!(
             "{}: certificate expired on {}",
             cert.display(),
             timefmt::rfc5322(not_after)
-        ));
+        )));
     }
     if now < not_before {
-        return Err(format!(
+        return Err(cert_err(format!(
             "{}: certificate is not valid before {}",
             cert.display(),
             timefmt::rfc5322(not_before)
-        ));
+        )));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
+        key_err(format!(
             "{}: cannot read private key: {}",
             key.display(),
             pem_error(e)
-        )
+        ))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certified =
         CertifiedKey::from_der(chain.clone(), key_der, &provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => {
-                format!(
-                    "{}: private key does not match the certificate in {}",
-                    key.display(),
-                    cert.display()
-                )
-            }
-            other => format!("{}: unusable private key: {other}", key.display()),
+            rustls::Error::InconsistentKeys(_) => key_err(format!(
+                "{}: private key does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            )),
+            other => key_err(format!("{}: unusable private key: {other}", key.display())),
         })?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS configuration: {e}"))?
+        .map_err(|e| cert_err(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     let info = CertInfo {
@@ -245,7 +277,7 @@ mod tests {
         assert_eq!(info.fingerprint.len(), 32 * 3 - 1);
         // Ten years and a day later it is expired, and the message says so.
         let err = load(&cert, &key, now + 11 * 365 * 86_400).unwrap_err();
-        assert!(err.contains("expired"), "{err}");
+        assert!(err.text.contains("expired"), "{err}");
         assert!(
             !self_signed(&dir, "mx.example.test", now).unwrap().2,
             "made once"

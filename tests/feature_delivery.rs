@@ -916,7 +916,10 @@ fn log_lines_for_queue_delivery_and_removal_never_show_the_body() {
         size >= lf(body.as_bytes()).len() as u64,
         "size covers the message: {queued}"
     );
-    assert!(queued.ends_with(", nrcpt=1 (queue active)"), "{queued}");
+    assert!(
+        queued.ends_with(", nrcpt=1 (delivered directly)"),
+        "{queued}"
+    );
     line(&format!("{id}: client=unknown[127.0.0.1]"));
     let sent = line(&format!(
         "{id}: to=<alice@example.test>, relay=maildir, delay="

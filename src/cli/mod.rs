@@ -3,6 +3,7 @@
 //! exit codes live here; the work is done by the library modules.
 
 mod password_input;
+pub mod queue;
 pub mod users;
 
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use crate::config::{self, Config};
-use crate::server::{self, EX_CONFIG};
+use crate::server;
+use crate::sysexits::{EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
 
 /// postern: a small mail transfer agent.
 #[derive(FromArgs)]
@@ -29,6 +31,7 @@ pub enum Command {
     User(users::UserCmd),
     Domain(users::DomainCmd),
     Alias(users::AliasCmd),
+    Queue(queue::QueueCmd),
 }
 
 /// Tell the running server to reload its TLS certificate (SIGHUP).
@@ -83,13 +86,35 @@ fn print_errors(errors: &[config::ConfigError]) {
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, i32> {
-    match path {
-        None => Ok(Config::embedded()),
-        Some(p) => Config::load_file(p).map_err(|errs| {
-            print_errors(&errs);
-            EX_CONFIG
-        }),
+    let loaded = match path {
+        None => Config::embedded(),
+        Some(p) => Config::load_file(p),
+    };
+    loaded.map_err(|errs| {
+        print_errors(&errs);
+        EX_CONFIG
+    })
+}
+
+/// The config a client command (`postern queue`) acts on: not the
+/// server's files, which the user may not be able to read.
+pub fn client_config_for(
+    config: Option<&PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<Config, i32> {
+    let loaded = match config {
+        None => Config::embedded_client(),
+        Some(p) => Config::load_client(p),
+    };
+    let mut cfg = loaded.map_err(|errs| {
+        print_errors(&errs);
+        EX_CONFIG
+    })?;
+    if let Some(d) = data_dir {
+        cfg.set_data_dir(d);
     }
+    cfg.absolutize();
+    Ok(cfg)
 }
 
 /// The config a command acts on: `--config` or the embedded default, with
@@ -113,7 +138,7 @@ fn reload(r: Reload) -> i32 {
             "postern reload: no server is running on {}",
             cfg.queue_dir().display()
         );
-        return 69;
+        return EX_UNAVAILABLE;
     };
     match nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -125,7 +150,7 @@ fn reload(r: Reload) -> i32 {
         }
         Err(e) => {
             eprintln!("postern reload: cannot signal {pid}: {e}");
-            69
+            EX_UNAVAILABLE
         }
     }
 }
@@ -137,6 +162,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::User(u) => users::user(u),
         Command::Domain(d) => users::domain(d),
         Command::Alias(a) => users::alias(a),
+        Command::Queue(q) => queue::run(q),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,
@@ -174,7 +200,7 @@ pub fn run(cli: Cli) -> i32 {
             }
             other => {
                 eprintln!("postern config: unknown {other:?}; allowed: example, default");
-                64
+                EX_USAGE
             }
         },
     }

@@ -17,10 +17,7 @@ use crate::config::Config;
 use crate::directory::sqlite::admin::{AdminError, NewMailbox};
 use crate::directory::sqlite::Db;
 
-pub const EX_DATAERR: i32 = 65;
-pub const EX_IOERR: i32 = 74;
-pub const EX_TEMPFAIL: i32 = 75;
-pub const EX_CANTCREAT: i32 = 73;
+pub use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_TEMPFAIL};
 
 /// The longest password accepted, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
@@ -246,11 +243,7 @@ fn open(
     let (db, problem) = Db::open(&path, cfg.directory.lookup_timeout.0);
     if let Some(p) = problem {
         eprintln!("postern {cmd}: cannot open the user directory {p}");
-        return Err(if p.contains("locked") || p.contains("busy") {
-            EX_TEMPFAIL
-        } else {
-            EX_IOERR
-        });
+        return Err(if p.busy { EX_TEMPFAIL } else { EX_IOERR });
     }
     Ok((cfg, db))
 }

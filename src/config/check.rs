@@ -9,8 +9,23 @@ use super::schema::Ctx;
 use super::{is_domain, system_hostname, AuthBackend, Config, ListenerMode};
 
 impl Config {
-    /// Checks that span keys, and fills the derived values.
-    pub(super) fn check(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+    /// Checks that span keys, and fills the derived values. `files`: also
+    /// read and check the files the config names (aliases, certificate,
+    /// database): what the server needs, not what a client command does.
+    pub(super) fn check(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, files: bool) {
+        self.check_names(ctx, root);
+        self.check_listeners(ctx, root);
+        self.check_smtp_limits(ctx, root);
+        self.check_delivery(ctx, root);
+        self.data_dir = self.main.data_dir.clone();
+        self.check_tls_auth(ctx, root);
+        if files {
+            self.check_files(ctx, root);
+        }
+    }
+
+    /// hostname, origin, local_domains, recipient_delimiter.
+    fn check_names(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
         let at = |path: &[&str]| key_offset(root, path);
         self.hostname = match &self.main.hostname {
             Some(h) => h.to_ascii_lowercase(),
@@ -64,6 +79,10 @@ impl Config {
                 "punctuation such as \"+\", \"-\", or \"\"",
             );
         }
+    }
+
+    /// At least one listener, each with an address, none twice.
+    fn check_listeners(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
         if self.listeners.is_empty() {
             ctx.error(
                 0,
@@ -93,59 +112,93 @@ impl Config {
                 Some(a) => seen.push(a),
             }
         }
+    }
+
+    /// The RFC minimums and the limits that may not be zero.
+    fn check_smtp_limits(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
         let s = &self.smtp;
-        let min = |ctx: &mut Ctx<'_>, key: &str, v: usize, m: usize, why: &str| {
+        let checks: [(&str, &str, usize, usize, &str); 6] = [
+            (
+                "smtp",
+                "command_line_limit",
+                s.command_line_limit,
+                512,
+                "RFC 5321 4.5.3.1.4",
+            ),
+            (
+                "smtp",
+                "text_line_limit",
+                s.text_line_limit,
+                1000,
+                "RFC 5321 4.5.3.1.6",
+            ),
+            (
+                "smtp",
+                "recipient_limit",
+                s.recipient_limit,
+                1,
+                "one recipient",
+            ),
+            (
+                "smtp",
+                "hard_error_limit",
+                s.hard_error_limit as usize,
+                1,
+                "one error",
+            ),
+            (
+                "smtp",
+                "max_connections",
+                s.max_connections,
+                1,
+                "one connection",
+            ),
+            (
+                "smtp",
+                "max_connections_per_client",
+                s.max_connections_per_client,
+                1,
+                "one connection",
+            ),
+        ];
+        for (section, key, v, m, why) in checks {
             if v < m {
                 ctx.error(
-                    at(&["smtp", key]),
-                    &format!("smtp.{key}"),
+                    key_offset(root, &[section, key]),
+                    &format!("{section}.{key}"),
                     format!("{v} is below {m}"),
                     format!("at least {m} ({why})"),
                 );
             }
-        };
-        min(
-            ctx,
-            "command_line_limit",
-            s.command_line_limit,
-            512,
-            "RFC 5321 4.5.3.1.4",
-        );
-        min(
-            ctx,
-            "text_line_limit",
-            s.text_line_limit,
-            1000,
-            "RFC 5321 4.5.3.1.6",
-        );
-        min(
-            ctx,
-            "recipient_limit",
-            s.recipient_limit,
-            1,
-            "one recipient",
-        );
-        min(
-            ctx,
-            "hard_error_limit",
-            s.hard_error_limit as usize,
-            1,
-            "one error",
-        );
-        min(
-            ctx,
-            "max_connections",
-            s.max_connections,
-            1,
-            "one connection",
-        );
-        min(
-            ctx,
-            "max_connections_per_client",
-            s.max_connections_per_client,
-            1,
-            "one connection",
-        );
+        }
+        for (section, key, v, why) in [
+            (
+                "queue",
+                "active_limit",
+                self.queue.active_limit,
+                "0 would deliver nothing",
+            ),
+            (
+                "directory",
+                "alias_depth_limit",
+                self.directory.alias_depth_limit,
+                "0 would stop every alias",
+            ),
+        ] {
+            if v == 0 {
+                ctx.error(
+                    key_offset(root, &[section, key]),
+                    &format!("{section}.{key}"),
+                    why,
+                    "1 or more",
+                );
+            }
+        }
+    }
+
+    /// uid/gid together and above the minimum; concurrency in range.
+    fn check_delivery(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+        let at = |path: &[&str]| key_offset(root, path);
         let d = &self.delivery;
         match (d.uid, d.gid) {
             (Some(uid), Some(_)) if uid < d.minimum_uid => ctx.error(
@@ -179,15 +232,12 @@ impl Config {
                 "1 to 256",
             );
         }
-        if self.directory.alias_depth_limit == 0 {
-            ctx.error(
-                at(&["directory", "alias_depth_limit"]),
-                "directory.alias_depth_limit",
-                "0 would stop every alias",
-                "1 or more",
-            );
-        }
-        self.data_dir = self.main.data_dir.clone();
+    }
+
+    /// The files the server reads: data_dir, the aliases file (read here,
+    /// so its errors come with the others), the certificate, the database.
+    fn check_files(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+        let at = |path: &[&str]| key_offset(root, path);
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             ctx.error(
                 at(&["data_dir"]),
@@ -214,7 +264,7 @@ impl Config {
                 },
             }
         }
-        self.check_tls_auth(ctx, root);
+        self.check_tls_files(ctx, root);
         let db = self.database_path();
         if db.exists() {
             if let Err(e) = std::fs::File::open(&db) {
@@ -271,21 +321,6 @@ impl Config {
             ),
             _ => {}
         }
-        if let Some((cert, key)) = self.tls_files() {
-            if let Err(problem) = crate::tls::load(&cert, &key, crate::clock::now_secs()) {
-                let which = if problem.starts_with(&key.display().to_string()) {
-                    "key_file"
-                } else {
-                    "cert_file"
-                };
-                ctx.error(
-                    at(&["tls", which]),
-                    &format!("tls.{which}"),
-                    problem,
-                    "a PEM certificate chain (server certificate first) valid now, and its private key",
-                );
-            }
-        }
         if self.auth.backend == AuthBackend::Dovecot && self.auth.dovecot_socket.is_none() {
             ctx.error(
                 at(&["auth", "backend"]),
@@ -314,6 +349,27 @@ impl Config {
                     "mode = \"starttls\" or \"implicit-tls\" on this listener",
                 );
             }
+        }
+    }
+}
+
+impl Config {
+    /// The certificate and key load, belong together, and are valid now.
+    fn check_tls_files(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
+        let Some((cert, key)) = self.tls_files() else {
+            return;
+        };
+        if let Err(problem) = crate::tls::load(&cert, &key, crate::clock::now_secs()) {
+            let which = match problem.file {
+                crate::tls::TlsFile::Key => "key_file",
+                crate::tls::TlsFile::Cert => "cert_file",
+            };
+            ctx.error(
+                key_offset(root, &["tls", which]),
+                &format!("tls.{which}"),
+                problem.text,
+                "a PEM certificate chain (server certificate first) valid now, and its private key",
+            );
         }
     }
 }

@@ -39,6 +39,7 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     DirectoryCfg::DOC,
     Delivery::DOC,
     Queue::DOC,
+    Control::DOC,
 ];
 
 const SUBSECTIONS: &[&str] = &[
@@ -49,6 +50,7 @@ const SUBSECTIONS: &[&str] = &[
     "directory",
     "delivery",
     "queue",
+    "control",
 ];
 
 #[derive(Clone, Debug)]
@@ -63,6 +65,7 @@ pub struct Config {
     pub directory: DirectoryCfg,
     pub delivery: Delivery,
     pub queue: Queue,
+    pub control: Control,
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
@@ -73,6 +76,15 @@ pub struct Config {
 impl Config {
     /// Reads and checks a config file. All problems are returned together.
     pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Config::load_scoped(path, true)
+    }
+
+    /// A config file for a client command (see [`Config::parse_client`]).
+    pub fn load_client(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Config::load_scoped(path, false)
+    }
+
+    fn load_scoped(path: &Path, files: bool) -> Result<Config, Vec<ConfigError>> {
         let name = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -83,15 +95,35 @@ impl Config {
                 allowed: String::new(),
             }]
         })?;
-        Config::parse(&name, &src)
+        Config::parse_scoped(&name, &src, files)
     }
 
-    pub fn embedded() -> Config {
+    /// The embedded default. Its text is valid (a test checks), but the
+    /// checks that look at files can still fail here, e.g. a database in
+    /// ./postern-data that this user may not read.
+    pub fn embedded() -> Result<Config, Vec<ConfigError>> {
         Config::parse(EMBEDDED_NAME, EMBEDDED_DEFAULT)
-            .expect("the embedded default config is valid")
     }
 
+    /// The embedded default for a client command.
+    pub fn embedded_client() -> Result<Config, Vec<ConfigError>> {
+        Config::parse_client(EMBEDDED_NAME, EMBEDDED_DEFAULT)
+    }
+
+    /// Parses and checks a config, reading the files it names (aliases,
+    /// certificate, database), as the server and check-config need.
     pub fn parse(file: &str, src: &str) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_scoped(file, src, true)
+    }
+
+    /// For client commands (`postern queue`, later `sendmail`), which
+    /// any permitted user runs: the same checks, without reading the
+    /// server's files (they may not be readable to that user).
+    pub fn parse_client(file: &str, src: &str) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_scoped(file, src, false)
+    }
+
+    fn parse_scoped(file: &str, src: &str, files: bool) -> Result<Config, Vec<ConfigError>> {
         let mut ctx = Ctx::new(file, src);
         let (doc, syntax) = DeTable::parse_recoverable(src);
         for e in syntax {
@@ -124,6 +156,8 @@ impl Config {
         let delivery = Delivery::read(&mut ctx, "delivery", t, &[]);
         let t = sub(&mut ctx, root, "queue").unwrap_or(&empty);
         let queue = Queue::read(&mut ctx, "queue", t, &[]);
+        let t = sub(&mut ctx, root, "control").unwrap_or(&empty);
+        let control = Control::read(&mut ctx, "control", t, &[]);
         let listeners = read_listeners(&mut ctx, root);
 
         let mut cfg = Config {
@@ -136,12 +170,13 @@ impl Config {
             directory,
             delivery,
             queue,
+            control,
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
             aliases: Default::default(),
         };
-        cfg.check(&mut ctx, root);
+        cfg.check(&mut ctx, root, files);
         if ctx.errors.is_empty() {
             Ok(cfg)
         } else {
@@ -194,6 +229,10 @@ impl Config {
 
     pub fn queue_dir(&self) -> PathBuf {
         self.resolve(&self.queue.directory)
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.resolve(&self.control.socket)
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -142,8 +142,15 @@ section! {
         /// A message with this many Received: headers (ours included) is a
         /// loop and bounces (hopcount_limit).
         max_received_headers: usize = 50, example "50";
-        /// Messages delivered at once.
+        /// Maildir deliveries at once (each agent has its own limit, so a slow
+        /// relay never holds up local mail).
         concurrency: usize = 8, example "8";
+        /// Write mail whose every recipient is a local Maildir straight into
+        /// those Maildirs before answering 250 (one synchronous write per
+        /// copy, no queue file). If a Maildir cannot be written, the message
+        /// is queued instead, never refused for that. false: every message
+        /// goes through the queue first.
+        direct: bool = true, example "true";
     }
 }
 
@@ -159,6 +166,25 @@ section! {
         max_backoff: Secs = Secs(Duration::from_secs(4000)), example "\"4000s\"";
         /// Mail still undeliverable after this long bounces (maximal_queue_lifetime).
         max_lifetime: Secs = Secs(Duration::from_secs(5 * 86_400)), example "\"5d\"";
+        /// Messages being delivered at once, all agents together
+        /// (qmgr_message_active_limit). A message waiting for a busy agent
+        /// holds its envelope and headers in memory, not a file.
+        active_limit: usize = 1000, example "1000";
+    }
+}
+
+section! {
+    /// The control socket: how `postern queue ...` reaches the running
+    /// server. A Unix socket that only root, postern's own user and members
+    /// of its group may use (mode 0660 in a 0750 directory; the peer's
+    /// credentials are checked and logged).
+    pub struct Control ("control") {
+        /// Path of the socket (systemd: /run/postern/control).
+        socket: PathBuf = PathBuf::from("run/control"), example "\"/run/postern/control\"",
+            default "\"run/control\" in data_dir";
+        /// How long a command on a message waits for a delivery of that
+        /// message already in progress before it answers "busy".
+        busy_wait: Secs = Secs(Duration::from_secs(30)), example "\"30s\"";
     }
 }
 

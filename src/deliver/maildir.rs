@@ -9,24 +9,30 @@
 //! is recognised instead of duplicated. `S=` is the file's size, which is
 //! what Dovecot checks.
 //!
-//! Files are created with the configured delivery uid/gid (the seed's
+//! The steps ([`MaildirAgent::create`], [`MaildirAgent::publish`],
+//! [`MaildirAgent::sync_new`]) are shared by the queue's agent and by the
+//! one-write path of intake (mail written straight into Maildirs before
+//! the 250).
+//!
+//! Files are created with the route's owner uid/gid (the seed's
 //! virtual_uid_maps / virtual_gid_maps) by switching this thread's
-//! filesystem ids around the write; the rest of the process keeps its own.
+//! filesystem ids around the creation; the rest of the process keeps its
+//! own, and an open file needs no switch to be written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Agent, Outcome, Target};
+use super::{BlockingAgent, Outcome, Target};
 use crate::fsutil::{self, DirSyncs};
 use crate::queue::spool::QueuedMessage;
+use crate::route::{MaildirRoute, Route};
 use crate::smtp::reply::Esc;
 
 pub struct MaildirAgent {
     /// Host part of file names, with `/` and `:` escaped as the spec asks.
     host: String,
-    owner: Option<(u32, u32)>,
     /// The mailbox base directories: everything below them belongs to the
     /// delivery user; they are recreated if someone removes them.
     bases: Vec<PathBuf>,
@@ -36,29 +42,127 @@ pub struct MaildirAgent {
     making: std::sync::Mutex<()>,
 }
 
+/// The parts of a Maildir file name that identify one message copy.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyId {
+    pub arrival_micros: u64,
+    pub pid: u32,
+    /// The destination's position in the message (0-based).
+    pub index: usize,
+}
+
+impl CopyId {
+    /// `<secs>.M<usecs>P<pid>Q`: shared by every copy of one message.
+    pub fn stem(&self) -> String {
+        let secs = self.arrival_micros / 1_000_000;
+        let usecs = self.arrival_micros % 1_000_000;
+        format!("{secs}.M{usecs}P{}Q", self.pid)
+    }
+}
+
+/// A copy being written in `tmp/`.
+pub struct TmpFile {
+    pub file: File,
+    pub path: PathBuf,
+}
+
 impl MaildirAgent {
-    /// `owner`: uid/gid to create files as, when it differs from ours.
-    pub fn new(hostname: &str, owner: Option<(u32, u32)>, bases: Vec<PathBuf>) -> MaildirAgent {
+    pub fn new(hostname: &str, bases: Vec<PathBuf>) -> MaildirAgent {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
         MaildirAgent {
             host,
-            owner,
             bases,
             syncs: DirSyncs::default(),
             making: std::sync::Mutex::new(()),
         }
     }
 
+    /// The head every copy starts with (Return-Path, Delivered-To).
+    pub fn head(sender: &str, address: &str) -> String {
+        format!("Return-Path: <{sender}>\nDelivered-To: {address}\n")
+    }
+
+    /// The `tmp/` name of a copy whose size is not known yet.
+    pub fn tmp_name(&self, id: &CopyId) -> String {
+        format!("{}{}.{}", id.stem(), id.index + 1, self.host)
+    }
+
+    /// The final file name of a copy of `size` bytes.
+    pub fn name(&self, id: &CopyId, size: u64) -> String {
+        format!("{}{}.{},S={size}", id.stem(), id.index + 1, self.host)
+    }
+
+    /// Creates `tmp/<name>` as the route's owner, making the Maildir first
+    /// if it is missing. A leftover of an attempt cut short is replaced.
+    pub fn create(&self, m: &MaildirRoute, name: &str) -> io::Result<TmpFile> {
+        let path = m.path.join("tmp").join(name);
+        let first = {
+            let _ids = FsIds::switch(m.owner)?;
+            create_excl(&path)
+        };
+        let file = match first {
+            // First delivery, someone removed the Maildir, or another thread
+            // is making it right now (not yet chowned to the delivery user):
+            // make it, with our own ids.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || (e.kind() == io::ErrorKind::PermissionDenied && m.owner.is_some()) =>
+            {
+                {
+                    let _one_at_a_time = self.making.lock().unwrap_or_else(|e| e.into_inner());
+                    self.make_dirs(m)?;
+                }
+                let _ids = FsIds::switch(m.owner)?;
+                create_excl(&path)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&path)?;
+                let _ids = FsIds::switch(m.owner)?;
+                create_excl(&path)?
+            }
+            other => other?,
+        };
+        Ok(TmpFile { file, path })
+    }
+
+    /// Links a complete, fsynced `tmp/` file into `new/` under `name` and
+    /// removes the tmp name. `Ok(false)`: a copy of the same size was
+    /// already there (a redelivery). Does not sync `new/`.
+    pub fn publish(&self, m: &MaildirRoute, tmp: &Path, name: &str, size: u64) -> io::Result<bool> {
+        let new_path = m.path.join("new").join(name);
+        let linked = fs::hard_link(tmp, &new_path);
+        let _ = fs::remove_file(tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if fs::metadata(&new_path)?.size() != size {
+                    return Err(io::Error::other(format!(
+                        "{} exists with another size",
+                        new_path.display()
+                    )));
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes the links into `new/` durable (shared by concurrent callers).
+    pub fn sync_new(&self, m: &MaildirRoute) -> io::Result<()> {
+        self.syncs.get(&m.path.join("new")).sync()
+    }
+
     /// Creates the Maildir (and any missing directory between it and its
     /// base) owned by the delivery user. Done with our own ids: a missing
     /// base sits in a directory the delivery user may not write.
-    fn make_dirs(&self, place: &Path) -> io::Result<()> {
+    fn make_dirs(&self, m: &MaildirRoute) -> io::Result<()> {
+        let place = &m.path;
         let subs = [place.join("tmp"), place.join("new"), place.join("cur")];
         if subs.iter().all(|d| d.is_dir()) {
             return Ok(());
         }
         let base = self.bases.iter().find(|b| place.starts_with(b));
-        let (Some((uid, gid)), Some(base)) = (self.owner, base) else {
+        let (Some((uid, gid)), Some(base)) = (m.owner, base) else {
             for d in &subs {
                 fsutil::ensure_dir(d, 0o700)?;
             }
@@ -89,81 +193,59 @@ impl MaildirAgent {
         Ok(())
     }
 
-    fn deliver_one(&self, msg: &QueuedMessage, t: &Target, recovered: bool) -> io::Result<String> {
-        let mut ids = FsIds::switch(self.owner)?;
+    /// One copy of a queued message, all steps.
+    fn deliver_one(
+        &self,
+        msg: &QueuedMessage,
+        t: &Target,
+        m: &MaildirRoute,
+        recovered: bool,
+    ) -> io::Result<String> {
         let env = &msg.env;
-        let head = format!(
-            "Return-Path: <{}>\nDelivered-To: {}\n",
-            env.sender, t.address
-        );
+        let head = Self::head(&env.sender.to_string(), &t.address);
         let size = head.len() as u64 + msg.body_len;
-        let secs = env.arrival_micros / 1_000_000;
-        let usecs = env.arrival_micros % 1_000_000;
-        let stem = format!("{secs}.M{usecs}P{}Q", env.pid);
-        let name = format!("{stem}{}.{},S={size}", t.index + 1, self.host);
-        let (tmp, new, cur) = (
-            t.place.join("tmp"),
-            t.place.join("new"),
-            t.place.join("cur"),
-        );
-        let tmp_path = tmp.join(&name);
-        if recovered && already_delivered(&new, &cur, &stem)? {
+        let id = CopyId {
+            arrival_micros: env.arrival_micros,
+            pid: env.pid,
+            index: t.index,
+        };
+        let name = self.name(&id, size);
+        if recovered && already_delivered(&m.path, &id.stem())? {
             // A crash may have cut in between the link and the unlink.
-            let _ = fs::remove_file(&tmp_path);
+            let _ = fs::remove_file(m.path.join("tmp").join(&name));
             return Ok("already delivered before restart".into());
         }
-        let mut f = match create_excl(&tmp_path) {
-            // First delivery, someone removed the Maildir, or another
-            // thread is making it right now (its directories are not yet
-            // chowned to the delivery user): make it, with our own ids.
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || (e.kind() == io::ErrorKind::PermissionDenied && self.owner.is_some()) =>
-            {
-                ids.pause();
-                {
-                    let _one_at_a_time = self.making.lock().unwrap_or_else(|e| e.into_inner());
-                    self.make_dirs(&t.place)?;
-                }
-                ids.resume()?;
-                create_excl(&tmp_path)?
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A leftover from an attempt cut short: start it over.
-                fs::remove_file(&tmp_path)?;
-                create_excl(&tmp_path)?
-            }
-            other => other?,
-        };
+        let mut tmp = self.create(m, &name)?;
         let written = (|| {
-            f.write_all(head.as_bytes())?;
-            io::copy(&mut msg.body()?, &mut f)?;
-            f.sync_all()
+            tmp.file.write_all(head.as_bytes())?;
+            io::copy(&mut msg.body()?, &mut tmp.file)?;
+            tmp.file.sync_data()
         })();
-        drop(f);
+        drop(tmp.file);
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp_path);
+            let _ = fs::remove_file(&tmp.path);
             return Err(e);
         }
-        let new_path = new.join(&name);
-        let linked = fs::hard_link(&tmp_path, &new_path);
-        let _ = fs::remove_file(&tmp_path);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if fs::metadata(&new_path)?.size() != size {
-                    return Err(io::Error::other(format!(
-                        "{} exists with another size",
-                        new_path.display()
-                    )));
-                }
-                return Ok("already delivered".into());
-            }
-            Err(e) => return Err(e),
+        if !self.publish(m, &tmp.path, &name, size)? {
+            return Ok("already delivered".into());
         }
-        self.syncs.get(&new).sync()?;
+        self.sync_new(m)?;
         Ok(format!("delivered to maildir as {name}"))
     }
+}
+
+/// Why a Maildir write failed, as a deferral: a full disk or quota is
+/// 4.3.1 / 4.2.2, anything else 4.3.0.
+pub fn write_failure(place: &Path, e: &io::Error) -> Outcome {
+    let esc = match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) => Esc(4, 3, 1),
+        Some(nix::libc::EDQUOT) => Esc(4, 2, 2),
+        _ => Esc(4, 3, 0),
+    };
+    Outcome::deferred(
+        esc,
+        format!("cannot write to maildir {}: {e}", place.display()),
+    )
 }
 
 /// Checks that the delivery user can create files in `dir` (every
@@ -185,6 +267,7 @@ pub fn check_writable(owner: Option<(u32, u32)>, dir: &Path) -> io::Result<()> {
 fn create_excl(p: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
+        .read(true)
         .create_new(true)
         .mode(0o600)
         .open(p)
@@ -192,8 +275,8 @@ fn create_excl(p: &Path) -> io::Result<File> {
 
 /// A copy of this message (any destination index) in `new/` or `cur/`;
 /// Dovecot moves files to `cur/` and appends flags, never changing the stem.
-fn already_delivered(new: &Path, cur: &Path, stem: &str) -> io::Result<bool> {
-    for d in [new, cur] {
+fn already_delivered(maildir: &Path, stem: &str) -> io::Result<bool> {
+    for d in [maildir.join("new"), maildir.join("cur")] {
         let entries = match fs::read_dir(d) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             other => other?,
@@ -207,7 +290,7 @@ fn already_delivered(new: &Path, cur: &Path, stem: &str) -> io::Result<bool> {
     Ok(false)
 }
 
-impl Agent for MaildirAgent {
+impl BlockingAgent for MaildirAgent {
     fn name(&self) -> &'static str {
         "maildir"
     }
@@ -215,18 +298,13 @@ impl Agent for MaildirAgent {
     fn deliver(&self, msg: &QueuedMessage, targets: &[Target], recovered: bool) -> Vec<Outcome> {
         targets
             .iter()
-            .map(|t| match self.deliver_one(msg, t, recovered) {
-                Ok(text) => Outcome::Delivered { text },
-                Err(e) => {
-                    let esc = match e.raw_os_error() {
-                        Some(nix::libc::ENOSPC) => Esc(4, 3, 1),
-                        Some(nix::libc::EDQUOT) => Esc(4, 2, 2),
-                        _ => Esc(4, 3, 0),
-                    };
-                    Outcome::deferred(
-                        esc,
-                        format!("cannot write to maildir {}: {e}", t.place.display()),
-                    )
+            .map(|t| {
+                let Route::Maildir(m) = &t.route else {
+                    return Outcome::deferred(Esc(4, 3, 5), "not a Maildir route");
+                };
+                match self.deliver_one(msg, t, m, recovered) {
+                    Ok(text) => Outcome::delivered(text),
+                    Err(e) => write_failure(&m.path, &e),
                 }
             })
             .collect()
@@ -236,31 +314,13 @@ impl Agent for MaildirAgent {
 /// This thread's filesystem uid/gid switched for the scope (Linux
 /// setfsuid/setfsgid are per thread), restored on drop.
 struct FsIds {
-    owner: Option<(u32, u32)>,
     restore: Option<(u32, u32)>,
 }
 
 impl FsIds {
     fn switch(owner: Option<(u32, u32)>) -> io::Result<FsIds> {
-        let mut ids = FsIds {
-            owner,
-            restore: None,
-        };
-        ids.resume()?;
-        Ok(ids)
-    }
-
-    /// Back to our own ids until [`FsIds::resume`].
-    fn pause(&mut self) {
-        if let Some((uid, gid)) = self.restore.take() {
-            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
-        }
-    }
-
-    fn resume(&mut self) -> io::Result<()> {
-        let Some((uid, gid)) = self.owner else {
-            return Ok(());
+        let Some((uid, gid)) = owner else {
+            return Ok(FsIds { restore: None });
         };
         use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
         let old_gid = setfsgid(Gid::from_raw(gid));
@@ -276,13 +336,17 @@ impl FsIds {
                 format!("cannot switch to uid {uid} gid {gid}"),
             ));
         }
-        self.restore = Some((old_uid.as_raw(), old_gid.as_raw()));
-        Ok(())
+        Ok(FsIds {
+            restore: Some((old_uid.as_raw(), old_gid.as_raw())),
+        })
     }
 }
 
 impl Drop for FsIds {
     fn drop(&mut self) {
-        self.pause();
+        if let Some((uid, gid)) = self.restore.take() {
+            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        }
     }
 }

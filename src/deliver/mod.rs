@@ -1,48 +1,109 @@
-//! Delivery agents. Each one takes a queued message and the destinations
+//! Delivery agents. Each takes a queued message and the destinations
 //! routed to it, and answers one [`Outcome`] per destination: delivered,
 //! deferred (try later) or failed (bounce), each with an enhanced status
-//! code and text. Whether a problem is temporary or permanent is decided
-//! inside the agent, in one place.
+//! code, a text and, for remote deliveries, the remote host and its whole
+//! reply. Whether a problem is temporary or permanent is decided inside
+//! the agent, in one place.
+//!
+//! Agents come in two shapes: blocking ones (file work: Maildir, pipe) run
+//! on threads of the blocking pool; async ones (network: SMTP, content
+//! filter) run on the executor. The [`registry::Registry`] maps each
+//! [`AgentKind`] to its agent and gives each its own concurrency limit,
+//! so a hung remote host never holds up Maildir delivery.
 
 pub mod maildir;
+pub mod registry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::queue::spool::QueuedMessage;
+use crate::route::Route;
 use crate::smtp::reply::Esc;
 
+pub use crate::route::AgentKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Delivered,
+    Deferred,
+    Failed,
+}
+
+/// The remote side of a delivery attempt, for logs (`relay=host[addr]:port`)
+/// and bounces (`Remote-MTA`, `Diagnostic-Code: smtp; ...`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered { text: String },
-    Deferred { esc: Esc, text: String },
-    Failed { esc: Esc, text: String },
+pub struct Remote {
+    /// The host name as looked up (MX target, relay name).
+    pub host: String,
+    pub addr: Option<SocketAddr>,
+    /// The server's whole reply, all lines joined with spaces, when the
+    /// outcome came from one (`550 5.1.1 <x@y>: user unknown`).
+    pub reply: Option<String>,
+}
+
+/// One destination's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub esc: Esc,
+    pub text: String,
+    pub remote: Option<Remote>,
 }
 
 impl Outcome {
+    pub fn delivered(text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Delivered,
+            esc: Esc(2, 0, 0),
+            text: text.into(),
+            remote: None,
+        }
+    }
+
     pub fn deferred(esc: Esc, text: impl Into<String>) -> Outcome {
-        Outcome::Deferred {
+        Outcome {
+            status: Status::Deferred,
             esc,
             text: text.into(),
+            remote: None,
         }
     }
 
     pub fn failed(esc: Esc, text: impl Into<String>) -> Outcome {
-        Outcome::Failed {
+        Outcome {
+            status: Status::Failed,
             esc,
             text: text.into(),
+            remote: None,
         }
     }
 
-    pub fn esc(&self) -> Esc {
-        match self {
-            Outcome::Delivered { .. } => Esc(2, 0, 0),
-            Outcome::Deferred { esc, .. } | Outcome::Failed { esc, .. } => *esc,
-        }
+    pub fn with_remote(mut self, remote: Remote) -> Outcome {
+        self.remote = Some(remote);
+        self
     }
 
-    pub fn text(&self) -> &str {
-        match self {
-            Outcome::Delivered { text }
-            | Outcome::Deferred { text, .. }
-            | Outcome::Failed { text, .. } => text,
+    pub fn is_delivered(&self) -> bool {
+        self.status == Status::Delivered
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        self.status == Status::Deferred
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.status == Status::Failed
+    }
+
+    /// `sent`, `deferred`, `bounced`: the log's status= word.
+    pub fn status_word(&self) -> &'static str {
+        match self.status {
+            Status::Delivered => "sent",
+            Status::Deferred => "deferred",
+            Status::Failed => "bounced",
         }
     }
 }
@@ -50,18 +111,104 @@ impl Outcome {
 /// One destination handed to an agent.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// Where the agent puts it (for Maildir: the Maildir directory).
-    pub place: std::path::PathBuf,
-    /// The final address, for `Delivered-To:`.
+    /// What the agent needs (its own kind of route).
+    pub route: Route,
+    /// The final address, for `Delivered-To:` and the log.
     pub address: String,
+    /// The envelope recipient it was expanded from.
+    pub orig: String,
     /// Position of this destination in the message, part of stable names.
     pub index: usize,
 }
 
-pub trait Agent: Send + Sync {
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An agent whose work blocks (files, fsync, child processes): run on a
+/// thread of the blocking pool.
+pub trait BlockingAgent: Send + Sync {
     /// The `relay=` name in log lines.
     fn name(&self) -> &'static str;
     /// `recovered`: the message was queued when postern started, so an
     /// earlier run may already have delivered some copies.
     fn deliver(&self, msg: &QueuedMessage, targets: &[Target], recovered: bool) -> Vec<Outcome>;
+}
+
+/// An agent that waits on the network: run on the executor.
+pub trait AsyncAgent: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn deliver(
+        self: Arc<Self>,
+        msg: Arc<QueuedMessage>,
+        targets: Vec<Target>,
+        recovered: bool,
+    ) -> BoxFuture<'static, Vec<Outcome>>;
+}
+
+#[derive(Clone)]
+pub enum Agent {
+    Blocking(Arc<dyn BlockingAgent>),
+    Async(Arc<dyn AsyncAgent>),
+}
+
+impl Agent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Agent::Blocking(a) => a.name(),
+            Agent::Async(a) => a.name(),
+        }
+    }
+}
+
+/// Stands in for an agent this build or configuration does not have:
+/// every destination is deferred with the text `why` gives, so the mail
+/// stays queued (never lost) until the agent exists.
+pub struct Unavailable {
+    pub name: &'static str,
+    pub why: fn(&Target) -> String,
+    pub esc: Esc,
+}
+
+impl AsyncAgent for Unavailable {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn deliver(
+        self: Arc<Self>,
+        _msg: Arc<QueuedMessage>,
+        targets: Vec<Target>,
+        _recovered: bool,
+    ) -> BoxFuture<'static, Vec<Outcome>> {
+        let out = targets
+            .iter()
+            .map(|t| Outcome::deferred(self.esc, (self.why)(t)))
+            .collect();
+        Box::pin(async move { out })
+    }
+}
+
+/// Runs futures concurrently on the current task and returns their
+/// outputs in order (the few agent groups of one message).
+pub async fn join_all<T, F: std::future::Future<Output = T> + Unpin>(mut futs: Vec<F>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
 }

@@ -9,15 +9,69 @@
 //! then the catch-all `@domain`. Local domains use the aliases file, then
 //! local users. Aliases may point at aliases down to a depth limit; an
 //! address that reappears among its own ancestors is a loop.
+//!
+//! The rules live here and only here; the rows come from a [`Store`]: the
+//! SQLite mirror in the server ([`sqlite::Db`]), or a static in-memory
+//! table ([`memory::MemoryStore`]) in tests, so that tests exercise the
+//! same rules the server uses.
 
+pub mod memory;
 pub mod sqlite;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::aliases::{AliasMap, AliasTarget};
 use crate::config::{Config, LocalUsers};
 use crate::smtp::address::Address;
 use sqlite::Db;
+
+/// An active domain row (`domain.active = 1`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainRow {
+    pub backupmx: bool,
+    /// `domain.transport`: a per-domain route override ("" = the default;
+    /// "virtual" = Maildir; see route.rs for the rest).
+    pub transport: String,
+    /// PostfixAdmin's `domain.quota` (total for the domain) and `maxquota`
+    /// (per mailbox), in MB; 0 = no limit.
+    pub quota_mb: i64,
+    pub maxquota_mb: i64,
+}
+
+/// An active mailbox in an active domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRow {
+    pub username: String,
+    pub maildir: String,
+    /// Bytes; 0 = no limit.
+    pub quota: i64,
+}
+
+/// What a login is checked against.
+#[derive(Clone, Debug)]
+pub struct LoginRow {
+    pub username: String,
+    pub password: String,
+    pub smtp_active: bool,
+}
+
+/// Where the rows come from. Every answer is found (`Some`), not found
+/// (`None`) or a temporary failure; "active" filtering is the store's job
+/// (the seed's mysql_*.cf `active = '1'` conditions), case-insensitive keys
+/// as PostfixAdmin's collation makes them.
+pub trait Store: Send + Sync {
+    /// An active domain.
+    fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail>;
+    /// The target of an active alias domain whose target domain is active.
+    fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail>;
+    /// `alias.goto` of an active alias.
+    fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail>;
+    /// An active mailbox in an active domain.
+    fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail>;
+    /// The login row of an active mailbox in an active domain.
+    fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail>;
+}
 
 /// A lookup that could not be answered now (locked or damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,12 +102,17 @@ pub enum Dest {
     Mailbox {
         username: String,
         maildir: String,
+        /// Bytes; 0 = no limit.
         quota: i64,
+        /// The domain's `transport` column ("" = default).
+        transport: String,
     },
     /// A local user of a local domain (the domain as addressed).
     Local { user: String, domain: String },
     /// Somewhere else (a forward, a backup-MX domain, a relayed recipient).
-    Remote(Address),
+    /// `transport`: the domain's `transport` column when the domain is in
+    /// the directory (a backup-MX domain), else "".
+    Remote { address: Address, transport: String },
     /// A branch of an alias that leads nowhere.
     Fail { address: String, why: FailReason },
 }
@@ -64,7 +123,7 @@ impl Dest {
         match self {
             Dest::Mailbox { username, .. } => format!("mailbox:{}", username.to_lowercase()),
             Dest::Local { user, .. } => format!("local:{user}"),
-            Dest::Remote(a) => format!("remote:{}", a.key().to_lowercase()),
+            Dest::Remote { address, .. } => format!("remote:{}", address.key().to_lowercase()),
             Dest::Fail { address, .. } => format!("fail:{}", address.to_lowercase()),
         }
     }
@@ -74,7 +133,7 @@ impl Dest {
         match self {
             Dest::Mailbox { username, .. } => username.clone(),
             Dest::Local { user, domain } => format!("{user}@{domain}"),
-            Dest::Remote(a) => a.to_string(),
+            Dest::Remote { address, .. } => address.to_string(),
             Dest::Fail { address, .. } => address.clone(),
         }
     }
@@ -95,7 +154,7 @@ pub enum Resolution {
 }
 
 pub struct Directory {
-    db: Db,
+    store: Arc<dyn Store>,
     aliases: AliasMap,
     local_domains: Vec<String>,
     local_users: LocalUsers,
@@ -105,28 +164,33 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Opens the database; the aliases file was read with the config.
+    /// Opens the SQLite mirror; the aliases file was read with the config.
     /// Returns a warning that does not stop the server (a damaged
     /// database: lookups answer 451 until it is fixed).
     pub fn open(cfg: &Config) -> (Directory, Option<String>) {
         let (db, warning) = Db::open(&cfg.database_path(), cfg.directory.lookup_timeout.0);
         (
-            Directory {
-                db,
-                aliases: cfg.aliases.clone(),
-                local_domains: cfg.local_domains().to_vec(),
-                local_users: cfg.directory.local_users,
-                origin: cfg.origin().to_string(),
-                delimiter: cfg.main.recipient_delimiter.clone(),
-                depth_limit: cfg.directory.alias_depth_limit,
-            },
-            warning,
+            Directory::with_store(Arc::new(db), cfg),
+            warning.map(|w| w.to_string()),
         )
     }
 
+    /// The rules of `cfg` over any store (tests use [`memory::MemoryStore`]).
+    pub fn with_store(store: Arc<dyn Store>, cfg: &Config) -> Directory {
+        Directory {
+            store,
+            aliases: cfg.aliases.clone(),
+            local_domains: cfg.local_domains().to_vec(),
+            local_users: cfg.directory.local_users,
+            origin: cfg.origin().to_string(),
+            delimiter: cfg.main.recipient_delimiter.clone(),
+            depth_limit: cfg.directory.alias_depth_limit,
+        }
+    }
+
     /// The mailbox a login name belongs to, if it may log in at all.
-    pub fn login(&self, username: &str) -> Result<Option<sqlite::LoginRow>, TempFail> {
-        self.db.login(username)
+    pub fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail> {
+        self.store.login(username)
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -142,11 +206,11 @@ impl Directory {
         if domain.starts_with('[') {
             return Ok(DomainClass::Remote);
         }
-        Ok(match self.db.domain(domain)? {
+        Ok(match self.store.domain(domain)? {
             Some(row) if row.backupmx => DomainClass::Backup,
             Some(_) => DomainClass::Hosted,
             // An alias domain without a row of its own in `domain`.
-            None if self.db.alias_domain_target(domain)?.is_some() => DomainClass::Hosted,
+            None if self.store.alias_domain_target(domain)?.is_some() => DomainClass::Hosted,
             None => DomainClass::Remote,
         })
     }
@@ -192,8 +256,19 @@ impl Directory {
         }
         chain.push(key);
         let r = match self.classify(&addr.domain)? {
-            DomainClass::Remote | DomainClass::Backup => {
-                out.push(Dest::Remote(addr.clone()));
+            DomainClass::Remote => {
+                out.push(Dest::Remote {
+                    address: addr.clone(),
+                    transport: String::new(),
+                });
+                Ok(None)
+            }
+            DomainClass::Backup => {
+                let transport = self.domain_transport(&addr.domain)?;
+                out.push(Dest::Remote {
+                    address: addr.clone(),
+                    transport,
+                });
                 Ok(None)
             }
             DomainClass::Local => self.expand_local(addr, chain, out),
@@ -283,7 +358,7 @@ impl Directory {
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
     ) -> Result<Option<FailReason>, TempFail> {
-        let target_domain = self.db.alias_domain_target(&addr.domain)?;
+        let target_domain = self.store.alias_domain_target(&addr.domain)?;
         let base = self.strip_extension(&addr.local).to_string();
         let mut locals = vec![addr.local.clone()];
         if base != addr.local {
@@ -303,7 +378,7 @@ impl Directory {
         let mut domains = vec![addr.domain.clone()];
         domains.extend(target_domain);
         for domain in &domains {
-            if let Some(goto) = self.db.alias_goto(&format!("@{domain}"))? {
+            if let Some(goto) = self.store.alias_goto(&format!("@{domain}"))? {
                 return self.expand_targets(addr, split_goto(&goto), chain, out, |_| Ok(false));
             }
         }
@@ -322,15 +397,11 @@ impl Directory {
         out: &mut Vec<Dest>,
     ) -> Result<Option<Option<FailReason>>, TempFail> {
         let key = here.key();
-        if let Some(goto) = self.db.alias_goto(&key)? {
+        if let Some(goto) = self.store.alias_goto(&key)? {
             let r = self.expand_targets(here, split_goto(&goto), chain, out, |out| {
-                Ok(match self.db.mailbox(&key)? {
+                Ok(match self.store.mailbox(&key)? {
                     Some(m) => {
-                        out.push(Dest::Mailbox {
-                            username: m.username,
-                            maildir: m.maildir,
-                            quota: m.quota,
-                        });
+                        out.push(self.mailbox_dest(m)?);
                         true
                     }
                     None => false,
@@ -338,15 +409,31 @@ impl Directory {
             })?;
             return Ok(Some(r));
         }
-        if let Some(m) = self.db.mailbox(&key)? {
-            out.push(Dest::Mailbox {
-                username: m.username,
-                maildir: m.maildir,
-                quota: m.quota,
-            });
+        if let Some(m) = self.store.mailbox(&key)? {
+            out.push(self.mailbox_dest(m)?);
             return Ok(Some(None));
         }
         Ok(None)
+    }
+
+    fn mailbox_dest(&self, m: MailboxRow) -> Result<Dest, TempFail> {
+        let domain = m.username.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let transport = self.domain_transport(domain)?;
+        Ok(Dest::Mailbox {
+            username: m.username,
+            maildir: m.maildir,
+            quota: m.quota,
+            transport,
+        })
+    }
+
+    /// The `transport` column of a domain in the directory, "" if none.
+    fn domain_transport(&self, domain: &str) -> Result<String, TempFail> {
+        Ok(self
+            .store
+            .domain(domain)?
+            .map(|d| d.transport.trim().to_string())
+            .unwrap_or_default())
     }
 
     /// `user+ext` → `user` with the configured delimiter(s).
@@ -388,7 +475,7 @@ mod tests {
 
     /// A directory over a fresh database holding the PostfixAdmin fixture's
     /// rows (its INSERT/UPDATE statements, unchanged) and an aliases file.
-    fn directory(tag: &str, aliases: &str) -> (Directory, std::path::PathBuf) {
+    fn directory(tag: &str, aliases: &str) -> (Directory, Arc<Db>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("postern-dir-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -406,8 +493,9 @@ mod tests {
         {
             db.execute_script(&format!("{stmt};")).unwrap();
         }
+        let db = Arc::new(db);
         let d = Directory {
-            db,
+            store: db.clone(),
             aliases: AliasMap::parse("aliases", aliases).unwrap(),
             local_domains: vec!["mx.example.test".into(), "localhost".into()],
             local_users: LocalUsers::Any,
@@ -415,7 +503,7 @@ mod tests {
             delimiter: "+".into(),
             depth_limit: 20,
         };
-        (d, dir)
+        (d, db, dir)
     }
 
     fn resolve(d: &Directory, a: &str) -> Resolution {
@@ -431,7 +519,7 @@ mod tests {
 
     #[test]
     fn expansion_follows_postfixadmin_rules() {
-        let (d, dir) = directory(
+        let (d, _db, dir) = directory(
             "rules",
             "root: alice@example.test\nops: root, bob@example.test\n",
         );
@@ -497,7 +585,7 @@ mod tests {
 
     #[test]
     fn loops_and_depth_are_caught() {
-        let (mut d, dir) = directory("loops", "a: b\nb: c\nc: a\n");
+        let (mut d, _db, dir) = directory("loops", "a: b\nb: c\nc: a\n");
         assert_eq!(resolve(&d, "loop1@example.test"), Resolution::Loop);
         assert_eq!(resolve(&d, "a@localhost"), Resolution::Loop);
         d.depth_limit = 2;
@@ -517,7 +605,7 @@ mod tests {
 
     #[test]
     fn address_tricks_stay_local_parts() {
-        let (d, dir) = directory("tricks", "");
+        let (d, _db, dir) = directory("tricks", "");
         for a in [
             "\"user@remote.test\"@example.test",
             "user%remote.test@example.test",
@@ -530,8 +618,8 @@ mod tests {
 
     #[test]
     fn postmaster_of_a_hosted_domain_without_alias_goes_to_local_postmaster() {
-        let (d, dir) = directory("pm", "");
-        d.db.execute_script("INSERT INTO domain (domain) VALUES ('bare.test');")
+        let (d, db, dir) = directory("pm", "");
+        db.execute_script("INSERT INTO domain (domain) VALUES ('bare.test');")
             .unwrap();
         assert_eq!(resolve(&d, "someone@bare.test"), Resolution::Unknown);
         assert_eq!(

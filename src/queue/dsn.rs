@@ -3,6 +3,7 @@
 //! bounce can never bounce again. The original message's header section is
 //! returned as text/rfc822-headers, never its body.
 
+use crate::deliver::Remote;
 use crate::smtp::reply::Esc;
 use crate::timefmt;
 
@@ -11,6 +12,8 @@ pub struct Failure {
     pub orig_rcpt: String,
     pub esc: Esc,
     pub text: String,
+    /// The remote server that refused it, with its reply, if one did.
+    pub remote: Option<Remote>,
 }
 
 pub struct Report<'a> {
@@ -50,7 +53,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     m.push_str("Your message could not be delivered to one or more recipients.\n");
     m.push_str("The reasons are given below.\n\n");
     for f in r.failures {
-        m.push_str(&format!("<{}>: {}\n", f.final_rcpt, f.text));
+        m.push_str(&format!("<{}>: {}\n", f.final_rcpt, one_line(&f.text)));
     }
     m.push_str(&format!(
         "\n--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"
@@ -65,10 +68,30 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
             m.push_str(&format!("Original-Recipient: rfc822; {}\n", f.orig_rcpt));
         }
         m.push_str(&format!("Action: failed\nStatus: {c}.{s}.{d}\n"));
-        m.push_str(&format!(
-            "Diagnostic-Code: X-Postern; {}\n",
-            one_line(&f.text)
-        ));
+        // RFC 3464 2.3.5-2.3.6: the remote MTA, and its reply verbatim.
+        match &f.remote {
+            Some(Remote {
+                host,
+                reply: Some(reply),
+                ..
+            }) => {
+                m.push_str(&format!("Remote-MTA: dns; {host}\n"));
+                m.push_str(&format!("Diagnostic-Code: smtp; {}\n", one_line(reply)));
+            }
+            Some(Remote {
+                host, reply: None, ..
+            }) => {
+                m.push_str(&format!("Remote-MTA: dns; {host}\n"));
+                m.push_str(&format!(
+                    "Diagnostic-Code: X-Postern; {}\n",
+                    one_line(&f.text)
+                ));
+            }
+            None => m.push_str(&format!(
+                "Diagnostic-Code: X-Postern; {}\n",
+                one_line(&f.text)
+            )),
+        }
     }
     m.push_str(&format!(
         "\n--{boundary}\nContent-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n\n"
@@ -102,12 +125,26 @@ mod tests {
             arrival: 0,
             now: 60,
             headers: b"Subject: hello\nFrom: alice@example.test\n",
-            failures: &[Failure {
-                final_rcpt: "x@example.test".into(),
-                orig_rcpt: "team@example.test".into(),
-                esc: Esc(5, 1, 1),
-                text: "user unknown".into(),
-            }],
+            failures: &[
+                Failure {
+                    final_rcpt: "x@example.test".into(),
+                    orig_rcpt: "team@example.test".into(),
+                    esc: Esc(5, 1, 1),
+                    text: "user unknown".into(),
+                    remote: None,
+                },
+                Failure {
+                    final_rcpt: "y@remote.test".into(),
+                    orig_rcpt: "y@remote.test".into(),
+                    esc: Esc(5, 1, 1),
+                    text: "host mx.remote.test[192.0.2.1] said: 550 5.1.1 no such user".into(),
+                    remote: Some(Remote {
+                        host: "mx.remote.test".into(),
+                        addr: Some("192.0.2.1:25".parse().unwrap()),
+                        reply: Some("550 5.1.1 <y@remote.test>: no such user".into()),
+                    }),
+                },
+            ],
         });
         let parsed = mailparse::parse_mail(&body).unwrap();
         assert_eq!(parsed.ctype.mimetype, "multipart/report");
@@ -115,6 +152,14 @@ mod tests {
         let status = parsed.subparts[1].get_body().unwrap();
         assert!(status.contains("Status: 5.1.1"), "{status}");
         assert!(status.contains("Original-Recipient: rfc822; team@example.test"));
+        assert!(
+            status.contains("Remote-MTA: dns; mx.remote.test\n"),
+            "{status}"
+        );
+        assert!(
+            status.contains("Diagnostic-Code: smtp; 550 5.1.1 <y@remote.test>: no such user\n"),
+            "{status}"
+        );
         assert!(parsed.subparts[2]
             .get_body()
             .unwrap()

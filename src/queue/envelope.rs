@@ -21,6 +21,10 @@
 //! attempts 2
 //! next 1795826616               (Unix time of the next attempt)
 //! done mailbox:bob@example.test (a destination already delivered or bounced)
+//! last <orig>\t<final>\t<status>\t<text>
+//!                               (the last result of a destination still
+//!                                pending, for `postern queue list`; fields
+//!                                separated by tabs, which no field holds)
 //! ```
 
 use std::collections::BTreeSet;
@@ -156,6 +160,21 @@ pub struct DeliveryState {
     pub next_attempt: i64,
     /// Destinations finished (delivered, or bounced), by their key.
     pub done: BTreeSet<String>,
+    /// The last result of each destination still pending.
+    pub last: Vec<LastResult>,
+}
+
+/// What the last attempt said about one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastResult {
+    /// The envelope recipient.
+    pub orig: String,
+    /// The final address it was expanded to.
+    pub to: String,
+    /// `deferred` or `bounced`.
+    pub status: String,
+    /// e.g. `4.4.1 no outbound relay ...` or `host mx.test[1.2.3.4] said: ...`
+    pub text: String,
 }
 
 impl DeliveryState {
@@ -163,6 +182,15 @@ impl DeliveryState {
         let mut s = format!("attempts {}\nnext {}\n", self.attempts, self.next_attempt);
         for d in &self.done {
             s.push_str(&format!("done {}\n", clean(d)));
+        }
+        for l in &self.last {
+            s.push_str(&format!(
+                "last {}\t{}\t{}\t{}\n",
+                clean(&l.orig),
+                clean(&l.to),
+                clean(&l.status),
+                clean(&l.text)
+            ));
         }
         s
     }
@@ -176,6 +204,18 @@ impl DeliveryState {
                 "next" => st.next_attempt = v.parse().map_err(|_| format!("bad next {v:?}"))?,
                 "done" => {
                     st.done.insert(v.to_string());
+                }
+                "last" => {
+                    let f: Vec<&str> = v.splitn(4, '\t').collect();
+                    let [orig, to, status, text] = f[..] else {
+                        return Err(format!("bad last line {v:?}"));
+                    };
+                    st.last.push(LastResult {
+                        orig: orig.into(),
+                        to: to.into(),
+                        status: status.into(),
+                        text: text.into(),
+                    });
                 }
                 "" => {}
                 _ => return Err(format!("unknown state line {k:?}")),
@@ -233,9 +273,18 @@ mod tests {
         let mut s = DeliveryState {
             attempts: 3,
             next_attempt: 99,
-            done: BTreeSet::new(),
+            ..Default::default()
         };
         s.done.insert("mailbox:a@b.test".into());
+        s.last.push(LastResult {
+            orig: "team@b.test".into(),
+            to: "x@remote.test".into(),
+            status: "deferred".into(),
+            text: "4.4.1 host said:\tno\nway".into(),
+        });
+        let back = DeliveryState::parse(&s.serialize()).unwrap();
+        assert_eq!(back.last[0].text, "4.4.1 host said:?no?way");
+        s.last[0].text = back.last[0].text.clone();
         assert_eq!(DeliveryState::parse(&s.serialize()).unwrap(), s);
     }
 }

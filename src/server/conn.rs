@@ -16,19 +16,22 @@ use super::limits::LimitHit;
 use super::stream::Stream;
 use super::{ListenerCtx, Shared};
 use crate::clock::{now_micros, now_secs};
+use crate::intake::{Committed, Sink};
 use crate::log;
 use crate::policy::{self, Client};
 use crate::queue::envelope::QueueEnvelope;
 use crate::queue::id;
-use crate::queue::spool::SpoolWriter;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::sasl::{Credentials, Mechanism};
-use crate::smtp::session::{Answer, AuthFailure, Peer, Question, Session, Step};
+use crate::smtp::session::{Answer, AuthFailure, Peer, Question, Rejected, Session, Step};
 
 /// Read buffer per connection.
 const READ_BUF: usize = 8 * 1024;
 /// Replies are sent once this much is buffered, even mid-pipeline.
 const OUT_HIGH_WATER: usize = 16 * 1024;
+/// Body bytes are handed to the sink in pieces of at least this size; a
+/// small message is written in one go with its commit.
+const BODY_WRITE: usize = 64 * 1024;
 
 /// `::ffff:1.2.3.4` is 1.2.3.4 for networks, logs and limits.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -62,6 +65,31 @@ async fn flush(stream: &mut Stream, out: &mut Vec<u8>, t: Duration) -> io::Resul
     r
 }
 
+/// A connection being served: the socket, the session, and what the
+/// current message is being written into.
+struct Conn {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerCtx>,
+    stream: Stream,
+    ip: IpAddr,
+    client: String,
+    trusted: bool,
+    s: Session,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    sink: Option<Sink>,
+    /// Body bytes not yet handed to the sink (written in large pieces,
+    /// off the executor).
+    pending: Vec<u8>,
+    size: u64,
+}
+
+/// Go on with the session, or close it.
+enum Flow {
+    Go,
+    Stop,
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     listener: Arc<ListenerCtx>,
@@ -72,23 +100,11 @@ pub async fn handle(
     let client = log::client("unknown", ip);
     log::connect(&client);
     let mut stream = Stream::Plain(tcp);
-    let write_t = listener.session_cfg.command_timeout;
     let _slot = match shared.limits.try_acquire(ip) {
         Ok(g) => g,
-        Err(hit) => {
-            log::too_many_connections(&client, hit == LimitHit::PerClient);
-            let r = match hit {
-                LimitHit::Total => reply::TOO_MANY_CONNECTIONS,
-                LimitHit::PerClient => reply::TOO_MANY_CONNECTIONS_FROM_YOU,
-            };
-            // A TLS client would read a plaintext reply as garbage: just close.
-            if !listener.implicit_tls {
-                let _ = write_timeout(&mut stream, &r.to_wire(), Duration::from_secs(10)).await;
-            }
-            return;
-        }
+        Err(hit) => return refuse(&mut stream, &listener, &client, hit).await,
     };
-    let mut s = Session::new(
+    let s = Session::new(
         listener.session_cfg.clone(),
         Peer {
             ip,
@@ -97,139 +113,337 @@ pub async fn handle(
         },
         now_secs(),
     );
-    if listener.implicit_tls {
-        match start_tls(&shared, &mut stream, &client).await {
-            Some(info) => s.tls_started(info),
-            None => return,
-        }
+    let mut c = Conn {
+        trusted: Client::new(ip, &shared.trusted).trusted_network,
+        shared,
+        listener,
+        stream,
+        ip,
+        client,
+        s,
+        out: Vec::with_capacity(512),
+        buf: vec![0u8; READ_BUF],
+        sink: None,
+        pending: Vec::new(),
+        size: 0,
+    };
+    if c.listener.implicit_tls && !c.start_tls().await {
+        return;
     }
-    let trusted = Client::new(ip, &shared.trusted).trusted_network;
-    let mut out = Vec::with_capacity(512);
-    let mut buf = vec![0u8; READ_BUF];
-    let mut spool: Option<SpoolWriter> = None;
-    let mut size = 0u64;
-    loop {
-        match s.step(now_secs()) {
+    while let Flow::Go = c.step().await {}
+    c.discard().await;
+    let _ = c.stream.close().await;
+    log::disconnect(&c.client, c.s.stats());
+}
+
+/// Over the connection limits: say so (unless TLS is expected) and close.
+async fn refuse(stream: &mut Stream, listener: &ListenerCtx, client: &str, hit: LimitHit) {
+    log::too_many_connections(client, hit == LimitHit::PerClient);
+    let r = match hit {
+        LimitHit::Total => reply::TOO_MANY_CONNECTIONS,
+        LimitHit::PerClient => reply::TOO_MANY_CONNECTIONS_FROM_YOU,
+    };
+    // A TLS client would read a plaintext reply as garbage: just close.
+    if !listener.implicit_tls {
+        let _ = write_timeout(stream, &r.to_wire(), Duration::from_secs(10)).await;
+    }
+}
+
+impl Conn {
+    fn write_t(&self) -> Duration {
+        self.listener.session_cfg.command_timeout
+    }
+
+    async fn flush(&mut self) -> bool {
+        let t = self.write_t();
+        flush(&mut self.stream, &mut self.out, t).await.is_ok()
+    }
+
+    /// One step of the session, dispatched.
+    async fn step(&mut self) -> Flow {
+        match self.s.step(now_secs()) {
             Step::Reply {
                 reply,
                 delay,
                 rejected,
-            } => {
-                if !delay.is_zero() {
-                    if flush(&mut stream, &mut out, write_t).await.is_err() {
-                        break;
-                    }
-                    smol::Timer::after(delay).await;
-                }
-                if let Some(r) = rejected {
-                    log::reject(&log::RejectInfo {
-                        queue_id: None,
-                        verb: r.verb,
-                        client: &client,
-                        reply: &reply,
-                        from: s.sender().map(|f| f.to_string()),
-                        to: r.address.as_deref(),
-                        proto: &s.protocol(),
-                        helo: s.helo(),
-                    });
-                }
-                reply.render_into(&mut out);
-                if out.len() >= OUT_HIGH_WATER
-                    && flush(&mut stream, &mut out, write_t).await.is_err()
-                {
-                    break;
-                }
-            }
-            Step::Ask(Question::Recipient(addr) | Question::Verify(addr)) => {
-                let dir = shared.directory.clone();
-                let who = Client {
-                    trusted_network: trusted,
-                    authenticated: s.auth_user().is_some(),
-                };
-                let verdict =
-                    smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await;
-                s.answer(Answer::Recipient(verdict));
-            }
-            Step::Ask(Question::Authenticate {
-                mechanism,
-                credentials,
-            }) => {
-                let secured = s.tls().is_some();
-                let r = authenticate(&shared, ip, &client, mechanism, credentials, secured).await;
-                s.answer(Answer::Auth(r));
-            }
-            Step::Ask(Question::StartData) => {
-                let answer = start_data(&shared, &s, ip).map(|w| {
-                    let qid = w.id().to_string();
-                    spool = Some(w);
-                    size = 0;
-                    qid
-                });
-                s.answer(Answer::DataStart(answer));
+            } => self.reply(reply, delay, rejected).await,
+            Step::Ask(q) => {
+                self.answer(q).await;
+                Flow::Go
             }
             Step::Body(bytes) => {
-                if let Some(w) = spool.as_mut() {
-                    size += bytes.len() as u64;
-                    w.write(&bytes);
-                }
+                self.body(bytes).await;
+                Flow::Go
             }
             Step::Discard => {
-                if let Some(w) = spool.take() {
-                    shared.spool.discard(w);
-                }
+                self.discard().await;
+                Flow::Go
             }
-            Step::Ask(Question::Commit) => {
-                let answer = commit(&shared, &s, spool.take(), &client, size).await;
-                s.answer(Answer::Commit(answer));
-            }
-            Step::StartTls => {
-                if flush(&mut stream, &mut out, write_t).await.is_err() {
-                    break;
-                }
-                if s.discarded_after_starttls() > 0 {
-                    log::warning(&format!(
-                        "{client}: discarded {} bytes pipelined after STARTTLS (they are never executed)",
-                        s.discarded_after_starttls()
-                    ));
-                }
-                match start_tls(&shared, &mut stream, &client).await {
-                    Some(info) => s.tls_started(info),
-                    None => break,
-                }
-            }
-            Step::NeedInput => {
-                if flush(&mut stream, &mut out, write_t).await.is_err() {
-                    break;
-                }
-                let t = s.idle_timeout();
-                let read = smol::future::or(async { Some(stream.read(&mut buf).await) }, async {
-                    smol::Timer::after(t).await;
-                    None
-                })
-                .await;
-                match read {
-                    Some(Ok(0)) | Some(Err(_)) => break,
-                    Some(Ok(n)) => s.feed(&buf[..n]),
-                    None => {
-                        log::timeout(&client, s.in_data());
-                        let r = s.timeout();
-                        let _ =
-                            write_timeout(&mut stream, &r.to_wire(), Duration::from_secs(5)).await;
-                        break;
-                    }
-                }
-            }
+            Step::StartTls => self.starttls().await,
+            Step::NeedInput => self.read().await,
             Step::Close => {
-                let _ = flush(&mut stream, &mut out, write_t).await;
-                break;
+                self.flush().await;
+                Flow::Stop
             }
         }
     }
-    if let Some(w) = spool.take() {
-        shared.spool.discard(w);
+
+    async fn reply(&mut self, reply: Reply, delay: Duration, rejected: Option<Rejected>) -> Flow {
+        if !delay.is_zero() {
+            if !self.flush().await {
+                return Flow::Stop;
+            }
+            smol::Timer::after(delay).await;
+        }
+        if let Some(r) = rejected {
+            log::reject(&log::RejectInfo {
+                queue_id: None,
+                verb: r.verb,
+                client: &self.client,
+                reply: &reply,
+                from: self.s.sender().map(|f| f.to_string()),
+                to: r.address.as_deref(),
+                proto: &self.s.protocol(),
+                helo: self.s.helo(),
+            });
+        }
+        reply.render_into(&mut self.out);
+        if self.out.len() >= OUT_HIGH_WATER && !self.flush().await {
+            return Flow::Stop;
+        }
+        Flow::Go
     }
-    let _ = stream.close().await;
-    log::disconnect(&client, s.stats());
+
+    /// Answers the session's question.
+    async fn answer(&mut self, q: Question) {
+        let a = match q {
+            Question::Recipient(addr) | Question::Verify(addr) => {
+                let dir = self.shared.directory.clone();
+                let who = Client {
+                    trusted_network: self.trusted,
+                    authenticated: self.s.auth_user().is_some(),
+                };
+                Answer::Recipient(
+                    smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
+                )
+            }
+            Question::Authenticate {
+                mechanism,
+                credentials,
+            } => {
+                let secured = self.s.tls().is_some();
+                let shared = &self.shared;
+                Answer::Auth(
+                    authenticate(
+                        shared,
+                        self.ip,
+                        &self.client,
+                        mechanism,
+                        credentials,
+                        secured,
+                    )
+                    .await,
+                )
+            }
+            Question::StartData => Answer::DataStart(self.start_data().await),
+            Question::Commit => Answer::Commit(self.commit().await),
+        };
+        self.s.answer(a);
+    }
+
+    async fn body(&mut self, bytes: Vec<u8>) {
+        if self.sink.is_none() {
+            return;
+        }
+        self.size += bytes.len() as u64;
+        if self.pending.is_empty() {
+            self.pending = bytes;
+        } else {
+            self.pending.extend_from_slice(&bytes);
+        }
+        if self.pending.len() >= BODY_WRITE {
+            let (intake, mut sink) = (self.shared.intake.clone(), self.sink.take());
+            let bytes = std::mem::take(&mut self.pending);
+            self.sink = smol::unblock(move || {
+                if let Some(s) = sink.as_mut() {
+                    intake.write(s, &bytes);
+                }
+                sink
+            })
+            .await;
+        }
+    }
+
+    /// Drops the message being received, if any.
+    async fn discard(&mut self) {
+        self.pending.clear();
+        if let Some(sink) = self.sink.take() {
+            let intake = self.shared.intake.clone();
+            smol::unblock(move || intake.discard(sink)).await;
+        }
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        if !self.flush().await {
+            return Flow::Stop;
+        }
+        if self.s.discarded_after_starttls() > 0 {
+            log::warning(&format!(
+                "{}: discarded {} bytes pipelined after STARTTLS (they are never executed)",
+                self.client,
+                self.s.discarded_after_starttls()
+            ));
+        }
+        if self.start_tls().await {
+            Flow::Go
+        } else {
+            Flow::Stop
+        }
+    }
+
+    /// The handshake; false (after a log line) if it failed.
+    async fn start_tls(&mut self) -> bool {
+        match start_tls(&self.shared, &mut self.stream, &self.client).await {
+            Some(info) => {
+                self.s.tls_started(info);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn read(&mut self) -> Flow {
+        if !self.flush().await {
+            return Flow::Stop;
+        }
+        let t = self.s.idle_timeout();
+        let stream = &mut self.stream;
+        let buf = &mut self.buf;
+        let read = smol::future::or(async { Some(stream.read(buf).await) }, async {
+            smol::Timer::after(t).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | Some(Err(_)) => Flow::Stop,
+            Some(Ok(n)) => {
+                self.s.feed(&self.buf[..n]);
+                Flow::Go
+            }
+            None => {
+                log::timeout(&self.client, self.s.in_data());
+                let r = self.s.timeout();
+                let _ = write_timeout(&mut self.stream, &r.to_wire(), Duration::from_secs(5)).await;
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Opens the sink for the message about to be received (off the
+    /// executor: lookups, file creation).
+    async fn start_data(&mut self) -> Result<String, Reply> {
+        let env = self.s.envelope().expect("DATA has a transaction");
+        let (qid, micros) = id::next(now_micros());
+        let qenv = QueueEnvelope {
+            id: qid,
+            arrival_micros: micros,
+            pid: std::process::id(),
+            client_ip: Some(self.ip),
+            client_name: self.s.peer().name.clone(),
+            helo: env.helo,
+            protocol: env.protocol,
+            sender: env.sender,
+            recipients: env.recipients,
+            smtputf8: env.smtputf8,
+        };
+        let intake = self.shared.intake.clone();
+        match smol::unblock(move || intake.start(qenv)).await {
+            Ok(sink) => {
+                let qid = sink.id().to_string();
+                self.sink = Some(sink);
+                self.size = 0;
+                Ok(qid)
+            }
+            Err(e) => {
+                log::queue_write_failed(&self.client, &e.to_string());
+                Err(reply::INSUFFICIENT_STORAGE)
+            }
+        }
+    }
+
+    /// Makes the message durable (off the executor: fsync blocks). Only
+    /// after this returns Ok may the client hear 250.
+    async fn commit(&mut self) -> Result<String, Reply> {
+        let Some(mut sink) = self.sink.take() else {
+            return Err(reply::LOCAL_ERROR);
+        };
+        let intake = self.shared.intake.clone();
+        let bytes = std::mem::take(&mut self.pending);
+        let result = smol::unblock(move || {
+            intake.write(&mut sink, &bytes);
+            if let Some(e) = sink.failed() {
+                let problem = e.to_string();
+                intake.discard(sink);
+                return Err(problem);
+            }
+            let qid = sink.id().to_string();
+            intake
+                .commit(sink)
+                .map(|c| (qid, c))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match result {
+            Ok((qid, committed)) => {
+                self.log_accepted(&qid, &committed);
+                if let Committed::Queued = committed {
+                    self.shared.runner.enqueue(qid.clone());
+                }
+                Ok(qid)
+            }
+            Err(problem) => {
+                log::queue_write_failed(&self.client, &problem);
+                Err(reply::INSUFFICIENT_STORAGE)
+            }
+        }
+    }
+
+    fn log_accepted(&self, qid: &str, committed: &Committed) {
+        let env = self.s.envelope();
+        let from = env
+            .as_ref()
+            .map(|e| e.sender.to_string())
+            .unwrap_or_default();
+        let nrcpt = env.as_ref().map(|e| e.recipients.len()).unwrap_or(0);
+        let stored = match committed {
+            Committed::Queued => log::Stored::Queue,
+            Committed::Delivered(_) => log::Stored::Direct,
+        };
+        log::queued(
+            qid,
+            &self.client,
+            self.s.auth_user(),
+            &from,
+            self.size,
+            nrcpt,
+            stored,
+        );
+        if let Committed::Delivered(copies) = committed {
+            for c in copies {
+                log::delivery(&log::DeliveryInfo {
+                    id: qid,
+                    to: &c.address,
+                    orig_to: (!c.orig.eq_ignore_ascii_case(&c.address)).then_some(c.orig.as_str()),
+                    relay: "maildir",
+                    delay_secs: 0.0,
+                    dsn: "2.0.0",
+                    status: "sent",
+                    text: &c.text,
+                });
+            }
+            log::removed(qid);
+        }
+    }
 }
 
 /// The handshake; `None` (after a log line) if it failed.
@@ -286,64 +500,4 @@ async fn authenticate(
         Err(_) => log::auth_tempfail(client, mechanism.name()),
     }
     r
-}
-
-/// Opens the spool file for the message about to be received.
-fn start_data(shared: &Shared, s: &Session, ip: IpAddr) -> Result<SpoolWriter, Reply> {
-    let env = s.envelope().expect("DATA has a transaction");
-    let (qid, micros) = id::next(now_micros());
-    let qenv = QueueEnvelope {
-        id: qid,
-        arrival_micros: micros,
-        pid: std::process::id(),
-        client_ip: Some(ip),
-        client_name: s.peer().name.clone(),
-        helo: env.helo,
-        protocol: env.protocol,
-        sender: env.sender,
-        recipients: env.recipients,
-        smtputf8: env.smtputf8,
-    };
-    shared.spool.create(&qenv).map_err(|e| {
-        log::queue_write_failed(&log::client(&s.peer().name, ip), &e.to_string());
-        reply::INSUFFICIENT_STORAGE
-    })
-}
-
-/// Makes the message durable (off the executor: fsync blocks), then hands
-/// it to delivery. Only after this returns Ok may the client hear 250.
-async fn commit(
-    shared: &Arc<Shared>,
-    s: &Session,
-    w: Option<SpoolWriter>,
-    client: &str,
-    size: u64,
-) -> Result<String, Reply> {
-    let Some(w) = w else {
-        return Err(reply::LOCAL_ERROR);
-    };
-    let qid = w.id().to_string();
-    if let Some(e) = w.failed() {
-        log::queue_write_failed(client, &e.to_string());
-        shared.spool.discard(w);
-        return Err(reply::INSUFFICIENT_STORAGE);
-    }
-    let spool = shared.spool.clone();
-    match smol::unblock(move || spool.commit(w)).await {
-        Ok(()) => {
-            let env = s.envelope();
-            let from = env
-                .as_ref()
-                .map(|e| e.sender.to_string())
-                .unwrap_or_default();
-            let nrcpt = env.as_ref().map(|e| e.recipients.len()).unwrap_or(0);
-            log::queued(&qid, client, s.auth_user(), &from, size, nrcpt);
-            shared.runner.enqueue(qid.clone());
-            Ok(qid)
-        }
-        Err(e) => {
-            log::queue_write_failed(client, &e.to_string());
-            Err(reply::INSUFFICIENT_STORAGE)
-        }
-    }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::TempFail;
+use super::{DomainRow, LoginRow, MailboxRow, Store, TempFail};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS domain (
@@ -89,23 +89,27 @@ CREATE TABLE IF NOT EXISTS alias_domain (
 CREATE INDEX IF NOT EXISTS alias_domain_target ON alias_domain (target_domain);
 ";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DomainRow {
-    pub backupmx: bool,
+/// Why the database could not be opened.
+#[derive(Clone, Debug)]
+pub struct OpenProblem {
+    /// Another process holds it locked: trying again later may work.
+    pub busy: bool,
+    pub text: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MailboxRow {
-    pub username: String,
-    pub maildir: String,
-    pub quota: i64,
+impl std::fmt::Display for OpenProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// A small pool of connections to one database file.
 pub struct Db {
     path: PathBuf,
     busy_timeout: Duration,
-    pool: Mutex<Vec<Connection>>,
+    /// Open connections, each with the file (device, inode) it opened:
+    /// one opened on a file since replaced by a rename is not reused.
+    pool: Mutex<Vec<(Connection, Option<(u64, u64)>)>>,
     cache: Mutex<Cache>,
 }
 
@@ -113,7 +117,7 @@ impl Db {
     /// Opens the database, creating the file and the schema if needed.
     /// A damaged file is not an error here: lookups will fail temporarily
     /// and say why, so the server still starts and keeps mail queued.
-    pub fn open(path: &Path, busy_timeout: Duration) -> (Db, Option<String>) {
+    pub fn open(path: &Path, busy_timeout: Duration) -> (Db, Option<OpenProblem>) {
         let db = Db {
             path: path.to_path_buf(),
             busy_timeout,
@@ -130,7 +134,13 @@ impl Db {
                 .mode(0o600)
                 .open(path);
         }
-        let problem = db.init().err().map(|e| format!("{}: {e}", path.display()));
+        let problem = db.init().err().map(|e| OpenProblem {
+            busy: matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            text: format!("{}: {e}", path.display()),
+        });
         (db, problem)
     }
 
@@ -143,7 +153,11 @@ impl Db {
         )?;
         c.busy_timeout(self.busy_timeout)?;
         c.execute_batch(SCHEMA)?;
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        let inode = file_id(&self.path).map(|f| (f.dev, f.ino));
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((c, inode));
         Ok(())
     }
 
@@ -162,19 +176,30 @@ impl Db {
         Ok(c)
     }
 
+    /// Runs `f` on a pooled connection to the file now at the path. A
+    /// database replaced by a rename (a sync swapping in a new mirror, an
+    /// admin copying a file in) has a new inode: connections opened on the
+    /// old one are dropped, so the next lookup reads the new file.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, TempFail> {
-        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
+        let current = file_id(&self.path).map(|f| (f.dev, f.ino));
+        let pooled = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.retain(|(_, inode)| *inode == current);
+            pool.pop()
+        };
+        let (conn, inode) = match pooled {
             Some(c) => c,
-            None => self
-                .connect()
-                .map_err(|e| TempFail(format!("{}: {e}", self.path.display())))?,
+            None => (
+                self.connect()
+                    .map_err(|e| TempFail(format!("{}: {e}", self.path.display())))?,
+                current,
+            ),
         };
         match f(&conn) {
             Ok(v) => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                 if pool.len() < 8 {
-                    pool.push(conn);
+                    pool.push((conn, inode));
                 }
                 Ok(v)
             }
@@ -214,14 +239,22 @@ impl Db {
         }
         Ok(v)
     }
+}
 
+/// The seed's mysql_*.cf queries, over the mirror.
+impl Store for Db {
     /// An active domain (`domain.active = 1`).
-    pub fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail> {
+    fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail> {
         let v = self.cached(Kind::Domain, name, |c| {
-            c.prepare_cached("SELECT backupmx FROM domain WHERE domain = ?1 AND active = 1")?
+            c.prepare_cached(
+                "SELECT backupmx, transport, quota, maxquota FROM domain WHERE domain = ?1 AND active = 1",
+            )?
                 .query_row([name], |r| {
                     Ok(DomainRow {
                         backupmx: r.get::<_, i64>(0)? != 0,
+                        transport: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        quota_mb: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                        maxquota_mb: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                     })
                 })
                 .optional()
@@ -234,7 +267,7 @@ impl Db {
     }
 
     /// The target of an active alias domain whose target domain is active.
-    pub fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail> {
+    fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail> {
         let v = self.cached(Kind::AliasDomain, name, |c| {
             c.prepare_cached(
                 "SELECT ad.target_domain FROM alias_domain ad JOIN domain d ON d.domain = ad.target_domain
@@ -248,7 +281,7 @@ impl Db {
     }
 
     /// `alias.goto` of an active alias (the seed's virtual_alias_maps).
-    pub fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail> {
+    fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail> {
         let v = self.cached(Kind::Alias, address, |c| {
             c.prepare_cached("SELECT goto FROM alias WHERE address = ?1 AND active = 1")?
                 .query_row([address], |r| r.get(0))
@@ -259,7 +292,7 @@ impl Db {
     }
 
     /// An active mailbox in an active domain (the seed's virtual_mailbox_maps).
-    pub fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail> {
+    fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail> {
         let v = self.cached(Kind::Mailbox, username, |c| {
             c.prepare_cached(
                 "SELECT m.username, m.maildir, m.quota FROM mailbox m JOIN domain d ON d.domain = m.domain
@@ -276,13 +309,11 @@ impl Db {
             _ => unreachable!("cache kinds are keyed apart"),
         })
     }
-}
 
-impl Db {
     /// The login row of an active mailbox in an active domain: the name as
     /// stored, its password hash and `smtp_active` (PostfixAdmin's switch
     /// for sending). Not cached: a changed password counts at once.
-    pub fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail> {
+    fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail> {
         self.with(|c| {
             c.prepare_cached(
                 "SELECT m.username, m.password, m.smtp_active FROM mailbox m JOIN domain d ON d.domain = m.domain
@@ -294,14 +325,6 @@ impl Db {
             .optional()
         })
     }
-}
-
-/// What a login is checked against.
-#[derive(Clone, Debug)]
-pub struct LoginRow {
-    pub username: String,
-    pub password: String,
-    pub smtp_active: bool,
 }
 
 /// Entries kept before the cache starts over.

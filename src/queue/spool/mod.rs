@@ -5,15 +5,20 @@
 //! lock          flock()ed by the one postern that owns this queue; holds its pid
 //! incoming/ID   a message being received; never delivered; removed at start
 //! messages/ID   an accepted message: envelope header + message (see envelope.rs)
+//! hold/ID       an accepted message put on hold (`postern queue hold`): kept,
+//!               never delivered until released; survives restarts
 //! state/ID      delivery state, only for messages that stayed queued
 //! corrupt/ID    queue files that could not be read, set aside for a human
 //! ```
 //! Acceptance ("250 queued") happens only after: the file is written and
-//! fsynced in incoming/, renamed into messages/, and messages/ is fsynced.
-//! A message in messages/ is therefore complete; one in incoming/ never is.
+//! fsynced in incoming/, linked into messages/ (link: never replaces), and
+//! messages/ is fsynced. A message in messages/ is therefore complete; one
+//! in incoming/ never is.
+
+mod message;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -21,9 +26,12 @@ use super::envelope::{DeliveryState, QueueEnvelope};
 use super::id;
 use crate::fsutil::{self, DirSync};
 
+pub use message::{header_end, BodyReader, QueuedMessage, HEADER_LIMIT};
+
 pub struct Spool {
     incoming: PathBuf,
     messages: PathBuf,
+    hold: PathBuf,
     state: PathBuf,
     corrupt: PathBuf,
     messages_sync: DirSync,
@@ -41,64 +49,43 @@ pub struct Recovery {
     pub removed_incoming: usize,
     /// Queued messages with the Unix time of their next attempt.
     pub queued: Vec<(String, i64)>,
+    pub held: usize,
     pub quarantined: Vec<(String, String)>,
 }
 
+#[derive(Debug)]
 pub enum OpenError {
     NotFound,
     Corrupt(String),
     Io(io::Error),
 }
 
-/// An accepted message opened for delivery.
-pub struct QueuedMessage {
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::NotFound => f.write_str("no such message in the queue"),
+            OpenError::Corrupt(p) => write!(f, "damaged queue file: {p}"),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Where an accepted message sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// messages/: waiting for (or in) delivery.
+    Queued,
+    /// hold/: kept until released.
+    Held,
+}
+
+/// A message's envelope and size, for `postern queue list|show`.
+pub struct Entry {
     pub env: QueueEnvelope,
-    file: File,
-    body_offset: u64,
-    pub body_len: u64,
-    /// The start of the message, already read with the envelope.
-    start: Vec<u8>,
-}
-
-impl QueuedMessage {
-    /// A reader over the message bytes (after the envelope header).
-    pub fn body(&self) -> io::Result<impl Read + '_> {
-        let mut f = &self.file;
-        f.seek(SeekFrom::Start(self.body_offset))?;
-        Ok(f.take(self.body_len))
-    }
-
-    /// The header section of the message (up to the first empty line,
-    /// at most `limit` bytes).
-    pub fn header_bytes(&self, limit: usize) -> io::Result<Vec<u8>> {
-        // Usually the whole header section came in with the envelope.
-        if let Some(end) = header_end(&self.start).filter(|&e| e <= limit) {
-            return Ok(self.start[..end].to_vec());
-        }
-        let mut r = BufReader::new(self.body()?);
-        let mut out = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if r.read_until(b'\n', &mut line)? == 0
-                || line == b"\n"
-                || out.len() + line.len() > limit
-            {
-                break;
-            }
-            out.extend_from_slice(&line);
-        }
-        Ok(out)
-    }
-}
-
-/// Length of the header section at the start of `m` (up to, not with,
-/// the empty line), if that empty line is in `m`.
-fn header_end(m: &[u8]) -> Option<usize> {
-    if m.first() == Some(&b'\n') {
-        return Some(0);
-    }
-    m.windows(2).position(|w| w == b"\n\n").map(|i| i + 1)
+    pub place: Place,
+    /// Bytes of the message (without the envelope header).
+    pub size: u64,
+    pub state: Result<DeliveryState, String>,
 }
 
 impl Spool {
@@ -145,17 +132,30 @@ impl Spool {
             .ok()
     }
 
+    /// Is there a queue at `root` (for tools that must not create one)?
+    pub fn exists(root: &Path) -> bool {
+        root.join("messages").is_dir()
+    }
+
     /// For tools that only read the queue while a server may be running.
     pub fn open_unlocked(root: &Path) -> io::Result<Spool> {
         let s = Spool {
             incoming: root.join("incoming"),
             messages: root.join("messages"),
+            hold: root.join("hold"),
             state: root.join("state"),
             corrupt: root.join("corrupt"),
             messages_sync: DirSync::new(root.join("messages")),
             _lock: None,
         };
-        for d in [root, &s.incoming, &s.messages, &s.state, &s.corrupt] {
+        for d in [
+            root,
+            &s.incoming,
+            &s.messages,
+            &s.hold,
+            &s.state,
+            &s.corrupt,
+        ] {
             fsutil::ensure_dir(d, 0o700)?;
         }
         Ok(s)
@@ -180,26 +180,21 @@ impl Spool {
 
     /// Makes a received message durable and visible to delivery. Blocking.
     pub fn commit(&self, mut w: SpoolWriter) -> io::Result<()> {
+        let from = self.incoming.join(&w.id);
         let result = (|| {
             if let Some(e) = w.error.take() {
                 return Err(e);
             }
             w.file.flush()?;
             w.file.get_ref().sync_data()?;
-            let from = self.incoming.join(&w.id);
-            let to = self.messages.join(&w.id);
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &from,
-                nix::fcntl::AT_FDCWD,
-                &to,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(io::Error::from)?;
+            // link(2), not rename: it never replaces an existing entry, and
+            // unlike renameat2(RENAME_NOREPLACE) it exists on every libc.
+            fs::hard_link(&from, self.messages.join(&w.id))?;
+            let _ = fs::remove_file(&from);
             self.messages_sync.sync()
         })();
         if result.is_err() {
-            let _ = fs::remove_file(self.incoming.join(&w.id));
+            let _ = fs::remove_file(&from);
         }
         result
     }
@@ -215,12 +210,44 @@ impl Spool {
         self.commit(w)
     }
 
+    /// Queues a message some of whose destinations are already finished
+    /// (`state.done`): the state goes first, so the message is never seen
+    /// without it. A state left alone by a crash is removed at start.
+    pub fn submit_with_state(
+        &self,
+        env: &QueueEnvelope,
+        body: &mut dyn Read,
+        state: &DeliveryState,
+    ) -> io::Result<()> {
+        let mut w = self.create(env)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n]);
+        }
+        if !state.done.is_empty() {
+            if let Err(e) = self.save_state(&env.id, state) {
+                self.discard(w);
+                return Err(e);
+            }
+        }
+        let r = self.commit(w);
+        if r.is_err() {
+            let _ = fs::remove_file(self.state.join(&env.id));
+        }
+        r
+    }
+
     /// At start: drops half-received messages, sets damaged files aside,
     /// and lists what is queued.
     pub fn recover(&self, now: i64) -> io::Result<Recovery> {
         let mut r = Recovery {
             removed_incoming: 0,
             queued: Vec::new(),
+            held: 0,
             quarantined: Vec::new(),
         };
         for e in fs::read_dir(&self.incoming)? {
@@ -228,16 +255,12 @@ impl Spool {
             fs::remove_file(e.path())?;
             r.removed_incoming += 1;
         }
-        let mut ids = Vec::new();
-        for e in fs::read_dir(&self.messages)? {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if id::is_valid(&name) {
-                ids.push(name);
+        for qid in ids_in(&self.messages)? {
+            if self.hold.join(&qid).exists() {
+                let _ = fs::remove_file(self.messages.join(&qid));
+                continue;
             }
-        }
-        ids.sort();
-        for qid in ids {
-            match self.read_envelope(&qid) {
+            match self.read_envelope(&self.messages, &qid) {
                 Ok(_) => {
                     let next = self.load_state(&qid).map(|s| s.next_attempt).unwrap_or(now);
                     r.queued.push((qid, next));
@@ -248,19 +271,18 @@ impl Spool {
                 }
             }
         }
+        r.held = ids_in(&self.hold)?.len();
         // State files whose message is gone are leftovers of a removal cut short.
-        for e in fs::read_dir(&self.state)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if id::is_valid(&name) && !self.messages.join(&name).exists() {
-                let _ = fs::remove_file(e.path());
+        for qid in ids_in(&self.state)? {
+            if !self.messages.join(&qid).exists() && !self.hold.join(&qid).exists() {
+                let _ = fs::remove_file(self.state.join(&qid));
             }
         }
         Ok(r)
     }
 
-    fn read_envelope(&self, qid: &str) -> Result<QueueEnvelope, String> {
-        let mut f = File::open(self.messages.join(qid)).map_err(|e| e.to_string())?;
+    fn read_envelope(&self, dir: &Path, qid: &str) -> Result<QueueEnvelope, String> {
+        let mut f = File::open(dir.join(qid)).map_err(|e| e.to_string())?;
         let head = read_head(&mut f).map_err(|e| e.to_string())?;
         let (env, _) = QueueEnvelope::parse(&head)?;
         if env.id != qid {
@@ -269,8 +291,13 @@ impl Spool {
         Ok(env)
     }
 
+    /// Opens a queued message (in messages/) for delivery.
     pub fn open_message(&self, qid: &str) -> Result<QueuedMessage, OpenError> {
-        let mut f = match File::open(self.messages.join(qid)) {
+        if !id::is_valid(qid) {
+            return Err(OpenError::NotFound);
+        }
+        let path = self.messages.join(qid);
+        let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
             Err(e) => return Err(OpenError::Io(e)),
@@ -284,13 +311,7 @@ impl Spool {
                 env.id
             )));
         }
-        Ok(QueuedMessage {
-            env,
-            file: f,
-            body_offset: off as u64,
-            body_len: len - off as u64,
-            start: head[off..].to_vec(),
-        })
+        QueuedMessage::new(env, path, f, len, &head, off).map_err(OpenError::Io)
     }
 
     pub fn load_state(&self, qid: &str) -> Result<DeliveryState, String> {
@@ -325,16 +346,127 @@ impl Spool {
         let _ = fs::remove_file(self.state.join(qid));
     }
 
-    /// IDs of all accepted messages, oldest first.
+    /// IDs of all queued (not held) messages, oldest first.
     pub fn list(&self) -> io::Result<Vec<String>> {
-        let mut ids: Vec<String> = fs::read_dir(&self.messages)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| id::is_valid(n))
-            .collect();
-        ids.sort();
-        Ok(ids)
+        ids_in(&self.messages)
     }
+
+    /// IDs of queued and held messages, oldest first.
+    pub fn list_all(&self) -> io::Result<Vec<(String, Place)>> {
+        let mut v: Vec<(String, Place)> = ids_in(&self.messages)?
+            .into_iter()
+            .map(|i| (i, Place::Queued))
+            .chain(ids_in(&self.hold)?.into_iter().map(|i| (i, Place::Held)))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Where `qid` is, if it is an accepted message.
+    pub fn place(&self, qid: &str) -> Option<Place> {
+        if !id::is_valid(qid) {
+            None
+        } else if self.messages.join(qid).exists() {
+            Some(Place::Queued)
+        } else if self.hold.join(qid).exists() {
+            Some(Place::Held)
+        } else {
+            None
+        }
+    }
+
+    /// Envelope, size and state of an accepted message, queued or held.
+    pub fn entry(&self, qid: &str) -> Result<Entry, OpenError> {
+        let place = self.place(qid).ok_or(OpenError::NotFound)?;
+        let dir = match place {
+            Place::Queued => &self.messages,
+            Place::Held => &self.hold,
+        };
+        let mut f = match File::open(dir.join(qid)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        let len = f.metadata().map_err(OpenError::Io)?.len();
+        let head = read_head(&mut f).map_err(OpenError::Io)?;
+        let (env, off) = QueueEnvelope::parse(&head).map_err(OpenError::Corrupt)?;
+        Ok(Entry {
+            env,
+            place,
+            size: len.saturating_sub(off as u64),
+            state: self.load_state(qid),
+        })
+    }
+
+    /// The header section of an accepted message (for `queue show`).
+    pub fn headers_of(&self, qid: &str) -> Result<Vec<u8>, OpenError> {
+        let place = self.place(qid).ok_or(OpenError::NotFound)?;
+        let dir = match place {
+            Place::Queued => &self.messages,
+            Place::Held => &self.hold,
+        };
+        let path = dir.join(qid);
+        let mut f = File::open(&path).map_err(OpenError::Io)?;
+        let len = f.metadata().map_err(OpenError::Io)?.len();
+        let head = read_head(&mut f).map_err(OpenError::Io)?;
+        let (env, off) = QueueEnvelope::parse(&head).map_err(OpenError::Corrupt)?;
+        let m = QueuedMessage::new(env, path, f, len, &head, off).map_err(OpenError::Io)?;
+        Ok(m.headers().to_vec())
+    }
+
+    /// messages/ID → hold/ID, durably.
+    pub fn hold(&self, qid: &str) -> Result<(), OpenError> {
+        self.move_between(&self.messages, &self.hold, qid)
+    }
+
+    /// hold/ID → messages/ID, durably.
+    pub fn release(&self, qid: &str) -> Result<(), OpenError> {
+        self.move_between(&self.hold, &self.messages, qid)
+    }
+
+    fn move_between(&self, from: &Path, to: &Path, qid: &str) -> Result<(), OpenError> {
+        if !id::is_valid(qid) {
+            return Err(OpenError::NotFound);
+        }
+        match fs::hard_link(from.join(qid), to.join(qid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+            Err(e) => return Err(OpenError::Io(e)),
+        }
+        // Both names exist for a moment; a crash here leaves it in both
+        // places, which recovery resolves in favour of hold/ (a message an
+        // operator held is never delivered against their will; one being
+        // released stays held and can be released again).
+        fsutil::fsync_dir(to).map_err(OpenError::Io)?;
+        fs::remove_file(from.join(qid)).map_err(OpenError::Io)?;
+        fsutil::fsync_dir(from).map_err(OpenError::Io)
+    }
+
+    /// Deletes an accepted message, queued or held, with its state.
+    pub fn delete(&self, qid: &str) -> Result<(), OpenError> {
+        let place = self.place(qid).ok_or(OpenError::NotFound)?;
+        match fs::remove_file(self.state.join(qid)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(OpenError::Io(e)),
+            _ => {}
+        }
+        let dir = match place {
+            Place::Queued => &self.messages,
+            Place::Held => &self.hold,
+        };
+        fs::remove_file(dir.join(qid)).map_err(OpenError::Io)?;
+        fsutil::fsync_dir(dir).map_err(OpenError::Io)
+    }
+}
+
+/// Valid queue IDs among the names in `dir`, sorted (oldest first).
+fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
+    let mut ids: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| id::is_valid(n))
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// The start of a queue file, at least up to the end of its envelope
@@ -369,17 +501,5 @@ impl SpoolWriter {
 
     pub fn failed(&self) -> Option<&io::Error> {
         self.error.as_ref()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::header_end;
-
-    #[test]
-    fn header_section_ends_at_the_first_empty_line() {
-        assert_eq!(header_end(b"A: 1\nB: 2\n\nbody\n\n"), Some(10));
-        assert_eq!(header_end(b"\nbody only"), Some(0));
-        assert_eq!(header_end(b"A: 1\nB: 2\n"), None);
     }
 }

@@ -1,0 +1,86 @@
+//! Which agent delivers which kind of route, and how many deliveries each
+//! may run at once. A blocking agent runs on the blocking thread pool, an
+//! async one on the executor; each holds a permit of its own semaphore
+//! while it works, so a slow agent only ever waits for itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use smol::lock::Semaphore;
+
+use super::{Agent, AgentKind, Outcome, Target};
+use crate::queue::spool::QueuedMessage;
+use crate::smtp::reply::Esc;
+
+struct Slot {
+    agent: Agent,
+    limit: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    slots: HashMap<AgentKind, Slot>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers `agent` for `kind`, at most `concurrency` deliveries at once.
+    pub fn add(&mut self, kind: AgentKind, agent: Agent, concurrency: usize) {
+        self.slots.insert(
+            kind,
+            Slot {
+                agent,
+                limit: Arc::new(Semaphore::new(concurrency.max(1))),
+                concurrency: concurrency.max(1),
+            },
+        );
+    }
+
+    /// The `relay=` name of the agent for `kind`.
+    pub fn name(&self, kind: AgentKind) -> &'static str {
+        self.slots
+            .get(&kind)
+            .map(|s| s.agent.name())
+            .unwrap_or("none")
+    }
+
+    pub fn concurrency(&self, kind: AgentKind) -> usize {
+        self.slots.get(&kind).map(|s| s.concurrency).unwrap_or(0)
+    }
+
+    /// Delivers `targets` with the agent for `kind`, once one of its
+    /// permits is free. One outcome per target, in order.
+    pub async fn deliver(
+        &self,
+        kind: AgentKind,
+        msg: Arc<QueuedMessage>,
+        targets: Vec<Target>,
+        recovered: bool,
+    ) -> Vec<Outcome> {
+        let Some(slot) = self.slots.get(&kind) else {
+            let text = format!("no delivery agent for {kind:?} routes");
+            return targets
+                .iter()
+                .map(|_| Outcome::deferred(Esc(4, 3, 5), text.clone()))
+                .collect();
+        };
+        let _permit = slot.limit.acquire_arc().await;
+        let n = targets.len();
+        let mut out = match &slot.agent {
+            Agent::Blocking(a) => {
+                let a = a.clone();
+                smol::unblock(move || a.deliver(&msg, &targets, recovered)).await
+            }
+            Agent::Async(a) => a.clone().deliver(msg, targets, recovered).await,
+        };
+        // An agent must answer for every target; a short answer defers the rest.
+        out.resize_with(n, || {
+            Outcome::deferred(Esc(4, 3, 0), "delivery agent gave no result")
+        });
+        out
+    }
+}

@@ -1,0 +1,175 @@
+//! Message intake: where the bytes of a message being received go, and
+//! what makes them durable before the 250.
+//!
+//! Two roads (DESIGN.md, "Contracts"):
+//! - **queue**: the message is written to the spool (`incoming/` →
+//!   `messages/`, see queue/spool) and delivered by the runner afterwards;
+//! - **direct** (one synchronous write per copy): when every recipient
+//!   routes to a local Maildir and nothing has to run after queueing, the
+//!   copies are written straight into the Maildirs (`tmp/`, fsync, link
+//!   into `new/`, `new/` fsynced with syncs shared between sessions) and
+//!   only then is the 250 sent. No queue file exists at any point. If any
+//!   Maildir write fails, the message falls back to the queue (accepted
+//!   and deferred, never refused for that), with the copies that did land
+//!   recorded as done so none is delivered twice.
+//!
+//! Every function here blocks (files, fsync, lookups): the session driver
+//! calls them through `smol::unblock`.
+
+mod direct;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::deliver::maildir::MaildirAgent;
+use crate::directory::{Directory, Resolution};
+use crate::queue::envelope::QueueEnvelope;
+use crate::queue::spool::{Spool, SpoolWriter};
+use crate::route::{Route, Router};
+
+pub use direct::Copy;
+
+pub struct Intake {
+    spool: Arc<Spool>,
+    directory: Arc<Directory>,
+    router: Router,
+    maildir: Arc<MaildirAgent>,
+    /// `[delivery] direct`
+    direct: bool,
+    max_received: usize,
+}
+
+/// Where a message being received is written.
+pub enum Sink {
+    Queue(SpoolWriter),
+    Direct(Box<direct::Writer>),
+}
+
+/// How an accepted message was made durable.
+pub enum Committed {
+    /// In the queue: hand it to the runner.
+    Queued,
+    /// Written into these Maildirs; nothing is left to do.
+    Delivered(Vec<Copy>),
+}
+
+/// One local destination of the direct road.
+#[derive(Clone, Debug)]
+struct Local {
+    route: crate::route::MaildirRoute,
+    address: String,
+    orig: String,
+    key: String,
+    index: usize,
+}
+
+impl Intake {
+    pub fn new(
+        cfg: &Config,
+        spool: Arc<Spool>,
+        directory: Arc<Directory>,
+        router: Router,
+        maildir: Arc<MaildirAgent>,
+    ) -> Intake {
+        Intake {
+            spool,
+            directory,
+            router,
+            maildir,
+            direct: cfg.delivery.direct,
+            max_received: cfg.delivery.max_received_headers,
+        }
+    }
+
+    /// Opens the sink for a message with this envelope: direct when every
+    /// destination is a local Maildir, the queue otherwise.
+    pub fn start(&self, env: QueueEnvelope) -> io::Result<Sink> {
+        if self.direct {
+            if let Some(locals) = self.local_destinations(&env) {
+                match direct::Writer::start(self.maildir.clone(), env.clone(), locals) {
+                    Ok(w) => return Ok(Sink::Direct(Box::new(w))),
+                    // A Maildir that cannot be opened is the queue's problem.
+                    Err(_) => {}
+                }
+            }
+        }
+        self.spool.create(&env).map(Sink::Queue)
+    }
+
+    /// Every final destination of the envelope, if each one routes to a
+    /// Maildir (same expansion, de-duplication and numbering as the queue
+    /// runner, so names and state keys agree). `None` sends the message
+    /// through the queue.
+    fn local_destinations(&self, env: &QueueEnvelope) -> Option<Vec<Local>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut index = 0;
+        for rcpt in &env.recipients {
+            let Ok(Resolution::Deliver(dests)) = self.directory.resolve(rcpt) else {
+                return None;
+            };
+            for dest in dests {
+                index += 1;
+                let key = dest.key();
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                let Route::Maildir(route) = self.router.route(&dest) else {
+                    return None;
+                };
+                out.push(Local {
+                    route,
+                    address: dest.address(),
+                    orig: rcpt.to_string(),
+                    key,
+                    index: index - 1,
+                });
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Appends message bytes (LF line ends). A write error is kept and
+    /// reported at commit; the direct road switches to the queue instead.
+    pub fn write(&self, sink: &mut Sink, bytes: &[u8]) {
+        match sink {
+            Sink::Queue(w) => w.write(bytes),
+            Sink::Direct(d) => d.write(&self.spool, bytes),
+        }
+    }
+
+    /// Makes the message durable. Only after `Ok` may the client hear 250.
+    pub fn commit(&self, sink: Sink) -> io::Result<Committed> {
+        match sink {
+            Sink::Queue(w) => self.spool.commit(w).map(|()| Committed::Queued),
+            Sink::Direct(d) => d.commit(&self.spool, self.max_received),
+        }
+    }
+
+    /// Drops a message that was refused (nothing of it stays).
+    pub fn discard(&self, sink: Sink) {
+        match sink {
+            Sink::Queue(w) => self.spool.discard(w),
+            Sink::Direct(d) => d.discard(&self.spool),
+        }
+    }
+}
+
+impl Sink {
+    pub fn id(&self) -> &str {
+        match self {
+            Sink::Queue(w) => w.id(),
+            Sink::Direct(d) => d.id(),
+        }
+    }
+
+    /// The first write error, if one happened on the queue road.
+    pub fn failed(&self) -> Option<&io::Error> {
+        match self {
+            Sink::Queue(w) => w.failed(),
+            Sink::Direct(d) => d.failed(),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The queue runner: takes queued messages to delivery, records what is
+//! done, schedules retries and sends bounces.
+//!
+//! Each message is one task on the executor, in three steps: prepare
+//! (blocking: open it, expand and route every recipient; plan.rs), deliver
+//! (each agent's share of the destinations, concurrently, each agent
+//! within its own concurrency limit; see deliver/registry.rs), finish
+//! (blocking: log, bounce, save state or remove; finish.rs). New mail is
+//! handed over the moment it is committed; deferred mail waits in a timer
+//! heap until its next attempt.
+//!
+//! The runner knows which messages are in flight. A control command
+//! (`postern queue hold|delete|...`) takes a message exclusively with
+//! [`Runner::exclusive`]: it waits until a delivery in progress has
+//! finished, and no delivery starts while it holds the message, so nothing
+//! is delivered twice or half-deleted. A message is removed only when
+//! every destination is delivered or bounced; what was done is written to
+//! its state file first.
+
+mod finish;
+mod plan;
+
+pub(crate) use plan::scan_headers;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::lock::Semaphore;
+use smol::Executor;
+
+use super::schedule::Backoff;
+use super::spool::Spool;
+use crate::clock::now_secs;
+use crate::deliver::registry::Registry;
+use crate::directory::Directory;
+use crate::log;
+use crate::route::Router;
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    /// Queued when postern started: an earlier run may have delivered parts.
+    pub recovered: bool,
+    /// Just committed: never tried, so there is no state file to read or remove.
+    pub fresh: bool,
+}
+
+/// What the runner is given besides the spool, directory and agents.
+pub struct Settings {
+    pub backoff: Backoff,
+    pub hostname: String,
+    /// A message with this many Received: headers is a loop.
+    pub max_received: usize,
+    /// Messages being worked on at once (each holds its envelope and
+    /// header section in memory, not a file descriptor, while it waits for
+    /// an agent).
+    pub active_limit: usize,
+}
+
+pub struct Runner {
+    pub spool: Arc<Spool>,
+    pub directory: Arc<Directory>,
+    pub router: Router,
+    pub registry: Registry,
+    pub settings: Settings,
+    jobs: Sender<Job>,
+    timer: Sender<(i64, String)>,
+    flights: Mutex<HashMap<String, Flight>>,
+    closed: AtomicBool,
+}
+
+/// A message someone is working on: a delivery, or a control command.
+#[derive(Default)]
+struct Flight {
+    control: bool,
+    /// Control commands waiting for this flight to land.
+    waiters: Vec<Sender<()>>,
+}
+
+/// The receiving ends, consumed by [`Runner::start`].
+pub struct Channels {
+    jobs: Receiver<Job>,
+    timer: Receiver<(i64, String)>,
+}
+
+/// A message taken by a control command; released on drop.
+pub struct Exclusive<'a> {
+    runner: &'a Runner,
+    id: String,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.runner.land(&self.id);
+    }
+}
+
+/// Releases a delivery's claim on its message, even if the task panicked.
+struct Landing {
+    runner: Arc<Runner>,
+    id: String,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.runner.land(&self.id);
+    }
+}
+
+impl Runner {
+    pub fn new(
+        spool: Arc<Spool>,
+        directory: Arc<Directory>,
+        router: Router,
+        registry: Registry,
+        settings: Settings,
+    ) -> (Runner, Channels) {
+        let (jobs_tx, jobs_rx) = smol::channel::unbounded();
+        let (timer_tx, timer_rx) = smol::channel::unbounded();
+        let r = Runner {
+            spool,
+            directory,
+            router,
+            registry,
+            settings,
+            jobs: jobs_tx,
+            timer: timer_tx,
+            flights: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        };
+        (
+            r,
+            Channels {
+                jobs: jobs_rx,
+                timer: timer_rx,
+            },
+        )
+    }
+
+    /// Hands a committed message to delivery now.
+    pub fn enqueue(&self, id: String) {
+        self.send(Job {
+            id,
+            recovered: false,
+            fresh: true,
+        });
+    }
+
+    /// Tries a queued message now (flush, release, requeue).
+    pub fn flush(&self, id: String) {
+        self.send(Job {
+            id,
+            recovered: false,
+            fresh: false,
+        });
+    }
+
+    /// Tries the message again at Unix time `at`.
+    pub fn schedule(&self, id: String, at: i64) {
+        let _ = self.timer.try_send((at, id));
+    }
+
+    fn send(&self, job: Job) {
+        let _ = self.jobs.try_send(job);
+    }
+
+    /// Messages found at start: due ones now, the others at their time.
+    pub fn enqueue_recovered(&self, queued: Vec<(String, i64)>) {
+        let now = now_secs();
+        for (id, next) in queued {
+            if next <= now {
+                self.send(Job {
+                    id,
+                    recovered: true,
+                    fresh: false,
+                });
+            } else {
+                self.schedule(id, next);
+            }
+        }
+    }
+
+    /// Stops taking new jobs; deliveries in flight go on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.jobs.close();
+        self.timer.close();
+    }
+
+    /// Waits (blocking) until no delivery is in flight, at most `t`.
+    /// Returns how many were still in flight.
+    pub fn wait_idle(&self, t: Duration) -> usize {
+        let deadline = Instant::now() + t;
+        loop {
+            let n = self.lock().len();
+            if n == 0 || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the dispatcher and the timer on `ex`.
+    pub fn start(self: &Arc<Self>, ex: &Arc<Executor<'static>>, ch: Channels) {
+        ex.spawn(timer_loop(ch.timer, self.jobs.clone())).detach();
+        ex.spawn(self.clone().dispatch(ch.jobs, ex.clone()))
+            .detach();
+    }
+
+    /// One task per message, at most `active_limit` at once.
+    async fn dispatch(self: Arc<Self>, rx: Receiver<Job>, ex: Arc<Executor<'static>>) {
+        let active = Arc::new(Semaphore::new(self.settings.active_limit.max(1)));
+        while let Ok(job) = rx.recv().await {
+            let permit = active.acquire_arc().await;
+            let me = self.clone();
+            ex.spawn(async move {
+                let id = job.id.clone();
+                let again = me.clone();
+                let run = std::panic::AssertUnwindSafe(me.process(job));
+                if run.catch_unwind().await.is_err() {
+                    log::queue_problem(&id, "delivery attempt crashed; retrying later");
+                    again.schedule(id, now_secs() + 60);
+                }
+                drop(permit);
+            })
+            .detach();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims a message for delivery: false if a delivery or a control
+    /// command already has it (the holder decides what happens next).
+    fn claim(&self, id: &str) -> bool {
+        let mut f = self.lock();
+        if f.contains_key(id) {
+            return false;
+        }
+        f.insert(id.to_string(), Flight::default());
+        true
+    }
+
+    fn land(&self, id: &str) {
+        if let Some(f) = self.lock().remove(id) {
+            for w in f.waiters {
+                let _ = w.try_send(());
+            }
+        }
+    }
+
+    /// Is a delivery of `id` in progress?
+    pub fn in_flight(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|f| !f.control)
+    }
+
+    /// Takes `id` for a control command: waits up to `wait` for a delivery
+    /// in progress to finish. `Err(())`: still busy after `wait`.
+    pub async fn exclusive(&self, id: &str, wait: Duration) -> Result<Exclusive<'_>, ()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let rx = {
+                let mut f = self.lock();
+                match f.get_mut(id) {
+                    None => {
+                        f.insert(
+                            id.to_string(),
+                            Flight {
+                                control: true,
+                                waiters: Vec::new(),
+                            },
+                        );
+                        return Ok(Exclusive {
+                            runner: self,
+                            id: id.to_string(),
+                        });
+                    }
+                    Some(flight) => {
+                        let (tx, rx) = smol::channel::bounded(1);
+                        flight.waiters.push(tx);
+                        rx
+                    }
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let landed = smol::future::or(async { rx.recv().await.is_ok() }, async {
+                smol::Timer::after(left).await;
+                false
+            })
+            .await;
+            if !landed && Instant::now() >= deadline {
+                return Err(());
+            }
+        }
+    }
+
+    async fn process(self: Arc<Self>, job: Job) {
+        if self.closed.load(Ordering::SeqCst) || !self.claim(&job.id) {
+            return;
+        }
+        let _landing = Landing {
+            runner: self.clone(),
+            id: job.id.clone(),
+        };
+        let me = self.clone();
+        let j = job.clone();
+        let Some(mut plan) = smol::unblock(move || me.prepare(&j)).await else {
+            return;
+        };
+        if plan.hold.is_none() {
+            self.deliver(&mut plan).await;
+        }
+        let me = self.clone();
+        smol::unblock(move || me.finish(&job, plan)).await;
+    }
+}
+
+/// Sleeps until the earliest deferred message is due, then hands it back.
+async fn timer_loop(rx: Receiver<(i64, String)>, jobs: Sender<Job>) {
+    let mut heap: BinaryHeap<Reverse<(i64, String)>> = BinaryHeap::new();
+    loop {
+        let now = now_secs();
+        while heap.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+            let Reverse((_, id)) = heap.pop().expect("peeked");
+            let job = Job {
+                id,
+                recovered: false,
+                fresh: false,
+            };
+            if jobs.send(job).await.is_err() {
+                return;
+            }
+        }
+        let wait = heap
+            .peek()
+            .map(|Reverse((t, _))| Duration::from_secs((t - now).max(1) as u64));
+        let next = match wait {
+            Some(w) => {
+                smol::future::or(async { Some(rx.recv().await) }, async {
+                    smol::Timer::after(w).await;
+                    None
+                })
+                .await
+            }
+            None => Some(rx.recv().await),
+        };
+        match next {
+            Some(Ok(item)) => heap.push(Reverse(item)),
+            Some(Err(_)) => return,
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

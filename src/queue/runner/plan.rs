@@ -1,0 +1,237 @@
+//! Step one of a delivery attempt (blocking): open the message, read its
+//! state, expand every recipient, check for loops and route each final
+//! destination — into the agents' shares and the decisions the runner
+//! carries out itself (defer, bounce, discard, hold).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::{Job, Runner};
+use crate::clock::now_secs;
+use crate::deliver::{AgentKind, Outcome, Target};
+use crate::directory::{Dest, FailReason, Resolution};
+use crate::log;
+use crate::queue::envelope::DeliveryState;
+use crate::queue::spool::{OpenError, QueuedMessage};
+use crate::route::Route;
+use crate::smtp::reply::Esc;
+
+/// One destination's result, for logging, state and bounces.
+pub(super) struct Done {
+    /// `None`: not a destination (the recipient could not be expanded).
+    pub key: Option<String>,
+    pub orig: String,
+    pub to: String,
+    /// The log's relay= field.
+    pub relay: String,
+    pub outcome: Outcome,
+}
+
+/// Everything one attempt at one message works on.
+pub(super) struct Plan {
+    pub msg: Arc<QueuedMessage>,
+    pub state: DeliveryState,
+    /// The state file could not be read: deliver as after a crash.
+    pub recovered: bool,
+    /// Results known without an agent.
+    pub results: Vec<Done>,
+    /// Each agent's share: targets with their destination keys.
+    pub groups: BTreeMap<AgentKind, Vec<(Target, String)>>,
+    /// A route said: hold the whole message, for this reason.
+    pub hold: Option<String>,
+}
+
+impl Runner {
+    /// `None` when there is nothing to deliver (gone, damaged: handled).
+    pub(super) fn prepare(&self, job: &Job) -> Option<Plan> {
+        let msg = match self.spool.open_message(&job.id) {
+            Ok(m) => m,
+            Err(OpenError::NotFound) => return None,
+            Err(OpenError::Corrupt(problem)) => {
+                log::queue_problem(
+                    &job.id,
+                    &format!("damaged queue file moved to corrupt/: {problem}"),
+                );
+                self.spool.quarantine(&job.id);
+                return None;
+            }
+            Err(OpenError::Io(e)) => {
+                log::queue_problem(&job.id, &format!("cannot read queue file: {e}"));
+                self.schedule(job.id.clone(), now_secs() + 60);
+                return None;
+            }
+        };
+        let mut recovered = job.recovered;
+        let state = if job.fresh {
+            DeliveryState::default()
+        } else {
+            self.spool.load_state(&job.id).unwrap_or_else(|e| {
+                // What was delivered is unknown: redeliver as after a crash,
+                // so Maildir copies that landed are recognised by name.
+                log::queue_problem(
+                    &job.id,
+                    &format!("damaged state file ignored ({e}); delivering as after a restart"),
+                );
+                recovered = true;
+                DeliveryState::default()
+            })
+        };
+        let mut plan = Plan {
+            msg: Arc::new(msg),
+            state,
+            recovered,
+            results: Vec::new(),
+            groups: BTreeMap::new(),
+            hold: None,
+        };
+        self.route_all(&mut plan);
+        Some(plan)
+    }
+
+    /// Expands every recipient and routes each destination not yet done.
+    fn route_all(&self, plan: &mut Plan) {
+        let (received, delivered_to) = scan_headers(plan.msg.headers());
+        let mut seen = HashSet::new();
+        let mut index = 0;
+        for rcpt in plan.msg.env.recipients.clone() {
+            let orig = rcpt.to_string();
+            let dests = match self.directory.resolve(&rcpt) {
+                Ok(Resolution::Deliver(d)) => d,
+                Ok(Resolution::Unknown) => vec![fail_dest(&orig, FailReason::Unknown)],
+                Ok(Resolution::Loop) => vec![fail_dest(&orig, FailReason::Loop)],
+                Err(e) => {
+                    plan.results.push(Done {
+                        key: None,
+                        orig: orig.clone(),
+                        to: orig,
+                        relay: "none".into(),
+                        outcome: Outcome::deferred(
+                            Esc(4, 3, 0),
+                            format!("temporary lookup failure: {e}"),
+                        ),
+                    });
+                    continue;
+                }
+            };
+            for dest in dests {
+                index += 1;
+                let key = dest.key();
+                if !seen.insert(key.clone()) || plan.state.done.contains(&key) {
+                    continue;
+                }
+                let to = dest.address();
+                let done = |outcome| Done {
+                    key: Some(key.clone()),
+                    orig: orig.clone(),
+                    to: to.clone(),
+                    relay: "none".into(),
+                    outcome,
+                };
+                if let Some(why) = self.loop_problem(received, &delivered_to, &to) {
+                    plan.results.push(done(Outcome::failed(Esc(5, 4, 6), why)));
+                    continue;
+                }
+                let route = self.router.route(&dest);
+                match route.agent() {
+                    Some(kind) => {
+                        let target = Target {
+                            route,
+                            address: to.clone(),
+                            orig: orig.clone(),
+                            index: index - 1,
+                        };
+                        plan.groups.entry(kind).or_default().push((target, key));
+                    }
+                    None => match route {
+                        Route::Defer(esc, text) => {
+                            plan.results.push(done(Outcome::deferred(esc, text)))
+                        }
+                        Route::Bounce(esc, text) => {
+                            plan.results.push(done(Outcome::failed(esc, text)))
+                        }
+                        Route::Discard(why) => plan
+                            .results
+                            .push(done(Outcome::delivered(format!("discarded: {why}")))),
+                        Route::Hold => plan.hold = Some(format!("held by the route of {to}")),
+                        _ => unreachable!("routes with an agent are handled above"),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Loop detection (hopcount_limit, and our own Delivered-To: as
+    /// Postfix's local/virtual agents check it).
+    fn loop_problem(&self, received: usize, delivered_to: &[String], to: &str) -> Option<String> {
+        if received >= self.settings.max_received {
+            return Some(format!(
+                "mail forwarding loop: {received} Received: headers"
+            ));
+        }
+        delivered_to
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(to))
+            .then(|| format!("mail forwarding loop for {to}"))
+    }
+
+    /// Step two: every agent's share at once, each within its own limit.
+    pub(super) async fn deliver(&self, plan: &mut Plan) {
+        let groups = std::mem::take(&mut plan.groups);
+        let mut keyed = Vec::new();
+        let mut runs = Vec::new();
+        for (kind, members) in groups {
+            let (targets, keys): (Vec<Target>, Vec<String>) = members.into_iter().unzip();
+            keyed.push((kind, targets.clone(), keys));
+            runs.push(Box::pin(self.registry.deliver(
+                kind,
+                plan.msg.clone(),
+                targets,
+                plan.recovered,
+            )));
+        }
+        let outcomes = crate::deliver::join_all(runs).await;
+        for ((kind, targets, keys), outs) in keyed.into_iter().zip(outcomes) {
+            for ((t, key), outcome) in targets.into_iter().zip(keys).zip(outs) {
+                let relay = match &outcome.remote {
+                    Some(r) => match r.addr {
+                        Some(a) => format!("{}[{}]:{}", r.host, a.ip(), a.port()),
+                        None => r.host.clone(),
+                    },
+                    None => self.registry.name(kind).to_string(),
+                };
+                plan.results.push(Done {
+                    key: Some(key),
+                    orig: t.orig,
+                    to: t.address,
+                    relay,
+                    outcome,
+                });
+            }
+        }
+    }
+}
+
+fn fail_dest(address: &str, why: FailReason) -> Dest {
+    Dest::Fail {
+        address: address.to_string(),
+        why,
+    }
+}
+
+/// Counts `Received:` headers and collects `Delivered-To:` values.
+pub(crate) fn scan_headers(headers: &[u8]) -> (usize, Vec<String>) {
+    let Ok((list, _)) = mailparse::parse_headers(headers) else {
+        return (0, Vec::new());
+    };
+    let mut received = 0;
+    let mut delivered = Vec::new();
+    for h in &list {
+        let key = h.get_key_ref();
+        if key.eq_ignore_ascii_case("Received") {
+            received += 1;
+        } else if key.eq_ignore_ascii_case("Delivered-To") {
+            delivered.push(h.get_value().trim().trim_matches(['<', '>']).to_string());
+        }
+    }
+    (received, delivered)
+}
