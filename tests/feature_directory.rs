@@ -716,3 +716,71 @@ fn locked_database_answers_451_and_250_once_released() {
     wait_removed(&srv, &id);
     assert_log_explains(&srv, &["locked", "busy"]);
 }
+
+/// A new mirror renamed into place (as a sync or an admin copying a file
+/// in would do) is read by the very next lookup, even while other clients
+/// keep every pooled database connection busy on the old file.
+#[test]
+fn database_renamed_into_place_under_load_answers_the_next_rcpt() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let srv = Server::start();
+    let db = srv.data.join("directory.sqlite");
+    assert_eq!(rcpt_reply(&mut hello(&srv), "newbie@example.test").code, 550);
+
+    // Load: clients asking for recipients without pause, so the server's
+    // connection pool is full of connections opened on the old file.
+    let stop = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, asked, addr) = (stop.clone(), asked.clone(), srv.addr());
+            std::thread::spawn(move || {
+                let mut c = Smtp::connect(addr);
+                c.hello();
+                c.expect("MAIL FROM:<load@client.test>", "250");
+                let who = ["alice", "bob", "carol", "dave"][i];
+                while !stop.load(Ordering::SeqCst) {
+                    c.expect(&format!("RCPT TO:<{who}@example.test>"), "250");
+                    asked.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    while asked.load(Ordering::SeqCst) < 200 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // The new mirror: the fixture plus one mailbox, written beside the
+    // old file and renamed over it.
+    let fresh = srv.data.join("directory.sqlite.new");
+    load_fixture(&fresh);
+    rusqlite::Connection::open(&fresh)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO mailbox (username, password, maildir, local_part, domain) \
+             VALUES ('newbie@example.test', '{PLAIN}x', 'example.test/newbie/', 'newbie', 'example.test');",
+        )
+        .unwrap();
+    std::fs::rename(&fresh, &db).unwrap();
+    let after = asked.load(Ordering::SeqCst);
+
+    let mut c = hello(&srv);
+    let r = rcpt_reply(&mut c, "newbie@example.test");
+    assert_eq!(r.code, 250, "the first RCPT after the rename: {r:?}");
+    while asked.load(Ordering::SeqCst) < after + 100 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().expect("load client saw only 250s");
+    }
+    // And the old mailboxes are still there in the new file.
+    assert_eq!(rcpt_reply(&mut c, "alice@example.test").code, 250);
+}
+
+fn hello(srv: &Server) -> Smtp {
+    let mut c = srv.smtp();
+    c.hello();
+    c
+}
