@@ -1,6 +1,7 @@
 //! SMTP protocol corner cases as readable dialog files (tests/dialogs/*.txt),
 //! each run twice: against the pure session (postern::smtp::session, fed
-//! bytes, its questions answered by a small fake directory), and over TCP
+//! bytes, its questions answered by postern's own recipient policy and
+//! login check over an in-memory copy of the fixture), and over TCP
 //! against the real server. Both runs must pass for every file.
 //!
 //! Dialog format, one directive per line:
@@ -30,25 +31,22 @@
 //! over (the TCP run sends QUIT and must get 221 as the very next reply),
 //! which is how a smuggled command that got a reply of its own is caught.
 //!
-//! Pure run fake: alice@, bob@, postmaster@example.test are accepted (and
-//! postmaster in any case, also at the local domain mx.example.test, where
-//! `<postmaster>` without a domain lands); other example.test users get
-//! reply::unknown_user; any other domain reply::relay_denied (the client is
-//! untrusted) unless the client has logged in. DATA gets queue ID TESTQUEUEID. The TCP run uses the real
-//! server with trusted_networks = ["10.0.0.0/8"], so 127.0.0.1 is untrusted,
-//! and the PostfixAdmin fixture, which agrees with the fake. Both runs get
-//! their settings from the same config text (the harness defaults plus the
-//! dialog's `#!` overrides), parsed by postern's own config loader.
+//! Pure run: the recipient policy (`postern::policy::check_recipient`) and
+//! the directory login check (`postern::auth::backend`) that the server
+//! uses, over a `MemoryStore` holding the rows of the PostfixAdmin fixture
+//! (parsed from its INSERT statements here), with the dialog's config. The
+//! client at 127.0.0.1 is untrusted in both runs (trusted_networks =
+//! ["10.0.0.0/8"]). DATA gets queue ID TESTQUEUEID. The TCP run uses the
+//! real server with the same config text and the fixture in SQLite.
 //!
 //! TLS: the pure run calls `Session::tls_started` at `=== starttls` (and
 //! before the greeting on an implicit-TLS listener); the TCP run does a real
 //! handshake with a rustls client that accepts any certificate (the server's
-//! self-signed one). AUTH: the pure run's fake knows the fixture's users
-//! and passwords (alice@example.test / alice-secret, bob-secret, ...), with
-//! the directory backend's rules (hank is receive-only, frank inactive, an
-//! authzid other than the user is refused); the TCP run checks the real
-//! fixture, with the failure delay and the per-address limit turned off so
-//! failed logins in one dialog do not slow or throttle the next.
+//! self-signed one). AUTH: both runs check the fixture's password hashes
+//! (alice@example.test / alice-secret, bob-secret, ...; hank is
+//! receive-only, frank inactive); the TCP run turns the failure delay and
+//! the per-address limit off so failed logins in one dialog do not slow or
+//! throttle the next.
 
 mod common;
 
@@ -60,10 +58,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use postern::smtp::address::Address;
-use postern::smtp::reply;
+use postern::auth::backend::Backend;
+use postern::directory::memory::MemoryStore;
+use postern::directory::{Directory, DomainRow};
+use postern::policy;
 use postern::smtp::session::{
-    Answer, AuthFailure, Peer, Question, Session, SessionConfig, Step, TlsInfo,
+    Answer, Peer, Question, Session, SessionConfig, Step, TlsInfo,
 };
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -360,48 +360,87 @@ fn check(
 
 // --- pure session run ------------------------------------------------------
 
-/// The fake directory of the pure run (see the module comment).
-fn fake_recipient(a: &Address, authenticated: bool) -> Result<(), reply::Reply> {
-    let local = a.local.to_ascii_lowercase();
-    match a.domain.as_str() {
-        "example.test" if ["alice", "bob", "postmaster"].contains(&local.as_str()) => Ok(()),
-        "example.test" => Err(reply::unknown_user(&a.to_string())),
-        // The local domain: only postmaster exists there (RFC 5321 4.5.1).
-        "mx.example.test" if local == "postmaster" => Ok(()),
-        // Other local users are not modelled: a dialog that depends on them
-        // fails here on purpose.
-        "mx.example.test" => Err(reply::LOCAL_ERROR),
-        // permit_sasl_authenticated: a logged-in client may relay.
-        _ if authenticated => Ok(()),
-        _ => Err(reply::relay_denied(&a.to_string())),
+/// The PostfixAdmin fixture's rows, from its own INSERT and UPDATE
+/// statements, in a `MemoryStore`.
+fn fixture_store() -> MemoryStore {
+    let mut store = MemoryStore::new();
+    for stmt in fixture_statements() {
+        if let Some(rows) = stmt.strip_prefix("UPDATE `mailbox` SET `smtp_active` = 0 WHERE `username` = ") {
+            let user = rows.trim_end_matches(';').trim().trim_matches('\'');
+            store = store.mailbox_flags(user, true, false);
+            continue;
+        }
+        let (table, cols, rows) = parse_insert(&stmt).unwrap_or_else(|| panic!("unparsed fixture statement: {stmt}"));
+        for row in rows {
+            let get = |c: &str| -> String {
+                let i = cols.iter().position(|x| x == c).unwrap_or_else(|| panic!("{table}.{c}"));
+                row[i].clone()
+            };
+            let active = |row_active: String| row_active == "1";
+            store = match table.as_str() {
+                "domain" => store.domain_row(
+                    &get("domain"),
+                    DomainRow {
+                        backupmx: get("backupmx") == "1",
+                        transport: get("transport"),
+                        quota_mb: get("quota").parse().unwrap(),
+                        maxquota_mb: get("maxquota").parse().unwrap(),
+                    },
+                    active(get("active")),
+                ),
+                "mailbox" => {
+                    let user = get("username");
+                    store
+                        .mailbox(&user, &get("maildir"), get("quota").parse().unwrap(), &get("password"))
+                        .mailbox_flags(&user, active(get("active")), true)
+                }
+                "alias" => store.alias(&get("address"), &get("goto"), active(get("active"))),
+                "alias_domain" => {
+                    store.alias_domain(&get("alias_domain"), &get("target_domain"), active(get("active")))
+                }
+                other => panic!("fixture table {other} not modelled"),
+            };
+        }
     }
+    store
 }
 
-/// The fixture's logins (tests/fixtures/postfixadmin-mysql.sql): name,
-/// password, may log in (hank is receive-only; frank's mailbox is inactive).
-const FAKE_USERS: [(&str, &str, bool); 8] = [
-    ("alice@example.test", "alice-secret", true),
-    ("bob@example.test", "bob-secret", true),
-    ("carol@example.test", "carol-secret", true),
-    ("dave@example.test", "dave-secret", true),
-    ("erin@example.test", "erin-secret", true),
-    ("gail@example.test", "gail-secret", true),
-    ("hank@example.test", "alice-secret", false),
-    ("frank@example.test", "alice-secret", false),
-];
-
-/// The directory backend's rules, on the fixture's users.
-fn fake_login(c: &postern::smtp::sasl::Credentials) -> Result<String, AuthFailure> {
-    if !c.authzid.is_empty() && !c.authzid.eq_ignore_ascii_case(&c.authcid) {
-        return Err(AuthFailure::Invalid);
+/// `INSERT INTO `t` (`a`,`b`) VALUES ('x',1),('y',2);` → (t, [a, b], rows).
+fn parse_insert(stmt: &str) -> Option<(String, Vec<String>, Vec<Vec<String>>)> {
+    let rest = stmt.strip_prefix("INSERT INTO `")?;
+    let (table, rest) = rest.split_once('`')?;
+    let (cols, rest) = rest.trim_start().strip_prefix('(')?.split_once(')')?;
+    let cols = cols.split(',').map(|c| c.trim().trim_matches('`').to_string()).collect();
+    let mut values = rest.trim_start().strip_prefix("VALUES")?.trim().trim_end_matches(';').chars().peekable();
+    let mut rows = Vec::new();
+    while let Some(c) = values.next() {
+        if c != '(' {
+            continue;
+        }
+        let mut row = Vec::new();
+        let mut field = String::new();
+        let mut quoted = false;
+        while let Some(c) = values.next() {
+            match c {
+                '\'' if quoted && values.peek() == Some(&'\'') => {
+                    values.next();
+                    field.push('\'');
+                }
+                '\'' => quoted = !quoted,
+                ',' if !quoted => row.push(std::mem::take(&mut field).trim().to_string()),
+                ')' if !quoted => break,
+                c => field.push(c),
+            }
+        }
+        row.push(field.trim().to_string());
+        rows.push(row);
     }
-    FAKE_USERS
-        .iter()
-        .find(|(u, p, ok)| {
-            *ok && u.eq_ignore_ascii_case(&c.authcid) && p.as_bytes() == c.password.expose()
-        })
-        .map(|(u, _, _)| u.to_string())
-        .ok_or(AuthFailure::Invalid)
+    Some((table.to_string(), cols, rows))
+}
+
+/// The directory of the pure run: the server's rules over the fixture.
+fn pure_directory(cfg: &postern::config::Config) -> Arc<Directory> {
+    Arc::new(Directory::with_store(Arc::new(fixture_store()), cfg))
 }
 
 fn fake_tls() -> TlsInfo {
@@ -413,6 +452,7 @@ fn fake_tls() -> TlsInfo {
 
 struct PureRun {
     s: Session,
+    directory: Arc<Directory>,
     replies: VecDeque<WireReply>,
     closed: bool,
     /// The session said 220 to STARTTLS and waits for the handshake.
@@ -420,7 +460,7 @@ struct PureRun {
 }
 
 impl PureRun {
-    fn new(cfg: Arc<SessionConfig>, implicit_tls: bool) -> PureRun {
+    fn new(cfg: Arc<SessionConfig>, directory: Arc<Directory>, implicit_tls: bool) -> PureRun {
         let peer = Peer {
             ip: "127.0.0.1".parse().unwrap(),
             port: 40000,
@@ -428,6 +468,7 @@ impl PureRun {
         };
         let mut r = PureRun {
             s: Session::new(cfg, peer, 1_700_000_000),
+            directory,
             replies: VecDeque::new(),
             closed: false,
             tls_pending: false,
@@ -454,9 +495,12 @@ impl PureRun {
                     );
                 }
                 Step::Ask(Question::Recipient(a) | Question::Verify(a)) => {
-                    let authenticated = self.s.auth_user().is_some();
-                    self.s
-                        .answer(Answer::Recipient(fake_recipient(&a, authenticated)))
+                    let who = policy::Client {
+                        trusted_network: false,
+                        authenticated: self.s.auth_user().is_some(),
+                    };
+                    let verdict = policy::check_recipient(&self.directory, &who, &a);
+                    self.s.answer(Answer::Recipient(verdict))
                 }
                 Step::Ask(Question::StartData) => {
                     self.s.answer(Answer::DataStart(Ok("TESTQUEUEID".into())))
@@ -465,7 +509,10 @@ impl PureRun {
                     self.s.answer(Answer::Commit(Ok("TESTQUEUEID".into())))
                 }
                 Step::Ask(Question::Authenticate { credentials, .. }) => {
-                    self.s.answer(Answer::Auth(fake_login(&credentials)))
+                    let backend = Backend::Directory(self.directory.clone());
+                    let ip = "127.0.0.1".parse().unwrap();
+                    let secured = self.s.tls().is_some();
+                    self.s.answer(Answer::Auth(backend.check(&credentials, ip, secured)))
                 }
                 // The handshake happens at the dialog's `=== starttls`.
                 Step::StartTls => self.tls_pending = true,
@@ -496,6 +543,7 @@ fn run_pure(d: &Dialog) -> Result<(), String> {
     })?;
     let mut run = PureRun::new(
         Arc::new(cfg.session_config(&cfg.listeners[0])),
+        pure_directory(&cfg),
         implicit_tls(&d.overrides),
     );
     let mut last: Option<WireReply> = None;
