@@ -73,6 +73,7 @@ fn read_line(fd: impl AsFd) -> Result<Option<Secret>, String> {
             Err(e) => return Err(format!("cannot read the password: {e}")),
         }
     }
+    // SAFETY: a valid, aligned, exclusive reference to a local byte.
     unsafe { std::ptr::write_volatile(&mut byte[0], 0) };
     if newline && pw.expose().last() == Some(&b'\r') {
         pw.pop();
@@ -127,8 +128,11 @@ extern "C" fn restore_and_die(sig: libc::c_int) {
     // put back the default action; the raised signal is delivered when
     // this handler returns.
     if let Some((fd, t)) = SAVED.get() {
+        // SAFETY: tcsetattr is async-signal-safe; `t` points to a termios
+        // that lives in a static for the rest of the process.
         unsafe { libc::tcsetattr(*fd, libc::TCSANOW, t) };
     }
+    // SAFETY: raise is async-signal-safe and takes any signal number.
     unsafe { libc::raise(sig) };
 }
 
@@ -155,10 +159,12 @@ impl<'a> EchoOff<'a> {
             old_actions: Vec::new(),
         };
         for s in RESTORE_ON {
-            // The handler only touches the saved settings and raise().
+            // SAFETY: the handler only calls async-signal-safe functions
+            // (tcsetattr, raise) on data set before it is installed.
             if let Ok(old) = unsafe { sigaction(s, &action) } {
                 if matches!(old.handler(), SigHandler::SigIgn) {
                     // Ignored by whoever started us (nohup): keep it so.
+                    // SAFETY: puts back the disposition we found.
                     let _ = unsafe { sigaction(s, &old) };
                 } else {
                     guard.old_actions.push((s, old));
@@ -181,6 +187,7 @@ impl Drop for EchoOff<'_> {
         // TCSAFLUSH: nothing typed during the prompt reaches the shell.
         let _ = tcsetattr(self.tty, SetArg::TCSAFLUSH, &self.saved);
         for (s, old) in self.old_actions.drain(..) {
+            // SAFETY: puts back the disposition that was there before.
             let _ = unsafe { sigaction(s, &old) };
         }
     }

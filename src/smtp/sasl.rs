@@ -46,6 +46,7 @@ impl Drop for Secret {
     fn drop(&mut self) {
         for b in self.0.iter_mut() {
             // Volatile so the compiler cannot drop the "dead" store.
+            // SAFETY: `b` is a valid, aligned, exclusive &mut u8 from iter_mut.
             unsafe { std::ptr::write_volatile(b, 0) };
         }
     }
