@@ -30,7 +30,7 @@ fn journald() -> bool {
 }
 
 /// getpid() is a system call each time; the pid does not change.
-fn pid() -> u32 {
+pub fn pid() -> u32 {
     static PID: OnceLock<u32> = OnceLock::new();
     *PID.get_or_init(std::process::id)
 }

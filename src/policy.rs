@@ -47,19 +47,30 @@ fn tempfail(e: TempFail) -> Reply {
     reply::LOOKUP_TEMPFAIL
 }
 
-/// RCPT TO: accept, or the reply that refuses it.
+/// RCPT TO: accept, or the reply that refuses it. Blocking (lookups).
 pub fn check_recipient(dir: &Directory, client: &Client, rcpt: &Address) -> Result<(), Reply> {
-    let class = dir.classify(&rcpt.domain).map_err(tempfail)?;
-    match class {
+    verdict(dir, client, rcpt).unwrap_or_else(|e| Err(tempfail(e)))
+}
+
+/// The same answer, if it can be given from memory (the directory's
+/// cache); `None` when a lookup needs I/O: ask [`check_recipient`] off the
+/// executor then.
+pub fn check_recipient_cached(dir: &Directory, client: &Client, rcpt: &Address) -> Option<Result<(), Reply>> {
+    dir.from_memory(|d| verdict(d, client, rcpt))
+        .and_then(|v| v.ok())
+}
+
+fn verdict(dir: &Directory, client: &Client, rcpt: &Address) -> Result<Result<(), Reply>, TempFail> {
+    Ok(match dir.classify(&rcpt.domain)? {
         // reject_unauth_destination
         DomainClass::Remote if may_relay(client) => Ok(()),
         DomainClass::Remote => Err(reply::relay_denied(&rcpt.to_string())),
         // We are its backup MX: the recipient is checked by the primary.
         DomainClass::Backup => Ok(()),
-        DomainClass::Local | DomainClass::Hosted => match dir.resolve(rcpt).map_err(tempfail)? {
+        DomainClass::Local | DomainClass::Hosted => match dir.resolve(rcpt)? {
             Resolution::Deliver(_) => Ok(()),
             Resolution::Unknown => Err(reply::unknown_user(&rcpt.to_string())),
             Resolution::Loop => Err(reply::alias_loop(&rcpt.to_string())),
         },
-    }
+    })
 }

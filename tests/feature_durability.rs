@@ -489,9 +489,14 @@ fn unwritable_spool_answers_452_and_recovers() {
     std::fs::write(&incoming, b"not a directory").unwrap();
     let mut c = srv.smtp();
     c.hello();
-    c.expect("MAIL FROM:<sender@client.test>", "250");
-    c.expect("RCPT TO:<alice@example.test>", "250");
-    let r = c.cmd("DATA");
+    // The queue file is opened with the message's first large write or at
+    // its end (one trip to a blocking thread per message): the refusal
+    // comes after the data, and the session goes on.
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &message("while broken", "lost"),
+    );
     assert!(
         r.first.starts_with("452 4.3.1"),
         "spool unwritable: 452 4.3.1, got {r:?}"

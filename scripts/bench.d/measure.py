@@ -15,6 +15,11 @@ of it and the sampled maximum.
 
 CPU: user+system time of the set from /proc/PID/stat, children's reaped time
 included (Postfix's exited daemons land in the master's cutime/cstime).
+
+Disk flushes: the kernel's count of completed flush requests, summed over
+the block devices (/sys/block/*/stat, field 16), from just before the load
+until the last delivery: what the fsyncs of the run cost the disk. It is
+machine-wide; the machine should be otherwise idle.
 """
 import argparse
 import os
@@ -127,6 +132,25 @@ class Sampler(threading.Thread):
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
 
 
+def disk_flushes():
+    """Completed flush requests of every block device (None if unknown)."""
+    total, seen = 0, False
+    try:
+        devs = os.listdir("/sys/block")
+    except OSError:
+        return None
+    for d in devs:
+        try:
+            with open(f"/sys/block/{d}/stat") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 17:
+            total += int(fields[15])
+            seen = True
+    return total if seen else None
+
+
 def count_files(d):
     try:
         with os.scandir(d) as it:
@@ -157,6 +181,7 @@ def main():
     if idle_procs == 0:
         sys.exit(f"measure: process {a.pid} is gone before the load")
     cpu0 = cpu_seconds(a.pid, a.tree)
+    flushes0 = disk_flushes()
 
     sampler = Sampler(a.pid, a.tree, a.interval)
     sampler.start()
@@ -201,6 +226,7 @@ def main():
     sampler.stop.set()
     sampler.join()
     cpu1 = cpu_seconds(a.pid, a.tree)
+    flushes1 = disk_flushes()
     peak_rss, peak_pss = sampler.peak_rss, sampler.peak_pss
     if not a.tree:
         hwm = status_kb(a.pid, "VmHWM")
@@ -224,6 +250,9 @@ def main():
         "idle_procs": idle_procs,
         "peak_procs": sampler.peak_procs,
         "cpu_ms_per_msg": f"{(cpu1 - cpu0) * 1000 / a.m:.3f}",
+        "flushes_per_msg": f"{(flushes1 - flushes0) / a.m:.3f}"
+        if flushes0 is not None and flushes1 is not None
+        else "nan",
         "samples": sampler.samples,
     }
     print(" ".join(f"{k}={v}" for k, v in out.items()))

@@ -317,6 +317,13 @@ struct FsIds {
     restore: Option<(u32, u32)>,
 }
 
+thread_local! {
+    /// The ids this thread has switched to and read back once: a switch
+    /// that worked once works again (the capability does not go away), so
+    /// later switches skip the read-back's two system calls.
+    static VERIFIED: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
+}
+
 impl FsIds {
     fn switch(owner: Option<(u32, u32)>) -> io::Result<FsIds> {
         let Some((uid, gid)) = owner else {
@@ -325,6 +332,11 @@ impl FsIds {
         use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
         let old_gid = setfsgid(Gid::from_raw(gid));
         let old_uid = setfsuid(Uid::from_raw(uid));
+        if VERIFIED.get() == Some((uid, gid)) {
+            return Ok(FsIds {
+                restore: Some((old_uid.as_raw(), old_gid.as_raw())),
+            });
+        }
         // setfsuid reports the previous value, never an error: read back.
         if setfsuid(Uid::from_raw(uid)).as_raw() != uid
             || setfsgid(Gid::from_raw(gid)).as_raw() != gid
@@ -336,6 +348,7 @@ impl FsIds {
                 format!("cannot switch to uid {uid} gid {gid}"),
             ));
         }
+        VERIFIED.set(Some((uid, gid)));
         Ok(FsIds {
             restore: Some((old_uid.as_raw(), old_gid.as_raw())),
         })

@@ -17,6 +17,7 @@
 
 pub mod memory;
 pub mod sqlite;
+mod store;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,53 +26,8 @@ use crate::config::aliases::{AliasMap, AliasTarget};
 use crate::config::{Config, LocalUsers};
 use crate::smtp::address::Address;
 use sqlite::Db;
-
-/// An active domain row (`domain.active = 1`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DomainRow {
-    pub backupmx: bool,
-    /// `domain.transport`: a per-domain route override ("" = the default;
-    /// "virtual" = Maildir; see route.rs for the rest).
-    pub transport: String,
-    /// PostfixAdmin's `domain.quota` (total for the domain) and `maxquota`
-    /// (per mailbox), in MB; 0 = no limit.
-    pub quota_mb: i64,
-    pub maxquota_mb: i64,
-}
-
-/// An active mailbox in an active domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MailboxRow {
-    pub username: String,
-    pub maildir: String,
-    /// Bytes; 0 = no limit.
-    pub quota: i64,
-}
-
-/// What a login is checked against.
-#[derive(Clone, Debug)]
-pub struct LoginRow {
-    pub username: String,
-    pub password: String,
-    pub smtp_active: bool,
-}
-
-/// Where the rows come from. Every answer is found (`Some`), not found
-/// (`None`) or a temporary failure; "active" filtering is the store's job
-/// (the seed's mysql_*.cf `active = '1'` conditions), case-insensitive keys
-/// as PostfixAdmin's collation makes them.
-pub trait Store: Send + Sync {
-    /// An active domain.
-    fn domain(&self, name: &str) -> Result<Option<DomainRow>, TempFail>;
-    /// The target of an active alias domain whose target domain is active.
-    fn alias_domain_target(&self, name: &str) -> Result<Option<String>, TempFail>;
-    /// `alias.goto` of an active alias.
-    fn alias_goto(&self, address: &str) -> Result<Option<String>, TempFail>;
-    /// An active mailbox in an active domain.
-    fn mailbox(&self, username: &str) -> Result<Option<MailboxRow>, TempFail>;
-    /// The login row of an active mailbox in an active domain.
-    fn login(&self, username: &str) -> Result<Option<LoginRow>, TempFail>;
-}
+pub use store::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store};
+use store::Peek;
 
 /// A lookup that could not be answered now (locked or damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +111,11 @@ pub enum Resolution {
 
 pub struct Directory {
     store: Arc<dyn Store>,
+    rules: Arc<Rules>,
+}
+
+/// What the expansion rules take from the config.
+struct Rules {
     aliases: AliasMap,
     local_domains: Vec<String>,
     local_users: LocalUsers,
@@ -162,6 +123,7 @@ pub struct Directory {
     delimiter: String,
     depth_limit: usize,
 }
+
 
 impl Directory {
     /// Opens the SQLite mirror; the aliases file was read with the config.
@@ -179,13 +141,31 @@ impl Directory {
     pub fn with_store(store: Arc<dyn Store>, cfg: &Config) -> Directory {
         Directory {
             store,
-            aliases: cfg.aliases.clone(),
-            local_domains: cfg.local_domains().to_vec(),
-            local_users: cfg.directory.local_users,
-            origin: cfg.origin().to_string(),
-            delimiter: cfg.main.recipient_delimiter.clone(),
-            depth_limit: cfg.directory.alias_depth_limit,
+            rules: Arc::new(Rules {
+                aliases: cfg.aliases.clone(),
+                local_domains: cfg.local_domains().to_vec(),
+                local_users: cfg.directory.local_users,
+                origin: cfg.origin().to_string(),
+                delimiter: cfg.main.recipient_delimiter.clone(),
+                depth_limit: cfg.directory.alias_depth_limit,
+            }),
         }
+    }
+
+    /// Runs `f` on this directory answering only from memory: `None` if
+    /// any lookup `f` made would have needed I/O (then ask again, off the
+    /// executor). Never a temporary failure of its own.
+    pub fn from_memory<T>(&self, f: impl FnOnce(&Directory) -> T) -> Option<T> {
+        let peek = Arc::new(Peek {
+            inner: self.store.clone(),
+            missed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let view = Directory {
+            store: peek.clone(),
+            rules: self.rules.clone(),
+        };
+        let out = f(&view);
+        (!peek.missed.load(std::sync::atomic::Ordering::Relaxed)).then_some(out)
     }
 
     /// The mailbox a login name belongs to, if it may log in at all.
@@ -194,7 +174,7 @@ impl Directory {
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.local_domains
+        self.rules.local_domains
             .iter()
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
@@ -247,7 +227,7 @@ impl Directory {
         out: &mut Vec<Dest>,
     ) -> Result<Option<FailReason>, TempFail> {
         let key = addr.key().to_lowercase();
-        if chain.contains(&key) || chain.len() >= self.depth_limit {
+        if chain.contains(&key) || chain.len() >= self.rules.depth_limit {
             return Ok(Some(FailReason::Loop));
         }
         // `"a@b"@example.test`: an @ inside a local part never names a domain.
@@ -321,7 +301,7 @@ impl Directory {
         let local = addr.local.to_lowercase();
         let base = self.strip_extension(&local);
         for name in [local.as_str(), base] {
-            if let Some(targets) = self.aliases.get(name) {
+            if let Some(targets) = self.rules.aliases.get(name) {
                 let targets: Vec<Address> = targets
                     .iter()
                     .map(|t| match t {
@@ -342,7 +322,7 @@ impl Directory {
             }
         }
         let is_postmaster = base.eq_ignore_ascii_case("postmaster");
-        if local_user_ok(base) && (self.local_users == LocalUsers::Any || is_postmaster) {
+        if local_user_ok(base) && (self.rules.local_users == LocalUsers::Any || is_postmaster) {
             out.push(Dest::Local {
                 user: base.to_string(),
                 domain: addr.domain.clone(),
@@ -384,7 +364,7 @@ impl Directory {
         }
         // RFC 5321 4.5.1: postmaster must always be accepted.
         if base.eq_ignore_ascii_case("postmaster") {
-            return self.expand(&Address::new("postmaster", &self.origin), chain, out);
+            return self.expand(&Address::new("postmaster", &self.rules.origin), chain, out);
         }
         Ok(Some(FailReason::Unknown))
     }
@@ -438,10 +418,10 @@ impl Directory {
 
     /// `user+ext` → `user` with the configured delimiter(s).
     fn strip_extension<'a>(&self, local: &'a str) -> &'a str {
-        if self.delimiter.is_empty() || local.eq_ignore_ascii_case("postmaster") {
+        if self.rules.delimiter.is_empty() || local.eq_ignore_ascii_case("postmaster") {
             return local;
         }
-        match local.find(|c| self.delimiter.contains(c)) {
+        match local.find(|c| self.rules.delimiter.contains(c)) {
             Some(i) if i > 0 => &local[..i],
             _ => local,
         }
@@ -496,12 +476,14 @@ mod tests {
         let db = Arc::new(db);
         let d = Directory {
             store: db.clone(),
-            aliases: AliasMap::parse("aliases", aliases).unwrap(),
-            local_domains: vec!["mx.example.test".into(), "localhost".into()],
-            local_users: LocalUsers::Any,
-            origin: "mx.example.test".into(),
-            delimiter: "+".into(),
-            depth_limit: 20,
+            rules: Arc::new(Rules {
+                aliases: AliasMap::parse("aliases", aliases).unwrap(),
+                local_domains: vec!["mx.example.test".into(), "localhost".into()],
+                local_users: LocalUsers::Any,
+                origin: "mx.example.test".into(),
+                delimiter: "+".into(),
+                depth_limit: 20,
+            }),
         };
         (d, db, dir)
     }
@@ -588,14 +570,15 @@ mod tests {
         let (mut d, _db, dir) = directory("loops", "a: b\nb: c\nc: a\n");
         assert_eq!(resolve(&d, "loop1@example.test"), Resolution::Loop);
         assert_eq!(resolve(&d, "a@localhost"), Resolution::Loop);
-        d.depth_limit = 2;
-        d.aliases = AliasMap::parse("aliases", "a: b\nb: c\nc: alice@example.test\n").unwrap();
+        let rules = Arc::get_mut(&mut d.rules).unwrap();
+        rules.depth_limit = 2;
+        rules.aliases = AliasMap::parse("aliases", "a: b\nb: c\nc: alice@example.test\n").unwrap();
         assert_eq!(
             resolve(&d, "a@localhost"),
             Resolution::Loop,
             "deeper than the limit"
         );
-        d.depth_limit = 5;
+        Arc::get_mut(&mut d.rules).unwrap().depth_limit = 5;
         assert_eq!(
             mailboxes(&resolve(&d, "a@localhost")),
             ["mailbox:alice@example.test"]

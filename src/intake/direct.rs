@@ -190,7 +190,8 @@ impl Writer {
                 text: format!("delivered to maildir as {name}"),
             })
             .collect();
-        self.remove_first_tmp();
+        // publish() removed every tmp name; nothing is left to clean.
+        self.first = None;
         Ok(Committed::Delivered(copies))
     }
 
@@ -252,14 +253,6 @@ impl Writer {
                 let _ = std::fs::remove_file(route.path.join("new").join(name));
                 false
             }
-        }
-    }
-
-    fn remove_first_tmp(&mut self) {
-        if let Some(f) = self.first.take() {
-            // publish() already removed the tmp name; a failed copy's is
-            // removed here.
-            let _ = std::fs::remove_file(&f.path);
         }
     }
 

@@ -16,7 +16,7 @@ use super::limits::LimitHit;
 use super::stream::Stream;
 use super::{ListenerCtx, Shared};
 use crate::clock::{now_micros, now_secs};
-use crate::intake::{Committed, Sink};
+use crate::intake::{Committed, Intake, Sink};
 use crate::log;
 use crate::policy::{self, Client};
 use crate::queue::envelope::QueueEnvelope;
@@ -77,11 +77,23 @@ struct Conn {
     s: Session,
     out: Vec<u8>,
     buf: Vec<u8>,
-    sink: Option<Sink>,
+    msg: Msg,
     /// Body bytes not yet handed to the sink (written in large pieces,
     /// off the executor).
     pending: Vec<u8>,
     size: u64,
+}
+
+/// The message being received. Its sink (a queue file, or the Maildir
+/// copies) is opened with the first large write or at the end of data,
+/// in the same trip to a blocking thread: a small message costs one trip.
+enum Msg {
+    None,
+    /// DATA said 354; nothing is on disk yet.
+    Waiting(Box<QueueEnvelope>),
+    Open(Sink),
+    /// The sink could not be opened: 452 at the end of data.
+    Failed(String),
 }
 
 /// Go on with the session, or close it.
@@ -123,7 +135,7 @@ pub async fn handle(
         s,
         out: Vec::with_capacity(512),
         buf: vec![0u8; READ_BUF],
-        sink: None,
+        msg: Msg::None,
         pending: Vec::new(),
         size: 0,
     };
@@ -223,9 +235,13 @@ impl Conn {
                     trusted_network: self.trusted,
                     authenticated: self.s.auth_user().is_some(),
                 };
-                Answer::Recipient(
-                    smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
-                )
+                // From the directory's cache when it can (no thread hop),
+                // else off the executor.
+                let verdict = match policy::check_recipient_cached(&dir, &who, &addr) {
+                    Some(v) => v,
+                    None => smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
+                };
+                Answer::Recipient(verdict)
             }
             Question::Authenticate {
                 mechanism,
@@ -245,14 +261,14 @@ impl Conn {
                     .await,
                 )
             }
-            Question::StartData => Answer::DataStart(self.start_data().await),
+            Question::StartData => Answer::DataStart(self.start_data()),
             Question::Commit => Answer::Commit(self.commit().await),
         };
         self.s.answer(a);
     }
 
     async fn body(&mut self, bytes: Vec<u8>) {
-        if self.sink.is_none() {
+        if matches!(self.msg, Msg::None) {
             return;
         }
         self.size += bytes.len() as u64;
@@ -261,14 +277,16 @@ impl Conn {
         } else {
             self.pending.extend_from_slice(&bytes);
         }
-        if self.pending.len() >= BODY_WRITE {
-            let (intake, mut sink) = (self.shared.intake.clone(), self.sink.take());
+        if self.pending.len() >= BODY_WRITE && !matches!(self.msg, Msg::Failed(_)) {
+            let intake = self.shared.intake.clone();
+            let msg = std::mem::replace(&mut self.msg, Msg::None);
             let bytes = std::mem::take(&mut self.pending);
-            self.sink = smol::unblock(move || {
-                if let Some(s) = sink.as_mut() {
-                    intake.write(s, &bytes);
+            self.msg = smol::unblock(move || match open(&intake, msg) {
+                Msg::Open(mut sink) => {
+                    intake.write(&mut sink, &bytes);
+                    Msg::Open(sink)
                 }
-                sink
+                other => other,
             })
             .await;
         }
@@ -277,7 +295,7 @@ impl Conn {
     /// Drops the message being received, if any.
     async fn discard(&mut self) {
         self.pending.clear();
-        if let Some(sink) = self.sink.take() {
+        if let Msg::Open(sink) = std::mem::replace(&mut self.msg, Msg::None) {
             let intake = self.shared.intake.clone();
             smol::unblock(move || intake.discard(sink)).await;
         }
@@ -339,15 +357,15 @@ impl Conn {
         }
     }
 
-    /// Opens the sink for the message about to be received (off the
-    /// executor: lookups, file creation).
-    async fn start_data(&mut self) -> Result<String, Reply> {
+    /// Gives the message about to be received its queue ID. Nothing is
+    /// opened yet (see [`Msg`]).
+    fn start_data(&mut self) -> Result<String, Reply> {
         let env = self.s.envelope().expect("DATA has a transaction");
         let (qid, micros) = id::next(now_micros());
         let qenv = QueueEnvelope {
             id: qid,
             arrival_micros: micros,
-            pid: std::process::id(),
+            pid: log::pid(),
             client_ip: Some(self.ip),
             client_name: self.s.peer().name.clone(),
             helo: env.helo,
@@ -356,30 +374,28 @@ impl Conn {
             recipients: env.recipients,
             smtputf8: env.smtputf8,
         };
-        let intake = self.shared.intake.clone();
-        match smol::unblock(move || intake.start(qenv)).await {
-            Ok(sink) => {
-                let qid = sink.id().to_string();
-                self.sink = Some(sink);
-                self.size = 0;
-                Ok(qid)
-            }
-            Err(e) => {
-                log::queue_write_failed(&self.client, &e.to_string());
-                Err(reply::INSUFFICIENT_STORAGE)
-            }
-        }
+        let qid = qenv.id.clone();
+        self.msg = Msg::Waiting(Box::new(qenv));
+        self.pending.clear();
+        self.size = 0;
+        Ok(qid)
     }
 
     /// Makes the message durable (off the executor: fsync blocks). Only
     /// after this returns Ok may the client hear 250.
     async fn commit(&mut self) -> Result<String, Reply> {
-        let Some(mut sink) = self.sink.take() else {
+        let msg = std::mem::replace(&mut self.msg, Msg::None);
+        if matches!(msg, Msg::None) {
             return Err(reply::LOCAL_ERROR);
-        };
+        }
         let intake = self.shared.intake.clone();
         let bytes = std::mem::take(&mut self.pending);
         let result = smol::unblock(move || {
+            let mut sink = match open(&intake, msg) {
+                Msg::Open(sink) => sink,
+                Msg::Failed(problem) => return Err(problem),
+                _ => return Err("no message".into()),
+            };
             intake.write(&mut sink, &bytes);
             if let Some(e) = sink.failed() {
                 let problem = e.to_string();
@@ -443,6 +459,17 @@ impl Conn {
             }
             log::removed(qid);
         }
+    }
+}
+
+/// Opens the sink of a waiting message (blocking: lookups, file creation).
+fn open(intake: &Intake, msg: Msg) -> Msg {
+    match msg {
+        Msg::Waiting(env) => match intake.start(*env) {
+            Ok(sink) => Msg::Open(sink),
+            Err(e) => Msg::Failed(e.to_string()),
+        },
+        other => other,
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{DomainRow, LoginRow, MailboxRow, Store, TempFail};
+use super::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store, TempFail};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS domain (
@@ -216,8 +216,8 @@ impl Db {
         &self,
         kind: Kind,
         key: &str,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<Cached>,
-    ) -> Result<Cached, TempFail> {
+        query: impl FnOnce(&Connection) -> rusqlite::Result<Answer>,
+    ) -> Result<Answer, TempFail> {
         let id = file_id(&self.path);
         let key = (kind, key.to_ascii_lowercase());
         {
@@ -258,10 +258,10 @@ impl Store for Db {
                     })
                 })
                 .optional()
-                .map(Cached::Domain)
+                .map(Answer::Domain)
         })?;
         Ok(match v {
-            Cached::Domain(d) => d,
+            Answer::Domain(d) => d,
             _ => unreachable!("cache kinds are keyed apart"),
         })
     }
@@ -275,7 +275,7 @@ impl Store for Db {
             )?
             .query_row([name], |r| r.get(0))
             .optional()
-            .map(Cached::Text)
+            .map(Answer::Text)
         })?;
         Ok(text(v))
     }
@@ -286,7 +286,7 @@ impl Store for Db {
             c.prepare_cached("SELECT goto FROM alias WHERE address = ?1 AND active = 1")?
                 .query_row([address], |r| r.get(0))
                 .optional()
-                .map(Cached::Text)
+                .map(Answer::Text)
         })?;
         Ok(text(v))
     }
@@ -302,12 +302,28 @@ impl Store for Db {
                 Ok(MailboxRow { username: r.get(0)?, maildir: r.get(1)?, quota: r.get(2)? })
             })
             .optional()
-            .map(Cached::Mailbox)
+            .map(Answer::Mailbox)
         })?;
         Ok(match v {
-            Cached::Mailbox(m) => m,
+            Answer::Mailbox(m) => m,
             _ => unreachable!("cache kinds are keyed apart"),
         })
+    }
+
+    /// A cached answer, while the database file is unchanged: one stat.
+    fn peek(&self, q: Lookup<'_>) -> Option<Answer> {
+        let (kind, key) = match q {
+            Lookup::Domain(k) => (Kind::Domain, k),
+            Lookup::AliasDomain(k) => (Kind::AliasDomain, k),
+            Lookup::Alias(k) => (Kind::Alias, k),
+            Lookup::Mailbox(k) => (Kind::Mailbox, k),
+        };
+        let id = file_id(&self.path)?;
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.file != Some(id) {
+            return None;
+        }
+        cache.map.get(&(kind, key.to_ascii_lowercase())).cloned()
     }
 
     /// The login row of an active mailbox in an active domain: the name as
@@ -338,16 +354,9 @@ enum Kind {
     Mailbox,
 }
 
-#[derive(Clone, Debug)]
-enum Cached {
-    Domain(Option<DomainRow>),
-    Text(Option<String>),
-    Mailbox(Option<MailboxRow>),
-}
-
-fn text(v: Cached) -> Option<String> {
+fn text(v: Answer) -> Option<String> {
     match v {
-        Cached::Text(t) => t,
+        Answer::Text(t) => t,
         _ => unreachable!("cache kinds are keyed apart"),
     }
 }
@@ -377,7 +386,7 @@ fn file_id(path: &Path) -> Option<FileId> {
 #[derive(Default)]
 struct Cache {
     file: Option<FileId>,
-    map: HashMap<(Kind, String), Cached>,
+    map: HashMap<(Kind, String), Answer>,
 }
 
 #[cfg(test)]
