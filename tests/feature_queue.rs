@@ -58,11 +58,7 @@ fn ok(srv: &Server, args: &[&str]) -> String {
 
 /// Waits for `needle` in the server log (at once if it is there).
 fn expect_log(srv: &Server, needle: &str) {
-    assert!(
-        srv.wait_log(needle, WAIT),
-        "no {needle:?} in:\n{}",
-        srv.log()
-    );
+    assert!(srv.wait_log(needle, WAIT), "{needle:?}:\n{}", srv.log());
 }
 
 /// Checks `text` with Python's JSON parser and evaluates `expr` on it
@@ -117,11 +113,7 @@ fn wait_deferred(srv: &Server, id: &str, n: usize) {
 fn wait_until(what: &str, srv: &Server, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {what}\n{}",
-            srv.log()
-        );
+        assert!(Instant::now() < deadline, "{what}:\n{}", srv.log());
         std::thread::sleep(Duration::from_millis(30));
     }
 }
@@ -192,15 +184,13 @@ fn list_and_show_report_deferred_mail_in_text_and_json() {
     let srv = Server::start();
     // A real client, to a remote and a local recipient: the local copy is
     // delivered, the remote one stays queued.
+    let args = format!(
+        "--server 127.0.0.1 --port {} --helo swaks.client.test --from sender@client.test \
+         --to {REMOTE},alice@example.test",
+        srv.port
+    );
     let (ok_, out) = run(Command::new(require("swaks"))
-        .args(["--server", "127.0.0.1", "--port", &srv.port.to_string()])
-        .args([
-            "--helo",
-            "swaks.client.test",
-            "--from",
-            "sender@client.test",
-        ])
-        .args(["--to", &format!("{REMOTE},alice@example.test")])
+        .args(args.split_whitespace())
         .args(["--header", "Subject: still queued", "--body", "wait"]));
     let id = queue_id_in(&out).unwrap_or_else(|| panic!("swaks ({ok_}): {out}"));
     wait_deferred(&srv, &id, 1);
@@ -210,12 +200,7 @@ fn list_and_show_report_deferred_mail_in_text_and_json() {
     let head = t.lines().find(|l| l.starts_with(&id)).expect(&t);
     assert!(head.ends_with("  sender@client.test"), "{t}");
     let file = std::fs::metadata(spool_file(&srv, "messages", &id)).unwrap();
-    let size: u64 = head[id.len() + 1..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let size: u64 = head[12..21].trim().parse().expect(&t);
     assert!(
         size > 0 && size < file.len(),
         "{size} of {} bytes: {t}",
@@ -375,11 +360,13 @@ fn delete_one_all_unknown_and_malformed() {
 }
 
 #[test]
-fn a_stopped_server_is_read_from_the_spool_and_not_changed() {
+fn a_stopped_or_killed_server_is_read_from_the_spool_and_not_changed() {
     let mut srv = Server::start();
     let id = send(&srv, &[REMOTE], "while stopped");
-    wait_deferred(&srv, &id, 1);
-    srv.stop();
+    wait_attempts(&srv, &id, 1);
+    // Killed: its socket is left behind, and nobody answers on it.
+    srv.kill9();
+    assert!(control_socket(&srv).exists());
 
     let t = ok(&srv, &["list"]);
     assert!(
@@ -406,6 +393,12 @@ fn a_stopped_server_is_read_from_the_spool_and_not_changed() {
     }
     assert!(spool_file(&srv, "messages", &id).exists());
     assert!(spool_file(&srv, "state", &id).exists());
+    // Stopped cleanly: the socket is gone.
+    srv.restart();
+    srv.stop();
+    assert!(!control_socket(&srv).exists());
+    assert!(queue(&srv, &["flush"], 69).err.contains("not running"));
+    assert!(ok(&srv, &["list"]).contains(&id));
 }
 
 #[test]
@@ -544,6 +537,17 @@ fn hold_at_the_instant_of_delivery_waits_and_never_duplicates() {
         .set("control", "busy_wait = \"3s\"")
         .set("directory", "lookup_timeout = \"30s\"")
         .start();
+
+    // A flush while the message is being delivered is not lost: it runs
+    // once that attempt is over.
+    let (zero, lock) = send_in_flight(&srv, REMOTE, "flushed in flight");
+    assert_eq!(
+        ok(&srv, &["flush", &zero]),
+        "1 message scheduled for delivery now\n"
+    );
+    drop(lock);
+    wait_deferred(&srv, &zero, 2);
+    ok(&srv, &["delete", &zero]);
 
     // In delivery longer than busy_wait: the command says so, changes nothing.
     let (one, lock) = send_in_flight(&srv, "alice@example.test", "delivered first");
