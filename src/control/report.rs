@@ -12,7 +12,10 @@
 //! ```
 //! `*` after the ID: being delivered now; `!`: on hold. JSON: an array of
 //! objects `{id, size, arrival, sender, state, next_attempt, attempts,
-//! recipients: [{address, final, status, last_error}]}`.
+//! recipients: [{address, final, status, last_error}]}`; a recipient
+//! without a last result has status `pending` (not tried yet) or `done`
+//! (every destination delivered or bounced; the text list leaves it out,
+//! as mailq does).
 
 use std::fmt::Write as _;
 
@@ -38,6 +41,14 @@ fn state_word(it: &Item) -> &'static str {
 
 fn attempts(e: &Entry) -> u32 {
     e.state.as_ref().map(|s| s.attempts).unwrap_or(0)
+}
+
+/// Are all of a recipient's destinations finished (delivered or bounced)?
+/// After an attempt, `last` holds every destination still pending, so a
+/// recipient without one there is done. Before the first attempt (or
+/// after a requeue) nothing is known: pending.
+fn finished(st: &DeliveryState, rcpt: &str) -> bool {
+    st.attempts > 0 && !st.last.is_empty() && results_for(st, rcpt).is_empty()
 }
 
 /// The last results of one envelope recipient.
@@ -85,6 +96,10 @@ pub fn list_text(items: &[Item]) -> String {
         for r in &e.env.recipients {
             let rcpt = r.to_string();
             if let Ok(st) = &e.state {
+                // Like mailq: only the recipients still to be delivered.
+                if finished(st, &rcpt) {
+                    continue;
+                }
                 for l in results_for(st, &rcpt) {
                     let to = if l.to.eq_ignore_ascii_case(&rcpt) {
                         String::new()
@@ -162,11 +177,13 @@ fn item_json(out: &mut String, it: &Item) {
             .map(|st| results_for(st, &rcpt))
             .unwrap_or_default();
         if last.is_empty() {
+            let done = e.state.as_ref().is_ok_and(|st| finished(st, &rcpt));
             push_sep(out, &mut first);
             let _ = write!(
                 out,
-                "{{\"address\": {}, \"status\": \"pending\"}}",
-                q(&rcpt)
+                "{{\"address\": {}, \"status\": \"{}\"}}",
+                q(&rcpt),
+                if done { "done" } else { "pending" }
             );
         }
         for l in last {
@@ -219,7 +236,12 @@ pub fn show_text(it: &Item, headers: &[u8]) -> String {
                 let rcpt = r.to_string();
                 let last = results_for(st, &rcpt);
                 if last.is_empty() {
-                    let _ = writeln!(out, "recipient: <{rcpt}>: pending");
+                    let word = if finished(st, &rcpt) {
+                        "done"
+                    } else {
+                        "pending"
+                    };
+                    let _ = writeln!(out, "recipient: <{rcpt}>: {word}");
                 }
                 for l in last {
                     let _ = writeln!(
@@ -346,6 +368,16 @@ mod tests {
             j.contains("\"last_error\": \"4.4.1 host said: \\\"no\\\"\""),
             "{j}"
         );
+        // bob has no pending destination after two attempts: delivered.
+        assert!(
+            j.contains("{\"address\": \"bob@example.test\", \"status\": \"done\"}"),
+            "{j}"
+        );
+        assert!(!list_text(&[item(Place::Queued, false)]).contains("bob@"));
+        // Before any attempt nothing is done.
+        let mut fresh = item(Place::Queued, false);
+        fresh.entry.state = Ok(DeliveryState::default());
+        let j = list_json(&[fresh]);
         assert!(
             j.contains("{\"address\": \"bob@example.test\", \"status\": \"pending\"}"),
             "{j}"

@@ -342,7 +342,7 @@ async fn each(ctx: &Arc<Ctx>, t: Target, op: Op, who: &str) -> Result<String, Re
 
 /// An operation on one message, once no delivery has it.
 async fn one(ctx: &Arc<Ctx>, id: &str, op: Op, who: &str) -> Result<String, Refusal> {
-    let Ok(_exclusive) = ctx.runner.exclusive(id, ctx.busy_wait).await else {
+    let Ok(exclusive) = ctx.runner.exclusive(id, ctx.busy_wait).await else {
         return Err(Refusal::new(
             EX_TEMPFAIL,
             format!("{id} is being delivered right now; try again"),
@@ -358,6 +358,10 @@ async fn one(ctx: &Arc<Ctx>, id: &str, op: Op, who: &str) -> Result<String, Refu
         Op::Delete => log::started(&format!("{id}: removed (deleted by {who})")),
         Op::Requeue => log::started(&format!("{id}: requeued ({who})")),
     }
+    // Let go before the flush: a delivery that finds the message still
+    // taken gives up on it, and the message would then wait for the next
+    // restart.
+    drop(exclusive);
     if matches!(op, Op::Release | Op::Requeue) {
         ctx.runner.flush(id.to_string());
     }

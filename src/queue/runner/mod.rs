@@ -13,9 +13,11 @@
 //! (`postern queue hold|delete|...`) takes a message exclusively with
 //! [`Runner::exclusive`]: it waits until a delivery in progress has
 //! finished, and no delivery starts while it holds the message, so nothing
-//! is delivered twice or half-deleted. A message is removed only when
-//! every destination is delivered or bounced; what was done is written to
-//! its state file first.
+//! is delivered twice or half-deleted. A job that finds its message taken
+//! (a flush during a delivery, a retry during a control command) runs
+//! when the holder lets go, so it is never lost. A message is removed
+//! only when every destination is delivered or bounced; what was done is
+//! written to its state file first.
 
 mod finish;
 mod plan;
@@ -79,6 +81,9 @@ struct Flight {
     control: bool,
     /// Control commands waiting for this flight to land.
     waiters: Vec<Sender<()>>,
+    /// A job that came for the message meanwhile (a flush during a
+    /// delivery, a retry during a control command): run when it lands.
+    again: Option<Job>,
 }
 
 /// The receiving ends, consumed by [`Runner::start`].
@@ -236,21 +241,32 @@ impl Runner {
     }
 
     /// Claims a message for delivery: false if a delivery or a control
-    /// command already has it (the holder decides what happens next).
-    fn claim(&self, id: &str) -> bool {
+    /// command already has it; the job then runs again when that lands
+    /// (a message gone by then is simply not found).
+    fn claim(&self, job: &Job) -> bool {
         let mut f = self.lock();
-        if f.contains_key(id) {
+        if let Some(flight) = f.get_mut(&job.id) {
+            // Not fresh any more: the holder may have written a state file.
+            let again = flight.again.get_or_insert(Job {
+                fresh: false,
+                ..job.clone()
+            });
+            again.recovered |= job.recovered;
             return false;
         }
-        f.insert(id.to_string(), Flight::default());
+        f.insert(job.id.clone(), Flight::default());
         true
     }
 
     fn land(&self, id: &str) {
-        if let Some(f) = self.lock().remove(id) {
-            for w in f.waiters {
-                let _ = w.try_send(());
-            }
+        let Some(f) = self.lock().remove(id) else {
+            return;
+        };
+        for w in f.waiters {
+            let _ = w.try_send(());
+        }
+        if let Some(job) = f.again {
+            self.send(job);
         }
     }
 
@@ -272,7 +288,7 @@ impl Runner {
                             id.to_string(),
                             Flight {
                                 control: true,
-                                waiters: Vec::new(),
+                                ..Flight::default()
                             },
                         );
                         return Ok(Exclusive {
@@ -300,7 +316,7 @@ impl Runner {
     }
 
     async fn process(self: Arc<Self>, job: Job) {
-        if self.closed.load(Ordering::SeqCst) || !self.claim(&job.id) {
+        if self.closed.load(Ordering::SeqCst) || !self.claim(&job) {
             return;
         }
         let _landing = Landing {
