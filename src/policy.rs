@@ -55,12 +55,20 @@ pub fn check_recipient(dir: &Directory, client: &Client, rcpt: &Address) -> Resu
 /// The same answer, if it can be given from memory (the directory's
 /// cache); `None` when a lookup needs I/O: ask [`check_recipient`] off the
 /// executor then.
-pub fn check_recipient_cached(dir: &Directory, client: &Client, rcpt: &Address) -> Option<Result<(), Reply>> {
+pub fn check_recipient_cached(
+    dir: &Directory,
+    client: &Client,
+    rcpt: &Address,
+) -> Option<Result<(), Reply>> {
     dir.from_memory(|d| verdict(d, client, rcpt))
         .and_then(|v| v.ok())
 }
 
-fn verdict(dir: &Directory, client: &Client, rcpt: &Address) -> Result<Result<(), Reply>, TempFail> {
+fn verdict(
+    dir: &Directory,
+    client: &Client,
+    rcpt: &Address,
+) -> Result<Result<(), Reply>, TempFail> {
     Ok(match dir.classify(&rcpt.domain)? {
         // reject_unauth_destination
         DomainClass::Remote if may_relay(client) => Ok(()),

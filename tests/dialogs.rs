@@ -62,9 +62,7 @@ use postern::auth::backend::Backend;
 use postern::directory::memory::MemoryStore;
 use postern::directory::{Directory, DomainRow};
 use postern::policy;
-use postern::smtp::session::{
-    Answer, Peer, Question, Session, SessionConfig, Step, TlsInfo,
-};
+use postern::smtp::session::{Answer, Peer, Question, Session, SessionConfig, Step, TlsInfo};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -365,15 +363,21 @@ fn check(
 fn fixture_store() -> MemoryStore {
     let mut store = MemoryStore::new();
     for stmt in fixture_statements() {
-        if let Some(rows) = stmt.strip_prefix("UPDATE `mailbox` SET `smtp_active` = 0 WHERE `username` = ") {
+        if let Some(rows) =
+            stmt.strip_prefix("UPDATE `mailbox` SET `smtp_active` = 0 WHERE `username` = ")
+        {
             let user = rows.trim_end_matches(';').trim().trim_matches('\'');
             store = store.mailbox_flags(user, true, false);
             continue;
         }
-        let (table, cols, rows) = parse_insert(&stmt).unwrap_or_else(|| panic!("unparsed fixture statement: {stmt}"));
+        let (table, cols, rows) =
+            parse_insert(&stmt).unwrap_or_else(|| panic!("unparsed fixture statement: {stmt}"));
         for row in rows {
             let get = |c: &str| -> String {
-                let i = cols.iter().position(|x| x == c).unwrap_or_else(|| panic!("{table}.{c}"));
+                let i = cols
+                    .iter()
+                    .position(|x| x == c)
+                    .unwrap_or_else(|| panic!("{table}.{c}"));
                 row[i].clone()
             };
             let active = |row_active: String| row_active == "1";
@@ -391,13 +395,20 @@ fn fixture_store() -> MemoryStore {
                 "mailbox" => {
                     let user = get("username");
                     store
-                        .mailbox(&user, &get("maildir"), get("quota").parse().unwrap(), &get("password"))
+                        .mailbox(
+                            &user,
+                            &get("maildir"),
+                            get("quota").parse().unwrap(),
+                            &get("password"),
+                        )
                         .mailbox_flags(&user, active(get("active")), true)
                 }
                 "alias" => store.alias(&get("address"), &get("goto"), active(get("active"))),
-                "alias_domain" => {
-                    store.alias_domain(&get("alias_domain"), &get("target_domain"), active(get("active")))
-                }
+                "alias_domain" => store.alias_domain(
+                    &get("alias_domain"),
+                    &get("target_domain"),
+                    active(get("active")),
+                ),
                 other => panic!("fixture table {other} not modelled"),
             };
         }
@@ -410,8 +421,17 @@ fn parse_insert(stmt: &str) -> Option<(String, Vec<String>, Vec<Vec<String>>)> {
     let rest = stmt.strip_prefix("INSERT INTO `")?;
     let (table, rest) = rest.split_once('`')?;
     let (cols, rest) = rest.trim_start().strip_prefix('(')?.split_once(')')?;
-    let cols = cols.split(',').map(|c| c.trim().trim_matches('`').to_string()).collect();
-    let mut values = rest.trim_start().strip_prefix("VALUES")?.trim().trim_end_matches(';').chars().peekable();
+    let cols = cols
+        .split(',')
+        .map(|c| c.trim().trim_matches('`').to_string())
+        .collect();
+    let mut values = rest
+        .trim_start()
+        .strip_prefix("VALUES")?
+        .trim()
+        .trim_end_matches(';')
+        .chars()
+        .peekable();
     let mut rows = Vec::new();
     while let Some(c) = values.next() {
         if c != '(' {
@@ -512,7 +532,8 @@ impl PureRun {
                     let backend = Backend::Directory(self.directory.clone());
                     let ip = "127.0.0.1".parse().unwrap();
                     let secured = self.s.tls().is_some();
-                    self.s.answer(Answer::Auth(backend.check(&credentials, ip, secured)))
+                    self.s
+                        .answer(Answer::Auth(backend.check(&credentials, ip, secured)))
                 }
                 // The handshake happens at the dialog's `=== starttls`.
                 Step::StartTls => self.tls_pending = true,

@@ -726,7 +726,10 @@ fn database_renamed_into_place_under_load_answers_the_next_rcpt() {
     use std::sync::Arc;
     let srv = Server::start();
     let db = srv.data.join("directory.sqlite");
-    assert_eq!(rcpt_reply(&mut hello(&srv), "newbie@example.test").code, 550);
+    assert_eq!(
+        rcpt_reply(&mut hello(&srv), "newbie@example.test").code,
+        550
+    );
 
     // Load: clients asking for recipients without pause, so the server's
     // connection pool is full of connections opened on the old file.

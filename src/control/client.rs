@@ -41,15 +41,17 @@ pub fn ask(
     // Commands on a message may wait for its delivery to end.
     let _ = s.set_read_timeout(Some(wait + Duration::from_secs(30)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-    let sent = s
-        .write_all(format!("{}\n", req.to_line()).as_bytes())
-        .and_then(|_| {
-            let mut answer = Vec::new();
-            s.read_to_end(&mut answer).map(|_| answer)
-        });
-    let answer = match sent {
-        Ok(a) => String::from_utf8_lossy(&a).into_owned(),
-        Err(e) => return Ok(Err(Refusal::new(EX_IOERR, format!("control socket: {e}")))),
+    // The server may answer (a refusal) and close before it has read the
+    // request: read whatever it said even when the write failed.
+    let written = s.write_all(format!("{}\n", req.to_line()).as_bytes());
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let answer = match (written, read) {
+        (_, Ok(_)) if !answer.is_empty() => String::from_utf8_lossy(&answer).into_owned(),
+        (Err(e), _) | (_, Err(e)) => {
+            return Ok(Err(Refusal::new(EX_IOERR, format!("control socket: {e}"))))
+        }
+        (Ok(()), Ok(_)) => String::new(),
     };
     Ok(parse_answer(&answer))
 }

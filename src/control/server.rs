@@ -143,27 +143,32 @@ async fn serve_one(ctx: Arc<Ctx>, stream: UnixStream) {
         return;
     };
     let who = format!("uid={} pid={}", peer.uid, peer.pid);
-    let answer = match read_request(&stream).await {
-        Err(text) => {
-            log::warning(&format!("control: {who}: {text}"));
-            Err(Refusal::new(crate::sysexits::EX_USAGE, text))
-        }
-        Ok(_) if !allowed(&peer) => {
-            log::warning(&format!(
-                "control: refused {who}: only root, postern's user and its group may use the control socket"
-            ));
-            Err(Refusal::new(EX_NOPERM, "permission denied: only root, postern's user and members of its group may control the queue"))
-        }
-        Ok(line) => match Request::parse(&line) {
-            Err(r) => {
-                log::warning(&format!("control: {who}: {}", r.text));
-                Err(r)
+    // The request is read in any case (closing on unread bytes would reset
+    // the connection before the client reads its answer), but who asks is
+    // decided first: a stranger learns nothing, not even what is bad syntax.
+    let request = read_request(&stream).await;
+    let answer = if !allowed(&peer) {
+        log::warning(&format!(
+            "control: refused {who}: only root, postern's user and its group may use the control socket"
+        ));
+        Err(Refusal::new(EX_NOPERM, "permission denied: only root, postern's user and members of its group may control the queue"))
+    } else {
+        match request {
+            Err(text) => {
+                log::warning(&format!("control: {who}: {text}"));
+                Err(Refusal::new(crate::sysexits::EX_USAGE, text))
             }
-            Ok(req) => {
-                log::started(&format!("control: {who}: {}", req.to_line()));
-                execute(&ctx, req, &who).await
-            }
-        },
+            Ok(line) => match Request::parse(&line) {
+                Err(r) => {
+                    log::warning(&format!("control: {who}: {}", r.text));
+                    Err(r)
+                }
+                Ok(req) => {
+                    log::started(&format!("control: {who}: {}", req.to_line()));
+                    execute(&ctx, req, &who).await
+                }
+            },
+        }
     };
     let text = match answer {
         Ok(body) => format!("ok\n{body}"),
@@ -255,7 +260,10 @@ async fn flush(ctx: &Arc<Ctx>, t: Target) -> Result<String, Refusal> {
                 .await
                 .map_err(io_refusal)?
         }
-        Target::One(id) => match ctx.spool.place(&id) {
+        Target::One(id) => match {
+            let (spool, sid) = (ctx.spool.clone(), id.clone());
+            smol::unblock(move || spool.place(&sid)).await
+        } {
             Some(Place::Queued) => vec![id],
             Some(Place::Held) => {
                 return Err(Refusal::new(
@@ -306,11 +314,15 @@ async fn each(ctx: &Arc<Ctx>, t: Target, op: Op, who: &str) -> Result<String, Re
         _ => None,
     };
     let (mut done, mut busy, mut gone) = (0, Vec::new(), 0);
+    // One wait for them all, so the client (which waits busy_wait + 30 s)
+    // always hears the answer.
+    let deadline = std::time::Instant::now() + ctx.busy_wait;
     for (id, place) in all {
         if wanted.is_some_and(|w| w != place) {
             continue;
         }
-        match one(ctx, &id, op, who).await {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        match one_within(ctx, &id, op, who, wait).await {
             Ok(_) => done += 1,
             Err(r) if r.code == EX_TEMPFAIL => busy.push(id),
             Err(r) if r.code == EX_NOINPUT => gone += 1,
@@ -342,7 +354,17 @@ async fn each(ctx: &Arc<Ctx>, t: Target, op: Op, who: &str) -> Result<String, Re
 
 /// An operation on one message, once no delivery has it.
 async fn one(ctx: &Arc<Ctx>, id: &str, op: Op, who: &str) -> Result<String, Refusal> {
-    let Ok(exclusive) = ctx.runner.exclusive(id, ctx.busy_wait).await else {
+    one_within(ctx, id, op, who, ctx.busy_wait).await
+}
+
+async fn one_within(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    op: Op,
+    who: &str,
+    wait: Duration,
+) -> Result<String, Refusal> {
+    let Ok(exclusive) = ctx.runner.exclusive(id, wait).await else {
         return Err(Refusal::new(
             EX_TEMPFAIL,
             format!("{id} is being delivered right now; try again"),

@@ -151,7 +151,10 @@ impl Store for MemoryStore {
         let never = |e: TempFail| -> Answer { unreachable!("a MemoryStore never fails: {e}") };
         Some(match q {
             Lookup::Domain(k) => self.domain(k).map(Answer::Domain).unwrap_or_else(never),
-            Lookup::AliasDomain(k) => self.alias_domain_target(k).map(Answer::Text).unwrap_or_else(never),
+            Lookup::AliasDomain(k) => self
+                .alias_domain_target(k)
+                .map(Answer::Text)
+                .unwrap_or_else(never),
             Lookup::Alias(k) => self.alias_goto(k).map(Answer::Text).unwrap_or_else(never),
             Lookup::Mailbox(k) => self.mailbox(k).map(Answer::Mailbox).unwrap_or_else(never),
         })

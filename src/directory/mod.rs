@@ -26,8 +26,8 @@ use crate::config::aliases::{AliasMap, AliasTarget};
 use crate::config::{Config, LocalUsers};
 use crate::smtp::address::Address;
 use sqlite::Db;
-pub use store::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store};
 use store::Peek;
+pub use store::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store};
 
 /// A lookup that could not be answered now (locked or damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +124,6 @@ struct Rules {
     depth_limit: usize,
 }
 
-
 impl Directory {
     /// Opens the SQLite mirror; the aliases file was read with the config.
     /// Returns a warning that does not stop the server (a damaged
@@ -174,7 +173,8 @@ impl Directory {
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.rules.local_domains
+        self.rules
+            .local_domains
             .iter()
             .any(|d| d.eq_ignore_ascii_case(domain))
     }

@@ -70,7 +70,8 @@ pub(super) struct Peek {
 impl Peek {
     fn get(&self, q: Lookup<'_>) -> Result<Answer, TempFail> {
         self.inner.peek(q).ok_or_else(|| {
-            self.missed.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.missed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             TempFail("not in memory".into())
         })
     }
@@ -102,11 +103,11 @@ impl Store for Peek {
         }
     }
     fn login(&self, _username: &str) -> Result<Option<LoginRow>, TempFail> {
-        self.missed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.missed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Err(TempFail("logins are never cached".into()))
     }
 }
-
 
 /// One lookup a store may answer from memory (see [`Store::peek`]).
 #[derive(Clone, Copy, Debug)]
