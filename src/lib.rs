@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod directory;
+pub mod dns;
 pub mod fsutil;
 pub mod log;
 pub mod policy;
