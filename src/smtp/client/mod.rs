@@ -226,8 +226,12 @@ impl Client {
         }
     }
 
-    /// The wait the last [`Step::Read`] named timed out.
+    /// The wait the last [`Step::Read`] named timed out (or a write did).
+    /// Ignored once closed: a QUIT that cannot be written changes nothing.
     pub fn timed_out(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
         let stage = self.current_stage();
         if stage == Stage::Quit {
             self.close(None);
@@ -238,6 +242,9 @@ impl Client {
 
     /// The server closed the connection, or a read or write failed.
     pub fn lost(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
         let stage = self.current_stage();
         if stage == Stage::Quit {
             self.close(None);

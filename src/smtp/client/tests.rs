@@ -248,3 +248,21 @@ fn timed_out_names_the_stage() {
     // And it stays closed.
     assert!(matches!(c.step(), Step::Closed(Some(_))));
 }
+
+/// The QUIT written after a refusal may fail to go out; that must not
+/// turn the session's failure into a clean close.
+#[test]
+fn events_after_closing_change_nothing() {
+    let mut c = Client::new(ClientConfig::default());
+    assert!(matches!(c.step(), Step::Read { .. }));
+    c.feed(b"554 5.7.1 go away\r\n");
+    assert!(matches!(c.step(), Step::Send(_)), "QUIT");
+    c.lost();
+    c.timed_out();
+    match c.step() {
+        Step::Closed(Some(ConnFailure::Refused { stage, .. })) => {
+            assert_eq!(stage, Stage::Greeting)
+        }
+        other => panic!("{other:?}"),
+    }
+}
