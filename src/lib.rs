@@ -14,6 +14,7 @@ pub mod directory;
 pub mod dns;
 pub mod fsutil;
 pub mod log;
+pub mod outbound;
 pub mod policy;
 pub mod queue;
 pub mod route;
