@@ -3,6 +3,7 @@
 //! touches a socket, a file or the clock (a test in tests/ checks it).
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod received;

@@ -1,0 +1,306 @@
+//! The I/O loop of one outbound session: connect with a timeout, then do
+//! what the client machine says (write, read with the timeout it names,
+//! STARTTLS, stream the message through its encoder) until it closes.
+//! Owns the socket and the reads of message content; every protocol
+//! decision is the machine's.
+//!
+//! Timeouts: connect ([`super::Options::connect_timeout`]), each read (the
+//! one the machine names for its stage), the TLS handshake (STARTTLS's),
+//! each write of message content (data_xfer), other writes the MAIL/RCPT
+//! one. A write that fails or times out is told to the machine as a lost
+//! connection or a timeout, like a read.
+//!
+//! Content that cannot be read (a spool file gone bad) aborts the session
+//! before the final dot, so the server drops the partial message, and the
+//! recipients are deferred with 4.3.0 rather than blamed on the server.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
+use rustls::pki_types::ServerName;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+
+use super::{tls, Options, Outgoing, Report, SessionFailure, Target};
+use crate::smtp::client::{Client, Detail, MessageResult, RcptResult, Status, Step, TlsPolicy};
+use crate::smtp::reply::Esc;
+
+/// Message content is read and encoded in pieces of this size.
+const CONTENT_CHUNK: usize = 64 * 1024;
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// In the middle of the STARTTLS handshake.
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Writes and flushes: futures-rustls only buffers until flushed.
+    async fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Conn::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.close().await,
+            Conn::Tls(s) => s.close().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}
+
+enum Wait<T> {
+    Done(T),
+    Failed(io::Error),
+    TimedOut,
+}
+
+async fn timed<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> Wait<T> {
+    smol::future::or(
+        async {
+            match f.await {
+                Ok(t) => Wait::Done(t),
+                Err(e) => Wait::Failed(e),
+            }
+        },
+        async {
+            smol::Timer::after(d).await;
+            Wait::TimedOut
+        },
+    )
+    .await
+}
+
+/// The name for SNI and certificate checks: the host name, or for `may`
+/// and `encrypt` the address when the host is not a DNS name.
+fn server_name(target: &Target, policy: TlsPolicy) -> Result<ServerName<'static>, String> {
+    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    match ServerName::try_from(host.to_string()) {
+        Ok(n) => Ok(n),
+        Err(_) if policy != TlsPolicy::Verify => Ok(ServerName::from(target.addr.ip())),
+        Err(e) => Err(format!(
+            "{host:?}: not a name a certificate can be checked against: {e}"
+        )),
+    }
+}
+
+/// Runs one session with `target`, sending `messages` in order over the
+/// same connection.
+pub async fn deliver(target: &Target, opts: &Options, messages: Vec<Outgoing>) -> Report {
+    let mut report = Report {
+        target: target.clone(),
+        tls: None,
+        results: vec![None; messages.len()],
+        failure: None,
+    };
+    let policy = opts.client.tls;
+    let tls_setup = if policy.wants_tls() {
+        tls::client_config(policy, opts.roots.clone())
+            .and_then(|cfg| Ok((TlsConnector::from(cfg), server_name(target, policy)?)))
+            .map(Some)
+    } else {
+        Ok(None)
+    };
+    let tls_setup = match tls_setup {
+        Ok(t) => t,
+        Err(e) => {
+            report.failure = Some(SessionFailure::Config(e));
+            return report;
+        }
+    };
+    let tcp = match timed(opts.connect_timeout, TcpStream::connect(target.addr)).await {
+        Wait::Done(s) => s,
+        Wait::Failed(e) => {
+            report.failure = Some(SessionFailure::Connect(format!("{}: {e}", target.addr)));
+            return report;
+        }
+        Wait::TimedOut => {
+            report.failure = Some(SessionFailure::Connect(format!(
+                "{}: timed out",
+                target.addr
+            )));
+            return report;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut s = Session {
+        conn: Conn::Plain(tcp),
+        client: Client::new(opts.client.clone()),
+        opts,
+        tls_setup,
+        queue: messages.into_iter().enumerate().collect(),
+        current: None,
+        content_error: None,
+    };
+    s.run(&mut report).await;
+    // close_notify for TLS; a server that stopped reading gets a second.
+    let _ = timed(Duration::from_secs(1), async {
+        s.conn.close().await;
+        Ok(())
+    })
+    .await;
+    report
+}
+
+struct Session<'a> {
+    conn: Conn,
+    client: Client,
+    opts: &'a Options,
+    tls_setup: Option<(TlsConnector, ServerName<'static>)>,
+    queue: std::collections::VecDeque<(usize, Outgoing)>,
+    current: Option<(usize, Box<dyn smol::io::AsyncRead + Unpin + Send>)>,
+    content_error: Option<String>,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, report: &mut Report) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let command_write = self.opts.client.timeouts.mail;
+        loop {
+            match self.client.step() {
+                Step::Send(w) => {
+                    let r = timed(command_write, self.conn.write_all(w.bytes())).await;
+                    self.io_outcome(r);
+                }
+                Step::Read { timeout, .. } => {
+                    match timed(timeout, self.conn.read(&mut buf)).await {
+                        Wait::Done(0) => self.client.lost(),
+                        Wait::Done(n) => self.client.feed(&buf[..n]),
+                        Wait::Failed(_) => self.client.lost(),
+                        Wait::TimedOut => self.client.timed_out(),
+                    }
+                }
+                Step::StartTls => {
+                    if let Some(v) = self.starttls().await {
+                        report.tls = Some(v);
+                    }
+                }
+                Step::SendBody { timeout } => self.send_content(timeout).await,
+                Step::Ready => match self.queue.pop_front() {
+                    Some((i, m)) => {
+                        self.current = Some((i, m.content));
+                        self.client.send(m.envelope);
+                    }
+                    None => self.client.quit(),
+                },
+                Step::Done(r) => {
+                    let (i, _) = self.current.take().expect("a message in progress");
+                    report.results[i] = Some(match &self.content_error {
+                        Some(e) => content_failed(r, e),
+                        None => r,
+                    });
+                }
+                Step::Closed(f) => {
+                    report.failure = match self.content_error.take() {
+                        Some(e) => Some(SessionFailure::Content(e)),
+                        None => f.map(SessionFailure::Smtp),
+                    };
+                    return;
+                }
+            }
+        }
+    }
+
+    fn io_outcome(&mut self, r: Wait<()>) {
+        match r {
+            Wait::Done(()) => {}
+            Wait::Failed(_) => self.client.lost(),
+            Wait::TimedOut => self.client.timed_out(),
+        }
+    }
+
+    /// The handshake; the TLS version on success.
+    async fn starttls(&mut self) -> Option<String> {
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+            self.client.tls_failed("TLS is already active");
+            return None;
+        };
+        let Some((connector, name)) = self.tls_setup.clone() else {
+            self.client.tls_failed("no TLS configuration");
+            return None;
+        };
+        let timeout = self.opts.client.timeouts.starttls;
+        match timed(timeout, connector.connect(name, tcp)).await {
+            Wait::Done(t) => {
+                let v = tls::version_name(t.get_ref().1.protocol_version());
+                self.conn = Conn::Tls(Box::new(t));
+                self.client.tls_started(&v);
+                Some(v)
+            }
+            Wait::Failed(e) => {
+                self.client.tls_failed(&e.to_string());
+                None
+            }
+            Wait::TimedOut => {
+                self.client.tls_failed("handshake timed out");
+                None
+            }
+        }
+    }
+
+    async fn send_content(&mut self, timeout: Duration) {
+        let mut chunk = vec![0u8; CONTENT_CHUNK];
+        let mut out = Vec::with_capacity(CONTENT_CHUNK + CONTENT_CHUNK / 16);
+        loop {
+            let (_, content) = self.current.as_mut().expect("a message in progress");
+            let n = match content.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // No final dot: the server must not take a partial message.
+                    self.content_error = Some(e.to_string());
+                    self.client.lost();
+                    return;
+                }
+            };
+            out.clear();
+            if n == 0 {
+                self.client.body_end(&mut out);
+            } else {
+                self.client.body(&chunk[..n], &mut out);
+            }
+            match timed(timeout, self.conn.write_all(&out)).await {
+                Wait::Done(()) if n > 0 => continue,
+                other => return self.io_outcome(other),
+            }
+        }
+    }
+}
+
+/// Recipients the session left undone because the content could not be
+/// read: deferred as a local problem (4.3.0), not a remote one.
+fn content_failed(mut r: MessageResult, e: &str) -> MessageResult {
+    for rr in &mut r.recipients {
+        if rr.status == Status::Temporary && matches!(rr.detail, Detail::Local { .. }) {
+            *rr = RcptResult {
+                status: Status::Temporary,
+                detail: Detail::Local {
+                    esc: Esc(4, 3, 0),
+                    text: format!("cannot read the queued message: {e}"),
+                },
+            };
+        }
+    }
+    r
+}
