@@ -22,6 +22,7 @@ pub mod queue;
 pub mod route;
 pub mod server;
 pub mod smtp;
+pub mod space;
 pub mod sysexits;
 pub mod timefmt;
 pub mod tls;

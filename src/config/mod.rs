@@ -231,6 +231,16 @@ impl Config {
         self.resolve(&self.queue.directory)
     }
 
+    /// `[queue] min_free`, or its default: room for two messages of the
+    /// size limit.
+    pub fn min_free(&self) -> u64 {
+        match self.queue.min_free {
+            Some(s) => s.0,
+            None if self.smtp.message_size_limit.0 == 0 => 20 << 20,
+            None => self.smtp.message_size_limit.0.saturating_mul(2),
+        }
+    }
+
     pub fn control_socket(&self) -> PathBuf {
         self.resolve(&self.control.socket)
     }

@@ -166,6 +166,13 @@ section! {
         max_backoff: Secs = Secs(Duration::from_secs(4000)), example "\"4000s\"";
         /// Mail still undeliverable after this long bounces (maximal_queue_lifetime).
         max_lifetime: Secs = Secs(Duration::from_secs(5 * 86_400)), example "\"5d\"";
+        /// Free space kept on the queue's filesystem for logs, the user
+        /// directory and the queue's own state (queue_minfree): below it,
+        /// MAIL is refused with 452 4.3.1 before any data is sent (the
+        /// client's SIZE counts), and Maildir deliveries defer when a copy
+        /// would leave less than half of it free on the Maildir's
+        /// filesystem. 0 turns the reserve off.
+        min_free: Option<Size> = None, example "\"20M\"", default "twice smtp.message_size_limit (20 MiB when that is 0)";
         /// Messages being delivered at once, all agents together
         /// (qmgr_message_active_limit). A message waiting for a busy agent
         /// holds its envelope and headers in memory, not a file.

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::{BlockingAgent, Outcome, Target};
 use crate::fsutil::{self, DirSyncs};
+use crate::space::Reserve;
 use crate::queue::spool::QueuedMessage;
 use crate::route::{MaildirRoute, Route};
 use crate::smtp::reply::Esc;
@@ -33,6 +34,8 @@ use crate::smtp::reply::Esc;
 pub struct MaildirAgent {
     /// Host part of file names, with `/` and `:` escaped as the spec asks.
     host: String,
+    /// The free-space reserve of each base's filesystem.
+    reserves: Vec<(PathBuf, Reserve)>,
     /// The mailbox base directories: everything below them belongs to the
     /// delivery user; they are recreated if someone removes them.
     bases: Vec<PathBuf>,
@@ -67,13 +70,27 @@ pub struct TmpFile {
 }
 
 impl MaildirAgent {
-    pub fn new(hostname: &str, bases: Vec<PathBuf>) -> MaildirAgent {
+    /// `min_free`: the reserve of free space (see space.rs); 0 for none.
+    pub fn new(hostname: &str, bases: Vec<PathBuf>, min_free: u64) -> MaildirAgent {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
         MaildirAgent {
             host,
+            reserves: bases
+                .iter()
+                .map(|b| (b.clone(), Reserve::new(b.clone(), min_free)))
+                .collect(),
             bases,
             syncs: DirSyncs::default(),
             making: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Would a copy of `size` bytes leave the reserve free on the Maildir's
+    /// filesystem? (A Maildir outside the bases is not checked.)
+    pub fn has_room(&self, m: &MaildirRoute, size: u64) -> bool {
+        match self.reserves.iter().find(|(b, _)| m.path.starts_with(b)) {
+            Some((_, r)) if r.min_free() > 0 => r.accepts_delivery(size),
+            _ => true,
         }
     }
 
@@ -215,6 +232,9 @@ impl MaildirAgent {
             let _ = fs::remove_file(m.path.join("tmp").join(&name));
             return Ok("already delivered before restart".into());
         }
+        if !self.has_room(m, size) {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
         let mut tmp = self.create(m, &name)?;
         let written = (|| {
             tmp.file.write_all(head.as_bytes())?;
@@ -242,9 +262,13 @@ pub fn write_failure(place: &Path, e: &io::Error) -> Outcome {
         Some(nix::libc::EDQUOT) => Esc(4, 2, 2),
         _ => Esc(4, 3, 0),
     };
+    let why = match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) => "not enough free space (queue.min_free is kept free)".to_string(),
+        _ => e.to_string(),
+    };
     Outcome::deferred(
         esc,
-        format!("cannot write to maildir {}: {e}", place.display()),
+        format!("cannot write to maildir {}: {why}", place.display()),
     )
 }
 

@@ -165,6 +165,11 @@ impl Writer {
             // The runner bounces the looping destinations and delivers the rest.
             return self.queue_rest(spool, &[]);
         }
+        let total = self.head0 + self.body_len;
+        if self.locals.iter().any(|l| !self.maildir.has_room(&l.route, total)) {
+            // Below the reserve: the queue keeps it until there is room.
+            return self.queue_rest(spool, &[]);
+        }
         let files = match self.write_copies() {
             Ok(files) => files,
             Err(_) => return self.queue_rest(spool, &[]),

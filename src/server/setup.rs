@@ -214,6 +214,7 @@ pub fn maildir_agent(cfg: &Config) -> Arc<MaildirAgent> {
     Arc::new(MaildirAgent::new(
         cfg.hostname(),
         vec![cfg.mailbox_base(), cfg.local_mailbox_base()],
+        cfg.min_free(),
     ))
 }
 

@@ -1,0 +1,92 @@
+//! Free space: the reserve that keeps a full disk from taking the box
+//! down (Postfix's queue_minfree).
+//!
+//! Mail fills the filesystem that logs, the SQLite directory and the
+//! queue's own state files also need. Below `[queue] min_free` free bytes
+//! on the queue's filesystem, MAIL is refused with 452 4.3.1 before any
+//! data is sent (the client's SIZE counts); deliveries into a Maildir defer
+//! when the copy would leave less than half the reserve free on that
+//! filesystem. The log says so once when a filesystem goes below the
+//! reserve and once when it is back above, never once per message.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::log;
+
+/// Free bytes for unprivileged users on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+}
+
+/// The reserve of one filesystem (named by a directory on it), with the
+/// memory of whether its shortage has been logged.
+pub struct Reserve {
+    dir: PathBuf,
+    min_free: u64,
+    short: AtomicBool,
+}
+
+impl Reserve {
+    pub fn new(dir: PathBuf, min_free: u64) -> Reserve {
+        Reserve {
+            dir,
+            min_free,
+            short: AtomicBool::new(false),
+        }
+    }
+
+    pub fn min_free(&self) -> u64 {
+        self.min_free
+    }
+
+    /// Is there room for `size` more bytes and still `keep` free? Logs the
+    /// change when the answer changes. A failed statvfs is not a shortage
+    /// (the write itself will tell).
+    pub fn room_for(&self, size: u64, keep: u64) -> bool {
+        let Ok(free) = free_bytes(&self.dir) else {
+            return true;
+        };
+        let ok = free >= keep.saturating_add(size);
+        let was_short = self.short.swap(!ok, Ordering::Relaxed);
+        if !ok && !was_short {
+            log::warning(&format!(
+                "{}: {free} bytes free, below the reserve of {keep} (queue.min_free): refusing new mail and deferring deliveries until space is freed",
+                self.dir.display()
+            ));
+        } else if ok && was_short {
+            log::started(&format!(
+                "{}: {free} bytes free again, above the reserve of {keep}: accepting mail",
+                self.dir.display()
+            ));
+        }
+        ok
+    }
+
+    /// MAIL with an announced size (0 if none): the whole reserve must stay.
+    pub fn accepts_mail(&self, size: u64) -> bool {
+        self.room_for(size, self.min_free)
+    }
+
+    /// A delivery of `size` bytes: half the reserve must stay.
+    pub fn accepts_delivery(&self, size: u64) -> bool {
+        self.room_for(size, self.min_free / 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_measured_on_the_real_filesystem() {
+        let dir = std::env::temp_dir();
+        let free = free_bytes(&dir).unwrap();
+        assert!(free > 0);
+        let r = Reserve::new(dir, 1024);
+        assert!(r.accepts_mail(0));
+        assert!(!r.accepts_mail(u64::MAX / 2), "no filesystem has that much");
+        assert!(r.accepts_mail(0), "and back");
+    }
+}
