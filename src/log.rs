@@ -51,7 +51,39 @@ fn write(level: Level, msg: &str) {
     // A log line is one line, whatever a client put into a name.
     line.extend(msg.chars().map(|c| if c.is_control() { '?' } else { c }));
     line.push('\n');
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let batched = BATCH.with(|b| match b.borrow_mut().as_mut() {
+        Some(buf) => {
+            buf.push_str(&line);
+            true
+        }
+        None => false,
+    });
+    if !batched {
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+thread_local! {
+    /// Lines held back by [`batch`] on this thread.
+    static BATCH: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and writes the lines it logs in one write(2): the events of
+/// one message (client=, from=, to=..., removed) cost one system call, and
+/// no other thread's line lands in between. Lines stay in order.
+pub fn batch<T>(f: impl FnOnce() -> T) -> T {
+    let outer = BATCH.with(|b| b.borrow().is_some());
+    if outer {
+        return f();
+    }
+    BATCH.with(|b| *b.borrow_mut() = Some(String::with_capacity(1024)));
+    let out = f();
+    if let Some(lines) = BATCH.with(|b| b.borrow_mut().take()) {
+        if !lines.is_empty() {
+            let _ = std::io::stderr().lock().write_all(lines.as_bytes());
+        }
+    }
+    out
 }
 
 /// `name[ip]` as Postfix writes a client.

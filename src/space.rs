@@ -26,7 +26,13 @@ pub struct Reserve {
     dir: PathBuf,
     min_free: u64,
     short: AtomicBool,
+    /// The last reading: (when, free bytes). Reused for a short while when
+    /// far from the reserve, so a busy box does not statvfs every message.
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How long a reading far from the reserve stays good.
+const FRESH: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Reserve {
     pub fn new(dir: PathBuf, min_free: u64) -> Reserve {
@@ -34,6 +40,7 @@ impl Reserve {
             dir,
             min_free,
             short: AtomicBool::new(false),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -45,7 +52,7 @@ impl Reserve {
     /// change when the answer changes. A failed statvfs is not a shortage
     /// (the write itself will tell).
     pub fn room_for(&self, size: u64, keep: u64) -> bool {
-        let Ok(free) = free_bytes(&self.dir) else {
+        let Some(free) = self.free(size, keep) else {
             return true;
         };
         let ok = free >= keep.saturating_add(size);
@@ -62,6 +69,22 @@ impl Reserve {
             ));
         }
         ok
+    }
+
+    /// Free bytes: a recent reading if it was far (more than 64 MiB and
+    /// four times the reserve) from mattering, else a new statvfs.
+    fn free(&self, size: u64, keep: u64) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let margin = keep.saturating_mul(4).max(64 << 20).saturating_add(size);
+        if let Some((at, free)) = *last {
+            if now.duration_since(at) < FRESH && free > margin {
+                return Some(free);
+            }
+        }
+        let free = free_bytes(&self.dir).ok()?;
+        *last = Some((now, free));
+        Some(free)
     }
 
     /// MAIL with an announced size (0 if none): the whole reserve must stay.

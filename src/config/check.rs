@@ -171,6 +171,14 @@ impl Config {
                 );
             }
         }
+        if self.smtp.threads > 64 {
+            ctx.error(
+                key_offset(root, &["smtp", "threads"]),
+                "smtp.threads",
+                format!("{} is out of range", self.smtp.threads),
+                "0 (automatic) to 64",
+            );
+        }
         for (section, key, v, why) in [
             (
                 "queue",

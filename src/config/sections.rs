@@ -97,6 +97,10 @@ section! {
         /// Connections at once from one client address; more get 421
         /// (smtpd_client_connection_count_limit).
         max_connections_per_client: usize = 50, example "50";
+        /// Threads that run the SMTP sessions, the queue runner and outbound
+        /// connections (file work has threads of its own). 0: one less than
+        /// the CPUs, at least 1 and at most 4.
+        threads: usize = 0, example "0";
     }
 }
 

@@ -1,7 +1,11 @@
 //! Maildir delivery (the seed's virtual(8) with `home_mailbox = mail/`).
 //!
-//! Each copy is written to `tmp/`, fsynced, linked into `new/` and the
-//! directory fsynced (group commit, see fsutil). File names follow the form
+//! Each copy is written as an anonymous file (O_TMPFILE) in `new/`,
+//! fsynced, then linked into `new/` under its final name and the directory
+//! fsynced (group commit, see fsutil): one directory change per copy, and
+//! a crash before the link leaves nothing behind. Where O_TMPFILE is not
+//! supported (an old kernel, some filesystems), the classic way: write in
+//! `tmp/`, fsync, link into `new/`, unlink from `tmp/`. File names follow the form
 //! Dovecot writes, `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>`, but every
 //! part is taken from the queue entry (arrival time, receiving pid, the
 //! destination's index), not from the clock: the same message delivered
@@ -63,10 +67,88 @@ impl CopyId {
     }
 }
 
-/// A copy being written in `tmp/`.
+/// A copy being written: an anonymous inode (O_TMPFILE), or a file in
+/// `tmp/` where that is not supported.
 pub struct TmpFile {
     pub file: File,
-    pub path: PathBuf,
+    /// The `tmp/` name, if it has one.
+    pub path: Option<PathBuf>,
+}
+
+impl TmpFile {
+    /// Removes the `tmp/` name, if any (an anonymous file goes away with
+    /// its descriptor).
+    pub fn remove(&self) {
+        if let Some(p) = &self.path {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// An anonymous file in `dir` (O_TMPFILE), or `None` if this kernel or
+/// filesystem has none (then `tmp/` is used).
+fn open_anonymous(dir: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives an anonymous file its name in `dir` (linkat with AT_EMPTY_PATH,
+/// which needs CAP_DAC_READ_SEARCH, else through /proc/self/fd).
+fn link_anonymous(f: &File, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let to_c = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let fd = f.as_raw_fd();
+    // SAFETY: valid fd, NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        nix::libc::linkat(
+            fd,
+            c"".as_ptr(),
+            nix::libc::AT_FDCWD,
+            to_c.as_ptr(),
+            nix::libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::EPERM)) {
+        return Err(e);
+    }
+    let proc_path = CString::new(format!("/proc/self/fd/{fd}")).map_err(io::Error::other)?;
+    // SAFETY: as above.
+    let r = unsafe {
+        nix::libc::linkat(
+            nix::libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            nix::libc::AT_FDCWD,
+            to_c.as_ptr(),
+            nix::libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl MaildirAgent {
@@ -109,9 +191,33 @@ impl MaildirAgent {
         format!("{}{}.{},S={size}", id.stem(), id.index + 1, self.host)
     }
 
-    /// Creates `tmp/<name>` as the route's owner, making the Maildir first
-    /// if it is missing. A leftover of an attempt cut short is replaced.
+    /// Creates a copy's file as the route's owner, making the Maildir
+    /// first if it is missing: anonymous in `new/`, or `tmp/<name>` (a
+    /// leftover of an attempt cut short is replaced).
     pub fn create(&self, m: &MaildirRoute, name: &str) -> io::Result<TmpFile> {
+        let new = m.path.join("new");
+        let anonymous = {
+            let _ids = FsIds::switch(m.owner)?;
+            open_anonymous(&new)
+        };
+        match anonymous {
+            Ok(Some(file)) => return Ok(TmpFile { file, path: None }),
+            Ok(None) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || (e.kind() == io::ErrorKind::PermissionDenied && m.owner.is_some()) =>
+            {
+                {
+                    let _one_at_a_time = self.making.lock().unwrap_or_else(|e| e.into_inner());
+                    self.make_dirs(m)?;
+                }
+                let _ids = FsIds::switch(m.owner)?;
+                if let Some(file) = open_anonymous(&new)? {
+                    return Ok(TmpFile { file, path: None });
+                }
+            }
+            Err(e) => return Err(e),
+        }
         let path = m.path.join("tmp").join(name);
         let first = {
             let _ids = FsIds::switch(m.owner)?;
@@ -139,16 +245,25 @@ impl MaildirAgent {
             }
             other => other?,
         };
-        Ok(TmpFile { file, path })
+        Ok(TmpFile {
+            file,
+            path: Some(path),
+        })
     }
 
-    /// Links a complete, fsynced `tmp/` file into `new/` under `name` and
-    /// removes the tmp name. `Ok(false)`: a copy of the same size was
-    /// already there (a redelivery). Does not sync `new/`.
-    pub fn publish(&self, m: &MaildirRoute, tmp: &Path, name: &str, size: u64) -> io::Result<bool> {
+    /// Links a complete, fsynced copy into `new/` under `name` (and
+    /// removes its `tmp/` name, if it has one). `Ok(false)`: a copy of the
+    /// same size was already there (a redelivery). Does not sync `new/`.
+    pub fn publish(&self, m: &MaildirRoute, tmp: &TmpFile, name: &str, size: u64) -> io::Result<bool> {
         let new_path = m.path.join("new").join(name);
-        let linked = fs::hard_link(tmp, &new_path);
-        let _ = fs::remove_file(tmp);
+        let linked = match &tmp.path {
+            None => link_anonymous(&tmp.file, &new_path),
+            Some(p) => {
+                let l = fs::hard_link(p, &new_path);
+                let _ = fs::remove_file(p);
+                l
+            }
+        };
         match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -241,12 +356,11 @@ impl MaildirAgent {
             io::copy(&mut msg.body()?, &mut tmp.file)?;
             tmp.file.sync_data()
         })();
-        drop(tmp.file);
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp.path);
+            tmp.remove();
             return Err(e);
         }
-        if !self.publish(m, &tmp.path, &name, size)? {
+        if !self.publish(m, &tmp, &name, size)? {
             return Ok("already delivered".into());
         }
         self.sync_new(m)?;

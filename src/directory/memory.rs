@@ -147,7 +147,7 @@ impl Store for MemoryStore {
     }
 
     /// Everything is in memory.
-    fn peek(&self, q: Lookup<'_>) -> Option<Answer> {
+    fn peek(&self, q: Lookup<'_>, _checked: &std::sync::atomic::AtomicBool) -> Option<Answer> {
         let never = |e: TempFail| -> Answer { unreachable!("a MemoryStore never fails: {e}") };
         Some(match q {
             Lookup::Domain(k) => self.domain(k).map(Answer::Domain).unwrap_or_else(never),

@@ -158,6 +158,7 @@ impl Directory {
         let peek = Arc::new(Peek {
             inner: self.store.clone(),
             missed: std::sync::atomic::AtomicBool::new(false),
+            checked: std::sync::atomic::AtomicBool::new(false),
         });
         let view = Directory {
             store: peek.clone(),

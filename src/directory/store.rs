@@ -2,6 +2,7 @@
 //! them (the SQLite mirror, a static table in tests), and [`Peek`], a
 //! store that answers only from memory.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::TempFail;
@@ -54,8 +55,11 @@ pub trait Store: Send + Sync {
     /// The answer to `q` if it is known without I/O (a cache hit), so a
     /// session can be answered without leaving the executor. `None`: it
     /// takes I/O.
-    fn peek(&self, q: Lookup<'_>) -> Option<Answer> {
-        let _ = q;
+    /// `checked`: set once the store has made sure its cache is current
+    /// (the SQLite mirror stats its file), so later peeks of the same
+    /// question round skip that.
+    fn peek(&self, q: Lookup<'_>, checked: &AtomicBool) -> Option<Answer> {
+        let _ = (q, checked);
         None
     }
 }
@@ -64,12 +68,13 @@ pub trait Store: Send + Sync {
 /// remembers whether anything was missing.
 pub(super) struct Peek {
     pub(super) inner: Arc<dyn Store>,
-    pub(super) missed: std::sync::atomic::AtomicBool,
+    pub(super) missed: AtomicBool,
+    pub(super) checked: AtomicBool,
 }
 
 impl Peek {
     fn get(&self, q: Lookup<'_>) -> Result<Answer, TempFail> {
-        self.inner.peek(q).ok_or_else(|| {
+        self.inner.peek(q, &self.checked).ok_or_else(|| {
             self.missed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             TempFail("not in memory".into())

@@ -43,6 +43,9 @@ pub struct Writer {
     first: Option<TmpFile>,
     /// Length of the first copy's head (Return-Path, Delivered-To).
     head0: u64,
+    /// That head, until it is written with the first message bytes (one
+    /// write instead of two for a small message).
+    head: Option<Vec<u8>>,
     /// Message bytes written into `first`.
     body_len: u64,
     /// The header section, for the loop checks.
@@ -63,18 +66,15 @@ impl Writer {
     ) -> io::Result<Writer> {
         let l = &locals[0];
         let name = maildir.tmp_name(&copy_id(&env, l));
-        let mut first = maildir.create(&l.route, &name)?;
+        let first = maildir.create(&l.route, &name)?;
         let head = MaildirAgent::head(&env.sender.to_string(), &l.address);
-        if let Err(e) = first.file.write_all(head.as_bytes()) {
-            let _ = std::fs::remove_file(&first.path);
-            return Err(e);
-        }
         Ok(Writer {
             maildir,
             env,
             locals,
             first: Some(first),
             head0: head.len() as u64,
+            head: Some(head.into_bytes()),
             body_len: 0,
             headers: Vec::new(),
             headers_done: false,
@@ -103,7 +103,14 @@ impl Writer {
         }
         self.keep_headers(bytes);
         let first = self.first.as_mut().expect("direct writer has its file");
-        match first.file.write_all(bytes) {
+        let written = match self.head.take() {
+            Some(mut head) => {
+                head.extend_from_slice(bytes);
+                first.file.write_all(&head)
+            }
+            None => first.file.write_all(bytes),
+        };
+        match written {
             Ok(()) => self.body_len += bytes.len() as u64,
             Err(_) => self.switch_to_queue(spool, bytes),
         }
@@ -137,7 +144,7 @@ impl Writer {
             q.write(pending);
             Ok::<_, io::Error>(q)
         })();
-        let _ = std::fs::remove_file(&first.path);
+        first.remove();
         match moved {
             Ok(q) => self.queued = Some(q),
             Err(e) => self.error = Some(e),
@@ -146,7 +153,7 @@ impl Writer {
 
     pub(super) fn discard(mut self, spool: &Spool) {
         if let Some(f) = self.first.take() {
-            let _ = std::fs::remove_file(&f.path);
+            f.remove();
         }
         if let Some(q) = self.queued.take() {
             spool.discard(q);
@@ -161,6 +168,14 @@ impl Writer {
         if let Some(q) = self.queued.take() {
             return spool.commit(q).map(|()| Committed::Queued);
         }
+        if self.head.is_some() {
+            // No message bytes came at all (the session always sends its
+            // Received: line, but be safe): the head alone.
+            self.write(spool, &[]);
+            if let Some(q) = self.queued.take() {
+                return spool.commit(q).map(|()| Committed::Queued);
+            }
+        }
         if self.looping(max_received) {
             // The runner bounces the looping destinations and delivers the rest.
             return self.queue_rest(spool, &[]);
@@ -170,10 +185,18 @@ impl Writer {
             // Below the reserve: the queue keeps it until there is room.
             return self.queue_rest(spool, &[]);
         }
-        let files = match self.write_copies() {
+        let others = match self.write_copies() {
             Ok(files) => files,
             Err(_) => return self.queue_rest(spool, &[]),
         };
+        let size0 = self.head0 + self.body_len;
+        let name0 = self
+            .maildir
+            .name(&copy_id(&self.env, &self.locals[0]), size0);
+        let first = self.first.as_ref().expect("direct writer has its file");
+        let files: Vec<(&TmpFile, &str, u64)> = std::iter::once((first, name0.as_str(), size0))
+            .chain(others.iter().map(|(t, n, z)| (t, n.as_str(), *z)))
+            .collect();
         let mut landed = Vec::new();
         for (i, (tmp, name, size)) in files.iter().enumerate() {
             let route = &self.locals[i].route;
@@ -181,21 +204,24 @@ impl Writer {
                 landed.push(i);
             }
         }
-        landed.retain(|&i| self.sync_landed(i, &files[i].1));
+        landed.retain(|&i| self.sync_landed(i, files[i].1));
+        let names: Vec<String> = files.iter().map(|(_, n, _)| n.to_string()).collect();
+        drop(files);
+        drop(others);
         if landed.len() < self.locals.len() {
             return self.queue_rest(spool, &landed);
         }
         let copies = self
             .locals
             .iter()
-            .zip(&files)
-            .map(|(l, (_, name, _))| Copy {
+            .zip(names)
+            .map(|(l, name)| Copy {
                 address: l.address.clone(),
                 orig: l.orig.clone(),
                 text: format!("delivered to maildir as {name}"),
             })
             .collect();
-        // publish() removed every tmp name; nothing is left to clean.
+        // publish() linked every copy and removed any tmp/ name.
         self.first = None;
         Ok(Committed::Delivered(copies))
     }
@@ -211,17 +237,19 @@ impl Writer {
             })
     }
 
-    /// Every copy complete and fsynced in `tmp/`: (path, final name, size).
-    fn write_copies(&mut self) -> io::Result<Vec<(std::path::PathBuf, String, u64)>> {
-        let mut files = Vec::new();
+    /// The copies after the first, complete and fsynced (and the first
+    /// fsynced too): (file, final name, size).
+    fn write_copies(&mut self) -> io::Result<Vec<(TmpFile, String, u64)>> {
+        let mut files: Vec<(TmpFile, String, u64)> = Vec::new();
         let result = (|| {
             let first = self.first.as_ref().expect("direct writer has its file");
             for l in &self.locals[1..] {
                 let head = MaildirAgent::head(&self.env.sender.to_string(), &l.address);
                 let size = head.len() as u64 + self.body_len;
                 let name = self.maildir.name(&copy_id(&self.env, l), size);
-                let mut tmp = self.maildir.create(&l.route, &name)?;
-                files.push((tmp.path.clone(), name, size));
+                let tmp = self.maildir.create(&l.route, &name)?;
+                files.push((tmp, name, size));
+                let tmp = &mut files.last_mut().expect("just pushed").0;
                 tmp.file.write_all(head.as_bytes())?;
                 copy_body(&first.file, self.head0, self.body_len, &mut |b| {
                     tmp.file.write_all(b)
@@ -231,17 +259,11 @@ impl Writer {
             first.file.sync_data()?;
             Ok(())
         })();
-        let first = self.first.as_ref().expect("direct writer has its file");
-        let size0 = self.head0 + self.body_len;
-        let name0 = self
-            .maildir
-            .name(&copy_id(&self.env, &self.locals[0]), size0);
-        files.insert(0, (first.path.clone(), name0, size0));
         match result {
             Ok(()) => Ok(files),
             Err(e) => {
-                for (path, _, _) in &files[1..] {
-                    let _ = std::fs::remove_file(path);
+                for (tmp, _, _) in &files {
+                    tmp.remove();
                 }
                 Err(e)
             }
@@ -270,7 +292,7 @@ impl Writer {
         let first = self.first.take().expect("direct writer has its file");
         let mut body = body_reader(&first.file, self.head0, self.body_len)?;
         let r = spool.submit_with_state(&self.env, &mut body, &state);
-        let _ = std::fs::remove_file(&first.path);
+        first.remove();
         if let Err(e) = &r {
             if !landed.is_empty() {
                 log::queue_problem(

@@ -107,7 +107,12 @@ impl Intake {
         let mut seen = HashSet::new();
         let mut index = 0;
         for rcpt in &env.recipients {
-            let Ok(Resolution::Deliver(dests)) = self.directory.resolve(rcpt) else {
+            // The session just asked the same: the cache usually knows.
+            let resolved = match self.directory.from_memory(|d| d.resolve(rcpt)) {
+                Some(r) => r,
+                None => self.directory.resolve(rcpt),
+            };
+            let Ok(Resolution::Deliver(dests)) = resolved else {
                 return None;
             };
             for dest in dests {

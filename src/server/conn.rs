@@ -425,6 +425,10 @@ impl Conn {
     }
 
     fn log_accepted(&self, qid: &str, committed: &Committed) {
+        log::batch(|| self.log_accepted_lines(qid, committed));
+    }
+
+    fn log_accepted_lines(&self, qid: &str, committed: &Committed) {
         let env = self.s.envelope();
         let from = env
             .as_ref()

@@ -112,7 +112,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     write_listening(cfg.data_dir(), &addrs);
     announce(&cfg, &addrs);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let (stop, threads) = run_executor(&ex);
+    let (stop, threads) = run_executor(&ex, cfg.smtp.threads);
 
     signals::wait_for_stop(&sigs, &cfg, &shared);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -171,12 +171,21 @@ async fn accept_loop(ex: Arc<Executor<'static>>, b: Bound, shared: Arc<Shared>) 
 /// Runs the executor on a few threads until the returned sender is dropped.
 fn run_executor(
     ex: &Arc<Executor<'static>>,
+    configured: usize,
 ) -> (smol::channel::Sender<()>, Vec<std::thread::JoinHandle<()>>) {
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 4);
+    // One CPU is left to the blocking threads (fsync, Maildir writes,
+    // lookups): on two cores, a second executor thread measured 25 % more
+    // CPU per message and fewer messages per second, all of it in waking
+    // and switching threads.
+    let workers = match configured {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .saturating_sub(1)
+            .clamp(1, 4),
+        n => n,
+    };
     let threads = (0..workers)
         .map(|i| {
             let ex = ex.clone();

@@ -15,7 +15,11 @@ use crate::smtp::address::{Address, ReversePath};
 use crate::smtp::reply::Esc;
 
 impl Runner {
-    pub(super) fn finish(&self, job: &Job, mut plan: Plan) {
+    pub(super) fn finish(&self, job: &Job, plan: Plan) {
+        log::batch(|| self.finish_logged(job, plan));
+    }
+
+    fn finish_logged(&self, job: &Job, mut plan: Plan) {
         if let Some(why) = plan.hold.take() {
             self.hold_message(&job.id, &why);
             return;
