@@ -2,7 +2,7 @@
 //! alias add|del|list` edit the SQLite directory directly, with
 //! PostfixAdmin's semantics; new passwords are stored as
 //! `{SHA512-CRYPT}$6$...` (or `{BLF-CRYPT}$2y$...`) and read from a prompt
-//! without echo (driven through a real pty with script(1)) or from stdin,
+//! without echo (driven through a pty the test makes itself) or from stdin,
 //! never from argv. The new users are then checked against a real running
 //! server: Python's smtplib logs in over STARTTLS and sends mail that lands
 //! in the new Maildir; `user passwd` and `user del` take effect in that same
@@ -13,7 +13,6 @@ mod common;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -680,61 +679,39 @@ fn a_locked_database_is_a_temporary_failure() {
 
 // ---------------------------------------------------------------- the prompt
 
-/// Runs `cmd` in a pty with script(1), answering each prompt in turn once
-/// it has appeared; returns (exit code, everything the terminal showed).
+/// Runs `sh -c CMD` on a terminal of its own (a pty this test makes,
+/// with its modes and the child's signal dispositions set explicitly, see
+/// common::pty), typing each answer once its prompt has appeared; returns
+/// (exit code, everything the terminal showed). Nothing here depends on
+/// the terminal, signals or stdin the suite was started with: started as
+/// a background job, the suite has SIGINT ignored, which `sh` could not
+/// trap and the ^C below would never deliver.
 fn in_terminal(cmd: &str, answers: &[(&str, &str)]) -> (i32, String) {
-    let script = require("script");
-    let mut child = Command::new(script)
-        .args(["-qec", cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let mut stdin = child.stdin.take().unwrap();
+    let mut sh = peer("sh");
+    sh.args(["-c", cmd]);
+    let mut term = pty::PtyChild::spawn(sh);
     for (prompt, answer) in answers {
         let deadline = Instant::now() + WAIT;
-        loop {
-            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-            if text.contains(prompt) {
-                break;
-            }
+        while !term.seen().contains(prompt) {
             assert!(
                 Instant::now() < deadline,
-                "no prompt {prompt:?}; saw {text:?}"
+                "no prompt {prompt:?}; saw {:?}",
+                term.seen()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Let postern reach its read() after printing the prompt.
-        std::thread::sleep(Duration::from_millis(100));
-        stdin.write_all(answer.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
+        // No pause needed: postern turns echo off (flushing what was typed
+        // before) before it prints the prompt, so from here on what we
+        // type waits in the terminal for its read().
+        term.type_in(answer.as_bytes());
+        term.type_in(b"\n");
     }
-    let status = wait_timeout(&mut child, WAIT);
-    drop(stdin);
-    reader.join().unwrap();
-    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let (status, text) = term.finish(WAIT);
     (status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn terminal_prompt_hides_the_password_and_checks_the_retype() {
-    require("script");
     let t = TestDir::new("users-tty");
     let data = t.path().join("data");
     ok(&["domain", "add", "example.test"], &data);

@@ -4,7 +4,11 @@
 //! and finds delivered files. Everything on loopback, every domain .test.
 #![allow(dead_code)]
 
+pub mod proc;
+pub mod pty;
 pub mod tls;
+
+pub use proc::*;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,12 +52,34 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// POSTERN_KEEP_TEST_DIRS is set.
 pub struct TestDir(pub PathBuf);
 
+/// Where test directories go: TMPDIR when every directory on its path
+/// lets others through, else /tmp. Tests deliver as uid 5000 and read
+/// Maildirs as nobody, who must reach their files: a private TMPDIR (say
+/// under a 0700 home) would fail them for a reason that is not postern's.
+fn test_root() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let t = std::env::temp_dir();
+    let open = t.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    });
+    if open {
+        t
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
 impl TestDir {
     pub fn new(tag: &str) -> TestDir {
+        use std::os::unix::fs::PermissionsExt;
+        init_process();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("postern-test-{tag}-{}-{n}", std::process::id()));
+        let p = test_root().join(format!("postern-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
+        // Explicit, not the umask's: other users (the delivery uid, nobody
+        // for Dovecot) must get through it.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         TestDir(p)
     }
     pub fn path(&self) -> &Path {
