@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,7 +34,7 @@ struct Out {
 /// runs, its argv and environment, as `ps` and /proc show them, are
 /// checked for `secret`.
 fn postern_with(args: &[&str], at: &At, stdin: Option<&[u8]>, secret: Option<&str>) -> Out {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::postern();
     cmd.args(args);
     match at {
         At::Data(d) => cmd.arg("--data-dir").arg(d),
@@ -140,7 +140,7 @@ fn add_user(data: &At, address: &str, password: &str) -> Out {
 
 /// One query through Python's sqlite3; rows as `a|b|c` lines.
 fn sql(db: &Path, query: &str) -> String {
-    let (ok, out) = run(Command::new("python3")
+    let (ok, out) = run(python()
         .arg("-c")
         .arg(
             "import sqlite3, sys\n\
@@ -160,16 +160,16 @@ fn stored_hash(data: &Path, user: &str) -> String {
     )
 }
 
-/// A config for `serve` (and the CLI) on `port`: STARTTLS with the
-/// self-signed certificate postern makes at first start, AUTH against the
-/// SQLite directory.
-fn write_config(dir: &Path, data: &Path, port: u16, scheme: &str) -> PathBuf {
+/// A config for `serve` (and the CLI) on a port the kernel picks:
+/// STARTTLS with the self-signed certificate postern makes at first start,
+/// AUTH against the SQLite directory.
+fn write_config(dir: &Path, data: &Path, scheme: &str) -> PathBuf {
     let text = format!(
         "data_dir = \"{}\"\n\
          hostname = \"mx.example.test\"\n\
          trusted_networks = [\"127.0.0.1/32\"]\n\
          local_domains = [\"mx.example.test\"]\n\
-         \n[[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"starttls\"\n\
+         \n[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"starttls\"\n\
          \n[smtp]\nerror_delay = \"0s\"\n\
          \n[auth]\nbackend = \"sqlite\"\npassword_scheme = \"{scheme}\"\nfailure_delay = \"0s\"\n\
          \n[directory]\nlookup_timeout = \"1s\"\n",
@@ -180,54 +180,11 @@ fn write_config(dir: &Path, data: &Path, port: u16, scheme: &str) -> PathBuf {
     p
 }
 
-/// `postern serve` started by this test; killed (by its own PID) on drop.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(config: &Path, dir: &Path, port: u16) -> Serve {
-        let log = dir.join("serve.log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start postern serve");
-        let mut s = Serve { child, log, port };
-        let deadline = Instant::now() + WAIT;
-        while !s.log().contains("listening on") {
-            if let Some(st) = s.child.try_wait().unwrap() {
-                panic!("postern serve exited ({st}):\n{}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `postern serve` on `config` (data under `dir/data`); killed on drop.
+fn serve(config: &Path, dir: &Path) -> Served {
+    let mut cmd = common::postern();
+    cmd.arg("serve").arg("--config").arg(config);
+    Served::start(cmd, &dir.join("serve.log"), &dir.join("data"))
 }
 
 const PY_LOGIN: &str = r#"
@@ -259,8 +216,7 @@ s.quit()
 /// Logs in with smtplib over STARTTLS (the password on its stdin) and,
 /// if `rcpt` is given, sends one message; returns its report.
 fn login(port: u16, user: &str, password: &str, rcpt: Option<&str>) -> String {
-    require("python3");
-    let mut cmd = Command::new("python3");
+    let mut cmd = python();
     cmd.arg("-c")
         .arg(PY_LOGIN)
         .arg(port.to_string())
@@ -401,8 +357,7 @@ fn domain_add_list_and_delete_with_and_without_force() {
 fn new_user_logs_in_receives_changes_password_and_is_deleted() {
     let t = TestDir::new("users-live");
     let data = t.path().join("data");
-    let port = free_port();
-    let config = write_config(t.path(), &data, port, "SHA512-CRYPT");
+    let config = write_config(t.path(), &data, "SHA512-CRYPT");
     let at = At::Config(config.clone());
 
     ok(&["domain", "add", "example.test"], &data);
@@ -442,7 +397,8 @@ fn new_user_logs_in_receives_changes_password_and_is_deleted() {
         "no hash in the list: {list}"
     );
 
-    let srv = Serve::start(&config, t.path(), port);
+    let srv = serve(&config, t.path());
+    let port = srv.addr().port();
     let r = login(
         port,
         "newbie@example.test",
@@ -540,8 +496,7 @@ fn new_user_logs_in_receives_changes_password_and_is_deleted() {
 fn bcrypt_is_used_when_configured() {
     let t = TestDir::new("users-bcrypt");
     let data = t.path().join("data");
-    let port = free_port();
-    let config = write_config(t.path(), &data, port, "BLF-CRYPT");
+    let config = write_config(t.path(), &data, "BLF-CRYPT");
     let at = At::Config(config.clone());
     let o = postern_with(&["domain", "add", "example.test"], &at, None, None);
     assert_eq!(o.code, 0, "{o:?}");
@@ -550,7 +505,8 @@ fn bcrypt_is_used_when_configured() {
     let hash = stored_hash(&data, "bea@example.test");
     assert!(hash.starts_with("{BLF-CRYPT}$2y$"), "stored: {hash}");
 
-    let _srv = Serve::start(&config, t.path(), port);
+    let srv = serve(&config, t.path());
+    let port = srv.addr().port();
     let r = login(port, "bea@example.test", "bea-blowfish-pw", None);
     assert!(r.contains("auth 235"), "{r}");
     let r = login(port, "bea@example.test", "bea-blowfish-PW", None);
@@ -642,10 +598,10 @@ fn user_add_refuses_bad_input() {
 fn a_locked_database_is_a_temporary_failure() {
     let t = TestDir::new("users-locked");
     let data = t.path().join("data");
-    let config = write_config(t.path(), &data, free_port(), "SHA512-CRYPT");
+    let config = write_config(t.path(), &data, "SHA512-CRYPT");
     ok(&["domain", "add", "example.test"], &data);
     // A writer that holds the database for longer than lookup_timeout (1s).
-    let mut holder = Command::new("python3")
+    let mut holder = python()
         .arg("-c")
         .arg(
             "import sqlite3, sys, time\n\
@@ -657,6 +613,7 @@ fn a_locked_database_is_a_temporary_failure() {
         .arg(data.join("directory.sqlite"))
         .stdout(Stdio::piped())
         .spawn()
+        .map(ChildGuard::new)
         .unwrap();
     let mut word = [0u8; 6];
     holder
@@ -667,8 +624,7 @@ fn a_locked_database_is_a_temporary_failure() {
         .unwrap();
     assert_eq!(&word, b"locked");
     let o = add_user(&At::Config(config), "late@example.test", "late-pw-1");
-    let _ = holder.kill();
-    let _ = holder.wait();
+    holder.kill();
     refused(o, 75, "locked");
     // Once free, the same command works.
     assert_eq!(

@@ -1,7 +1,18 @@
 //! Test harness shared by the integration tests: starts the real postern
-//! binary on a free loopback port with a config of the test's choosing,
-//! loads the PostfixAdmin fixture into its SQLite directory, talks raw SMTP,
-//! and finds delivered files. Everything on loopback, every domain .test.
+//! binary with a config of the test's choosing, loads the PostfixAdmin
+//! fixture into its SQLite directory, talks raw SMTP, and finds delivered
+//! files. Everything on loopback, every domain .test.
+//!
+//! Ports: every listener the harness configures is `127.0.0.1:0`, so the
+//! kernel picks a port no other test can be holding; postern writes the
+//! bound addresses to `data_dir/listening` (one line per listener, in
+//! config order: `<n> <configured> <bound> <mode>`) before it logs
+//! `listening on`, and the harness reads them from there. A port picked
+//! by the test, released and bound later by postern would race with the
+//! other tests, which open thousands of connections meanwhile.
+//!
+//! Children (postern and the peers) are started as `proc` describes: in a
+//! known state whatever state the suite itself was started in.
 #![allow(dead_code)]
 
 pub mod proc;
@@ -95,12 +106,97 @@ impl Drop for TestDir {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// One line of `data_dir/listening`.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub configured: SocketAddr,
+    pub addr: SocketAddr,
+    pub mode: String,
+}
+
+/// Parses `data_dir/listening` (`<n> <configured> <bound> <mode>` per
+/// line, n from 1 in config order).
+pub fn read_listening(data: &Path) -> Vec<Bound> {
+    let path = data.join("listening");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert!(
+                f.len() == 4 && f[0] == (i + 1).to_string(),
+                "{}: line {} is not `<n> <configured> <bound> <mode>`: {l:?}",
+                path.display(),
+                i + 1
+            );
+            let parse = |s: &str| -> SocketAddr {
+                s.parse()
+                    .unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
+            };
+            Bound {
+                configured: parse(f[1]),
+                addr: parse(f[2]),
+                mode: f[3].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Waits until a starting `postern serve` logs its `count`-th `listening
+/// on` line to `log` (earlier runs of the same server wrote the others),
+/// then returns its listeners from `data/listening`, which postern
+/// replaced before logging. Panics with the log if it exits or takes
+/// longer than 20 s.
+pub fn wait_listening(child: &mut Child, log: &Path, data: &Path, count: usize) -> Vec<Bound> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if read().matches("listening on").count() >= count {
+            return read_listening(data);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("postern exited ({status}) at start:\n{}", read());
+        }
+        assert!(Instant::now() < deadline, "postern did not start:\n{}", read());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `postern serve` on a config a test wrote itself (use port 0 in it):
+/// started, waited for, its bound addresses read; killed on drop.
+pub struct Served {
+    pub child: ChildGuard,
+    pub log: PathBuf,
+    pub listeners: Vec<Bound>,
+}
+
+impl Served {
+    /// Runs `cmd` (a [`postern()`] command with its `serve` arguments),
+    /// its stderr to `log`; `data` is the config's data_dir.
+    pub fn start(mut cmd: Command, log: &Path, data: &Path) -> Served {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start postern serve");
+        let mut child = ChildGuard::new(child);
+        let listeners = wait_listening(&mut child, log, data, 1);
+        Served {
+            child,
+            log: log.to_path_buf(),
+            listeners,
+        }
+    }
+
+    /// The bound address of the first listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0].addr
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// Runs the fixture's INSERT and UPDATE statements, unchanged, against a
@@ -136,7 +232,8 @@ pub struct ServerBuilder {
     sections: BTreeMap<String, Vec<String>>,
     fixture: bool,
     aliases: Option<String>,
-    port: Option<u16>,
+    /// Listeners after the harness's own: (mode, extra lines).
+    listeners: Vec<(String, String)>,
     env: Vec<(String, String)>,
     pre_exec_ulimit_fsize: Option<u64>,
 }
@@ -158,6 +255,13 @@ impl ServerBuilder {
         lines.push(line.to_string());
         self
     }
+    /// Another listener on `127.0.0.1:0` with `mode` and `extra` lines
+    /// (`require_auth = true`...). The harness's own listener is number 1;
+    /// the first one added here is 2, and so on ([`Server::listener_addr`]).
+    pub fn listener(mut self, mode: &str, extra: &str) -> Self {
+        self.listeners.push((mode.to_string(), extra.to_string()));
+        self
+    }
     /// Load the PostfixAdmin fixture into the directory (default: yes).
     pub fn fixture(mut self, yes: bool) -> Self {
         self.fixture = yes;
@@ -166,10 +270,6 @@ impl ServerBuilder {
     /// Contents of an aliases(5) file for the local domains.
     pub fn aliases(mut self, text: &str) -> Self {
         self.aliases = Some(text.to_string());
-        self
-    }
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = Some(port);
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -183,13 +283,29 @@ impl ServerBuilder {
         self
     }
 
-    pub fn config_text(&self, data: &Path, port: u16, aliases: Option<&Path>) -> String {
+    /// How many listeners the config has.
+    pub fn listener_count(&self) -> usize {
+        1 + self.listeners.len()
+    }
+
+    /// The config file's text. Every listener is on `127.0.0.1:0`: the
+    /// harness's own (default mode) first, then those added with
+    /// [`ServerBuilder::listener`].
+    pub fn config_text(&self, data: &Path, aliases: Option<&Path>) -> String {
         let mut s = format!("data_dir = \"{}\"\n", data.display());
         for l in &self.top {
             s.push_str(l);
             s.push('\n');
         }
-        s.push_str(&format!("\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n"));
+        s.push_str("\n[[listener]]\naddress = \"127.0.0.1:0\"\n");
+        for (mode, extra) in &self.listeners {
+            s.push_str(&format!(
+                "\n[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n{extra}"
+            ));
+            if !extra.is_empty() && !extra.ends_with('\n') {
+                s.push('\n');
+            }
+        }
         let mut sections = self.sections.clone();
         if let Some(a) = aliases {
             sections
@@ -219,14 +335,15 @@ impl ServerBuilder {
             std::fs::write(&p, text).unwrap();
             p
         });
-        let port = self.port.unwrap_or_else(free_port);
         let config = dir.path().join("postern.toml");
-        std::fs::write(&config, self.config_text(&data, port, aliases.as_deref())).unwrap();
+        std::fs::write(&config, self.config_text(&data, aliases.as_deref())).unwrap();
         let mut srv = Server {
             dir,
             data,
             config,
-            port,
+            port: 0,
+            listeners: Vec::new(),
+            expected_listeners: self.listener_count(),
             child: None,
             log_path: PathBuf::new(),
             env: self.env,
@@ -242,8 +359,12 @@ pub struct Server {
     pub dir: TestDir,
     pub data: PathBuf,
     pub config: PathBuf,
+    /// The port of listener 1 (the harness's own) in the current run.
     pub port: u16,
-    child: Option<Child>,
+    /// Every listener's bound address in the current run, in config order.
+    pub listeners: Vec<Bound>,
+    expected_listeners: usize,
+    child: Option<ChildGuard>,
     /// stderr of the current run.
     pub log_path: PathBuf,
     env: Vec<(String, String)>,
@@ -267,7 +388,7 @@ impl Server {
             )]),
             fixture: true,
             aliases: None,
-            port: None,
+            listeners: Vec::new(),
             env: Vec::new(),
             pre_exec_ulimit_fsize: None,
         }
@@ -277,57 +398,69 @@ impl Server {
         Server::builder().start()
     }
 
+    /// Starts a run and waits until it listens. Each run binds new ports
+    /// (port 0): after a restart, ask [`Server::addr`] again.
     fn launch(&mut self) {
         self.runs += 1;
         self.log_path = self.dir.path().join(format!("server-{}.log", self.runs));
         let log = std::fs::File::create(&self.log_path).unwrap();
         let mut cmd = match self.fsize {
             Some(blocks) => {
-                let mut c = Command::new("sh");
+                let mut c = peer("sh");
                 c.arg("-c")
                     .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
                     .arg(BIN);
                 c
             }
-            None => Command::new(BIN),
+            None => postern(),
         };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.env_remove("JOURNAL_STREAM");
         let child = cmd.spawn().expect("start postern");
+        let mut child = ChildGuard::new(child);
+        // Only this run's log: earlier runs also said "listening on", and
+        // left a `listening` file behind if they were killed.
+        let listeners = wait_listening(&mut child, &self.log_path, &self.data, 1);
+        assert_eq!(
+            listeners.len(),
+            self.expected_listeners,
+            "{}: one line per listener",
+            self.data.join("listening").display()
+        );
+        self.port = listeners[0].addr.port();
+        self.listeners = listeners;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // Only this run's log: earlier runs also said "listening on".
-            if std::fs::read_to_string(&self.log_path)
-                .unwrap_or_default()
-                .contains("listening on")
-            {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("postern exited ({status}) at start:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                panic!("postern did not start:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
+    /// The bound address of the harness's own listener (number 1).
     pub fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
+        self.listener_addr(1)
+    }
+
+    /// The bound address of listener `n` (from 1, in config order: the
+    /// harness's own, then those added with [`ServerBuilder::listener`]).
+    pub fn listener_addr(&self, n: usize) -> SocketAddr {
+        assert!(
+            n >= 1 && n <= self.listeners.len(),
+            "no listener {n}: {:?}",
+            self.listeners
+        );
+        self.listeners[n - 1].addr
+    }
+
+    /// The port of listener `n`.
+    pub fn listener_port(&self, n: usize) -> u16 {
+        self.listener_addr(n).port()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.child.as_ref().expect("running").id()
     }
 
     /// Everything logged by every run so far.
@@ -360,16 +493,16 @@ impl Server {
 
     /// Graceful stop (SIGTERM), waiting for exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = nix_kill(c.id(), 15);
+        let c = self.child.take().expect("running");
+        signal(c.id(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM to postern");
+        let mut c = c.into_inner();
         wait_timeout(&mut c, Duration::from_secs(20))
     }
 
     /// SIGKILL: the crash case.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 
@@ -404,22 +537,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Before the fields go: `dir` would be removed under a live server.
         self.kill9();
     }
 }
 
-fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
-    }
-}
-
+/// Waits for `c` to exit; past `t` it is killed and the test fails.
 pub fn wait_timeout(c: &mut Child, t: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + t;
     loop {
@@ -428,6 +551,7 @@ pub fn wait_timeout(c: &mut Child, t: Duration) -> std::process::ExitStatus {
         }
         if Instant::now() > deadline {
             let _ = c.kill();
+            let _ = c.wait();
             panic!("process did not exit within {t:?}");
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -289,8 +289,29 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Sends `sig` to `pid` (a child of this test).
-pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+/// Sends `sig` to `pid` (a child of this test), without a kill(1) child
+/// of its own.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
-        .unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
+}
+
+/// Raises this test process's soft limit on open files to `want` (or to
+/// the hard limit, if lower), since a suite started from a shell with
+/// `ulimit -n 1024` would otherwise run out of descriptors in a test
+/// that holds a thousand sockets. Children started after this inherit the
+/// raised limit. Returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to our own struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0, "getrlimit");
+        if r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0, "setrlimit");
+        }
+    }
+    r.rlim_cur
 }
