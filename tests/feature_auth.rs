@@ -1393,11 +1393,21 @@ fn passwords_never_reach_the_log_or_the_process() {
     let mut used = Vec::new();
     // Right and wrong passwords, PLAIN and LOGIN, plaintext and TLS, and a
     // password typed as the user name's answer to "Password:" by mistake.
+    // Each run must really have reached the password check: a clean log
+    // proves nothing if swaks never connected.
     for (user, pass, _) in USERS {
         for mech in ["PLAIN", "LOGIN"] {
-            let _ = swaks_login(a.st, "--tls", mech, user, pass, &[]);
+            let (ok, out) = swaks_login(a.st, "--tls", mech, user, pass, &[]);
+            assert!(
+                ok && out.contains("235 2.7.0"),
+                "{user} {mech} over STARTTLS did not log in:\n{out}"
+            );
             let bad = format!("{pass}-bad-{mech}");
-            let _ = swaks_login(a.st, "", mech, user, &bad, &[]);
+            let (ok, out) = swaks_login(a.st, "", mech, user, &bad, &[]);
+            assert!(
+                !ok && out.contains("535 5.7.8"),
+                "{user} {mech} in plaintext with a wrong password was not refused by the check:\n{out}"
+            );
             used.push(bad);
         }
     }
@@ -1417,6 +1427,16 @@ fn passwords_never_reach_the_log_or_the_process() {
     c.expect(&b64(b"frank@example.test"), "334");
     c.expect(&b64(b"frank-typed-this-secret"), "535");
     used.push("frank-typed-this-secret".into());
+    // The server saw every login: one success line per good swaks run, one
+    // failure line per bad one and frank's.
+    let good = USERS.len() * 2;
+    let failed = USERS.len() * 2 + 1;
+    assert!(
+        a.srv.wait_log_count(": authenticated", good, WAIT)
+            && a.srv.wait_log_count("authentication failed for user", failed, WAIT),
+        "expected {good} logins and {failed} failures in the log:\n{}",
+        a.srv.log()
+    );
     let u: Vec<&str> = used.iter().map(String::as_str).collect();
     assert_no_passwords(&a.srv, &u);
     // Nothing secret in postern's own command line or environment.
