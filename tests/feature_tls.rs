@@ -1135,11 +1135,22 @@ fn starttls_injection_pipelined_plaintext_is_discarded() {
         "{}",
         t.srv.log()
     );
-    // And a clean STARTTLS logs nothing about discarding.
+    // And a clean STARTTLS logs nothing about discarding. The session's
+    // own "disconnect from" line (written after anything it would have
+    // logged about discarding) proves it is over.
+    // The three sessions above are over first.
+    assert!(t.srv.wait_log_count("disconnect from", 3, WAIT), "{}", t.srv.log());
     let before = t.srv.log().matches("discarded").count();
+    let disconnects = t.srv.log().matches("disconnect from").count();
+    assert_eq!(disconnects, 3, "{}", t.srv.log());
     let mut c = TlsSmtp::starttls_session(t.st());
     c.expect("QUIT", "221");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        t.srv
+            .wait_log_count("disconnect from", disconnects + 1, WAIT),
+        "{}",
+        t.srv.log()
+    );
     assert_eq!(t.srv.log().matches("discarded").count(), before);
 }
 
@@ -1201,20 +1212,14 @@ fn garbage_instead_of_a_client_hello_closes_the_connection() {
     // Garbage after STARTTLS too.
     let mut s = TcpStream::connect(t.st()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut greeting = [0u8; 64];
-    let n = s.read(&mut greeting).unwrap();
-    assert!(greeting[..n].starts_with(b"220"));
+    let r = read_reply_unbuffered(&mut s).expect("greeting");
+    assert_eq!(r.code, 220, "{r:?}");
     s.write_all(b"EHLO client.test\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let mut tmp = [0u8; 1024];
-    let _ = s.read(&mut tmp).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("EHLO reply");
+    assert_eq!(r.code, 250, "{r:?}");
     s.write_all(b"STARTTLS\r\n").unwrap();
-    let n = s.read(&mut tmp).unwrap();
-    assert!(
-        tmp[..n].starts_with(b"220 2.0.0"),
-        "{:?}",
-        String::from_utf8_lossy(&tmp[..n])
-    );
+    let r = read_reply_unbuffered(&mut s).expect("STARTTLS reply");
+    assert!(r.first.starts_with("220 2.0.0"), "{r:?}");
     s.write_all(&junk).unwrap();
     let (_, _, closed) = read_until_closed(&mut s, Duration::from_secs(15));
     assert!(closed, "STARTTLS + garbage: not closed");
@@ -1254,14 +1259,14 @@ fn a_stalled_handshake_times_out() {
     // STARTTLS then silence.
     let mut s = TcpStream::connect(format!("127.0.0.1:{st}")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 1024];
-    let _ = s.read(&mut buf).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("greeting");
+    assert_eq!(r.code, 220, "{r:?}");
     s.write_all(b"EHLO c.test\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = s.read(&mut buf).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("EHLO reply");
+    assert_eq!(r.code, 250, "{r:?}");
     s.write_all(b"STARTTLS\r\n").unwrap();
-    let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"220 2.0.0"));
+    let r = read_reply_unbuffered(&mut s).expect("STARTTLS reply");
+    assert!(r.first.starts_with("220 2.0.0"), "{r:?}");
     let (took, _, closed) = read_until_closed(&mut s, Duration::from_secs(20));
     assert!(closed && took < Duration::from_secs(15), "{took:?}");
     assert!(

@@ -653,6 +653,27 @@ pub fn parse_reply(mut next_line: impl FnMut() -> Option<String>) -> Option<Repl
     }
 }
 
+/// Reads one whole (possibly multi-line) reply from a raw stream, a byte
+/// at a time so that nothing after it is consumed (a STARTTLS test goes on
+/// with the same socket). `None` when the connection ends first.
+pub fn read_reply_unbuffered(s: &mut impl Read) -> Option<Reply> {
+    parse_reply(|| {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            match s.read(&mut b) {
+                Ok(1) => {
+                    line.push(b[0]);
+                    if b[0] == b'\n' {
+                        return Some(String::from_utf8_lossy(&line).into_owned());
+                    }
+                }
+                _ => return None,
+            }
+        }
+    })
+}
+
 /// A raw SMTP client: one command, one reply.
 pub struct Smtp {
     reader: BufReader<TcpStream>,
