@@ -877,6 +877,10 @@ fn dialog_files_cover_the_named_cases() {
         "smuggling-cr-dot-cr.txt",
         "command-line-513-octets.txt",
         "text-line-1001-octets.txt",
+        // Issue 7: a missing or empty path is 501, not 553.
+        "mail-rcpt-missing-path.txt",
+        "rcpt-null-path.txt",
+        "path-route-without-mailbox.txt",
     ] {
         assert!(
             names.iter().any(|n| n == must),
