@@ -32,29 +32,29 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 pub const FIXTURE_SQL: &str = include_str!("../fixtures/postfixadmin-mysql.sql");
 
-/// Fails the test when a real peer (swaks, curl, doveadm...) is missing.
-/// Peers are installed by scripts/install-peers, which scripts/test runs;
-/// a test never skips itself for want of one.
-pub fn require(program: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .map(|p| {
+/// Where `program` is: on PATH, else in /usr/sbin or /sbin.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join(program))
                 .find(|f| f.is_file())
         })
-        .unwrap_or(None)
         .or_else(|| {
             ["/usr/sbin", "/sbin"]
                 .iter()
                 .map(|d| Path::new(d).join(program))
                 .find(|f| f.is_file())
-        });
-    match found {
-        Some(p) => p,
-        None => panic!(
-            "peer `{program}` is not installed: run scripts/install-peers (scripts/test does)"
-        ),
-    }
+        })
+}
+
+/// Fails the test when a real peer (swaks, curl, doveadm...) is missing.
+/// Peers are installed by scripts/install-peers, which scripts/test runs;
+/// a test never skips itself for want of one.
+pub fn require(program: &str) -> PathBuf {
+    find_program(program).unwrap_or_else(|| {
+        panic!("peer `{program}` is not installed: run scripts/install-peers (scripts/test does)")
+    })
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
