@@ -257,14 +257,18 @@ impl ChildGuard {
         self.child.take().expect("running")
     }
 
-    /// Kills (group too, if so made) and reaps now.
+    /// Kills (group too, if so made) and reaps now. Only a child that has
+    /// not been reaped is signalled: until then its pid, and so its group
+    /// id, cannot have been given to another process.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            if self.group {
-                // SAFETY: kill(2) on our own child's process group.
-                unsafe { libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL) };
+            if matches!(c.try_wait(), Ok(None)) {
+                if self.group {
+                    // SAFETY: kill(2) on the group our live child leads.
+                    unsafe { libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL) };
+                }
+                let _ = c.kill();
             }
-            let _ = c.kill();
             let _ = c.wait();
         }
     }

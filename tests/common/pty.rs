@@ -124,14 +124,30 @@ impl PtyChild {
 
     /// Waits for the child to exit and for the terminal's last output.
     pub fn finish(mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, String) {
-        let status = super::wait_timeout(self.child.child(), timeout);
-        // The child (and anything it left on the terminal) is gone: the
-        // reader sees EIO and stops. A grandchild still holding the slave
-        // is killed with the group.
-        self.child.kill();
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.child().try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                // Still running, so its group can be killed whole.
+                self.child.kill();
+                panic!("process did not exit within {timeout:?}; the terminal showed {:?}", self.seen());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // Once nothing holds the slave side any more, the reader sees EIO
+        // and stops; a grandchild left holding it fails the test.
+        let reader = self.reader.take().expect("reader");
+        while !reader.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "something the child started still holds its terminal: {:?}",
+                self.seen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        reader.join().unwrap();
         (status, self.seen())
     }
 }
