@@ -422,7 +422,7 @@ fn wrong_password_unknown_inactive_and_receive_only_users_are_refused() {
         "alice-secret",
         &[],
     );
-    assert!(ok && out.contains("235"), "active again:\n{out}");
+    assert!(ok && swaks_replied(&out, "235"), "active again:\n{out}");
     assert_no_passwords(&a.srv, &[]);
 }
 
@@ -454,7 +454,7 @@ fn login_names_are_case_insensitive() {
         "ALICE-SECRET",
         &[],
     );
-    assert!(!ok && out.contains("535"), "{out}");
+    assert!(!ok && swaks_replied(&out, "535"), "{out}");
     assert_no_passwords(&a.srv, &["ALICE-SECRET"]);
 }
 
@@ -1369,7 +1369,7 @@ fn brute_force_is_throttled_per_address() {
         "--quit-after",
         "AUTH",
     ]);
-    assert!(ok && out.contains("235"), "{out}");
+    assert!(ok && swaks_replied(&out, "235"), "{out}");
     let log = srv.log();
     assert!(
         log.contains("unknown[127.0.0.2]: SASL PLAIN refused: too many failed logins"),

@@ -422,6 +422,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A server that died under a test makes its clients fail with
+        // "connection refused": say so, with how it ended and its log.
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.child().try_wait() {
+                eprintln!(
+                    "postern (pid {}) ended during the test by itself: {status}; its log:\n{}",
+                    c.id(),
+                    self.log()
+                );
+            }
+        }
         // Before the fields go: `dir` would be removed under a live server.
         self.kill9();
     }
