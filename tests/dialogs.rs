@@ -259,7 +259,9 @@ fn all_dialogs() -> Vec<Dialog> {
 /// The server builder both runs derive their config from. With `#!
 /// listener:` overrides, the dialog gets a listener of its own on `port`
 /// (written before the harness's, so it is the config's first listener).
-fn builder(overrides: &[(String, String)], port: u16) -> ServerBuilder {
+/// The dialog's server: the harness's defaults, the dialog's overrides,
+/// and the dialog's own listener (listener 2) when it sets `#! listener:`.
+fn builder(overrides: &[(String, String)]) -> ServerBuilder {
     let mut b = Server::builder()
         .top("trusted_networks = [\"10.0.0.0/8\"]")
         // Failed logins in one dialog must not delay or throttle the next.
@@ -274,12 +276,26 @@ fn builder(overrides: &[(String, String)], port: u16) -> ServerBuilder {
         }
     }
     if !listener.is_empty() {
-        b = b.top(&format!(
-            "# the dialog's listener\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n{}",
-            listener.join("\n")
-        ));
+        // `mode` is one of the dialog's own lines, or the default.
+        let (mode, rest): (Vec<String>, Vec<String>) = listener
+            .into_iter()
+            .partition(|kv| kv.split('=').next().unwrap().trim() == "mode");
+        let mode = mode
+            .last()
+            .map(|kv| kv.split('=').nth(1).unwrap().trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| "starttls".into());
+        b = b.listener(&mode, &rest.join("\n"));
     }
     b
+}
+
+/// Which listener the dialog talks to: its own (2) or the harness's (1).
+fn dialog_listener(overrides: &[(String, String)]) -> usize {
+    if has_own_listener(overrides) {
+        2
+    } else {
+        1
+    }
 }
 
 fn has_own_listener(overrides: &[(String, String)]) -> bool {
@@ -550,8 +566,7 @@ impl PureRun {
 }
 
 fn run_pure(d: &Dialog) -> Result<(), String> {
-    let text =
-        builder(&d.overrides, 2526).config_text(Path::new("/nonexistent-dialog-data"), 2525, None);
+    let text = builder(&d.overrides).config_text(Path::new("/nonexistent-dialog-data"), None);
     let cfg = postern::config::Config::parse("dialog.toml", &text).map_err(|e| {
         format!(
             "{}: config: {}",
@@ -563,7 +578,7 @@ fn run_pure(d: &Dialog) -> Result<(), String> {
         )
     })?;
     let mut run = PureRun::new(
-        Arc::new(cfg.session_config(&cfg.listeners[0])),
+        Arc::new(cfg.session_config(&cfg.listeners[dialog_listener(&d.overrides) - 1])),
         pure_directory(&cfg),
         implicit_tls(&d.overrides),
     );
@@ -902,13 +917,8 @@ fn dialogs_over_tcp() {
     }
     let mut failures = Vec::new();
     for (overrides, ds) in groups {
-        let port = free_port();
-        let srv = builder(&overrides, port).start();
-        let addr = if has_own_listener(&overrides) {
-            format!("127.0.0.1:{port}").parse().unwrap()
-        } else {
-            srv.addr()
-        };
+        let srv = builder(&overrides).start();
+        let addr = srv.listener_addr(dialog_listener(&overrides));
         for d in ds {
             if let Err(e) = run_tcp(d, addr) {
                 failures.push(e);
@@ -936,6 +946,10 @@ fn dialog_files_cover_the_named_cases() {
         "smuggling-cr-dot-cr.txt",
         "command-line-513-octets.txt",
         "text-line-1001-octets.txt",
+        // Issue 7: a missing or empty path is 501, not 553.
+        "mail-rcpt-missing-path.txt",
+        "rcpt-null-path.txt",
+        "path-route-without-mailbox.txt",
     ] {
         assert!(
             names.iter().any(|n| n == must),

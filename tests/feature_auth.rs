@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -31,14 +30,6 @@ const USERS: [(&str, &str, &str); 6] = [
 const WRONG: &str = "Wr0ng-Passw0rd-xyzzy";
 
 // --- servers -------------------------------------------------------------------
-
-/// Adds a `[[listener]]` (see feature_tls.rs: the harness writes top-level
-/// lines before its own listener). Must come after every other `.top()`.
-fn listener(b: ServerBuilder, port: u16, mode: &str, extra: &str) -> ServerBuilder {
-    b.top(&format!(
-        "# listener {port}\n[[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\n{extra}"
-    ))
-}
 
 struct AuthServer {
     srv: Server,
@@ -62,16 +53,18 @@ fn quick(b: ServerBuilder) -> ServerBuilder {
         .set("auth", "max_failures = 1000")
 }
 
+/// Listeners 2, 3 and 4 besides the harness's own (1).
 fn auth_server(b: ServerBuilder) -> AuthServer {
-    let (st, imp, sub) = (free_port(), free_port(), free_port());
-    let b = listener(b, st, "starttls", "");
-    let b = listener(b, imp, "implicit-tls", "");
-    let b = listener(b, sub, "starttls", "require_auth = true\n");
+    let srv = b
+        .listener("starttls", "")
+        .listener("implicit-tls", "")
+        .listener("starttls", "require_auth = true")
+        .start();
     AuthServer {
-        srv: b.start(),
-        st,
-        imp,
-        sub,
+        st: srv.listener_port(2),
+        imp: srv.listener_port(3),
+        sub: srv.listener_port(4),
+        srv,
     }
 }
 
@@ -85,7 +78,7 @@ fn plaintext_auth_server(b: ServerBuilder) -> Server {
 
 fn swaks(args: &[&str]) -> (bool, String) {
     require("swaks");
-    run(Command::new("swaks")
+    run(peer("swaks")
         .args([
             "--server",
             "127.0.0.1",
@@ -126,8 +119,7 @@ fn swaks_login(
 }
 
 fn python(script: &str, args: &[&str]) -> (bool, String) {
-    require("python3");
-    run(Command::new("python3").arg("-c").arg(script).args(args))
+    run(common::python().arg("-c").arg(script).args(args))
 }
 
 const PY_PRELUDE: &str = r#"
@@ -253,7 +245,7 @@ print('DONE')
     );
     let creds = "alice@example.test alice-secret dave@example.test dave-secret gail@example.test gail-secret";
     for (mode, port) in [("starttls", a.st), ("implicit", a.imp)] {
-        let out = Command::new("python3")
+        let out = common::python()
             .arg("-c")
             .arg(&script)
             .args([mode, &port.to_string()])
@@ -315,7 +307,7 @@ print('DONE')
         let subject = format!("curl {url} {opts}");
         let f = dir.path().join("msg");
         std::fs::write(&f, message(&subject, "via curl\r\n")).unwrap();
-        let (ok, out) = run(Command::new("curl")
+        let (ok, out) = run(peer("curl")
             .args(["-sS", "-v", "--ssl-reqd", "-k", "--max-time", "20"])
             .args(["--login-options", opts])
             .args(["--user", "carol@example.test:carol-secret"])
@@ -333,7 +325,7 @@ print('DONE')
         let rcv = received_header(&delivered(&a.srv, "example.test/alice/", &subject));
         assert!(rcv.contains("with ESMTPSA"), "{rcv}");
         // And a wrong password fails.
-        let (ok, out) = run(Command::new("curl")
+        let (ok, out) = run(peer("curl")
             .args(["-sS", "-v", "--ssl-reqd", "-k", "--max-time", "20"])
             .args(["--login-options", opts])
             .args(["--user", &format!("carol@example.test:{WRONG}")])
@@ -430,7 +422,7 @@ fn wrong_password_unknown_inactive_and_receive_only_users_are_refused() {
         "alice-secret",
         &[],
     );
-    assert!(ok && out.contains("235"), "active again:\n{out}");
+    assert!(ok && swaks_replied(&out, "235"), "active again:\n{out}");
     assert_no_passwords(&a.srv, &[]);
 }
 
@@ -462,7 +454,7 @@ fn login_names_are_case_insensitive() {
         "ALICE-SECRET",
         &[],
     );
-    assert!(!ok && out.contains("535"), "{out}");
+    assert!(!ok && swaks_replied(&out, "535"), "{out}");
     assert_no_passwords(&a.srv, &["ALICE-SECRET"]);
 }
 
@@ -1021,7 +1013,7 @@ print('DATA', code, msg.decode())
 s.quit()
 "#
     );
-    let out = Command::new("python3")
+    let out = common::python()
         .arg("-c")
         .arg(&script)
         .arg(a.st.to_string())
@@ -1191,23 +1183,15 @@ fn require_auth_listener_refuses_mail_before_login() {
     // check-config refuses require_auth where nobody could log in.
     let dir = TestDir::new("reqauth");
     let b = Server::builder().set("auth", "backend = \"none\"");
-    let b = listener(b, free_port(), "starttls", "require_auth = true\n");
+    let b = b.listener("starttls", "require_auth = true");
     let conf = dir.path().join("p.toml");
-    std::fs::write(
-        &conf,
-        b.config_text(&dir.path().join("data"), free_port(), None),
-    )
-    .unwrap();
-    let (ok, out) = run(Command::new(BIN).arg("check-config").arg(&conf));
+    std::fs::write(&conf, b.config_text(&dir.path().join("data"), None)).unwrap();
+    let (ok, out) = run(postern().arg("check-config").arg(&conf));
     assert!(!ok && out.contains("require_auth"), "{out}");
     let b = Server::builder();
-    let b = listener(b, free_port(), "plain", "require_auth = true\n");
-    std::fs::write(
-        &conf,
-        b.config_text(&dir.path().join("data"), free_port(), None),
-    )
-    .unwrap();
-    let (ok, out) = run(Command::new(BIN).arg("check-config").arg(&conf));
+    let b = b.listener("plain", "require_auth = true");
+    std::fs::write(&conf, b.config_text(&dir.path().join("data"), None)).unwrap();
+    let (ok, out) = run(postern().arg("check-config").arg(&conf));
     assert!(!ok && out.contains("require_auth"), "{out}");
 }
 
@@ -1385,7 +1369,7 @@ fn brute_force_is_throttled_per_address() {
         "--quit-after",
         "AUTH",
     ]);
-    assert!(ok && out.contains("235"), "{out}");
+    assert!(ok && swaks_replied(&out, "235"), "{out}");
     let log = srv.log();
     assert!(
         log.contains("unknown[127.0.0.2]: SASL PLAIN refused: too many failed logins"),
@@ -1409,11 +1393,21 @@ fn passwords_never_reach_the_log_or_the_process() {
     let mut used = Vec::new();
     // Right and wrong passwords, PLAIN and LOGIN, plaintext and TLS, and a
     // password typed as the user name's answer to "Password:" by mistake.
+    // Each run must really have reached the password check: a clean log
+    // proves nothing if swaks never connected.
     for (user, pass, _) in USERS {
         for mech in ["PLAIN", "LOGIN"] {
-            let _ = swaks_login(a.st, "--tls", mech, user, pass, &[]);
+            let (ok, out) = swaks_login(a.st, "--tls", mech, user, pass, &[]);
+            assert!(
+                ok && out.contains("235 2.7.0"),
+                "{user} {mech} over STARTTLS did not log in:\n{out}"
+            );
             let bad = format!("{pass}-bad-{mech}");
-            let _ = swaks_login(a.st, "", mech, user, &bad, &[]);
+            let (ok, out) = swaks_login(a.st, "", mech, user, &bad, &[]);
+            assert!(
+                !ok && out.contains("535 5.7.8"),
+                "{user} {mech} in plaintext with a wrong password was not refused by the check:\n{out}"
+            );
             used.push(bad);
         }
     }
@@ -1433,6 +1427,16 @@ fn passwords_never_reach_the_log_or_the_process() {
     c.expect(&b64(b"frank@example.test"), "334");
     c.expect(&b64(b"frank-typed-this-secret"), "535");
     used.push("frank-typed-this-secret".into());
+    // The server saw every login: one success line per good swaks run, one
+    // failure line per bad one and frank's.
+    let good = USERS.len() * 2;
+    let failed = USERS.len() * 2 + 1;
+    assert!(
+        a.srv.wait_log_count(": authenticated", good, WAIT)
+            && a.srv.wait_log_count("authentication failed for user", failed, WAIT),
+        "expected {good} logins and {failed} failures in the log:\n{}",
+        a.srv.log()
+    );
     let u: Vec<&str> = used.iter().map(String::as_str).collect();
     assert_no_passwords(&a.srv, &u);
     // Nothing secret in postern's own command line or environment.

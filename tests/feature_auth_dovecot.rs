@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,7 +33,7 @@ impl Dovecot {
         require("doveadm");
         let dir = TestDir::new("dovecot");
         let (ok, hash) =
-            run(Command::new("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", SECRET]));
+            run(peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", SECRET]));
         assert!(ok, "doveadm pw: {hash}");
         let hash = hash.trim();
         assert!(hash.starts_with("{SHA512-CRYPT}$6$"), "{hash}");
@@ -68,7 +68,7 @@ impl Dovecot {
         )
         .unwrap();
         let log = dir.path().join("dovecot.log");
-        let child = Command::new("dovecot")
+        let child = peer("dovecot")
             .arg("-c")
             .arg(&conf)
             .arg("-F")
@@ -104,7 +104,7 @@ impl Dovecot {
     /// SIGTERM to the master (ours, by pid); it takes its children along.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = signal(c.id(), nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + WAIT;
             while c.try_wait().unwrap().is_none() {
                 if Instant::now() > deadline {
@@ -131,7 +131,6 @@ fn postern(socket: &std::path::Path) -> (Server, u16, u16) {
 }
 
 fn postern_with(socket: &std::path::Path, b: ServerBuilder) -> (Server, u16, u16) {
-    let (st, imp) = (free_port(), free_port());
     let b = b
         .set("auth", "backend = \"dovecot\"")
         .set(
@@ -139,18 +138,16 @@ fn postern_with(socket: &std::path::Path, b: ServerBuilder) -> (Server, u16, u16
             &format!("dovecot_socket = \"{}\"", socket.display()),
         )
         .set("auth", "failure_delay = \"10ms\"")
-        .top(&format!(
-            "# st\n[[listener]]\naddress = \"127.0.0.1:{st}\"\nmode = \"starttls\"\n"
-        ))
-        .top(&format!(
-            "# imp\n[[listener]]\naddress = \"127.0.0.1:{imp}\"\nmode = \"implicit-tls\"\n"
-        ));
-    (b.start(), st, imp)
+        .listener("starttls", "")
+        .listener("implicit-tls", "");
+    let srv = b.start();
+    let (st, imp) = (srv.listener_port(2), srv.listener_port(3));
+    (srv, st, imp)
 }
 
 fn swaks_login(port: u16, tls: &str, mech: &str, user: &str, pass: &str) -> (bool, String) {
     require("swaks");
-    run(Command::new("swaks")
+    run(peer("swaks")
         .args(["--server", "127.0.0.1", "--port", &port.to_string(), tls])
         .args(["--ehlo", "client.test", "--timeout", "30"])
         .args(["--auth", mech, "--auth-user", user, "--auth-password", pass])
@@ -222,7 +219,7 @@ fn dovecot_checks_the_password() {
     // A logged-in client relays from an untrusted address, and the
     // Received: header says ESMTPSA.
     require("swaks");
-    let (ok, out) = run(Command::new("swaks")
+    let (ok, out) = run(peer("swaks")
         .args(["--server", "127.0.0.1", "--port", &st.to_string(), "--tls"])
         .args(["--local-interface", "127.0.0.2", "--ehlo", "client.test"])
         .args([
@@ -235,7 +232,7 @@ fn dovecot_checks_the_password() {
         ])
         .args(["--from", USER, "--to", "x@remote.test"]));
     assert!(ok && out.contains("250 2.0.0 Ok: queued as"), "{out}");
-    let (ok, out) = run(Command::new("swaks")
+    let (ok, out) = run(peer("swaks")
         .args(["--server", "127.0.0.1", "--port", &st.to_string(), "--tls"])
         .args(["--local-interface", "127.0.0.2", "--ehlo", "client.test"])
         .args([
@@ -281,7 +278,7 @@ fn dovecot_unreachable_is_a_temporary_failure_never_535() {
             out.contains("454 4.7.0 Temporary authentication failure"),
             "{out}"
         );
-        assert!(!out.contains("535"), "{out}");
+        assert!(!swaks_replied(&out, "535"), "{out}");
     }
     let log = srv.log();
     assert!(
@@ -316,13 +313,13 @@ fn dovecot_unreachable_is_a_temporary_failure_never_535() {
     let mut dv = Dovecot::start();
     let (srv, st, imp) = postern(&dv.socket);
     let (ok, out) = swaks_login(imp, "--tlsc", "PLAIN", USER, SECRET);
-    assert!(ok && out.contains("235"), "{out}\n{}", dv.log());
+    assert!(ok && swaks_replied(&out, "235"), "{out}\n{}", dv.log());
     dv.stop();
     for (port, tls, mech) in [(st, "--tls", "PLAIN"), (imp, "--tlsc", "LOGIN")] {
         let (ok, out) = swaks_login(port, tls, mech, USER, SECRET);
         assert!(!ok, "{out}");
         assert!(out.contains("454 4.7.0"), "Dovecot stopped, {mech}: {out}");
-        assert!(!out.contains("535"), "{out}");
+        assert!(!swaks_replied(&out, "535"), "{out}");
     }
     assert!(!srv.log().contains("crashed"));
     assert_no_passwords(&srv);
@@ -366,19 +363,19 @@ while True:
 #[test]
 fn a_peer_that_speaks_nonsense_is_a_temporary_failure() {
     // A Unix socket that answers with garbage, then one that hangs up.
-    require("python3");
     let dir = TestDir::new("fakedovecot");
     let sock = dir.path().join("fake-auth");
     let script = FAKE_PEER;
     for mode in ["garbage", "nomech", "badanswer"] {
         let _ = std::fs::remove_file(&sock);
-        let mut fake = Command::new("python3")
+        let mut fake = python()
             .arg("-c")
             .arg(script)
             .arg(&sock)
             .arg(mode)
             .stdout(Stdio::piped())
             .spawn()
+            .map(ChildGuard::new)
             .unwrap();
         {
             use std::io::BufRead;
@@ -390,8 +387,7 @@ fn a_peer_that_speaks_nonsense_is_a_temporary_failure() {
         }
         let (srv, st, _) = postern(&sock);
         let (ok, out) = swaks_login(st, "--tls", "PLAIN", USER, SECRET);
-        let _ = fake.kill();
-        let _ = fake.wait();
+        fake.kill();
         assert!(!ok, "{mode}: {out}");
         assert!(out.contains("454 4.7.0"), "{mode}: {out}");
         assert!(!srv.log().contains("mallory"), "{}", srv.log());
@@ -403,17 +399,17 @@ fn a_peer_that_speaks_nonsense_is_a_temporary_failure() {
 fn the_request_to_dovecot_names_the_service_client_and_tls() {
     // A recording stand-in for Dovecot's auth-client socket: it checks what
     // postern sends (what a real Dovecot would base its decisions on).
-    require("python3");
     let dir = TestDir::new("recdovecot");
     let sock = dir.path().join("rec-auth");
     let script = FAKE_PEER;
-    let mut fake = Command::new("python3")
+    let mut fake = python()
         .arg("-c")
         .arg(script)
         .arg(&sock)
         .arg("record")
         .stdout(Stdio::piped())
         .spawn()
+        .map(ChildGuard::new)
         .unwrap();
     {
         use std::io::BufRead;
@@ -427,7 +423,7 @@ fn the_request_to_dovecot_names_the_service_client_and_tls() {
     let (srv, st, _) = postern_with(&sock, b);
     // Over STARTTLS, with LOGIN (postern always asks Dovecot with PLAIN).
     let (ok, out) = swaks_login(st, "--tls", "LOGIN", USER, SECRET);
-    assert!(ok && out.contains("235"), "{out}");
+    assert!(ok && swaks_replied(&out, "235"), "{out}");
     // In plaintext (tls_only = false), from 127.0.0.2.
     let mut c = Smtp::connect_from("127.0.0.2", srv.addr());
     c.hello();
@@ -438,8 +434,7 @@ fn the_request_to_dovecot_names_the_service_client_and_tls() {
         ),
         "235",
     );
-    let _ = fake.kill();
-    let _ = fake.wait();
+    fake.kill();
     let requests = std::fs::read_to_string(format!("{}.requests", sock.display())).unwrap();
     let lines: Vec<&str> = requests.lines().collect();
     assert_eq!(lines.len(), 2, "{requests}");

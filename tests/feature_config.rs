@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -59,7 +59,7 @@ fn output(cmd: &mut Command) -> Outcome {
 
 fn check_config_in(dir: &Path, file: &str) -> Outcome {
     output(
-        Command::new(BIN)
+        postern()
             .arg("check-config")
             .arg(file)
             .current_dir(dir)
@@ -210,25 +210,25 @@ fn a_bad_value_is_reported_once_and_never_as_missing() {
 
 /// `postern serve --config BAD` refuses to start with the same messages and
 /// exit code. Each case is copied to a temp dir (serve may create its queue
-/// before it reads the aliases file) and moved to a free port, so a serve
-/// that wrongly starts cannot collide with anything.
+/// before it reads the aliases file) with its listeners on port 0, so a
+/// serve that wrongly starts cannot collide with anything. The duplicate
+/// listener case needs one real port twice: a port this test holds bound
+/// itself, so a wrongly started serve would fail to bind it rather than
+/// take it from another test.
 #[test]
 fn serve_with_a_bad_config_exits_78_with_the_same_messages() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
     let mut problems = Vec::new();
     for dir in cases() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let tmp = TestDir::new("badserve");
-        let port = free_port().to_string();
-        let other = free_port().to_string();
         let fix = |s: String| {
             s.replace(
                 "address = \"127.0.0.1:2525\"",
                 &format!("address = \"127.0.0.1:{port}\""),
             )
-            .replace(
-                "address = \"127.0.0.1:2526\"",
-                &format!("address = \"127.0.0.1:{other}\""),
-            )
+            .replace("address = \"127.0.0.1:2526\"", "address = \"127.0.0.1:0\"")
             .replace(
                 "127.0.0.1:2525 is already used",
                 &format!("127.0.0.1:{port} is already used"),
@@ -246,7 +246,7 @@ fn serve_with_a_bad_config_exits_78_with_the_same_messages() {
             .filter(|l| !l.starts_with("postern: "))
             .map(|l| format!("{l}\n"))
             .collect();
-        let mut child = Command::new(BIN)
+        let mut child = postern()
             .args(["serve", "--config", "postern.toml"])
             .current_dir(tmp.path())
             .stdin(Stdio::null())
@@ -277,7 +277,7 @@ fn a_config_file_that_cannot_be_read_is_ex_config() {
         o.stderr
     );
     let o = output(
-        Command::new(BIN)
+        postern()
             .args(["serve", "--config", "absent.toml"])
             .current_dir(tmp.path()),
     );
@@ -291,7 +291,7 @@ fn example_path() -> PathBuf {
 
 #[test]
 fn example_config_in_rootfs_is_what_config_example_prints() {
-    let o = output(Command::new(BIN).args(["config", "example"]));
+    let o = output(postern().args(["config", "example"]));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let file = std::fs::read(example_path()).expect("rootfs/etc/postern/postern.toml");
     if o.stdout.as_bytes() != file.as_slice() {
@@ -374,7 +374,7 @@ fn example_config_passes_check_config() {
 #[test]
 fn default_config_passes_check_config() {
     let tmp = TestDir::new("default");
-    let o = output(Command::new(BIN).args(["config", "default"]));
+    let o = output(postern().args(["config", "default"]));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert!(o.stdout.contains("[[listener]]"), "{}", o.stdout);
     std::fs::write(tmp.path().join("default.toml"), &o.stdout).unwrap();
@@ -392,7 +392,7 @@ fn default_config_passes_check_config() {
         "check-config created the data dir"
     );
 
-    let o = output(Command::new(BIN).args(["config", "nonsense"]));
+    let o = output(postern().args(["config", "nonsense"]));
     assert_ne!(o.code, Some(0));
     assert!(
         o.stderr.contains("example") && o.stderr.contains("default"),
@@ -453,53 +453,51 @@ fn trusted_networks_with_ipv6_entries_decide_relaying() {
     c.expect("RCPT TO:<someone@remote.test>", "250 2.1.5");
 }
 
-/// `serve` with the same good file (on a free port) starts and listens:
-/// check-config's "ok" means the server accepts it too.
+/// `serve` with the same kind of good file starts and listens:
+/// check-config's "ok" means the server accepts it too. Its listener asks
+/// for port 0: the bound address is in the start line and in
+/// `data_dir/listening` (`<n> <configured> <bound> <mode>`), which a clean
+/// stop removes.
 #[test]
 fn a_config_check_config_accepts_also_starts() {
     let tmp = TestDir::new("goodserve");
-    let port = free_port();
     std::fs::write(
         tmp.path().join("postern.toml"),
-        format!(
-            "data_dir = \"data\"\nhostname = \"mx.example.test\"\ntrusted_networks = [\"127.0.0.1/32\", \"::1/128\"]\n\
-             \n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n[smtp]\nmessage_size_limit = \"1M\"\n"
-        ),
+        "data_dir = \"data\"\nhostname = \"mx.example.test\"\ntrusted_networks = [\"127.0.0.1/32\", \"::1/128\"]\n\
+         \n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[smtp]\nmessage_size_limit = \"1M\"\n",
     )
     .unwrap();
     let o = check_config_in(tmp.path(), "postern.toml");
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    let log = std::fs::File::create(tmp.path().join("log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", "postern.toml"])
-        .current_dir(tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let read = || std::fs::read_to_string(tmp.path().join("log")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !read().contains("listening on") {
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("serve exited {s}:\n{}", read());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start:\n{}",
-            read()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut c = Smtp::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let data = tmp.path().join("data");
+    let mut cmd = postern();
+    cmd.args(["serve", "--config", "postern.toml"])
+        .current_dir(tmp.path());
+    let mut served = Served::start(cmd, &tmp.path().join("log"), &data);
+    let bound = served.addr();
+    assert_ne!(bound.port(), 0);
+    let listening = std::fs::read_to_string(data.join("listening")).unwrap();
+    assert_eq!(listening, format!("1 127.0.0.1:0 {bound} starttls\n"));
+    assert!(
+        served.log().contains(&format!("listening on {bound};")),
+        "{}",
+        served.log()
+    );
+    let mut c = Smtp::connect(bound);
     c.hello();
     let r = c.cmd("EHLO client.test");
     assert!(
         r.text.contains("SIZE 1048576"),
         "message_size_limit \"1M\" is announced: {r:?}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    c.expect("QUIT", "221");
+    signal(served.child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_timeout(served.child.child(), Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", served.log());
+    assert!(
+        !data.join("listening").exists(),
+        "a clean stop removes data_dir/listening"
+    );
 }
 
 /// `postern reload` with nobody holding the queue says so and fails,
@@ -507,7 +505,7 @@ fn a_config_check_config_accepts_also_starts() {
 #[test]
 fn reload_without_a_running_server_says_so() {
     let dir = TestDir::new("reload-none");
-    let o = std::process::Command::new(BIN)
+    let o = postern()
         .args(["reload", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -518,7 +516,7 @@ fn reload_without_a_running_server_says_so() {
     // A lock file left by a server that is gone does not count either.
     std::fs::create_dir_all(dir.path().join("queue")).unwrap();
     std::fs::write(dir.path().join("queue/lock"), "1\n").unwrap();
-    let o = std::process::Command::new(BIN)
+    let o = postern()
         .args(["reload", "--data-dir"])
         .arg(dir.path())
         .output()

@@ -259,7 +259,7 @@ fn stalls_and_hang_ups_are_connection_failures() {
     );
 
     // Nobody listening.
-    let closed = common::free_port();
+    let closed = smtp_peers::free_port();
     let to: SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
     let r = run(
         to,

@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -19,8 +18,8 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn swaks(srv: &Server, local_ip: &str, to: &str) -> (bool, String) {
-    let swaks = require("swaks");
-    run(Command::new(swaks)
+    require("swaks");
+    run(peer("swaks")
         .args(["--server", "127.0.0.1", "--port", &srv.port.to_string()])
         .args(["--local-interface", local_ip, "--helo", "client.test"])
         .args(["--from", "sender@client.test", "--to", to])
@@ -29,7 +28,6 @@ fn swaks(srv: &Server, local_ip: &str, to: &str) -> (bool, String) {
 
 /// (RCPT code, RCPT text, DATA code or 0) with smtplib from `source`.
 fn smtplib_rcpt(srv: &Server, source: &str, rcpt: &str) -> (u16, String, u16) {
-    let py = require("python3");
     let script = r#"
 import smtplib, sys
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=(sys.argv[2], 0), timeout=30)
@@ -42,7 +40,7 @@ if code == 250:
 print("%d\t%d\t%s" % (code, data, msg.decode().replace("\n", " ")))
 s.quit()
 "#;
-    let (ok, out) = run(Command::new(py).args(["-c", script, &srv.port.to_string(), source, rcpt]));
+    let (ok, out) = run(python().args(["-c", script, &srv.port.to_string(), source, rcpt]));
     assert!(ok, "{out}");
     let mut f = out.trim().splitn(3, '\t');
     let code = f.next().unwrap().parse().unwrap();

@@ -9,7 +9,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,8 +18,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Runs a Python script with arguments; fails the test (with its output)
 /// unless it exits 0. Returns stdout + stderr.
 fn python(script: &str, args: &[&str]) -> String {
-    let py = require("python3");
-    let (ok, out) = run(Command::new(py).arg("-c").arg(script).args(args));
+    let (ok, out) = run(common::python().arg("-c").arg(script).args(args));
     assert!(ok, "python script failed:\n{out}");
     out
 }
@@ -135,10 +133,10 @@ fn smtplib_full_send_with_esmtp_features() {
 
 #[test]
 fn swaks_pipelines_a_whole_transaction() {
-    let swaks = require("swaks");
+    require("swaks");
     let srv = Server::start();
     let port = srv.port.to_string();
-    let (ok, out) = run(Command::new(swaks).args([
+    let (ok, out) = run(peer("swaks").args([
         "--server",
         "127.0.0.1",
         "--port",
@@ -172,14 +170,14 @@ fn swaks_pipelines_a_whole_transaction() {
 
 #[test]
 fn curl_upload_with_leading_dots_delivered_unchanged() {
-    let curl = require("curl");
+    require("curl");
     let srv = Server::start();
     let dir = TestDir::new("curl-dots");
     let msg = "From: sender@client.test\r\nTo: alice@example.test\r\nSubject: dots\r\n\r\n.\r\n..\r\n.leading\r\n. space\r\nend\r\n";
     let file = dir.path().join("msg.txt");
     std::fs::write(&file, msg).unwrap();
     let url = format!("smtp://127.0.0.1:{}/client.test", srv.port);
-    let (ok, out) = run(Command::new(curl)
+    let (ok, out) = run(peer("curl")
         .args([
             "-sS",
             &url,
@@ -440,68 +438,20 @@ fn hard_error_limit_disconnects_with_421() {
     assert!(srv.wait_log("disconnect from unknown[127.0.0.1]", WAIT));
 }
 
-/// A server whose config is the harness default with `from` replaced by
-/// `to` (the harness's `set` can only add keys, and it already sets
-/// smtp.error_delay). Killed on drop.
-struct OwnServer {
-    _dir: TestDir,
-    port: u16,
-    log: PathBuf,
-    child: std::process::Child,
-}
-
-impl OwnServer {
-    fn start(b: ServerBuilder, from: &str, to: &str) -> OwnServer {
-        let dir = TestDir::new("own");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        load_fixture(&data.join("directory.sqlite"));
-        let port = free_port();
-        let text = b.config_text(&data, port, None);
-        assert!(text.contains(from), "{text}");
-        let config = dir.path().join("postern.toml");
-        std::fs::write(&config, text.replace(from, to)).unwrap();
-        let log = dir.path().join("log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = OwnServer {
-            _dir: dir,
-            port,
-            log,
-            child,
-        };
-        let deadline = Instant::now() + WAIT;
-        while !read_str(&s.log).contains("listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start:\n{}",
-                read_str(&s.log)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn soft_error_limit_delays_but_still_answers() {
-    let b = Server::builder()
+    // `set` replaces the harness's error_delay = "0s".
+    let srv = Server::builder()
         .set("smtp", "soft_error_limit = 1")
-        .set("smtp", "hard_error_limit = 4");
-    let srv = OwnServer::start(b, "error_delay = \"0s\"", "error_delay = \"300ms\"");
+        .set("smtp", "hard_error_limit = 4")
+        .set("smtp", "error_delay = \"300ms\"")
+        .start();
+    assert!(
+        std::fs::read_to_string(&srv.config)
+            .unwrap()
+            .contains("error_delay = \"300ms\""),
+        "the tarpit is on"
+    );
     let out = python(
         r#"
 import smtplib, sys

@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn openssl_rsa(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
     );
-    let (ok, out) = run(Command::new("openssl")
+    let (ok, out) = run(peer("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
         ])
@@ -102,7 +102,7 @@ fn rcgen_chain(dir: &Path) -> (PathBuf, PathBuf) {
 /// SHA-256 of the first certificate in a PEM file, as openssl prints it
 /// (`AB:CD:...`).
 fn openssl_fingerprint(pem: &Path) -> String {
-    let (ok, out) = run(Command::new("openssl")
+    let (ok, out) = run(peer("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
         .arg(pem));
     assert!(ok, "openssl x509: {out}");
@@ -124,16 +124,6 @@ fn fingerprint_der(der: &[u8]) -> String {
 }
 
 // --- servers with TLS listeners -----------------------------------------------
-
-/// Adds a `[[listener]]` to the builder's config. The harness writes its
-/// top-level lines before its own (plain) listener, so a table written
-/// there is a listener of its own; the comment keeps the keys distinct.
-/// Must come after every other `.top()`.
-fn listener(b: ServerBuilder, port: u16, mode: &str, extra: &str) -> ServerBuilder {
-    b.top(&format!(
-        "# listener {port}\n[[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\n{extra}"
-    ))
-}
 
 fn with_cert(b: ServerBuilder, cert: &Path, key: &Path) -> ServerBuilder {
     b.set("tls", &format!("cert_file = \"{}\"", cert.display()))
@@ -159,18 +149,19 @@ impl TlsServer {
     }
 }
 
-/// A server with a STARTTLS listener, an implicit-TLS one and a plain one
-/// (besides the harness's own, which has the default mode).
+/// A server with a STARTTLS listener (2), an implicit-TLS one (3) and a
+/// plain one (4), besides the harness's own (1, the default mode).
 fn tls_server(b: ServerBuilder) -> TlsServer {
-    let (st, imp, plain) = (free_port(), free_port(), free_port());
-    let b = listener(b, st, "starttls", "");
-    let b = listener(b, imp, "implicit-tls", "");
-    let b = listener(b, plain, "plain", "");
+    let srv = b
+        .listener("starttls", "")
+        .listener("implicit-tls", "")
+        .listener("plain", "")
+        .start();
     TlsServer {
-        srv: b.start(),
-        starttls: st,
-        implicit: imp,
-        plain,
+        starttls: srv.listener_port(2),
+        implicit: srv.listener_port(3),
+        plain: srv.listener_port(4),
+        srv,
     }
 }
 
@@ -371,7 +362,7 @@ use client::TlsSmtp;
 
 /// openssl s_client against `addr`; returns (exit ok, stdout + stderr).
 fn s_client(addr: SocketAddr, starttls: bool, extra: &[&str]) -> (bool, String) {
-    let mut c = Command::new("openssl");
+    let mut c = peer("openssl");
     c.arg("s_client");
     if starttls {
         c.args(["-starttls", "smtp"]);
@@ -386,15 +377,14 @@ fn s_client(addr: SocketAddr, starttls: bool, extra: &[&str]) -> (bool, String) 
 
 fn swaks(args: &[&str]) -> (bool, String) {
     require("swaks");
-    run(Command::new("swaks")
+    run(peer("swaks")
         .args(["--server", "127.0.0.1", "--ehlo", "client.test"])
         .args(["--timeout", "20"])
         .args(args))
 }
 
 fn python(script: &str, args: &[&str]) -> (bool, String) {
-    require("python3");
-    run(Command::new("python3").arg("-c").arg(script).args(args))
+    run(common::python().arg("-c").arg(script).args(args))
 }
 
 /// Delivered message with `subject` in alice's mailbox.
@@ -522,7 +512,7 @@ fn starttls_and_implicit_tls_with_an_rsa_certificate() {
     ] {
         let f = msgdir.path().join(subject);
         std::fs::write(&f, message(subject, "via curl\r\n")).unwrap();
-        let (ok, out) = run(Command::new("curl")
+        let (ok, out) = run(peer("curl")
             .args(["-sS", "-v", "--ssl-reqd", "-k", "--max-time", "20"])
             .arg(&url)
             .args(["--mail-from", "sender@client.test"])
@@ -537,7 +527,7 @@ fn starttls_and_implicit_tls_with_an_rsa_certificate() {
     // Without TLS on a plain listener, curl --ssl-reqd gives up.
     let f = msgdir.path().join("plain");
     std::fs::write(&f, message("curl-plain", "x\r\n")).unwrap();
-    let (ok, out) = run(Command::new("curl")
+    let (ok, out) = run(peer("curl")
         .args(["-sS", "--ssl-reqd", "-k", "--max-time", "20"])
         .arg(format!("smtp://127.0.0.1:{}/client.test", t.plain))
         .args([
@@ -681,7 +671,7 @@ fn self_signed_certificate_is_made_at_first_start() {
         "fingerprint {fp} not logged:\n{log}"
     );
     // openssl agrees it is for our hostname.
-    let (_, text) = run(Command::new("openssl")
+    let (_, text) = run(peer("openssl")
         .args([
             "x509",
             "-noout",
@@ -703,7 +693,7 @@ fn self_signed_certificate_is_made_at_first_start() {
     drop(c);
 
     // SIGHUP with no certificate files configured keeps the self-signed one.
-    let (ok, out) = run(Command::new(BIN)
+    let (ok, out) = run(postern()
         .arg("reload")
         .arg("--config")
         .arg(&t.srv.config));
@@ -735,42 +725,20 @@ fn a_plain_only_server_makes_no_certificate() {
     let dir = TestDir::new("plainonly");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let port = free_port();
-    let text = Server::builder().config_text(&data, port, None);
-    let addr = format!("address = \"127.0.0.1:{port}\"\n");
-    assert!(text.contains(&addr));
-    let text = text.replace(&addr, &format!("{addr}mode = \"plain\"\n"));
+    let text = Server::builder().config_text(&data, None);
+    let addr = "address = \"127.0.0.1:0\"\n";
+    assert!(text.contains(addr));
+    let text = text.replace(addr, &format!("{addr}mode = \"plain\"\n"));
     let conf = dir.path().join("postern.toml");
     std::fs::write(&conf, text).unwrap();
     let log = dir.path().join("log");
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("listening on")
-    {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!(
-                "server did not start: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut c = Smtp::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut cmd = postern();
+    cmd.arg("serve").arg("--config").arg(&conf);
+    let served = Served::start(cmd, &log, &data);
+    let mut c = Smtp::connect(served.addr());
     assert_eq!(c.reply().code, 220);
     let ehlo = c.expect("EHLO client.test", "250");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     assert!(!ehlo.text.contains("STARTTLS"), "{}", ehlo.text);
     assert!(
         !data.join("tls").exists(),
@@ -787,8 +755,8 @@ fn bad_cert_case(cert: &Path, key: &Path, key_line: &str, needle: &[&str]) {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let b = with_cert(Server::builder(), cert, key);
-    let b = listener(b, free_port(), "starttls", "");
-    let text = b.config_text(&data, free_port(), None);
+    let b = b.listener("starttls", "");
+    let text = b.config_text(&data, None);
     let conf = dir.path().join("postern.toml");
     std::fs::write(&conf, &text).unwrap();
     // The line of the key named in the error.
@@ -797,7 +765,7 @@ fn bad_cert_case(cert: &Path, key: &Path, key_line: &str, needle: &[&str]) {
         .position(|l| l.starts_with(&format!("{key_line} =")))
         .unwrap()
         + 1;
-    let out = Command::new(BIN)
+    let out = postern()
         .arg("check-config")
         .arg(&conf)
         .output()
@@ -813,7 +781,7 @@ fn bad_cert_case(cert: &Path, key: &Path, key_line: &str, needle: &[&str]) {
         assert!(err.contains(n), "expected {n:?} in:\n{err}");
     }
     // serve refuses to start, saying the same.
-    let mut child = Command::new(BIN)
+    let mut child = postern()
         .arg("serve")
         .arg("--config")
         .arg(&conf)
@@ -925,7 +893,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
 
     // `postern reload --config FILE` sends SIGHUP to the running server.
     copy_cert(&b, &cur);
-    let (ok, out) = run(Command::new(BIN)
+    let (ok, out) = run(postern()
         .arg("reload")
         .arg("--config")
         .arg(&t.srv.config));
@@ -962,10 +930,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
 
     // A plain SIGHUP works the same.
     copy_cert(&c, &cur);
-    let (ok, out) = run(Command::new("kill")
-        .arg("-HUP")
-        .arg(t.srv.pid().to_string()));
-    assert!(ok, "{out}");
+    signal(t.srv.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP to postern");
     assert!(
         t.srv.wait_log(&format!("SHA-256 {fc}"), WAIT),
         "{}",
@@ -980,7 +945,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
         (&(c.0.clone(), other_key.clone()), "does not match", 2),
     ] {
         copy_cert(bad, &cur);
-        let (ok, out) = run(Command::new(BIN)
+        let (ok, out) = run(postern()
             .arg("reload")
             .arg("--config")
             .arg(&t.srv.config));
@@ -996,10 +961,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
             "after reload, {why}"
         );
         // A plain SIGHUP reaches the server, which keeps the old one.
-        let (ok, out) = run(Command::new("kill")
-            .arg("-HUP")
-            .arg(t.srv.pid().to_string()));
-        assert!(ok, "{out}");
+        signal(t.srv.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP to postern");
         assert!(
             t.srv
                 .wait_log_count("SIGHUP: keeping the current certificate", n, WAIT),
@@ -1173,11 +1135,22 @@ fn starttls_injection_pipelined_plaintext_is_discarded() {
         "{}",
         t.srv.log()
     );
-    // And a clean STARTTLS logs nothing about discarding.
+    // And a clean STARTTLS logs nothing about discarding. The session's
+    // own "disconnect from" line (written after anything it would have
+    // logged about discarding) proves it is over.
+    // The three sessions above are over first.
+    assert!(t.srv.wait_log_count("disconnect from", 3, WAIT), "{}", t.srv.log());
     let before = t.srv.log().matches("discarded").count();
+    let disconnects = t.srv.log().matches("disconnect from").count();
+    assert_eq!(disconnects, 3, "{}", t.srv.log());
     let mut c = TlsSmtp::starttls_session(t.st());
     c.expect("QUIT", "221");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        t.srv
+            .wait_log_count("disconnect from", disconnects + 1, WAIT),
+        "{}",
+        t.srv.log()
+    );
     assert_eq!(t.srv.log().matches("discarded").count(), before);
 }
 
@@ -1239,20 +1212,14 @@ fn garbage_instead_of_a_client_hello_closes_the_connection() {
     // Garbage after STARTTLS too.
     let mut s = TcpStream::connect(t.st()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut greeting = [0u8; 64];
-    let n = s.read(&mut greeting).unwrap();
-    assert!(greeting[..n].starts_with(b"220"));
+    let r = read_reply_unbuffered(&mut s).expect("greeting");
+    assert_eq!(r.code, 220, "{r:?}");
     s.write_all(b"EHLO client.test\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let mut tmp = [0u8; 1024];
-    let _ = s.read(&mut tmp).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("EHLO reply");
+    assert_eq!(r.code, 250, "{r:?}");
     s.write_all(b"STARTTLS\r\n").unwrap();
-    let n = s.read(&mut tmp).unwrap();
-    assert!(
-        tmp[..n].starts_with(b"220 2.0.0"),
-        "{:?}",
-        String::from_utf8_lossy(&tmp[..n])
-    );
+    let r = read_reply_unbuffered(&mut s).expect("STARTTLS reply");
+    assert!(r.first.starts_with("220 2.0.0"), "{r:?}");
     s.write_all(&junk).unwrap();
     let (_, _, closed) = read_until_closed(&mut s, Duration::from_secs(15));
     assert!(closed, "STARTTLS + garbage: not closed");
@@ -1274,11 +1241,12 @@ fn garbage_instead_of_a_client_hello_closes_the_connection() {
 
 #[test]
 fn a_stalled_handshake_times_out() {
-    let (st, imp) = (free_port(), free_port());
-    let b = Server::builder().set("tls", "handshake_timeout = \"1s\"");
-    let b = listener(b, st, "starttls", "");
-    let b = listener(b, imp, "implicit-tls", "");
-    let srv = b.start();
+    let srv = Server::builder()
+        .set("tls", "handshake_timeout = \"1s\"")
+        .listener("starttls", "")
+        .listener("implicit-tls", "")
+        .start();
+    let (st, imp) = (srv.listener_port(2), srv.listener_port(3));
     // Implicit: connect and say nothing.
     let mut s = TcpStream::connect(format!("127.0.0.1:{imp}")).unwrap();
     let (took, got, closed) = read_until_closed(&mut s, Duration::from_secs(20));
@@ -1291,14 +1259,14 @@ fn a_stalled_handshake_times_out() {
     // STARTTLS then silence.
     let mut s = TcpStream::connect(format!("127.0.0.1:{st}")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 1024];
-    let _ = s.read(&mut buf).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("greeting");
+    assert_eq!(r.code, 220, "{r:?}");
     s.write_all(b"EHLO c.test\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = s.read(&mut buf).unwrap();
+    let r = read_reply_unbuffered(&mut s).expect("EHLO reply");
+    assert_eq!(r.code, 250, "{r:?}");
     s.write_all(b"STARTTLS\r\n").unwrap();
-    let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"220 2.0.0"));
+    let r = read_reply_unbuffered(&mut s).expect("STARTTLS reply");
+    assert!(r.first.starts_with("220 2.0.0"), "{r:?}");
     let (took, _, closed) = read_until_closed(&mut s, Duration::from_secs(20));
     assert!(closed && took < Duration::from_secs(15), "{took:?}");
     assert!(

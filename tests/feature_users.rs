@@ -2,7 +2,7 @@
 //! alias add|del|list` edit the SQLite directory directly, with
 //! PostfixAdmin's semantics; new passwords are stored as
 //! `{SHA512-CRYPT}$6$...` (or `{BLF-CRYPT}$2y$...`) and read from a prompt
-//! without echo (driven through a real pty with script(1)) or from stdin,
+//! without echo (driven through a pty the test makes itself) or from stdin,
 //! never from argv. The new users are then checked against a real running
 //! server: Python's smtplib logs in over STARTTLS and sends mail that lands
 //! in the new Maildir; `user passwd` and `user del` take effect in that same
@@ -12,8 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -35,7 +34,7 @@ struct Out {
 /// runs, its argv and environment, as `ps` and /proc show them, are
 /// checked for `secret`.
 fn postern_with(args: &[&str], at: &At, stdin: Option<&[u8]>, secret: Option<&str>) -> Out {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::postern();
     cmd.args(args);
     match at {
         At::Data(d) => cmd.arg("--data-dir").arg(d),
@@ -141,7 +140,7 @@ fn add_user(data: &At, address: &str, password: &str) -> Out {
 
 /// One query through Python's sqlite3; rows as `a|b|c` lines.
 fn sql(db: &Path, query: &str) -> String {
-    let (ok, out) = run(Command::new("python3")
+    let (ok, out) = run(python()
         .arg("-c")
         .arg(
             "import sqlite3, sys\n\
@@ -161,16 +160,16 @@ fn stored_hash(data: &Path, user: &str) -> String {
     )
 }
 
-/// A config for `serve` (and the CLI) on `port`: STARTTLS with the
-/// self-signed certificate postern makes at first start, AUTH against the
-/// SQLite directory.
-fn write_config(dir: &Path, data: &Path, port: u16, scheme: &str) -> PathBuf {
+/// A config for `serve` (and the CLI) on a port the kernel picks:
+/// STARTTLS with the self-signed certificate postern makes at first start,
+/// AUTH against the SQLite directory.
+fn write_config(dir: &Path, data: &Path, scheme: &str) -> PathBuf {
     let text = format!(
         "data_dir = \"{}\"\n\
          hostname = \"mx.example.test\"\n\
          trusted_networks = [\"127.0.0.1/32\"]\n\
          local_domains = [\"mx.example.test\"]\n\
-         \n[[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"starttls\"\n\
+         \n[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"starttls\"\n\
          \n[smtp]\nerror_delay = \"0s\"\n\
          \n[auth]\nbackend = \"sqlite\"\npassword_scheme = \"{scheme}\"\nfailure_delay = \"0s\"\n\
          \n[directory]\nlookup_timeout = \"1s\"\n",
@@ -181,54 +180,11 @@ fn write_config(dir: &Path, data: &Path, port: u16, scheme: &str) -> PathBuf {
     p
 }
 
-/// `postern serve` started by this test; killed (by its own PID) on drop.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(config: &Path, dir: &Path, port: u16) -> Serve {
-        let log = dir.join("serve.log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start postern serve");
-        let mut s = Serve { child, log, port };
-        let deadline = Instant::now() + WAIT;
-        while !s.log().contains("listening on") {
-            if let Some(st) = s.child.try_wait().unwrap() {
-                panic!("postern serve exited ({st}):\n{}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `postern serve` on `config` (data under `dir/data`); killed on drop.
+fn serve(config: &Path, dir: &Path) -> Served {
+    let mut cmd = common::postern();
+    cmd.arg("serve").arg("--config").arg(config);
+    Served::start(cmd, &dir.join("serve.log"), &dir.join("data"))
 }
 
 const PY_LOGIN: &str = r#"
@@ -260,8 +216,7 @@ s.quit()
 /// Logs in with smtplib over STARTTLS (the password on its stdin) and,
 /// if `rcpt` is given, sends one message; returns its report.
 fn login(port: u16, user: &str, password: &str, rcpt: Option<&str>) -> String {
-    require("python3");
-    let mut cmd = Command::new("python3");
+    let mut cmd = python();
     cmd.arg("-c")
         .arg(PY_LOGIN)
         .arg(port.to_string())
@@ -402,8 +357,7 @@ fn domain_add_list_and_delete_with_and_without_force() {
 fn new_user_logs_in_receives_changes_password_and_is_deleted() {
     let t = TestDir::new("users-live");
     let data = t.path().join("data");
-    let port = free_port();
-    let config = write_config(t.path(), &data, port, "SHA512-CRYPT");
+    let config = write_config(t.path(), &data, "SHA512-CRYPT");
     let at = At::Config(config.clone());
 
     ok(&["domain", "add", "example.test"], &data);
@@ -443,7 +397,8 @@ fn new_user_logs_in_receives_changes_password_and_is_deleted() {
         "no hash in the list: {list}"
     );
 
-    let srv = Serve::start(&config, t.path(), port);
+    let srv = serve(&config, t.path());
+    let port = srv.addr().port();
     let r = login(
         port,
         "newbie@example.test",
@@ -541,8 +496,7 @@ fn new_user_logs_in_receives_changes_password_and_is_deleted() {
 fn bcrypt_is_used_when_configured() {
     let t = TestDir::new("users-bcrypt");
     let data = t.path().join("data");
-    let port = free_port();
-    let config = write_config(t.path(), &data, port, "BLF-CRYPT");
+    let config = write_config(t.path(), &data, "BLF-CRYPT");
     let at = At::Config(config.clone());
     let o = postern_with(&["domain", "add", "example.test"], &at, None, None);
     assert_eq!(o.code, 0, "{o:?}");
@@ -551,7 +505,8 @@ fn bcrypt_is_used_when_configured() {
     let hash = stored_hash(&data, "bea@example.test");
     assert!(hash.starts_with("{BLF-CRYPT}$2y$"), "stored: {hash}");
 
-    let _srv = Serve::start(&config, t.path(), port);
+    let srv = serve(&config, t.path());
+    let port = srv.addr().port();
     let r = login(port, "bea@example.test", "bea-blowfish-pw", None);
     assert!(r.contains("auth 235"), "{r}");
     let r = login(port, "bea@example.test", "bea-blowfish-PW", None);
@@ -643,10 +598,10 @@ fn user_add_refuses_bad_input() {
 fn a_locked_database_is_a_temporary_failure() {
     let t = TestDir::new("users-locked");
     let data = t.path().join("data");
-    let config = write_config(t.path(), &data, free_port(), "SHA512-CRYPT");
+    let config = write_config(t.path(), &data, "SHA512-CRYPT");
     ok(&["domain", "add", "example.test"], &data);
     // A writer that holds the database for longer than lookup_timeout (1s).
-    let mut holder = Command::new("python3")
+    let mut holder = python()
         .arg("-c")
         .arg(
             "import sqlite3, sys, time\n\
@@ -658,6 +613,7 @@ fn a_locked_database_is_a_temporary_failure() {
         .arg(data.join("directory.sqlite"))
         .stdout(Stdio::piped())
         .spawn()
+        .map(ChildGuard::new)
         .unwrap();
     let mut word = [0u8; 6];
     holder
@@ -668,8 +624,7 @@ fn a_locked_database_is_a_temporary_failure() {
         .unwrap();
     assert_eq!(&word, b"locked");
     let o = add_user(&At::Config(config), "late@example.test", "late-pw-1");
-    let _ = holder.kill();
-    let _ = holder.wait();
+    holder.kill();
     refused(o, 75, "locked");
     // Once free, the same command works.
     assert_eq!(
@@ -680,61 +635,39 @@ fn a_locked_database_is_a_temporary_failure() {
 
 // ---------------------------------------------------------------- the prompt
 
-/// Runs `cmd` in a pty with script(1), answering each prompt in turn once
-/// it has appeared; returns (exit code, everything the terminal showed).
+/// Runs `sh -c CMD` on a terminal of its own (a pty this test makes,
+/// with its modes and the child's signal dispositions set explicitly, see
+/// common::pty), typing each answer once its prompt has appeared; returns
+/// (exit code, everything the terminal showed). Nothing here depends on
+/// the terminal, signals or stdin the suite was started with: started as
+/// a background job, the suite has SIGINT ignored, which `sh` could not
+/// trap and the ^C below would never deliver.
 fn in_terminal(cmd: &str, answers: &[(&str, &str)]) -> (i32, String) {
-    let script = require("script");
-    let mut child = Command::new(script)
-        .args(["-qec", cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let mut stdin = child.stdin.take().unwrap();
+    let mut sh = peer("sh");
+    sh.args(["-c", cmd]);
+    let mut term = pty::PtyChild::spawn(sh);
     for (prompt, answer) in answers {
         let deadline = Instant::now() + WAIT;
-        loop {
-            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-            if text.contains(prompt) {
-                break;
-            }
+        while !term.seen().contains(prompt) {
             assert!(
                 Instant::now() < deadline,
-                "no prompt {prompt:?}; saw {text:?}"
+                "no prompt {prompt:?}; saw {:?}",
+                term.seen()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Let postern reach its read() after printing the prompt.
-        std::thread::sleep(Duration::from_millis(100));
-        stdin.write_all(answer.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
+        // No pause needed: postern turns echo off (flushing what was typed
+        // before) before it prints the prompt, so from here on what we
+        // type waits in the terminal for its read().
+        term.type_in(answer.as_bytes());
+        term.type_in(b"\n");
     }
-    let status = wait_timeout(&mut child, WAIT);
-    drop(stdin);
-    reader.join().unwrap();
-    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let (status, text) = term.finish(WAIT);
     (status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn terminal_prompt_hides_the_password_and_checks_the_retype() {
-    require("script");
     let t = TestDir::new("users-tty");
     let data = t.path().join("data");
     ok(&["domain", "add", "example.test"], &data);

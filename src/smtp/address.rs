@@ -35,6 +35,15 @@ pub enum ReversePath {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
+    /// No path at all (`MAIL FROM:`, `RCPT TO:` with nothing after the
+    /// colon): a syntax error in the command's arguments (RFC 5321 4.1.1.2,
+    /// 4.1.1.3), not a bad mailbox.
+    Missing,
+    /// A source route with no mailbox after it (`<@a.test:>`): RFC 5321
+    /// 4.1.2's Path is `"<" [ A-d-l ":" ] Mailbox ">"`, the mailbox is not
+    /// optional.
+    NoMailbox,
+    /// A mailbox that is there but malformed.
     Syntax,
     TooLong,
     /// Non-ASCII characters without the SMTPUTF8 parameter (RFC 6531 3.4).
@@ -126,7 +135,7 @@ pub fn parse_path(s: &str, utf8: bool) -> Result<ParsedPath<'_>, PathError> {
         // RFC 5321 4.1.1.2: `<>` or a path; an empty argument is neither.
         let end = s.find(' ').unwrap_or(s.len());
         if end == 0 {
-            return Err(PathError::Syntax);
+            return Err(PathError::Missing);
         }
         (&s[..end], &s[end..])
     };
@@ -150,6 +159,9 @@ pub fn parse_path(s: &str, utf8: bool) -> Result<ParsedPath<'_>, PathError> {
         utf8,
     };
     p.skip_route()?;
+    if p.pos > 0 && p.pos == p.s.len() {
+        return Err(PathError::NoMailbox);
+    }
     // A bare local part (only `postmaster` is meaningful, RFC 5321 4.1.1.3).
     if !inner.contains('@') {
         let local = p.local_part()?;
@@ -503,6 +515,27 @@ mod tests {
         ] {
             assert!(parse_path(bad, false).is_err(), "{bad} should fail");
         }
+    }
+
+    #[test]
+    fn missing_path_and_route_without_mailbox() {
+        for missing in ["", " ", "   "] {
+            assert_eq!(
+                parse_path(missing, false).unwrap_err(),
+                PathError::Missing,
+                "{missing:?}"
+            );
+        }
+        for empty in ["<@a.test:>", "<@a.test,@b.test:>", "<@a.test:> SIZE=1"] {
+            assert_eq!(
+                parse_path(empty, false).unwrap_err(),
+                PathError::NoMailbox,
+                "{empty:?}"
+            );
+        }
+        // A route needs its colon, and a mailbox that is there is checked.
+        assert_eq!(parse_path("<@a.test>", false).unwrap_err(), PathError::Syntax);
+        assert_eq!(parse_path("<@a.test:b@>", false).unwrap_err(), PathError::Syntax);
     }
 
     #[test]

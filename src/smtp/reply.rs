@@ -208,7 +208,21 @@ pub const BAD_SIZE_PARAMETER: Reply = Reply::fixed(501, Esc(5, 5, 4), "Error: ba
 pub const BAD_BODY_PARAMETER: Reply =
     Reply::fixed(501, Esc(5, 5, 4), "Error: BODY= must be 7BIT or 8BITMIME");
 
+/// A path that names no mailbox: a syntax error in the arguments (501,
+/// RFC 5321 4.2.1), not a mailbox refused (553). RFC 5321 4.1.2: `Path =
+/// "<" [ A-d-l ":" ] Mailbox ">"`, so `<@a.test:>` is no path; the null
+/// path `<>` is a Reverse-path only (4.1.1.2, 4.5.5), never a
+/// Forward-path (4.1.1.3). RFC 3463: X.1.7 / X.1.3 bad sender's /
+/// destination mailbox address syntax. (A missing path, `MAIL FROM:`
+/// alone, gets SYNTAX_MAIL / SYNTAX_RCPT: 501 5.5.4.)
+pub const SENDER_PATH_EMPTY: Reply =
+    Reply::fixed(501, Esc(5, 1, 7), "Error: the sender path names no mailbox");
+pub const RECIPIENT_PATH_EMPTY: Reply =
+    Reply::fixed(501, Esc(5, 1, 3), "Error: the recipient path names no mailbox");
+
 // --- 5xx: addresses and policy --------------------------------------------
+/// RFC 5321 4.2.2: 553 "mailbox name not allowed (e.g., mailbox syntax
+/// incorrect)": the path holds a mailbox, and it is malformed.
 pub const BAD_SENDER_SYNTAX: Reply =
     Reply::fixed(553, Esc(5, 1, 7), "Error: bad sender address syntax");
 pub const BAD_RECIPIENT_SYNTAX: Reply =

@@ -15,7 +15,19 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, require, TestDir};
+use crate::common::{require, TestDir};
+
+/// A UDP and TCP port nobody uses right now, for dnsmasq (which takes its
+/// port on the command line); the caller retries on a clash.
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// A dnsmasq child, killed when dropped (also when the test panics).
 pub struct Dnsmasq {

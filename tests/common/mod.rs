@@ -1,45 +1,55 @@
 //! Test harness shared by the integration tests: starts the real postern
-//! binary on a free loopback port with a config of the test's choosing,
-//! loads the PostfixAdmin fixture into its SQLite directory, talks raw SMTP,
-//! and finds delivered files. Everything on loopback, every domain .test.
+//! binary with a config of the test's choosing, loads the PostfixAdmin
+//! fixture into its SQLite directory, talks raw SMTP, and finds delivered
+//! files. Everything on loopback, every domain .test.
+//!
+//! Servers (`server`) listen on port 0 and the harness reads the bound
+//! ports from `data_dir/listening`; `smtp` is the raw client and the reply
+//! parser. Children (postern and the peers) are started as `proc` describes: in a
+//! known state whatever state the suite itself was started in.
 #![allow(dead_code)]
 
+pub mod proc;
+pub mod pty;
+pub mod server;
+pub mod smtp;
 pub mod tls;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+pub use proc::*;
+pub use server::*;
+pub use smtp::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 pub const FIXTURE_SQL: &str = include_str!("../fixtures/postfixadmin-mysql.sql");
 
-/// Fails the test when a real peer (swaks, curl, doveadm...) is missing.
-/// Peers are installed by scripts/install-peers, which scripts/test runs;
-/// a test never skips itself for want of one.
-pub fn require(program: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .map(|p| {
+/// Where `program` is: on PATH, else in /usr/sbin or /sbin.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join(program))
                 .find(|f| f.is_file())
         })
-        .unwrap_or(None)
         .or_else(|| {
             ["/usr/sbin", "/sbin"]
                 .iter()
                 .map(|d| Path::new(d).join(program))
                 .find(|f| f.is_file())
-        });
-    match found {
-        Some(p) => p,
-        None => panic!(
-            "peer `{program}` is not installed: run scripts/install-peers (scripts/test does)"
-        ),
-    }
+        })
+}
+
+/// Fails the test when a real peer (swaks, curl, doveadm...) is missing.
+/// Peers are installed by scripts/install-peers, which scripts/test runs;
+/// a test never skips itself for want of one.
+pub fn require(program: &str) -> PathBuf {
+    find_program(program).unwrap_or_else(|| {
+        panic!("peer `{program}` is not installed: run scripts/install-peers (scripts/test does)")
+    })
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -48,12 +58,34 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// POSTERN_KEEP_TEST_DIRS is set.
 pub struct TestDir(pub PathBuf);
 
+/// Where test directories go: TMPDIR when every directory on its path
+/// lets others through, else /tmp. Tests deliver as uid 5000 and read
+/// Maildirs as nobody, who must reach their files: a private TMPDIR (say
+/// under a 0700 home) would fail them for a reason that is not postern's.
+fn test_root() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let t = std::env::temp_dir();
+    let open = t.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    });
+    if open {
+        t
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
 impl TestDir {
     pub fn new(tag: &str) -> TestDir {
+        use std::os::unix::fs::PermissionsExt;
+        init_process();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("postern-test-{tag}-{}-{n}", std::process::id()));
+        let p = test_root().join(format!("postern-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
+        // Explicit, not the umask's: other users (the delivery uid, nobody
+        // for Dovecot) must get through it.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         TestDir(p)
     }
     pub fn path(&self) -> &Path {
@@ -67,14 +99,6 @@ impl Drop for TestDir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the fixture's INSERT and UPDATE statements, unchanged, against a
@@ -102,310 +126,6 @@ pub fn fixture_statements() -> Vec<String> {
         .filter(|s| s.starts_with("INSERT") || s.starts_with("UPDATE"))
         .map(|s| format!("{s};"))
         .collect()
-}
-
-/// Builds a config and starts a server with it.
-pub struct ServerBuilder {
-    top: Vec<String>,
-    sections: BTreeMap<String, Vec<String>>,
-    fixture: bool,
-    aliases: Option<String>,
-    port: Option<u16>,
-    env: Vec<(String, String)>,
-    pre_exec_ulimit_fsize: Option<u64>,
-}
-
-impl ServerBuilder {
-    /// A top-level `key = value` line (replaces the default for that key).
-    pub fn top(mut self, line: &str) -> Self {
-        let key = line.split('=').next().unwrap().trim().to_string();
-        self.top
-            .retain(|l| l.split('=').next().unwrap().trim() != key);
-        self.top.push(line.to_string());
-        self
-    }
-    /// A `key = value` line in `[section]` (replaces an earlier one for that key).
-    pub fn set(mut self, section: &str, line: &str) -> Self {
-        let key = line.split('=').next().unwrap().trim().to_string();
-        let lines = self.sections.entry(section.to_string()).or_default();
-        lines.retain(|l| l.split('=').next().unwrap().trim() != key);
-        lines.push(line.to_string());
-        self
-    }
-    /// Load the PostfixAdmin fixture into the directory (default: yes).
-    pub fn fixture(mut self, yes: bool) -> Self {
-        self.fixture = yes;
-        self
-    }
-    /// Contents of an aliases(5) file for the local domains.
-    pub fn aliases(mut self, text: &str) -> Self {
-        self.aliases = Some(text.to_string());
-        self
-    }
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = Some(port);
-        self
-    }
-    pub fn env(mut self, k: &str, v: &str) -> Self {
-        self.env.push((k.into(), v.into()));
-        self
-    }
-    /// Runs postern under `ulimit -f` (blocks of 1024 bytes): writes past
-    /// it fail with EFBIG, the way a full disk makes writes fail.
-    pub fn file_size_limit(mut self, blocks: u64) -> Self {
-        self.pre_exec_ulimit_fsize = Some(blocks);
-        self
-    }
-
-    pub fn config_text(&self, data: &Path, port: u16, aliases: Option<&Path>) -> String {
-        let mut s = format!("data_dir = \"{}\"\n", data.display());
-        for l in &self.top {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str(&format!("\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n"));
-        let mut sections = self.sections.clone();
-        if let Some(a) = aliases {
-            sections
-                .entry("directory".into())
-                .or_default()
-                .push(format!("aliases_file = \"{}\"", a.display()));
-        }
-        for (name, lines) in &sections {
-            s.push_str(&format!("\n[{name}]\n"));
-            for l in lines {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
-    pub fn start(self) -> Server {
-        let dir = TestDir::new("srv");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        if self.fixture {
-            load_fixture(&data.join("directory.sqlite"));
-        }
-        let aliases = self.aliases.as_ref().map(|text| {
-            let p = dir.path().join("aliases");
-            std::fs::write(&p, text).unwrap();
-            p
-        });
-        let port = self.port.unwrap_or_else(free_port);
-        let config = dir.path().join("postern.toml");
-        std::fs::write(&config, self.config_text(&data, port, aliases.as_deref())).unwrap();
-        let mut srv = Server {
-            dir,
-            data,
-            config,
-            port,
-            child: None,
-            log_path: PathBuf::new(),
-            env: self.env,
-            fsize: self.pre_exec_ulimit_fsize,
-            runs: 0,
-        };
-        srv.launch();
-        srv
-    }
-}
-
-pub struct Server {
-    pub dir: TestDir,
-    pub data: PathBuf,
-    pub config: PathBuf,
-    pub port: u16,
-    child: Option<Child>,
-    /// stderr of the current run.
-    pub log_path: PathBuf,
-    env: Vec<(String, String)>,
-    fsize: Option<u64>,
-    runs: usize,
-}
-
-impl Server {
-    /// Defaults: host mx.example.test, only 127.0.0.1 trusted (so a client
-    /// bound to 127.0.0.2 is untrusted), no error tarpit, fixture loaded.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder {
-            top: vec![
-                "hostname = \"mx.example.test\"".into(),
-                "trusted_networks = [\"127.0.0.1/32\"]".into(),
-                "local_domains = [\"mx.example.test\", \"localhost\"]".into(),
-            ],
-            sections: BTreeMap::from([(
-                "smtp".to_string(),
-                vec!["error_delay = \"0s\"".to_string()],
-            )]),
-            fixture: true,
-            aliases: None,
-            port: None,
-            env: Vec::new(),
-            pre_exec_ulimit_fsize: None,
-        }
-    }
-
-    pub fn start() -> Server {
-        Server::builder().start()
-    }
-
-    fn launch(&mut self) {
-        self.runs += 1;
-        self.log_path = self.dir.path().join(format!("server-{}.log", self.runs));
-        let log = std::fs::File::create(&self.log_path).unwrap();
-        let mut cmd = match self.fsize {
-            Some(blocks) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.env_remove("JOURNAL_STREAM");
-        let child = cmd.spawn().expect("start postern");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // Only this run's log: earlier runs also said "listening on".
-            if std::fs::read_to_string(&self.log_path)
-                .unwrap_or_default()
-                .contains("listening on")
-            {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("postern exited ({status}) at start:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                panic!("postern did not start:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// Everything logged by every run so far.
-    pub fn log(&self) -> String {
-        let mut all = String::new();
-        for i in 1..=self.runs {
-            all.push_str(
-                &std::fs::read_to_string(self.dir.path().join(format!("server-{i}.log")))
-                    .unwrap_or_default(),
-            );
-        }
-        all
-    }
-
-    /// Waits until the log contains `needle` `count` times.
-    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().matches(needle).count() >= count {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        self.wait_log_count(needle, 1, timeout)
-    }
-
-    /// Graceful stop (SIGTERM), waiting for exit.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = nix_kill(c.id(), 15);
-        wait_timeout(&mut c, Duration::from_secs(20))
-    }
-
-    /// SIGKILL: the crash case.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill first");
-        self.launch();
-    }
-
-    /// The Maildir of a virtual mailbox, e.g. `example.test/alice/`.
-    pub fn mailbox(&self, maildir: &str) -> PathBuf {
-        self.data.join("mail").join(maildir)
-    }
-
-    /// The Maildir of a local user.
-    pub fn local_mailbox(&self, user: &str) -> PathBuf {
-        self.data.join("local").join(user)
-    }
-
-    pub fn queue_dir(&self) -> PathBuf {
-        self.data.join("queue")
-    }
-
-    pub fn smtp(&self) -> Smtp {
-        Smtp::connect(self.addr())
-    }
-
-    /// A raw client from 127.0.0.2, outside the default trusted network.
-    pub fn smtp_untrusted(&self) -> Smtp {
-        Smtp::connect_from("127.0.0.2", self.addr())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
-    }
-}
-
-pub fn wait_timeout(c: &mut Child, t: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + t;
-    loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            panic!("process did not exit within {t:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Files in `maildir/new` (and `cur`), sorted.
@@ -476,134 +196,6 @@ pub fn received_header(msg: &str) -> String {
     }
     assert!(out.starts_with("Received: "), "{msg}");
     out
-}
-
-/// Assembles one (possibly multi-line) reply from lines as `next_line`
-/// hands them out; `None` when the connection ends first.
-pub fn parse_reply(mut next_line: impl FnMut() -> Option<String>) -> Option<Reply> {
-    let mut text = Vec::new();
-    let mut first = String::new();
-    loop {
-        let line = next_line()?.trim_end_matches(['\r', '\n']).to_string();
-        if first.is_empty() {
-            first = line.clone();
-        }
-        let code: u16 = line
-            .get(..3)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("bad reply line {line:?}"));
-        text.push(line.get(4..).unwrap_or("").to_string());
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Some(Reply {
-                code,
-                text: text.join("\n"),
-                first,
-            });
-        }
-    }
-}
-
-/// A raw SMTP client: one command, one reply.
-pub struct Smtp {
-    reader: BufReader<TcpStream>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub code: u16,
-    /// All lines, without codes, joined with '\n'.
-    pub text: String,
-    /// The raw first line, e.g. `250 2.0.0 Ok`.
-    pub first: String,
-}
-
-impl Smtp {
-    pub fn connect(addr: SocketAddr) -> Smtp {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Smtp {
-            reader: BufReader::new(s),
-        }
-    }
-
-    pub fn connect_from(local_ip: &str, addr: SocketAddr) -> Smtp {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let local: SocketAddr = format!("{local_ip}:0").parse().unwrap();
-        sock.bind(&local.into()).unwrap();
-        sock.connect(&addr.into()).expect("connect");
-        let s: TcpStream = sock.into();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Smtp {
-            reader: BufReader::new(s),
-        }
-    }
-
-    pub fn stream(&mut self) -> &mut TcpStream {
-        self.reader.get_mut()
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).unwrap();
-    }
-
-    /// Reads one (possibly multi-line) reply; `None` on EOF.
-    pub fn try_reply(&mut self) -> Option<Reply> {
-        let reader = &mut self.reader;
-        parse_reply(|| {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => None,
-                Ok(_) => Some(line),
-            }
-        })
-    }
-
-    pub fn reply(&mut self) -> Reply {
-        self.try_reply()
-            .expect("connection closed while waiting for a reply")
-    }
-
-    pub fn cmd(&mut self, line: &str) -> Reply {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// Sends a command and asserts the reply starts with `expect`.
-    pub fn expect(&mut self, line: &str, expect: &str) -> Reply {
-        let r = self.cmd(line);
-        assert!(
-            r.first.starts_with(expect),
-            "{line:?}: expected {expect:?}, got {:?}",
-            r.first
-        );
-        r
-    }
-
-    /// True when the server has closed the connection.
-    pub fn is_closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0))
-    }
-
-    /// Greeting + EHLO.
-    pub fn hello(&mut self) {
-        let g = self.reply();
-        assert_eq!(g.code, 220, "greeting {g:?}");
-        self.expect("EHLO client.test", "250");
-    }
-
-    /// A whole transaction; returns the reply to the final dot.
-    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
-        self.expect(&format!("MAIL FROM:<{from}>"), "250");
-        for t in to {
-            self.expect(&format!("RCPT TO:<{t}>"), "250");
-        }
-        self.expect("DATA", "354");
-        self.send(body.as_bytes());
-        self.send(b"\r\n.\r\n");
-        self.reply()
-    }
 }
 
 /// Runs a program and returns (status success, stdout + stderr).

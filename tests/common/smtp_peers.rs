@@ -14,7 +14,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, require, TestDir};
+use crate::common::{require, TestDir};
+
+/// A port nobody listens on right now, for peers (aiosmtpd, smtp-sink)
+/// that take their port on the command line; callers retry on a clash.
+/// postern itself binds port 0 instead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// A message as the aiosmtpd sink stored it.
 #[derive(Debug)]

@@ -51,6 +51,9 @@ impl Session {
         }
         let parsed = match address::parse_path(arg, true) {
             Ok(p) => p,
+            // RFC 5321 4.1.1.2: a reverse-path is required (`<>` at least).
+            Err(PathError::Missing) => return self.reject(reply::SYNTAX_MAIL, None),
+            Err(PathError::NoMailbox) => return self.reject(reply::SENDER_PATH_EMPTY, None),
             Err(_) => return self.reject(reply::BAD_SENDER_SYNTAX, None),
         };
         let Some(params) = address::parse_params(parsed.params) else {
@@ -118,6 +121,9 @@ impl Session {
         let parsed = match address::parse_path(arg, true) {
             Ok(p) => p,
             Err(PathError::NeedsUtf8) => return self.reject(reply::NEED_SMTPUTF8, None),
+            // RFC 5321 4.1.1.3: a forward-path is required.
+            Err(PathError::Missing) => return self.reject(reply::SYNTAX_RCPT, None),
+            Err(PathError::NoMailbox) => return self.reject(reply::RECIPIENT_PATH_EMPTY, None),
             Err(_) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
         };
         match address::parse_params(parsed.params) {
@@ -129,7 +135,8 @@ impl Session {
         let addr = match (parsed.path, parsed.bare_local) {
             (Some(a), _) => a,
             (None, Some(local)) => Address::new(&local, &self.cfg.origin),
-            (None, None) => return self.reject(reply::BAD_RECIPIENT_SYNTAX, None),
+            // `<>`: the null path is a sender's only (RFC 5321 4.5.5).
+            (None, None) => return self.reject(reply::RECIPIENT_PATH_EMPTY, None),
         };
         if !addr.is_ascii() && !utf8 {
             return self.reject(reply::NEED_SMTPUTF8, Some(addr.to_string()));
