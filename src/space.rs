@@ -25,6 +25,8 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 pub struct Reserve {
     dir: PathBuf,
     min_free: u64,
+    /// What a shortage stops, for the log line.
+    stops: &'static str,
     short: AtomicBool,
     /// The last reading: (when, free bytes). Reused for a short while when
     /// far from the reserve, so a busy box does not statvfs every message.
@@ -35,10 +37,13 @@ pub struct Reserve {
 const FRESH: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Reserve {
-    pub fn new(dir: PathBuf, min_free: u64) -> Reserve {
+    /// `stops`: what the log says a shortage stops ("new mail",
+    /// "deliveries").
+    pub fn new(dir: PathBuf, min_free: u64, stops: &'static str) -> Reserve {
         Reserve {
             dir,
             min_free,
+            stops,
             short: AtomicBool::new(false),
             last: std::sync::Mutex::new(None),
         }
@@ -56,16 +61,22 @@ impl Reserve {
             return true;
         };
         let ok = free >= keep.saturating_add(size);
-        let was_short = self.short.swap(!ok, Ordering::Relaxed);
-        if !ok && !was_short {
+        // Said once each way: short when a check fails, back only with half
+        // the reserve to spare (no line per message near the edge).
+        if !ok && !self.short.swap(true, Ordering::Relaxed) {
             log::warning(&format!(
-                "{}: {free} bytes free, below the reserve of {keep} (queue.min_free): refusing new mail and deferring deliveries until space is freed",
-                self.dir.display()
+                "{}: {free} bytes free, below the reserve of {keep} bytes (queue.min_free): {} wait until space is freed",
+                self.dir.display(),
+                self.stops
             ));
-        } else if ok && was_short {
+        } else if ok
+            && free >= keep.saturating_add(keep / 2)
+            && self.short.swap(false, Ordering::Relaxed)
+        {
             log::started(&format!(
-                "{}: {free} bytes free again, above the reserve of {keep}: accepting mail",
-                self.dir.display()
+                "{}: {free} bytes free again, above the reserve of {keep} bytes: {} go on",
+                self.dir.display(),
+                self.stops
             ));
         }
         ok
@@ -107,7 +118,7 @@ mod tests {
         let dir = std::env::temp_dir();
         let free = free_bytes(&dir).unwrap();
         assert!(free > 0);
-        let r = Reserve::new(dir, 1024);
+        let r = Reserve::new(dir, 1024, "tests");
         assert!(r.accepts_mail(0));
         assert!(!r.accepts_mail(u64::MAX / 2), "no filesystem has that much");
         assert!(r.accepts_mail(0), "and back");

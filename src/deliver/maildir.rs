@@ -159,7 +159,7 @@ impl MaildirAgent {
             host,
             reserves: bases
                 .iter()
-                .map(|b| (b.clone(), Reserve::new(b.clone(), min_free)))
+                .map(|b| (b.clone(), Reserve::new(b.clone(), min_free, "Maildir deliveries")))
                 .collect(),
             bases,
             syncs: DirSyncs::default(),

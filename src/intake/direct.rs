@@ -180,8 +180,12 @@ impl Writer {
             // The runner bounces the looping destinations and delivers the rest.
             return self.queue_rest(spool, &[]);
         }
+        // The first copy is on disk already; the others are still to come.
         let total = self.head0 + self.body_len;
-        if self.locals.iter().any(|l| !self.maildir.has_room(&l.route, total)) {
+        let short = self.locals.iter().enumerate().any(|(i, l)| {
+            !self.maildir.has_room(&l.route, if i == 0 { 0 } else { total })
+        });
+        if short {
             // Below the reserve: the queue keeps it until there is room.
             return self.queue_rest(spool, &[]);
         }

@@ -38,6 +38,8 @@ pub struct Intake {
     maildir: Arc<MaildirAgent>,
     /// `[delivery] direct`
     direct: bool,
+    /// The free-space reserve of the queue's filesystem.
+    reserve: crate::space::Reserve,
     max_received: usize,
 }
 
@@ -79,8 +81,15 @@ impl Intake {
             router,
             maildir,
             direct: cfg.delivery.direct,
+            reserve: crate::space::Reserve::new(cfg.queue_dir(), cfg.min_free(), "new mail and Maildir deliveries"),
             max_received: cfg.delivery.max_received_headers,
         }
+    }
+
+    /// MAIL: room on the queue's filesystem for a message of `size` bytes
+    /// (the client's SIZE=, 0 if none) and still the whole reserve?
+    pub fn room_for_mail(&self, size: u64) -> bool {
+        self.reserve.min_free() == 0 || self.reserve.accepts_mail(size)
     }
 
     /// Opens the sink for a message with this envelope: direct when every

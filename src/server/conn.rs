@@ -229,6 +229,11 @@ impl Conn {
     /// Answers the session's question.
     async fn answer(&mut self, q: Question) {
         let a = match q {
+            // statvfs, at most every 200 ms while far from the reserve.
+            Question::Mail { size } => Answer::Mail(match self.shared.intake.room_for_mail(size) {
+                true => Ok(()),
+                false => Err(reply::INSUFFICIENT_STORAGE),
+            }),
             Question::Recipient(addr) | Question::Verify(addr) => {
                 let dir = self.shared.directory.clone();
                 let who = Client {

@@ -779,6 +779,18 @@ impl Driver {
                         self.cmd_replies += 1;
                     }
                 }
+                Step::Ask(Question::Mail { size }) => {
+                    assert!(!self.receiving, "MAIL question during DATA");
+                    assert!(
+                        self.cfg.max_message_size == 0 || size <= self.cfg.max_message_size,
+                        "a SIZE over the limit is refused before the question"
+                    );
+                    if self.bits.next() || self.bits.next() {
+                        self.s.answer(Answer::Mail(Ok(())));
+                    } else {
+                        self.s.answer(Answer::Mail(Err(reply::INSUFFICIENT_STORAGE)));
+                    }
+                }
                 Step::Ask(Question::Recipient(a)) => {
                     assert!(!self.receiving, "RCPT question during DATA");
                     self.check_ascii(before, after);

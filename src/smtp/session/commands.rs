@@ -59,7 +59,7 @@ impl Session {
         let Some(params) = address::parse_params(parsed.params) else {
             return self.reject(reply::BAD_PARAMETER_SYNTAX, None);
         };
-        let (mut smtputf8, mut body_8bit) = (false, false);
+        let (mut smtputf8, mut body_8bit, mut size) = (false, false, 0);
         for p in &params {
             let kw = p.keyword.to_ascii_uppercase();
             match (kw.as_str(), p.value) {
@@ -68,6 +68,7 @@ impl Session {
                         if self.cfg.max_message_size > 0 && n > self.cfg.max_message_size {
                             return self.reject(reply::SIZE_EXCEEDED, None);
                         }
+                        size = n;
                     }
                     _ => return self.reject(reply::BAD_SIZE_PARAMETER, None),
                 },
@@ -92,19 +93,23 @@ impl Session {
             (Some(a), _) => a,
             (None, Some(local)) => Address::new(&local, &self.cfg.origin),
             (None, None) => {
-                self.txn = Some(Transaction::new(ReversePath::Null, smtputf8, body_8bit));
-                return self.ok(reply::SENDER_OK);
+                let txn = Transaction::new(ReversePath::Null, smtputf8, body_8bit);
+                return self.ask_room(txn, size);
             }
         };
         if !sender.is_ascii() && !smtputf8 {
             return self.reject(reply::NEED_SMTPUTF8, Some(sender.to_string()));
         }
-        self.txn = Some(Transaction::new(
-            ReversePath::Address(sender),
-            smtputf8,
-            body_8bit,
-        ));
-        self.ok(reply::SENDER_OK);
+        let txn = Transaction::new(ReversePath::Address(sender), smtputf8, body_8bit);
+        self.ask_room(txn, size);
+    }
+
+    /// A good MAIL: the transaction opens once the driver says there is
+    /// room for it (the free-space reserve, Postfix's queue_minfree).
+    fn ask_room(&mut self, txn: Transaction, size: u64) {
+        self.pending = Pending::Mail;
+        self.pending_txn = Some(txn);
+        self.steps.push_back(Step::Ask(Question::Mail { size }));
     }
 
     pub(super) fn rcpt(&mut self, arg: &str) {

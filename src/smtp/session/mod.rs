@@ -36,6 +36,7 @@ const BODY_CHUNK: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
     None,
+    Mail,
     Recipient,
     Verify,
     DataStart,
@@ -73,6 +74,8 @@ pub struct Session {
     txn: Option<Transaction>,
     pending: Pending,
     pending_addr: Option<Address>,
+    /// The transaction MAIL opens once the driver says there is room.
+    pending_txn: Option<Transaction>,
     data: Option<DataDecoder>,
     errors: u32,
     /// Discarding the rest of an over-long command line.
@@ -101,6 +104,7 @@ impl Session {
             txn: None,
             pending: Pending::None,
             pending_addr: None,
+            pending_txn: None,
             data: None,
             errors: 0,
             skipping_line: false,
@@ -224,6 +228,16 @@ impl Session {
     pub fn answer(&mut self, a: Answer) {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
         match (pending, a) {
+            (Pending::Mail, Answer::Mail(r)) => {
+                let txn = self.pending_txn.take().expect("MAIL pending");
+                match r {
+                    Ok(()) => {
+                        self.txn = Some(txn);
+                        self.ok(reply::SENDER_OK);
+                    }
+                    Err(reply) => self.reject(reply, None),
+                }
+            }
             (Pending::Recipient, Answer::Recipient(r)) => {
                 let addr = self.pending_addr.take().expect("recipient pending");
                 match r {
@@ -511,6 +525,7 @@ mod tests {
         loop {
             match s.step(0) {
                 Step::Reply { reply, .. } => replies.push(reply.summary()),
+                Step::Ask(Question::Mail { .. }) => s.answer(Answer::Mail(Ok(()))),
                 Step::Ask(Question::Recipient(a)) => s.answer(Answer::Recipient(rcpt(&a))),
                 Step::Ask(Question::Verify(_)) => s.answer(Answer::Recipient(Ok(()))),
                 Step::Ask(Question::StartData) => s.answer(Answer::DataStart(Ok("QID".into()))),
@@ -567,6 +582,12 @@ mod tests {
         let mut asked = false;
         loop {
             match s.step(0) {
+                Step::Ask(Question::Mail { size }) => {
+                    assert_eq!(size, 0, "no SIZE= given");
+                    // Unanswered: the RCPT behind it waits too.
+                    assert!(matches!(s.step(0), Step::NeedInput));
+                    s.answer(Answer::Mail(Ok(())));
+                }
                 Step::Ask(Question::Recipient(_)) => {
                     asked = true;
                     // Unanswered: the NOOP behind it waits.
@@ -580,6 +601,26 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn mail_waits_for_room_and_a_refusal_opens_no_transaction() {
+        let mut s = session(SessionConfig::default());
+        s.feed(b"EHLO c\r\nMAIL FROM:<a@c.test> SIZE=12345\r\nRCPT TO:<x@e.test>\r\n");
+        let mut codes = Vec::new();
+        loop {
+            match s.step(0) {
+                Step::Reply { reply, .. } => codes.push(reply.code),
+                Step::Ask(Question::Mail { size }) => {
+                    assert_eq!(size, 12345);
+                    s.answer(Answer::Mail(Err(reply::INSUFFICIENT_STORAGE)));
+                }
+                Step::NeedInput => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // 452 to MAIL, then RCPT without a transaction: 503.
+        assert_eq!(codes, [220, 250, 452, 503]);
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct Envelope {
 
 #[derive(Debug)]
 pub enum Question {
+    /// MAIL: is there room for a message of `size` bytes (the client's
+    /// SIZE=, 0 when it gave none)? Answer with [`Answer::Mail`].
+    Mail { size: u64 },
     /// May this recipient be accepted? Answer with [`Answer::Recipient`].
     Recipient(Address),
     /// VRFY (only when enabled). Answer with [`Answer::Recipient`].
@@ -128,6 +131,7 @@ pub struct TlsInfo {
 
 #[derive(Debug)]
 pub enum Answer {
+    Mail(Result<(), Reply>),
     Recipient(Result<(), Reply>),
     DataStart(Result<String, Reply>),
     Commit(Result<String, Reply>),
