@@ -112,113 +112,233 @@ pub async fn deliver(target: &Target, opts: &Options, messages: Vec<Outgoing>) -
     let mut report = Report {
         target: target.clone(),
         tls: None,
-        results: vec![None; messages.len()],
+        results: Vec::with_capacity(messages.len()),
         failure: None,
     };
-    let policy = opts.client.tls;
-    let tls_setup = if policy.wants_tls() {
-        tls::client_config(policy, opts.roots.clone())
-            .and_then(|cfg| Ok((TlsConnector::from(cfg), server_name(target, policy)?)))
-            .map(Some)
-    } else {
-        Ok(None)
-    };
-    let tls_setup = match tls_setup {
-        Ok(t) => t,
-        Err(e) => {
-            report.failure = Some(SessionFailure::Config(e));
+    let mut c = match Connection::open(target, opts).await {
+        Ok(c) => c,
+        Err(f) => {
+            report.results = messages.iter().map(|_| None).collect();
+            report.failure = Some(f);
             return report;
         }
     };
-    let tcp = match timed(opts.connect_timeout, TcpStream::connect(target.addr)).await {
-        Wait::Done(s) => s,
-        Wait::Failed(e) => {
-            report.failure = Some(SessionFailure::Connect(format!("{}: {e}", target.addr)));
-            return report;
+    report.tls = c.tls().map(str::to_string);
+    for m in messages {
+        if report.failure.is_some() {
+            report.results.push(None);
+            continue;
         }
-        Wait::TimedOut => {
-            report.failure = Some(SessionFailure::Connect(format!(
-                "{}: timed out",
-                target.addr
-            )));
-            return report;
+        match c.send(m).await {
+            Ok(r) => report.results.push(Some(r)),
+            Err((r, f)) => {
+                report.results.push(r);
+                report.failure = Some(f);
+            }
         }
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut s = Session {
-        conn: Conn::Plain(tcp),
-        client: Client::new(opts.client.clone()),
-        opts,
-        tls_setup,
-        queue: messages.into_iter().enumerate().collect(),
-        current: None,
-        content_error: None,
-    };
-    s.run(&mut report).await;
-    // close_notify for TLS; a server that stopped reading gets a second.
-    let _ = timed(Duration::from_secs(1), async {
-        s.conn.close().await;
-        Ok(())
-    })
-    .await;
+    }
+    if report.failure.is_none() {
+        report.failure = c.quit().await;
+    }
     report
 }
 
-struct Session<'a> {
-    conn: Conn,
-    client: Client,
-    opts: &'a Options,
-    tls_setup: Option<(TlsConnector, ServerName<'static>)>,
-    queue: std::collections::VecDeque<(usize, Outgoing)>,
-    current: Option<(usize, Box<dyn smol::io::AsyncRead + Unpin + Send>)>,
-    content_error: Option<String>,
+/// An open session, ready for a message: connected, greeted, EHLO said,
+/// TLS and login done as the options ask. Send messages one after the
+/// other over it (a provider that counts logins sees one), then quit.
+pub struct Connection {
+    s: Session,
+    target: Target,
+    tls: Option<String>,
+    /// Why the session is over, once it is.
+    failure: Option<SessionFailure>,
 }
 
-impl Session<'_> {
-    async fn run(&mut self, report: &mut Report) {
-        let mut buf = vec![0u8; 16 * 1024];
-        let command_write = self.opts.client.timeouts.mail;
+impl Connection {
+    /// Connects and talks until the server is ready for a message.
+    pub async fn open(target: &Target, opts: &Options) -> Result<Connection, SessionFailure> {
+        let policy = opts.client.tls;
+        let tls_setup = if policy.wants_tls() {
+            tls::client_config(policy, opts.roots.clone())
+                .and_then(|cfg| Ok((TlsConnector::from(cfg), server_name(target, policy)?)))
+                .map(Some)
+                .map_err(SessionFailure::Config)?
+        } else {
+            None
+        };
+        let tcp = match timed(opts.connect_timeout, TcpStream::connect(target.addr)).await {
+            Wait::Done(s) => s,
+            Wait::Failed(e) => {
+                return Err(SessionFailure::Connect(format!("{}: {e}", target.addr)))
+            }
+            Wait::TimedOut => {
+                return Err(SessionFailure::Connect(format!("{}: timed out", target.addr)))
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut c = Connection {
+            s: Session {
+                conn: Conn::Plain(tcp),
+                client: Client::new(opts.client.clone()),
+                command_write: opts.client.timeouts.mail,
+                starttls_timeout: opts.client.timeouts.starttls,
+                tls_setup,
+                current: None,
+                content_error: None,
+            },
+            target: target.clone(),
+            tls: None,
+            failure: None,
+        };
+        match c.run_until_ready().await {
+            Some(f) => {
+                c.close().await;
+                Err(f)
+            }
+            None => Ok(c),
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// `TLSv1.3` when STARTTLS succeeded.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
+    }
+
+    /// Can it take another message?
+    pub fn is_open(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// One transaction. `Err` when the session ended with it: the message's
+    /// result if it got one (a 421 after the end of data, say), and why.
+    pub async fn send(
+        &mut self,
+        m: Outgoing,
+    ) -> Result<MessageResult, (Option<MessageResult>, SessionFailure)> {
+        if let Some(f) = &self.failure {
+            return Err((None, f.clone()));
+        }
+        self.s.current = Some(m.content);
+        self.s.content_error = None;
+        self.s.client.send(m.envelope);
+        let mut result = None;
         loop {
-            match self.client.step() {
-                Step::Send(w) => {
-                    let r = timed(command_write, self.conn.write_all(w.bytes())).await;
-                    self.io_outcome(r);
-                }
-                Step::Read { timeout, .. } => {
-                    match timed(timeout, self.conn.read(&mut buf)).await {
-                        Wait::Done(0) => self.client.lost(),
-                        Wait::Done(n) => self.client.feed(&buf[..n]),
-                        Wait::Failed(_) => self.client.lost(),
-                        Wait::TimedOut => self.client.timed_out(),
-                    }
-                }
-                Step::StartTls => {
-                    if let Some(v) = self.starttls().await {
-                        report.tls = Some(v);
-                    }
-                }
-                Step::SendBody { timeout } => self.send_content(timeout).await,
-                Step::Ready => match self.queue.pop_front() {
-                    Some((i, m)) => {
-                        self.current = Some((i, m.content));
-                        self.client.send(m.envelope);
-                    }
-                    None => self.client.quit(),
-                },
+            match self.s.client.step() {
                 Step::Done(r) => {
-                    let (i, _) = self.current.take().expect("a message in progress");
-                    report.results[i] = Some(match &self.content_error {
+                    self.s.current = None;
+                    result = Some(match &self.s.content_error {
                         Some(e) => content_failed(r, e),
                         None => r,
                     });
                 }
-                Step::Closed(f) => {
-                    report.failure = match self.content_error.take() {
-                        Some(e) => Some(SessionFailure::Content(e)),
-                        None => f.map(SessionFailure::Smtp),
-                    };
-                    return;
+                Step::Ready => {
+                    return result.ok_or_else(|| {
+                        (None, SessionFailure::Smtp(crate::smtp::client::ConnFailure::Protocol {
+                            stage: crate::smtp::client::Stage::DataDone,
+                            problem: "the transaction ended without a result".into(),
+                        }))
+                    })
                 }
+                Step::Closed(f) => {
+                    let f = match self.s.content_error.take() {
+                        Some(e) => SessionFailure::Content(e),
+                        None => f
+                            .map(SessionFailure::Smtp)
+                            .unwrap_or_else(|| SessionFailure::Connect("closed".into())),
+                    };
+                    self.failure = Some(f.clone());
+                    self.close().await;
+                    return Err((result, f));
+                }
+                other => self.s.io(other, &mut self.tls).await,
+            }
+        }
+    }
+
+    /// QUIT and close; the failure if the goodbye went wrong (of no
+    /// consequence to messages already sent).
+    pub async fn quit(mut self) -> Option<SessionFailure> {
+        if self.failure.is_none() {
+            self.s.client.quit();
+            loop {
+                match self.s.client.step() {
+                    Step::Closed(f) => {
+                        self.failure = f.map(SessionFailure::Smtp);
+                        break;
+                    }
+                    Step::Ready | Step::Done(_) => {}
+                    other => self.s.io(other, &mut self.tls).await,
+                }
+            }
+        }
+        self.close().await;
+        self.failure
+    }
+
+    async fn run_until_ready(&mut self) -> Option<SessionFailure> {
+        loop {
+            match self.s.client.step() {
+                Step::Ready => return None,
+                Step::Closed(f) => {
+                    let f = f
+                        .map(SessionFailure::Smtp)
+                        .unwrap_or_else(|| SessionFailure::Connect("closed".into()));
+                    self.failure = Some(f.clone());
+                    return Some(f);
+                }
+                Step::Done(_) => {}
+                other => self.s.io(other, &mut self.tls).await,
+            }
+        }
+    }
+
+    /// close_notify for TLS; a server that stopped reading gets a second.
+    async fn close(&mut self) {
+        let _ = timed(Duration::from_secs(1), async {
+            self.s.conn.close().await;
+            Ok(())
+        })
+        .await;
+    }
+}
+
+struct Session {
+    conn: Conn,
+    client: Client,
+    command_write: Duration,
+    starttls_timeout: Duration,
+    tls_setup: Option<(TlsConnector, ServerName<'static>)>,
+    current: Option<Box<dyn smol::io::AsyncRead + Unpin + Send>>,
+    content_error: Option<String>,
+}
+
+impl Session {
+    /// The I/O of one step that is not a transaction boundary.
+    async fn io(&mut self, step: Step, tls: &mut Option<String>) {
+        let mut buf = [0u8; 16 * 1024];
+        match step {
+            Step::Send(w) => {
+                let r = timed(self.command_write, self.conn.write_all(w.bytes())).await;
+                self.io_outcome(r);
+            }
+            Step::Read { timeout, .. } => match timed(timeout, self.conn.read(&mut buf)).await {
+                Wait::Done(0) => self.client.lost(),
+                Wait::Done(n) => self.client.feed(&buf[..n]),
+                Wait::Failed(_) => self.client.lost(),
+                Wait::TimedOut => self.client.timed_out(),
+            },
+            Step::StartTls => {
+                if let Some(v) = self.starttls().await {
+                    *tls = Some(v);
+                }
+            }
+            Step::SendBody { timeout } => self.send_content(timeout).await,
+            Step::Ready | Step::Done(_) | Step::Closed(_) => {
+                unreachable!("transaction boundaries are handled by the caller")
             }
         }
     }
@@ -241,7 +361,7 @@ impl Session<'_> {
             self.client.tls_failed("no TLS configuration");
             return None;
         };
-        let timeout = self.opts.client.timeouts.starttls;
+        let timeout = self.starttls_timeout;
         match timed(timeout, connector.connect(name, tcp)).await {
             Wait::Done(t) => {
                 let v = tls::version_name(t.get_ref().1.protocol_version());
@@ -264,7 +384,7 @@ impl Session<'_> {
         let mut chunk = vec![0u8; CONTENT_CHUNK];
         let mut out = Vec::with_capacity(CONTENT_CHUNK + CONTENT_CHUNK / 16);
         loop {
-            let (_, content) = self.current.as_mut().expect("a message in progress");
+            let content = self.current.as_mut().expect("a message in progress");
             let n = match content.read(&mut chunk).await {
                 Ok(n) => n,
                 Err(e) => {

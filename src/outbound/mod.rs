@@ -29,7 +29,7 @@ use crate::smtp::client::{ClientConfig, ConnFailure, Envelope, MessageResult};
 mod conn;
 pub mod tls;
 
-pub use conn::deliver;
+pub use conn::{deliver, Connection};
 
 /// Postfix's smtp_connect_timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
