@@ -259,6 +259,8 @@ pub struct DeliveryInfo<'a> {
     /// The envelope recipient when it differs from `to` (an alias).
     pub orig_to: Option<&'a str>,
     pub relay: &'a str,
+    /// The TLS version of an outbound connection, if it had TLS.
+    pub tls: Option<&'a str>,
     pub delay_secs: f64,
     pub dsn: &'a str,
     /// "sent", "deferred", "bounced".
@@ -272,11 +274,11 @@ pub fn delivery(d: &DeliveryInfo<'_>) {
     if let Some(o) = d.orig_to {
         let _ = write!(s, ", orig_to=<{o}>");
     }
-    let _ = write!(
-        s,
-        ", relay={}, delay={:.2}, dsn={}, status={} ({})",
-        d.relay, d.delay_secs, d.dsn, d.status, d.text
-    );
+    let _ = write!(s, ", relay={}, delay={:.2}", d.relay, d.delay_secs);
+    if let Some(t) = d.tls {
+        let _ = write!(s, ", tls={t}");
+    }
+    let _ = write!(s, ", dsn={}, status={} ({})", d.dsn, d.status, d.text);
     let level = if d.status == "sent" {
         Level::Info
     } else {

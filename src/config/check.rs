@@ -19,6 +19,7 @@ impl Config {
         self.check_delivery(ctx, root);
         self.data_dir = self.main.data_dir.clone();
         self.check_tls_auth(ctx, root);
+        self.check_relay(ctx, root, files);
         if files {
             self.check_files(ctx, root);
         }

@@ -11,6 +11,7 @@
 
 pub mod aliases;
 mod check;
+pub mod relay;
 pub mod example;
 pub mod schema;
 mod sections;
@@ -23,7 +24,9 @@ use toml::de::{DeTable, DeValue};
 pub use schema::ConfigError;
 use schema::Ctx;
 pub use sections::*;
-pub use values::{AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size};
+pub use values::{
+    AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size, TlsMode,
+};
 
 /// The configuration `postern serve` runs with when given no file.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -39,6 +42,8 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     DirectoryCfg::DOC,
     Delivery::DOC,
     Queue::DOC,
+    Relay::DOC,
+    RelayRoute::DOC,
     Control::DOC,
 ];
 
@@ -50,6 +55,7 @@ const SUBSECTIONS: &[&str] = &[
     "directory",
     "delivery",
     "queue",
+    "relay",
     "control",
 ];
 
@@ -65,6 +71,10 @@ pub struct Config {
     pub directory: DirectoryCfg,
     pub delivery: Delivery,
     pub queue: Queue,
+    pub relay: Relay,
+    pub relay_routes: Vec<RelayRoute>,
+    /// The relay logins of `[relay] credentials_file` (read in server scope).
+    pub credentials: relay::Credentials,
     pub control: Control,
     hostname: String,
     local_domains: Vec<String>,
@@ -156,6 +166,9 @@ impl Config {
         let delivery = Delivery::read(&mut ctx, "delivery", t, &[]);
         let t = sub(&mut ctx, root, "queue").unwrap_or(&empty);
         let queue = Queue::read(&mut ctx, "queue", t, &[]);
+        let t = sub(&mut ctx, root, "relay").unwrap_or(&empty);
+        let relay = Relay::read(&mut ctx, "relay", t, &["route"]);
+        let relay_routes = read_tables(&mut ctx, t, "route", "relay.route", RelayRoute::read);
         let t = sub(&mut ctx, root, "control").unwrap_or(&empty);
         let control = Control::read(&mut ctx, "control", t, &[]);
         let listeners = read_listeners(&mut ctx, root);
@@ -170,6 +183,9 @@ impl Config {
             directory,
             delivery,
             queue,
+            relay,
+            relay_routes,
+            credentials: Default::default(),
             control,
             hostname: String::new(),
             local_domains: Vec::new(),
@@ -316,23 +332,34 @@ fn sub<'a, 'i>(ctx: &mut Ctx<'_>, root: &'a DeTable<'i>, name: &str) -> Option<&
 }
 
 fn read_listeners(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Vec<Listener> {
-    let Some(v) = root.get("listener") else {
+    read_tables(ctx, root, "listener", "listener", Listener::read)
+}
+
+/// An array of tables `[[path]]` (key `key` of `table`), each read by `read`.
+fn read_tables<T>(
+    ctx: &mut Ctx<'_>,
+    table: &DeTable<'_>,
+    key: &str,
+    path: &str,
+    read: fn(&mut Ctx<'_>, &str, &DeTable<'_>, &[&str]) -> T,
+) -> Vec<T> {
+    let Some(v) = table.get(key) else {
         return Vec::new();
     };
     let DeValue::Array(arr) = v.get_ref() else {
         ctx.error(
             v.span().start,
-            "listener",
-            "expected [[listener]] tables",
-            "one or more [[listener]] tables",
+            path,
+            format!("expected [[{path}]] tables"),
+            format!("one or more [[{path}]] tables"),
         );
         return Vec::new();
     };
     let mut out = Vec::new();
     for (i, item) in arr.iter().enumerate() {
-        let prefix = format!("listener[{}]", i + 1);
+        let prefix = format!("{path}[{}]", i + 1);
         if let Some(t) = schema::as_table(ctx, &prefix, item) {
-            out.push(Listener::read(ctx, &prefix, t, &[]));
+            out.push(read(ctx, &prefix, t, &[]));
         }
     }
     out

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::values::{AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size};
+use super::values::{
+    AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size, TlsMode,
+};
 use crate::section;
 
 fn loopback() -> Vec<Cidr> {
@@ -177,6 +179,9 @@ section! {
         /// would leave less than half of it free on the Maildir's
         /// filesystem. 0 turns the reserve off.
         min_free: Option<Size> = None, example "\"20M\"", default "twice smtp.message_size_limit (20 MiB when that is 0)";
+        /// A message still undelivered after this long gets one delay notice
+        /// (delay_warning_time). 0: never.
+        delay_warning: Secs = Secs(Duration::from_secs(4 * 3600)), example "\"4h\"";
         /// Messages being delivered at once, all agents together
         /// (qmgr_message_active_limit). A message waiting for a busy agent
         /// holds its envelope and headers in memory, not a file.
@@ -246,5 +251,79 @@ section! {
         failure_delay: Secs = Secs(Duration::from_secs(1)), example "\"1s\"";
         /// Failed logins in one session before it is closed (421 4.7.0).
         session_failures: u32 = 3, example "3";
+    }
+}
+
+section! {
+    /// Sending mail onward over SMTP: by the MX records of the recipient's
+    /// domain, or through a smarthost, with per-domain routes below.
+    pub struct Relay ("relay") {
+        /// "mx": by the recipient domain's MX records (the default); or a
+        /// smarthost: "[smtp.isp.test]:587" (brackets: no MX lookup) or
+        /// "isp.test" (its MX records) (relayhost).
+        default: String = "mx".into(), example "\"mx\"";
+        /// Port of MX deliveries (tests use a high loopback port).
+        port: u16 = 25, example "25";
+        /// How host names are looked up, in this order (smtp_host_lookup):
+        /// "dns" (MX, then A/AAAA from the name servers) and "native"
+        /// (/etc/hosts and the system resolver); "native" after "dns" is
+        /// asked only for names DNS says do not exist.
+        host_lookup: Vec<String> = vec!["dns".into()], example "[\"dns\", \"native\"]", default "[\"dns\"]";
+        /// Name servers, e.g. "127.0.0.1:5353"; empty: those of /etc/resolv.conf.
+        dns_servers: Vec<String> = Vec::new(), example "[]";
+        /// Logins for relays, one per line: "[host]:port username:password"
+        /// (smtp_sasl_password_maps, the seed's sasl_passwd). Must be mode
+        /// 0600 or stricter. "" = none.
+        credentials_file: String = String::new(), example "\"/etc/postern/relay-credentials\"", default "\"\"";
+        /// STARTTLS: "none", "may" (when offered, any certificate; the
+        /// default), "encrypt" (required, any certificate) or "verify"
+        /// (required; the certificate must chain to ca_file's roots and name
+        /// the host).
+        tls: TlsMode = TlsMode::May, example "\"may\"";
+        /// Roots for "verify", in PEM. "": the system's bundle
+        /// (/etc/ssl/certs/ca-certificates.crt and the like).
+        ca_file: String = String::new(), example "\"\"";
+        /// Time to wait for a TCP connection (smtp_connect_timeout).
+        connect_timeout: Secs = Secs(Duration::from_secs(30)), example "\"30s\"";
+        /// Connections to one destination at once (a domain, or a route).
+        concurrency_per_destination: usize = 10, example "10";
+        /// Outbound connections at once, all destinations together.
+        concurrency: usize = 20, example "20";
+        /// How long an idle connection waits for the next message to the
+        /// same destination before QUIT (smtp_connection_cache_time_limit).
+        connection_reuse_time: Secs = Secs(Duration::from_secs(2)), example "\"2s\"";
+        /// Name sent with EHLO (smtp_helo_name). Unset: the hostname.
+        helo_name: Option<String> = None, example "\"mail.example.test\"", default "the hostname";
+        /// Time to wait for each reply to a command (smtp_*_timeout).
+        command_timeout: Secs = Secs(Duration::from_secs(300)), example "\"300s\"";
+        /// Time to wait for the reply after the message (smtp_data_done_timeout).
+        data_done_timeout: Secs = Secs(Duration::from_secs(600)), example "\"600s\"";
+        /// Our own public addresses behind NAT (proxy_interfaces): an MX
+        /// record pointing at one of them is a mail loop.
+        own_addresses: Vec<String> = Vec::new(), example "[\"203.0.113.7\"]", default "[]";
+    }
+}
+
+section! {
+    /// A route for one domain (and, with a leading dot, its subdomains):
+    /// a primary relay with fallbacks (the seed's relay-mail01 with
+    /// fallback_relay), or mail dropped or refused. A routed domain never
+    /// falls back to MX delivery. Repeat the table for more routes.
+    pub struct RelayRoute ("[relay.route]") {
+        /// "mail01.example.test", or ".example.test" for its subdomains.
+        domain: String = String::new(), example "\"mail01.example.test\"", default "none: required";
+        /// A name for the domain.transport column to use (`transport =
+        /// "relay-mail01"`). Unset: the domain.
+        name: Option<String> = None, example "\"relay-mail01\"", default "the domain";
+        /// The relay: "[host]:port" (brackets: no MX lookup) or "host".
+        primary: String = String::new(), example "\"[mail01p.example.test]:25\"", default "none";
+        /// Tried when the primary cannot be reached or answers 4xx to the
+        /// greeting; never after a 5xx to MAIL, RCPT or DATA.
+        fallback: Vec<String> = Vec::new(), example "[\"[mail01s.example.test]:25\"]", default "[]";
+        /// TLS for this route; unset: [relay] tls.
+        tls: Option<TlsMode> = None, example "\"may\"", default "[relay] tls";
+        /// Instead of a relay: "discard" (accept and drop) or "error: text"
+        /// (bounce with that text).
+        target: String = String::new(), example "\"\"";
     }
 }

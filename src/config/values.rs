@@ -304,6 +304,11 @@ string_enum! {
 }
 
 string_enum! {
+    /// TLS of outbound SMTP (smtp_tls_security_level).
+    pub enum TlsMode { None = "none", May = "may", Encrypt = "encrypt", Verify = "verify" }
+}
+
+string_enum! {
     /// Which local parts of the local domains exist.
     pub enum LocalUsers { Any = "any", AliasesOnly = "aliases-only" }
 }

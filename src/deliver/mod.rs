@@ -13,6 +13,7 @@
 
 pub mod maildir;
 pub mod registry;
+pub mod smtp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Remote {
     /// The server's whole reply, all lines joined with spaces, when the
     /// outcome came from one (`550 5.1.1 <x@y>: user unknown`).
     pub reply: Option<String>,
+    /// The TLS version of the connection (`TLSv1.3`), if it had TLS.
+    pub tls: Option<String>,
 }
 
 /// One destination's result.

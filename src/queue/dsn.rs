@@ -142,6 +142,7 @@ mod tests {
                         host: "mx.remote.test".into(),
                         addr: Some("192.0.2.1:25".parse().unwrap()),
                         reply: Some("550 5.1.1 <y@remote.test>: no such user".into()),
+                        tls: None,
                     }),
                 },
             ],

@@ -191,6 +191,9 @@ pub struct Router {
     /// Transports by name (pipes, relay routes), for `virtual_transport`
     /// and the `transport` column.
     pub named: HashMap<String, Route>,
+    /// `[[relay.route]]` by domain: "example.test" exactly, or
+    /// ".example.test" for its subdomains.
+    pub domains: Vec<(String, Route)>,
 }
 
 impl Router {
@@ -207,7 +210,22 @@ impl Router {
                 tls: TlsPolicy::May,
             },
             named: HashMap::new(),
+            domains: Vec::new(),
         }
+    }
+
+    /// The route of `domain` in `[[relay.route]]`: an exact entry, else
+    /// the longest ".suffix" entry that matches.
+    pub fn domain_route(&self, domain: &str) -> Option<&Route> {
+        let d = domain.to_ascii_lowercase();
+        if let Some((_, r)) = self.domains.iter().find(|(k, _)| *k == d) {
+            return Some(r);
+        }
+        self.domains
+            .iter()
+            .filter(|(k, _)| k.starts_with('.') && d.ends_with(k.as_str()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, r)| r)
     }
 
     pub fn route(&self, dest: &Dest) -> Route {
@@ -249,7 +267,10 @@ impl Router {
                     // A Maildir transport names no place for a remote
                     // address (a backup-MX domain marked "virtual"): relay.
                     transport::Spec::Default | transport::Spec::Maildir => {
-                        self.relay(&address.domain)
+                        match self.domain_route(&address.domain) {
+                            Some(r) => r.clone(),
+                            None => self.relay(&address.domain),
+                        }
                     }
                     spec => self.spec_route(spec, None, &address.domain),
                 }

@@ -218,3 +218,32 @@ fn transport_values_parse_like_postfix() {
         assert_eq!(next_hop(bad, 25), None, "{bad}");
     }
 }
+
+#[test]
+fn relay_routes_by_domain_exact_then_longest_suffix() {
+    let mut r = router();
+    let route = |name: &str| {
+        Route::Smtp(SmtpRoute {
+            name: name.into(),
+            hops: vec![next_hop(&format!("[{name}]"), 25).unwrap()],
+            fallbacks: vec![],
+            tls: TlsPolicy::May,
+            credentials: None,
+        })
+    };
+    r.domains = vec![
+        (".example.test".into(), route("wide.test")),
+        ("mail01.example.test".into(), route("exact.test")),
+        (".sub.example.test".into(), route("narrow.test")),
+        ("drop.test".into(), Route::Discard("route".into())),
+    ];
+    let name = |a: &str| match r.route(&remote(a, "")) {
+        Route::Smtp(s) => s.name,
+        other => format!("{other:?}"),
+    };
+    assert_eq!(name("x@mail01.example.test"), "exact.test");
+    assert_eq!(name("x@a.sub.example.test"), "narrow.test");
+    assert_eq!(name("x@other.example.test"), "wide.test");
+    assert_eq!(name("x@example.test"), "mx", "a .suffix route is for subdomains only");
+    assert!(matches!(r.route(&remote("x@drop.test", "")), Route::Discard(_)));
+}

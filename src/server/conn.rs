@@ -460,6 +460,7 @@ impl Conn {
                     to: &c.address,
                     orig_to: (!c.orig.eq_ignore_ascii_case(&c.address)).then_some(c.orig.as_str()),
                     relay: "maildir",
+                    tls: None,
                     delay_secs: 0.0,
                     dsn: "2.0.0",
                     status: "sent",

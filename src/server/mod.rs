@@ -59,13 +59,14 @@ pub struct Fatal(pub i32, pub String);
 pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let sigs = signals::block()?;
     cfg.absolutize();
+    let ex = Arc::new(Executor::new());
     let owner = setup::storage(&cfg)?;
     let spool = setup::spool(&cfg)?;
     let directory = setup::directory(&cfg);
     let bound = setup::listeners(&cfg)?;
     let maildir = setup::maildir_agent(&cfg);
     let router = setup::router(&cfg, owner);
-    let registry = setup::registry(&cfg, maildir.clone());
+    let registry = setup::registry(&cfg, maildir.clone(), &ex, &bound)?;
     let (runner, channels) = setup::runner(
         &cfg,
         spool.clone(),
@@ -99,7 +100,6 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
         ),
     });
 
-    let ex = Arc::new(Executor::new());
     runner.start(&ex, channels);
     runner.enqueue_recovered(recovery.queued);
     let control = crate::control::server::start(&cfg, &ex, runner.clone(), spool.clone())

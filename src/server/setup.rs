@@ -13,7 +13,7 @@ use crate::clock::now_secs;
 use crate::config::{AuthBackend, Config, ListenerMode};
 use crate::deliver::maildir::MaildirAgent;
 use crate::deliver::registry::Registry;
-use crate::deliver::{Agent, AgentKind, Target, Unavailable};
+use crate::deliver::{Agent, AgentKind, Unavailable};
 use crate::directory::Directory;
 use crate::log;
 use crate::queue::runner::{Channels, Runner, Settings};
@@ -157,37 +157,96 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
     Ok(out)
 }
 
-/// Routing as configured.
+/// Routing as configured: the default relay, `[[relay.route]]` by domain
+/// and by name.
 pub fn router(cfg: &Config, owner: Option<(u32, u32)>) -> Router {
-    Router::new(cfg.mailbox_base(), cfg.local_mailbox_base(), owner)
+    use crate::route::transport::next_hop;
+    use crate::route::{DefaultRelay, SmtpRoute};
+    let mut r = Router::new(cfg.mailbox_base(), cfg.local_mailbox_base(), owner);
+    let tls = tls_policy(cfg.relay.tls);
+    let smtp = |name: String, hops: Vec<crate::route::NextHop>, fallbacks, tls| {
+        let credentials = hops.first().and_then(|h| cfg.credentials.key_for(h));
+        SmtpRoute {
+            name,
+            hops,
+            fallbacks,
+            tls,
+            credentials,
+        }
+    };
+    r.default_relay = match cfg.relay.default.as_str() {
+        "mx" => DefaultRelay::Mx {
+            port: cfg.relay.port,
+            tls,
+        },
+        hop => {
+            let h = next_hop(hop, 25).expect("checked by config");
+            DefaultRelay::Route(smtp(hop.to_string(), vec![h], Vec::new(), tls))
+        }
+    };
+    for rr in &cfg.relay_routes {
+        let target = rr.target.trim();
+        let route = if target == "discard" {
+            Route::Discard(format!("route for {}", rr.domain))
+        } else if let Some(text) = target.strip_prefix("error:") {
+            Route::Bounce(crate::smtp::reply::Esc(5, 0, 0), text.trim().to_string())
+        } else {
+            let hop = next_hop(&rr.primary, 25).expect("checked by config");
+            let fallbacks = rr
+                .fallback
+                .iter()
+                .map(|f| next_hop(f, 25).expect("checked by config"))
+                .collect();
+            let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
+            Route::Smtp(smtp(name, vec![hop], fallbacks, rr.tls.map(tls_policy).unwrap_or(tls)))
+        };
+        r.domains.push((rr.domain.to_ascii_lowercase(), route.clone()));
+        let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
+        r.named.insert(name.to_ascii_lowercase(), route);
+    }
+    r
 }
 
-/// Deferral text of remote routes until an outbound agent exists.
-fn no_relay(t: &Target) -> String {
-    let dest = match &t.route {
-        Route::Smtp(s) if s.name == "mx" => {
-            s.hops.first().map(|h| h.host.clone()).unwrap_or_default()
-        }
-        Route::Smtp(s) => s.name.clone(),
-        _ => String::new(),
-    };
-    format!("no outbound relay is configured for {dest}; the message stays queued")
+pub fn tls_policy(m: crate::config::TlsMode) -> crate::route::TlsPolicy {
+    use crate::config::TlsMode;
+    use crate::route::TlsPolicy;
+    match m {
+        TlsMode::None => TlsPolicy::None,
+        TlsMode::May => TlsPolicy::May,
+        TlsMode::Encrypt => TlsPolicy::Encrypt,
+        TlsMode::Verify => TlsPolicy::Verify,
+    }
 }
 
 /// The delivery agents, each with its concurrency.
-pub fn registry(cfg: &Config, maildir: Arc<MaildirAgent>) -> Registry {
+pub fn registry(
+    cfg: &Config,
+    maildir: Arc<MaildirAgent>,
+    ex: &Arc<smol::Executor<'static>>,
+    bound: &[Bound],
+) -> Result<Registry, Fatal> {
     let mut r = Registry::new();
     r.add(
         AgentKind::Maildir,
         Agent::Blocking(maildir),
         cfg.delivery.concurrency,
     );
+    let smtp = Arc::new(smtp_agent(cfg, bound)?);
+    let reuse = cfg
+        .relay
+        .connection_reuse_time
+        .0
+        .max(std::time::Duration::from_millis(100));
+    let expiring = smtp.clone();
+    ex.spawn(async move {
+        loop {
+            smol::Timer::after(reuse).await;
+            expiring.expire_idle().await;
+        }
+    })
+    .detach();
+    r.add(AgentKind::Smtp, Agent::Async(smtp), cfg.relay.concurrency);
     let unavailable = |name, why, esc| Agent::Async(Arc::new(Unavailable { name, why, esc }));
-    r.add(
-        AgentKind::Smtp,
-        unavailable("none", no_relay, Esc(4, 4, 1)),
-        1,
-    );
     r.add(
         AgentKind::Pipe,
         unavailable(
@@ -206,7 +265,7 @@ pub fn registry(cfg: &Config, maildir: Arc<MaildirAgent>) -> Registry {
         ),
         1,
     );
-    r
+    Ok(r)
 }
 
 /// The Maildir agent, shared by the runner and the one-write path.
@@ -308,5 +367,113 @@ pub fn auth(cfg: &Config, directory: &Arc<Directory>) -> Option<Arc<Backend>> {
             cfg.dovecot_socket().expect("checked by config"),
         ))),
         AuthBackend::None => None,
+    }
+}
+
+/// The outbound SMTP agent: resolver, TLS roots, our own addresses.
+fn smtp_agent(cfg: &Config, bound: &[Bound]) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
+    use crate::deliver::smtp::{Settings, SmtpAgent};
+    let rel = &cfg.relay;
+    let (resolver_cfg, warnings) = crate::dns::ResolverConfig::load(&rel.dns_servers)
+        .map_err(|e| Fatal(EX_CONFIG, format!("{}: relay.dns_servers: {e}", cfg.source)))?;
+    for w in warnings {
+        log::warning(&format!("resolver: {w}"));
+    }
+    let roots = outbound_roots(cfg)?;
+    let host_lookup = crate::dns::hosts::HostLookup::parse_list(&rel.host_lookup)
+        .map_err(|e| Fatal(EX_CONFIG, e))?;
+    Ok(SmtpAgent::new(
+        Settings {
+            helo_name: rel
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| cfg.hostname().to_string()),
+            host_lookup,
+            connect_timeout: rel.connect_timeout.0,
+            command_timeout: rel.command_timeout.0,
+            data_done_timeout: rel.data_done_timeout.0,
+            reuse: rel.connection_reuse_time.0,
+            concurrency: rel.concurrency,
+            per_destination: rel.concurrency_per_destination,
+            roots,
+            credentials: cfg.credentials.clone(),
+            me: me(cfg, bound),
+        },
+        crate::dns::Resolver::new(resolver_cfg),
+    ))
+}
+
+/// Roots for `tls = verify`: `[relay] ca_file`, else the system's bundle
+/// where there is one. None when nothing verifies.
+fn outbound_roots(cfg: &Config) -> Result<Option<Arc<rustls::RootCertStore>>, Fatal> {
+    use crate::config::TlsMode;
+    let verifies = cfg.relay.tls == TlsMode::Verify
+        || cfg
+            .relay_routes
+            .iter()
+            .any(|r| r.tls == Some(TlsMode::Verify));
+    if !cfg.relay.ca_file.is_empty() {
+        let p = cfg.resolve(Path::new(&cfg.relay.ca_file));
+        return crate::outbound::tls::roots_from_pem_file(&p)
+            .map(|r| Some(Arc::new(r)))
+            .map_err(|e| Fatal(EX_CONFIG, format!("{}: relay.ca_file: {e}", cfg.source)));
+    }
+    if !verifies {
+        return Ok(None);
+    }
+    for p in SYSTEM_ROOTS {
+        if let Ok(r) = crate::outbound::tls::roots_from_pem_file(Path::new(p)) {
+            return Ok(Some(Arc::new(r)));
+        }
+    }
+    Err(Fatal(
+        EX_CONFIG,
+        format!(
+            "{}: relay: tls = \"verify\" needs roots: set relay.ca_file (no system bundle in {})",
+            cfg.source,
+            SYSTEM_ROOTS.join(", ")
+        ),
+    ))
+}
+
+/// Where distributions keep their CA bundle.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Who we are, to find ourselves among MX hosts: the hostname, the
+/// listeners' addresses (every interface's, for a wildcard listener) and
+/// `[relay] own_addresses` (a NAT's public address).
+fn me(cfg: &Config, bound: &[Bound]) -> crate::dns::mx::Me {
+    use std::net::IpAddr;
+    let mut addrs: Vec<IpAddr> = bound
+        .iter()
+        .map(|b| b.local.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if bound.iter().any(|b| b.local.ip().is_unspecified()) {
+        if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+            for a in ifs.filter_map(|i| i.address) {
+                if let Some(v4) = a.as_sockaddr_in() {
+                    addrs.push(IpAddr::V4(v4.ip()));
+                } else if let Some(v6) = a.as_sockaddr_in6() {
+                    addrs.push(IpAddr::V6(v6.ip()));
+                }
+            }
+        }
+    }
+    addrs.extend(
+        cfg.relay
+            .own_addresses
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok()),
+    );
+    addrs.sort();
+    addrs.dedup();
+    crate::dns::mx::Me {
+        addrs,
+        names: vec![cfg.hostname().to_ascii_lowercase()],
     }
 }

@@ -107,6 +107,7 @@ impl Runner {
                 to: &d.to,
                 orig_to: (!d.orig.eq_ignore_ascii_case(&d.to)).then_some(d.orig.as_str()),
                 relay: &d.relay,
+                tls: d.outcome.remote.as_ref().and_then(|r| r.tls.as_deref()),
                 delay_secs: delay,
                 dsn: &dsn,
                 status: d.outcome.status_word(),

@@ -60,6 +60,11 @@ impl QueuedMessage {
         body_of(File::open(&self.path)?, self.body_offset, self.body_len)
     }
 
+    /// The queue file and where the message starts in it.
+    pub fn location(&self) -> (PathBuf, u64) {
+        (self.path.clone(), self.body_offset)
+    }
+
     /// The header section, LF line ends, without the empty line.
     pub fn headers(&self) -> &[u8] {
         &self.headers

@@ -1,0 +1,109 @@
+//! From what an SMTP session said to the queue's outcomes: each
+//! recipient's status with the remote host, its address and its whole
+//! reply (a DSN's Remote-MTA and Diagnostic-Code), and Postfix's wording
+//! for log lines (`host mx.example.test[192.0.2.1] said: 550 5.1.1 ...`).
+
+use std::net::SocketAddr;
+
+use crate::deliver::{Outcome, Remote};
+use crate::outbound::SessionFailure;
+use crate::smtp::client::{ConnFailure, Detail, RcptResult, Status};
+use crate::smtp::reply::Esc;
+
+/// The remote side of an attempt.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub host: String,
+    pub addr: SocketAddr,
+    pub tls: Option<String>,
+}
+
+impl Peer {
+    fn remote(&self, reply: Option<String>) -> Remote {
+        Remote {
+            host: self.host.clone(),
+            addr: Some(self.addr),
+            reply,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// `mx.example.test[192.0.2.1]`
+    pub fn named(&self) -> String {
+        format!("{}[{}]", self.host, self.addr.ip())
+    }
+}
+
+/// One recipient's result from the server.
+pub fn recipient(peer: &Peer, r: &RcptResult) -> Outcome {
+    let (reply, text) = match &r.detail {
+        Detail::Server { stage, response } => {
+            let d = response.diagnostic();
+            let text = match r.status {
+                Status::Delivered => d.clone(),
+                _ => format!("host {} said: {d} ({})", peer.named(), stage.describe()),
+            };
+            (Some(d), text)
+        }
+        Detail::Local { text, .. } => (None, text.clone()),
+    };
+    let o = match r.status {
+        Status::Delivered => Outcome::delivered(text),
+        Status::Temporary => Outcome::deferred(r.esc(), text),
+        Status::Permanent => Outcome::failed(r.esc(), text),
+    };
+    o.with_remote(peer.remote(reply))
+}
+
+/// A session that failed before the message's recipients had results.
+pub struct Failed {
+    /// Deferred, or failed for a 5xx greeting (final if no other host is
+    /// left to try).
+    pub outcome: Outcome,
+    /// No connection at all (refused, unreachable, timed out).
+    pub connect: bool,
+    /// The TLS handshake failed (a `may` session retries in plaintext).
+    pub tls: bool,
+}
+
+pub fn session(peer: &Peer, f: &SessionFailure) -> Failed {
+    let (esc, text, reply) = match f {
+        SessionFailure::Connect(e) => (
+            Esc(4, 4, 1),
+            format!("connect to {}:{}: {}", peer.named(), peer.addr.port(), strip_addr(e)),
+            None,
+        ),
+        SessionFailure::Smtp(c) => {
+            let reply = c.response().map(|r| r.diagnostic());
+            let text = match c {
+                ConnFailure::Refused { .. } | ConnFailure::Closing { .. } => {
+                    format!("host {} {c}", peer.named())
+                }
+                _ => format!("{c} with {}", peer.named()),
+            };
+            (c.esc(), text, reply)
+        }
+        SessionFailure::Config(e) => (Esc(4, 3, 5), format!("outbound TLS configuration: {e}"), None),
+        SessionFailure::Content(e) => (Esc(4, 3, 0), format!("cannot read the queued message: {e}"), None),
+    };
+    let permanent = matches!(f, SessionFailure::Smtp(c) if c.is_permanent());
+    let outcome = if permanent {
+        Outcome::failed(esc, text)
+    } else {
+        Outcome::deferred(esc, text)
+    };
+    Failed {
+        outcome: outcome.with_remote(peer.remote(reply)),
+        connect: matches!(f, SessionFailure::Connect(_)),
+        tls: matches!(f, SessionFailure::Smtp(ConnFailure::TlsFailed { .. })),
+    }
+}
+
+/// `127.0.0.1:25: Connection refused (os error 111)` → `Connection refused`.
+fn strip_addr(e: &str) -> String {
+    let e = e.split_once(": ").map(|(_, rest)| rest).unwrap_or(e);
+    match e.find(" (os error") {
+        Some(i) => e[..i].to_string(),
+        None => e.to_string(),
+    }
+}
