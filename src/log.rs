@@ -298,6 +298,11 @@ pub fn bounce_queued(id: &str, bounce_id: &str) {
     );
 }
 
+/// `ID: sender delay notification: NOTICEID` and the like.
+pub fn notice_queued(id: &str, what: &str, notice_id: &str) {
+    write(Level::Info, &format!("{id}: {what}: {notice_id}"));
+}
+
 pub fn queue_problem(id: &str, problem: &str) {
     write(Level::Err, &format!("error: {id}: {problem}"));
 }

@@ -1040,7 +1040,7 @@ s.quit()
     assert!(text.contains("AUTH 250"), "{text}");
     assert!(text.contains("DATA 250 2.0.0 Ok: queued as "), "{text}");
     let id = queue_id_in(&text).unwrap();
-    // Accepted, and it stays queued (no outbound relay yet).
+    // Accepted, and it stays queued (the tests give postern no DNS).
     assert!(
         a.srv.wait_log(&format!("{id}: to=<x@remote.test>"), WAIT),
         "{}",

@@ -101,7 +101,7 @@ fn trusted_client_may_relay_and_the_message_stays_queued() {
         .unwrap();
     assert!(
         line.contains("status=deferred"),
-        "no outbound relay yet: deferred, {line}"
+        "no DNS for remote.test in tests: deferred, {line}"
     );
     assert!(
         srv.queue_dir().join("messages").join(&id).is_file(),

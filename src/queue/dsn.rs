@@ -1,7 +1,11 @@
-//! Bounces: delivery status notifications (RFC 3464) in a
-//! multipart/report (RFC 6522), sent from the null sender `<>` so that a
-//! bounce can never bounce again. The original message's header section is
-//! returned as text/rfc822-headers, never its body.
+//! Bounces and delay notices: delivery status notifications (RFC 3464)
+//! in a multipart/report (RFC 6522), sent from the null sender `<>` so that
+//! a notice can never bounce again. The original message's header section
+//! is returned as text/rfc822-headers, never its body.
+//!
+//! Three kinds: a bounce (`Action: failed`), a delay notice (`Action:
+//! delayed`, with `Will-Retry-Until`), and a double bounce: a bounce that
+//! could not be delivered, reported once to the local postmaster.
 
 use crate::deliver::Remote;
 use crate::smtp::reply::Esc;
@@ -16,7 +20,18 @@ pub struct Failure {
     pub remote: Option<Remote>,
 }
 
+/// Which notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bounce,
+    /// Still undelivered; tried until `until` (Unix time).
+    Delay { until: i64 },
+    /// To the postmaster: a notice that could not be delivered.
+    DoubleBounce,
+}
+
 pub struct Report<'a> {
+    pub kind: Kind,
     pub hostname: &'a str,
     pub queue_id: &'a str,
     pub bounce_id: &'a str,
@@ -37,7 +52,11 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         r.hostname
     ));
     m.push_str(&format!("To: <{}>\n", r.sender));
-    m.push_str("Subject: Undelivered Mail Returned to Sender\n");
+    m.push_str(match r.kind {
+        Kind::Bounce => "Subject: Undelivered Mail Returned to Sender\n",
+        Kind::Delay { .. } => "Subject: Delayed Mail (still being retried)\n",
+        Kind::DoubleBounce => "Subject: Undeliverable delivery status notification\n",
+    });
     m.push_str(&format!("Date: {}\n", timefmt::rfc5322(r.now)));
     m.push_str(&format!("Message-ID: <{}@{}>\n", r.bounce_id, r.hostname));
     m.push_str("Auto-Submitted: auto-replied\nMIME-Version: 1.0\n");
@@ -50,8 +69,23 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         "This is the mail system at host {}.\n\n",
         r.hostname
     ));
-    m.push_str("Your message could not be delivered to one or more recipients.\n");
-    m.push_str("The reasons are given below.\n\n");
+    match r.kind {
+        Kind::Bounce => {
+            m.push_str("Your message could not be delivered to one or more recipients.\n");
+            m.push_str("The reasons are given below.\n\n");
+        }
+        Kind::Delay { until } => {
+            m.push_str("Your message could not be delivered yet to one or more recipients.\n");
+            m.push_str(&format!(
+                "It will be tried again until {}; you need not send it again.\n\n",
+                timefmt::rfc5322(until)
+            ));
+        }
+        Kind::DoubleBounce => {
+            m.push_str("A delivery status notification (a bounce or delay notice) could\n");
+            m.push_str("not be delivered to its recipient. It is not bounced again.\n\n");
+        }
+    }
     for f in r.failures {
         m.push_str(&format!("<{}>: {}\n", f.final_rcpt, one_line(&f.text)));
     }
@@ -67,7 +101,14 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         if f.orig_rcpt != f.final_rcpt {
             m.push_str(&format!("Original-Recipient: rfc822; {}\n", f.orig_rcpt));
         }
-        m.push_str(&format!("Action: failed\nStatus: {c}.{s}.{d}\n"));
+        let action = match r.kind {
+            Kind::Delay { .. } => "delayed",
+            _ => "failed",
+        };
+        m.push_str(&format!("Action: {action}\nStatus: {c}.{s}.{d}\n"));
+        if let Kind::Delay { until } = r.kind {
+            m.push_str(&format!("Will-Retry-Until: {}\n", timefmt::rfc5322(until)));
+        }
         // RFC 3464 2.3.5-2.3.6: the remote MTA, and its reply verbatim.
         match &f.remote {
             Some(Remote {
@@ -118,6 +159,7 @@ mod tests {
     #[test]
     fn parses_as_multipart_report() {
         let body = build(&Report {
+            kind: Kind::Bounce,
             hostname: "mx.example.test",
             queue_id: "Q1",
             bounce_id: "Q2",
@@ -165,5 +207,35 @@ mod tests {
             .get_body()
             .unwrap()
             .contains("Subject: hello"));
+    }
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+
+    #[test]
+    fn delay_notice_says_delayed_and_until_when() {
+        let body = build(&Report {
+            kind: Kind::Delay { until: 86_400 },
+            hostname: "mx.example.test",
+            queue_id: "Q1",
+            bounce_id: "Q2",
+            sender: "alice@example.test",
+            arrival: 0,
+            now: 14_400,
+            headers: b"Subject: hello\n",
+            failures: &[Failure {
+                final_rcpt: "x@remote.test".into(),
+                orig_rcpt: "x@remote.test".into(),
+                esc: Esc(4, 4, 1),
+                text: "connect to mx.remote.test[192.0.2.1]:25: Connection refused".into(),
+                remote: None,
+            }],
+        });
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("Subject: Delayed Mail"), "{text}");
+        assert!(text.contains("Action: delayed\nStatus: 4.4.1\n"), "{text}");
+        assert!(text.contains("Will-Retry-Until: Fri, 2 Jan 1970 00:00:00 +0000"), "{text}");
     }
 }

@@ -21,6 +21,7 @@
 //! attempts 2
 //! next 1795826616               (Unix time of the next attempt)
 //! done mailbox:bob@example.test (a destination already delivered or bounced)
+//! warned 1                      (a delay notice was sent)
 //! last <orig>\t<final>\t<status>\t<text>
 //!                               (the last result of a destination still
 //!                                pending, for `postern queue list`; fields
@@ -162,6 +163,8 @@ pub struct DeliveryState {
     pub done: BTreeSet<String>,
     /// The last result of each destination still pending.
     pub last: Vec<LastResult>,
+    /// A delay notice has been sent (only one ever is).
+    pub warned: bool,
 }
 
 /// What the last attempt said about one destination.
@@ -180,6 +183,9 @@ pub struct LastResult {
 impl DeliveryState {
     pub fn serialize(&self) -> String {
         let mut s = format!("attempts {}\nnext {}\n", self.attempts, self.next_attempt);
+        if self.warned {
+            s.push_str("warned 1\n");
+        }
         for d in &self.done {
             s.push_str(&format!("done {}\n", clean(d)));
         }
@@ -202,6 +208,7 @@ impl DeliveryState {
             match k {
                 "attempts" => st.attempts = v.parse().map_err(|_| format!("bad attempts {v:?}"))?,
                 "next" => st.next_attempt = v.parse().map_err(|_| format!("bad next {v:?}"))?,
+                "warned" => st.warned = v == "1",
                 "done" => {
                     st.done.insert(v.to_string());
                 }

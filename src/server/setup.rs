@@ -294,6 +294,7 @@ pub fn runner(
         hostname: cfg.hostname().to_string(),
         max_received: cfg.delivery.max_received_headers,
         active_limit: cfg.queue.active_limit,
+        delay_warning: cfg.queue.delay_warning.0,
     };
     let (runner, channels) = Runner::new(spool, directory, router, registry, settings);
     (Arc::new(runner), channels)

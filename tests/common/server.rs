@@ -267,10 +267,19 @@ impl Server {
                 "trusted_networks = [\"127.0.0.1/32\"]".into(),
                 "local_domains = [\"mx.example.test\", \"localhost\"]".into(),
             ],
-            sections: BTreeMap::from([(
-                "smtp".to_string(),
-                vec!["error_delay = \"0s\"".to_string()],
-            )]),
+            sections: BTreeMap::from([
+                (
+                    "smtp".to_string(),
+                    vec!["error_delay = \"0s\"".to_string()],
+                ),
+                // Never the machine's resolver: a closed loopback port, so
+                // mail for other domains defers at once (DNS failure)
+                // unless a test points this at its own dnsmasq.
+                (
+                    "relay".to_string(),
+                    vec!["dns_servers = [\"127.0.0.1:1\"]".to_string()],
+                ),
+            ]),
             fixture: true,
             aliases: None,
             listeners: Vec::new(),

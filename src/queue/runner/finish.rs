@@ -32,8 +32,8 @@ impl Runner {
             .iter()
             .filter(|d| d.outcome.is_failed())
             .collect();
-        let bounced =
-            failures.is_empty() || self.bounce(&plan.msg.env, plan.msg.headers(), &failures, now);
+        let bounced = failures.is_empty()
+            || self.notify(Notice::Failed, &plan.msg.env, plan.msg.headers(), &failures, now);
         for d in &plan.results {
             let finished = match d.outcome.status {
                 Status::Delivered => true,
@@ -63,6 +63,7 @@ impl Runner {
             }
             return;
         }
+        self.warn_if_late(&mut plan.state, &plan.msg, &pending, now);
         let last: Vec<LastResult> = pending
             .iter()
             .map(|d| LastResult {
@@ -146,15 +147,55 @@ impl Runner {
         }
     }
 
-    /// Queues a bounce to the sender. Returns false if it could not be
-    /// queued (the failures then stay pending and are retried).
-    fn bounce(&self, env: &QueueEnvelope, headers: &[u8], failures: &[&Done], now: i64) -> bool {
-        let ReversePath::Address(sender) = &env.sender else {
-            // Never bounce a bounce (RFC 5321 4.5.5).
-            return true;
+    /// One delay notice to the sender once a message has waited
+    /// `delay_warning` (Postfix's delay_warning_time; RFC 3464
+    /// `Action: delayed`), never for the null sender.
+    fn warn_if_late(
+        &self,
+        state: &mut crate::queue::envelope::DeliveryState,
+        msg: &crate::queue::spool::QueuedMessage,
+        pending: &[&Done],
+        now: i64,
+    ) {
+        let limit = self.settings.delay_warning.as_secs() as i64;
+        let age = now - msg.env.arrival_secs();
+        if state.warned || limit == 0 || age < limit || pending.is_empty() {
+            return;
+        }
+        if let ReversePath::Null = msg.env.sender {
+            return;
+        }
+        let until = msg.env.arrival_secs() + self.settings.backoff.lifetime.as_secs() as i64;
+        if self.notify(Notice::Delayed { until }, &msg.env, msg.headers(), pending, now) {
+            state.warned = true;
+        }
+    }
+
+    /// Queues a notice about `about`: a bounce or a delay notice to the
+    /// sender, or, for a notice that itself failed, one report to the
+    /// postmaster, which is never reported again. Returns false if it could
+    /// not be queued (then the failures stay pending and are retried).
+    fn notify(&self, kind: Notice, env: &QueueEnvelope, headers: &[u8], about: &[&Done], now: i64) -> bool {
+        let (dsn_kind, to, proto) = match (&env.sender, kind) {
+            (ReversePath::Address(sender), Notice::Failed) => (dsn::Kind::Bounce, sender.clone(), "bounce"),
+            (ReversePath::Address(sender), Notice::Delayed { until }) => {
+                (dsn::Kind::Delay { until }, sender.clone(), "delay")
+            }
+            // A double bounce that fails is the end of the line (RFC 5321
+            // 4.5.5: never bounce a bounce; Postfix drops it too).
+            (ReversePath::Null, _) if env.protocol == DOUBLE_BOUNCE => {
+                log::queue_problem(&env.id, "undeliverable report to the postmaster dropped");
+                return true;
+            }
+            (ReversePath::Null, Notice::Failed) => (
+                dsn::Kind::DoubleBounce,
+                Address::new("postmaster", &self.settings.hostname),
+                DOUBLE_BOUNCE,
+            ),
+            (ReversePath::Null, Notice::Delayed { .. }) => return true,
         };
-        let (bounce_id, micros) = crate::queue::id::next(now_micros());
-        let list: Vec<Failure> = failures
+        let (notice_id, micros) = crate::queue::id::next(now_micros());
+        let list: Vec<Failure> = about
             .iter()
             .map(|d| Failure {
                 final_rcpt: d.to.clone(),
@@ -165,40 +206,60 @@ impl Runner {
             })
             .collect();
         let body = dsn::build(&dsn::Report {
+            kind: dsn_kind,
             hostname: &self.settings.hostname,
             queue_id: &env.id,
-            bounce_id: &bounce_id,
-            sender: &sender.to_string(),
+            bounce_id: &notice_id,
+            sender: &to.to_string(),
             arrival: env.arrival_secs(),
             now,
             headers,
             failures: &list,
         });
-        let benv = QueueEnvelope {
-            id: bounce_id.clone(),
+        let nenv = QueueEnvelope {
+            id: notice_id.clone(),
             arrival_micros: micros,
             pid: std::process::id(),
             client_ip: None,
             client_name: "localhost".into(),
             helo: String::new(),
-            protocol: "bounce".into(),
+            protocol: proto.into(),
             sender: ReversePath::Null,
-            recipients: vec![Address::clone(sender)],
+            recipients: vec![to],
             smtputf8: env.smtputf8,
         };
-        match self.spool.submit(&benv, &body) {
+        match self.spool.submit(&nenv, &body) {
             Ok(()) => {
-                log::bounce_queued(&env.id, &bounce_id);
-                self.enqueue(bounce_id);
+                match kind {
+                    Notice::Failed if proto == DOUBLE_BOUNCE => {
+                        log::notice_queued(&env.id, "postmaster non-delivery notification", &notice_id)
+                    }
+                    Notice::Failed => log::bounce_queued(&env.id, &notice_id),
+                    Notice::Delayed { .. } => {
+                        log::notice_queued(&env.id, "sender delay notification", &notice_id)
+                    }
+                }
+                self.enqueue(notice_id);
                 true
             }
             Err(e) => {
-                log::queue_problem(&env.id, &format!("cannot queue bounce: {e}"));
+                log::queue_problem(&env.id, &format!("cannot queue a delivery status notification: {e}"));
                 false
             }
         }
     }
 }
+
+/// What a notice is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notice {
+    Failed,
+    Delayed { until: i64 },
+}
+
+/// The protocol recorded for a report to the postmaster about a notice
+/// that could not be delivered: its own failures are not reported again.
+const DOUBLE_BOUNCE: &str = "double-bounce";
 
 pub(crate) fn esc_text(Esc(c, s, d): Esc) -> String {
     format!("{c}.{s}.{d}")

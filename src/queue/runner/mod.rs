@@ -61,6 +61,8 @@ pub struct Settings {
     /// header section in memory, not a file descriptor, while it waits for
     /// an agent).
     pub active_limit: usize,
+    /// One delay notice after this long undelivered; zero: never.
+    pub delay_warning: Duration,
 }
 
 pub struct Runner {

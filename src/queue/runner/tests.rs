@@ -84,6 +84,7 @@ fn a_hung_remote_never_delays_maildir_delivery() {
         hostname: "mx.example.test".into(),
         max_received: 50,
         active_limit: 100,
+        delay_warning: Duration::ZERO,
     };
     let (runner, ch) = Runner::new(spool.clone(), directory, router, registry, settings);
     let runner = Arc::new(runner);
