@@ -333,10 +333,21 @@ fn example_config_passes_check_config() {
         postern::clock::now_secs(),
     )
     .unwrap();
+    let credentials = tmp.path().join("relay-credentials");
+    std::fs::write(&credentials, "[smtp.isp.test]:587 user:password\n").unwrap();
+    std::fs::set_permissions(
+        &credentials,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let text: String = example
         .replace(
             "\"/etc/postern/aliases\"",
             &format!("\"{}\"", aliases.display()),
+        )
+        .replace(
+            "\"/etc/postern/relay-credentials\"",
+            &format!("\"{}\"", credentials.display()),
         )
         .replace(
             "\"/etc/postern/tls/fullchain.pem\"",
