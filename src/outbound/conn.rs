@@ -25,7 +25,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use super::{tls, Options, Outgoing, Report, SessionFailure, Target};
-use crate::smtp::client::{Client, Detail, MessageResult, RcptResult, Status, Step, TlsPolicy};
+use crate::smtp::client::{
+    Client, Detail, MessageResult, RcptResult, Stage, Status, Step, TlsPolicy,
+};
 use crate::smtp::reply::Esc;
 
 /// Message content is read and encoded in pieces of this size.
@@ -185,6 +187,7 @@ impl Connection {
                 tls_setup,
                 current: None,
                 content_error: None,
+                reading: None,
             },
             target: target.clone(),
             tls: None,
@@ -314,6 +317,9 @@ struct Session {
     tls_setup: Option<(TlsConnector, ServerName<'static>)>,
     current: Option<Box<dyn smol::io::AsyncRead + Unpin + Send>>,
     content_error: Option<String>,
+    /// The stage being read and when its wait ends: a reply must arrive
+    /// whole within the stage's timeout, however slowly it trickles in.
+    reading: Option<(Stage, std::time::Instant)>,
 }
 
 impl Session {
@@ -322,21 +328,34 @@ impl Session {
         let mut buf = [0u8; 16 * 1024];
         match step {
             Step::Send(w) => {
+                self.reading = None;
                 let r = timed(self.command_write, self.conn.write_all(w.bytes())).await;
                 self.io_outcome(r);
             }
-            Step::Read { timeout, .. } => match timed(timeout, self.conn.read(&mut buf)).await {
-                Wait::Done(0) => self.client.lost(),
-                Wait::Done(n) => self.client.feed(&buf[..n]),
-                Wait::Failed(_) => self.client.lost(),
-                Wait::TimedOut => self.client.timed_out(),
-            },
+            Step::Read { timeout, stage } => {
+                let now = std::time::Instant::now();
+                let deadline = match self.reading {
+                    Some((s, d)) if s == stage => d,
+                    _ => now + timeout,
+                };
+                self.reading = Some((stage, deadline));
+                let left = deadline.saturating_duration_since(now);
+                match timed(left, self.conn.read(&mut buf)).await {
+                    Wait::Done(0) => self.client.lost(),
+                    Wait::Done(n) => self.client.feed(&buf[..n]),
+                    Wait::Failed(_) => self.client.lost(),
+                    Wait::TimedOut => self.client.timed_out(),
+                }
+            }
             Step::StartTls => {
                 if let Some(v) = self.starttls().await {
                     *tls = Some(v);
                 }
             }
-            Step::SendBody { timeout } => self.send_content(timeout).await,
+            Step::SendBody { timeout } => {
+                self.reading = None;
+                self.send_content(timeout).await
+            }
             Step::Ready | Step::Done(_) | Step::Closed(_) => {
                 unreachable!("transaction boundaries are handled by the caller")
             }
