@@ -20,6 +20,7 @@ impl Config {
         self.data_dir = self.main.data_dir.clone();
         self.check_tls_auth(ctx, root);
         self.check_relay(ctx, root, files);
+        self.check_hooks(ctx, root, files);
         if files {
             self.check_files(ctx, root);
         }

@@ -11,6 +11,7 @@
 
 pub mod aliases;
 mod check;
+pub mod hooks;
 pub mod relay;
 pub mod example;
 pub mod schema;
@@ -25,7 +26,8 @@ pub use schema::ConfigError;
 use schema::Ctx;
 pub use sections::*;
 pub use values::{
-    AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size, TlsMode,
+    AuthBackend, Cidr, ListenerMode, ListenerRole, LocalUsers, OverQuota, PasswordScheme, Secs,
+    Size, TlsMode, TransportKind,
 };
 
 /// The configuration `postern serve` runs with when given no file.
@@ -41,6 +43,9 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     Auth::DOC,
     DirectoryCfg::DOC,
     Delivery::DOC,
+    Transport::DOC,
+    Content::DOC,
+    QuotaCfg::DOC,
     Queue::DOC,
     Relay::DOC,
     RelayRoute::DOC,
@@ -54,6 +59,9 @@ const SUBSECTIONS: &[&str] = &[
     "auth",
     "directory",
     "delivery",
+    "transport",
+    "content",
+    "quota",
     "queue",
     "relay",
     "control",
@@ -71,6 +79,11 @@ pub struct Config {
     pub directory: DirectoryCfg,
     pub delivery: Delivery,
     pub queue: Queue,
+    pub transports: Vec<Transport>,
+    pub content: Content,
+    pub quota: QuotaCfg,
+    /// `[quota] limits_file`, read in server scope.
+    pub quota_limits: hooks::QuotaLimits,
     pub relay: Relay,
     pub relay_routes: Vec<RelayRoute>,
     /// The relay logins of `[relay] credentials_file` (read in server scope).
@@ -166,6 +179,11 @@ impl Config {
         let delivery = Delivery::read(&mut ctx, "delivery", t, &[]);
         let t = sub(&mut ctx, root, "queue").unwrap_or(&empty);
         let queue = Queue::read(&mut ctx, "queue", t, &[]);
+        let transports = read_tables(&mut ctx, root, "transport", "transport", Transport::read);
+        let t = sub(&mut ctx, root, "content").unwrap_or(&empty);
+        let content = Content::read(&mut ctx, "content", t, &[]);
+        let t = sub(&mut ctx, root, "quota").unwrap_or(&empty);
+        let quota = QuotaCfg::read(&mut ctx, "quota", t, &[]);
         let t = sub(&mut ctx, root, "relay").unwrap_or(&empty);
         let relay = Relay::read(&mut ctx, "relay", t, &["route"]);
         let relay_routes = read_tables(&mut ctx, t, "route", "relay.route", RelayRoute::read);
@@ -183,6 +201,10 @@ impl Config {
             directory,
             delivery,
             queue,
+            transports,
+            content,
+            quota,
+            quota_limits: Default::default(),
             relay,
             relay_routes,
             credentials: Default::default(),

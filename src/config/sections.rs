@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::values::{
-    AuthBackend, Cidr, ListenerMode, LocalUsers, PasswordScheme, Secs, Size, TlsMode,
+    AuthBackend, Cidr, ListenerMode, ListenerRole, LocalUsers, OverQuota, PasswordScheme, Secs,
+    Size, TlsMode, TransportKind,
 };
+use std::collections::BTreeMap;
 use crate::section;
 
 fn loopback() -> Vec<Cidr> {
@@ -61,6 +63,10 @@ section! {
         /// Refuse MAIL until the client has logged in (530 5.7.0): the
         /// submission ports 587 and 465.
         require_auth: bool = false, example "false";
+        /// "smtp", or "reinject": the content filter's way back (the seed's
+        /// 127.0.0.1:10025): no filter, aliases expanded here (not before the
+        /// filter), only trusted networks may send, XFORWARD accepted.
+        role: ListenerRole = ListenerRole::Smtp, example "\"smtp\"";
     }
 }
 
@@ -157,6 +163,93 @@ section! {
         /// is queued instead, never refused for that. false: every message
         /// goes through the queue first.
         direct: bool = true, example "true";
+        /// How virtual mailboxes are delivered: "maildir", or the name of a
+        /// [[transport]] such as "procmail" (virtual_transport). The domain's
+        /// `transport` column and mailbox_transports override it.
+        virtual_transport: String = "maildir".into(), example "\"maildir\"";
+        /// Per mailbox: the transport of single addresses, e.g.
+        /// { "alice@example.test" = "procmail" }.
+        mailbox_transports: BTreeMap<String, String> = BTreeMap::new(), example "{}";
+        /// Local users' Maildir below their own directory in
+        /// local_mailbox_base (home_mailbox = "mail/"): "" = that directory.
+        home_mailbox: String = String::new(), example "\"\"";
+        /// A command local users' mail is piped to instead
+        /// (mailbox_command), run as the delivery uid with the pipe
+        /// transports' environment: e.g. ["/usr/bin/procmail"]. Empty: none.
+        mailbox_command: Vec<String> = Vec::new(), example "[]";
+    }
+}
+
+section! {
+    /// A named delivery transport: a command the message is piped to
+    /// (pipe(8), e.g. procmail). Repeat the table for more transports; use
+    /// them in [delivery] virtual_transport, the domain.transport column,
+    /// or mailbox_transports.
+    pub struct Transport ("[transport]") {
+        /// Its name.
+        name: String = String::new(), example "\"procmail\"", default "none: required";
+        /// "pipe".
+        kind: TransportKind = TransportKind::Pipe, example "\"pipe\"";
+        /// The command and its arguments, no shell. Expanded per recipient:
+        /// ${user} ${extension} ${domain} ${nexthop} ${recipient}
+        /// ${original_recipient} ${mailbox} ${sender} ${size} ${queue_id}.
+        command: Vec<String> = Vec::new(), example "[\"/usr/bin/procmail\", \"-t\", \"-m\", \"USER=${user}\", \"DOMAIN=${nexthop}\", \"EXTENSION=${extension}\", \"/etc/procmailrc\"]", default "none: required";
+        /// Who it runs as: a user name or uid[:gid]; never root.
+        user: String = String::new(), example "\"vmail\"", default "none: required";
+        /// pipe(8) flags: R (Return-Path:), D (Delivered-To:), O
+        /// (X-Original-To:), F (mbox From_ line), B (final blank line), h q
+        /// u (lower-case domain, quote and lower-case local part), > (quote
+        /// From_ lines), . (dot-stuff).
+        flags: String = String::new(), example "\"R\"";
+        /// Deliveries at once.
+        concurrency: usize = 8, example "8";
+        /// Longest run; then the command's process group is killed and the
+        /// recipient bounces, as in Postfix.
+        timeout: Secs = Secs(Duration::from_secs(1000)), example "\"1000s\"";
+        /// Most bytes of the command's output kept for the bounce/log.
+        output_limit: Size = Size(4096), example "4096";
+    }
+}
+
+section! {
+    /// What is done to message content: header and body rules (Postfix
+    /// regexp: tables) and the after-queue content filter (the seed's
+    /// amavis at [127.0.0.1]:10026).
+    pub struct Content ("content") {
+        /// A file of rules in Postfix regexp: table syntax for the headers
+        /// (header_checks). "" = none.
+        header_checks: String = String::new(), example "\"/etc/postern/header_checks\"", default "\"\"";
+        /// The same rules written here instead of in a file.
+        header_rules: String = String::new(), example "\"/^Received:/ IGNORE\"", default "\"\"";
+        /// Rules for body lines (body_checks). "" = none.
+        body_checks: String = String::new(), example "\"\"";
+        /// Rules for the headers of MIME parts (mime_header_checks). "" =
+        /// the header rules apply there too.
+        mime_header_checks: String = String::new(), example "\"\"";
+        /// The after-queue content filter: "[127.0.0.1]:10026"; "" = none.
+        filter: String = String::new(), example "\"[127.0.0.1]:10026\"", default "\"\"";
+        /// Messages handed to the filter at once.
+        filter_concurrency: usize = 4, example "4";
+        /// Time the filter may take to answer the end of a message
+        /// (smtp_data_done_timeout = 1200 in the seed).
+        filter_data_timeout: Secs = Secs(Duration::from_secs(1200)), example "\"1200s\"";
+    }
+}
+
+section! {
+    /// Mailbox quotas (Maildir++ maildirsize, as Dovecot keeps them):
+    /// mailbox.quota in bytes, domain.maxquota as the default and cap per
+    /// mailbox, and a table like the seed's vquota.
+    pub struct QuotaCfg ("quota") {
+        /// Over quota: "bounce" (552 5.2.2; the seed's
+        /// virtual_overquota_bounce = yes) or "defer" (452 4.2.2).
+        over_quota: OverQuota = OverQuota::Bounce, example "\"bounce\"";
+        /// A table of limits: lines "address bytes" and "@domain bytes" (a
+        /// default per mailbox of that domain). "" = none.
+        limits_file: String = String::new(), example "\"/etc/postern/vquota\"", default "\"\"";
+        /// PostfixAdmin's quota_multiplier: domain quotas are in MB of this
+        /// many bytes.
+        multiplier: u64 = 1024000, example "1024000";
     }
 }
 

@@ -97,6 +97,26 @@ impl<T: FromToml> FromToml for Vec<T> {
     }
 }
 
+impl FromToml for std::collections::BTreeMap<String, String> {
+    fn allowed() -> Cow<'static, str> {
+        "a table of strings, such as { \"alice@example.test\" = \"procmail\" }".into()
+    }
+    fn from_toml(v: &DeValue<'_>) -> Result<Self, String> {
+        let DeValue::Table(t) = v else {
+            return Err(format!("expected a table, {}", found(v)));
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (k, v) in t.iter() {
+            let val = v
+                .get_ref()
+                .as_str()
+                .ok_or_else(|| format!("{}: {}", k.get_ref(), found(v.get_ref())))?;
+            out.insert(k.get_ref().to_string(), val.to_string());
+        }
+        Ok(out)
+    }
+}
+
 /// A byte count: an integer, or a string with a binary suffix (`"10M"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -301,6 +321,22 @@ string_enum! {
 string_enum! {
     /// How new passwords are stored.
     pub enum PasswordScheme { Sha512Crypt = "SHA512-CRYPT", BlfCrypt = "BLF-CRYPT" }
+}
+
+string_enum! {
+    /// What a listener is for: SMTP from clients, or the content filter's
+    /// way back in (no filter, no address mappings, trusted networks only).
+    pub enum ListenerRole { Smtp = "smtp", Reinject = "reinject" }
+}
+
+string_enum! {
+    /// What happens to mail for a mailbox over its quota.
+    pub enum OverQuota { Bounce = "bounce", Defer = "defer" }
+}
+
+string_enum! {
+    /// Kinds of `[[transport]]`.
+    pub enum TransportKind { Pipe = "pipe" }
 }
 
 string_enum! {
