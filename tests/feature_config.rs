@@ -349,6 +349,10 @@ fn example_config_passes_check_config() {
             "\"/etc/postern/relay-credentials\"",
             &format!("\"{}\"", credentials.display()),
         )
+        // The appliance image has a vmail user (uid 5000); this machine
+        // need not.
+        .replace("user = \"vmail\"", "user = \"5000:5000\"")
+        .replace("\"/etc/postern/vquota\"", "\"\"")
         .replace(
             "\"/etc/postern/tls/fullchain.pem\"",
             &format!("\"{}\"", cert.display()),
