@@ -29,6 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{BlockingAgent, Outcome, Target};
+use super::quota;
 use crate::fsutil::{self, DirSyncs};
 use crate::space::Reserve;
 use crate::queue::spool::QueuedMessage;
@@ -40,6 +41,8 @@ pub struct MaildirAgent {
     host: String,
     /// The free-space reserve of each base's filesystem.
     reserves: Vec<(PathBuf, Reserve)>,
+    /// [quota] over_quota = "bounce" (else defer).
+    bounce_over_quota: bool,
     /// The mailbox base directories: everything below them belongs to the
     /// delivery user; they are recreated if someone removes them.
     bases: Vec<PathBuf>,
@@ -157,6 +160,7 @@ impl MaildirAgent {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
         MaildirAgent {
             host,
+            bounce_over_quota: true,
             reserves: bases
                 .iter()
                 .map(|b| (b.clone(), Reserve::new(b.clone(), min_free, "Maildir deliveries")))
@@ -164,6 +168,45 @@ impl MaildirAgent {
             bases,
             syncs: DirSyncs::default(),
             making: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Over-quota mail defers instead of bouncing.
+    pub fn defer_over_quota(mut self) -> Self {
+        self.bounce_over_quota = false;
+        self
+    }
+
+    /// Does a copy of `size` bytes fit the mailbox's quota? `Ok(Err(..))`
+    /// with the outcome for an over-quota mailbox (bounce 552 5.2.2 or
+    /// defer 452 4.2.2, as [quota] over_quota says).
+    pub fn quota_check(&self, m: &MaildirRoute, size: u64) -> io::Result<Result<(), Outcome>> {
+        if m.quota == crate::route::Quota::default() {
+            return Ok(Ok(()));
+        }
+        let _ids = FsIds::switch(m.owner)?;
+        Ok(quota::fits(&m.path, m.quota, size)?.map_err(|used| self.over_quota(m, used, size)))
+    }
+
+    /// The outcome for a mailbox over its quota.
+    pub fn over_quota(&self, m: &MaildirRoute, used: quota::Usage, size: u64) -> Outcome {
+        let text = format!(
+            "mailbox is full: {} of {} bytes used, this message is {size} bytes",
+            used.bytes, m.quota.bytes
+        );
+        if self.bounce_over_quota {
+            Outcome::failed(Esc(5, 2, 2), text)
+        } else {
+            Outcome::deferred(Esc(4, 2, 2), text)
+        }
+    }
+
+    /// Counts a delivered copy in the mailbox's maildirsize.
+    pub fn quota_add(&self, m: &MaildirRoute, size: u64) {
+        if m.quota != crate::route::Quota::default() {
+            if let Ok(_ids) = FsIds::switch(m.owner) {
+                let _ = quota::add(&m.path, size);
+            }
         }
     }
 
@@ -332,7 +375,7 @@ impl MaildirAgent {
         t: &Target,
         m: &MaildirRoute,
         recovered: bool,
-    ) -> io::Result<String> {
+    ) -> io::Result<Result<String, Outcome>> {
         let env = &msg.env;
         let head = Self::head(&env.sender.to_string(), &t.address);
         let size = head.len() as u64 + msg.body_len;
@@ -345,10 +388,13 @@ impl MaildirAgent {
         if recovered && already_delivered(&m.path, &id.stem())? {
             // A crash may have cut in between the link and the unlink.
             let _ = fs::remove_file(m.path.join("tmp").join(&name));
-            return Ok("already delivered before restart".into());
+            return Ok(Ok("already delivered before restart".into()));
         }
         if !self.has_room(m, size) {
             return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
+        if let Err(over) = self.quota_check(m, size)? {
+            return Ok(Err(over));
         }
         let mut tmp = self.create(m, &name)?;
         let written = (|| {
@@ -361,10 +407,11 @@ impl MaildirAgent {
             return Err(e);
         }
         if !self.publish(m, &tmp, &name, size)? {
-            return Ok("already delivered".into());
+            return Ok(Ok("already delivered".into()));
         }
         self.sync_new(m)?;
-        Ok(format!("delivered to maildir as {name}"))
+        self.quota_add(m, size);
+        Ok(Ok(format!("delivered to maildir as {name}")))
     }
 }
 
@@ -441,7 +488,8 @@ impl BlockingAgent for MaildirAgent {
                     return Outcome::deferred(Esc(4, 3, 5), "not a Maildir route");
                 };
                 match self.deliver_one(msg, t, m, recovered) {
-                    Ok(text) => Outcome::delivered(text),
+                    Ok(Ok(text)) => Outcome::delivered(text),
+                    Ok(Err(over_quota)) => over_quota,
                     Err(e) => write_failure(&m.path, &e),
                 }
             })

@@ -60,6 +60,9 @@ pub enum Dest {
         maildir: String,
         /// Bytes; 0 = no limit.
         quota: i64,
+        /// The domain's `maxquota` (MB; 0 = none): the default and the cap
+        /// of mailbox quotas in PostfixAdmin.
+        maxquota_mb: i64,
         /// The domain's `transport` column ("" = default).
         transport: String,
     },
@@ -399,12 +402,13 @@ impl Directory {
 
     fn mailbox_dest(&self, m: MailboxRow) -> Result<Dest, TempFail> {
         let domain = m.username.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        let transport = self.domain_transport(domain)?;
+        let row = self.store.domain(domain)?.unwrap_or_default();
         Ok(Dest::Mailbox {
             username: m.username,
             maildir: m.maildir,
             quota: m.quota,
-            transport,
+            maxquota_mb: row.maxquota_mb,
+            transport: row.transport.trim().to_string(),
         })
     }
 

@@ -185,8 +185,12 @@ impl Writer {
         let short = self.locals.iter().enumerate().any(|(i, l)| {
             !self.maildir.has_room(&l.route, if i == 0 { 0 } else { total })
         });
-        if short {
-            // Below the reserve: the queue keeps it until there is room.
+        // Below the reserve, or a mailbox over its quota: the queue keeps
+        // it (and bounces or defers what is over quota, as configured).
+        let over = self.locals.iter().any(|l| {
+            !matches!(self.maildir.quota_check(&l.route, total), Ok(Ok(())))
+        });
+        if short || over {
             return self.queue_rest(spool, &[]);
         }
         let others = match self.write_copies() {
@@ -227,6 +231,11 @@ impl Writer {
             .collect();
         // publish() linked every copy and removed any tmp/ name.
         self.first = None;
+        for l in &self.locals {
+            let size = MaildirAgent::head(&self.env.sender.to_string(), &l.address).len() as u64
+                + self.body_len;
+            self.maildir.quota_add(&l.route, size);
+        }
         Ok(Committed::Delivered(copies))
     }
 

@@ -92,6 +92,8 @@ pub struct PipeRoute {
     /// pipe(8) flags such as "R", "DRO".
     pub flags: String,
     pub timeout: Duration,
+    /// Most bytes of the command's output kept.
+    pub output_limit: usize,
     /// The recipient's Maildir when it has one (`${mailbox}`, quota).
     pub mailbox: Option<MaildirRoute>,
 }
@@ -194,6 +196,12 @@ pub struct Router {
     /// `[[relay.route]]` by domain: "example.test" exactly, or
     /// ".example.test" for its subdomains.
     pub domains: Vec<(String, Route)>,
+    /// `[delivery] mailbox_transports`: address → transport.
+    pub mailbox_transports: HashMap<String, String>,
+    /// `[quota] limits_file` (the seed's vquota).
+    pub quota_limits: crate::config::hooks::QuotaLimits,
+    /// PostfixAdmin's quota_multiplier (bytes per "MB" of maxquota).
+    pub quota_multiplier: u64,
 }
 
 impl Router {
@@ -211,6 +219,22 @@ impl Router {
             },
             named: HashMap::new(),
             domains: Vec::new(),
+            mailbox_transports: HashMap::new(),
+            quota_limits: Default::default(),
+            quota_multiplier: 1_024_000,
+        }
+    }
+
+    /// A mailbox's limit in bytes (0: none): mailbox.quota, capped by the
+    /// domain's maxquota; without one, the quota table's entry for the
+    /// address or its @domain; else the domain's maxquota.
+    pub fn quota_bytes(&self, username: &str, quota: i64, maxquota_mb: i64) -> u64 {
+        let max = u64::try_from(maxquota_mb).unwrap_or(0).saturating_mul(self.quota_multiplier);
+        let own = u64::try_from(quota).unwrap_or(0);
+        match (own, max) {
+            (0, max) => self.quota_limits.for_address(username).unwrap_or(max),
+            (own, 0) => own,
+            (own, max) => own.min(max),
         }
     }
 
@@ -234,6 +258,7 @@ impl Router {
                 username,
                 maildir,
                 quota,
+                maxquota_mb,
                 transport,
             } => {
                 let Some(rel) = safe_relative(maildir) else {
@@ -245,15 +270,16 @@ impl Router {
                 let mailbox = MaildirRoute {
                     path: self.mailbox_base.join(rel),
                     quota: Quota {
-                        bytes: u64::try_from(*quota).unwrap_or(0),
+                        bytes: self.quota_bytes(username, *quota, *maxquota_mb),
                         messages: 0,
                     },
                     owner: self.owner,
                 };
-                let how = if transport.is_empty() {
-                    self.virtual_transport.as_str()
-                } else {
-                    transport.as_str()
+                let per_mailbox = self.mailbox_transports.get(&username.to_ascii_lowercase());
+                let how = match (per_mailbox, transport.is_empty()) {
+                    (Some(t), _) => t.as_str(),
+                    (None, true) => self.virtual_transport.as_str(),
+                    (None, false) => transport.as_str(),
                 };
                 self.local_route(how, mailbox, username)
             }

@@ -22,6 +22,7 @@ fn router() -> Router {
             user: (5000, 5000),
             flags: "R".into(),
             timeout: Duration::from_secs(1000),
+            output_limit: 4096,
             mailbox: None,
         }),
     );
@@ -33,6 +34,7 @@ fn mailbox(transport: &str) -> Dest {
         username: "alice@example.test".into(),
         maildir: "example.test/alice/".into(),
         quota: 20_000,
+        maxquota_mb: 0,
         transport: transport.into(),
     }
 }
@@ -161,6 +163,7 @@ fn unsafe_maildir_paths_defer_and_failures_bounce() {
             username: "x@example.test".into(),
             maildir: p.into(),
             quota: 0,
+            maxquota_mb: 0,
             transport: String::new(),
         };
         assert!(matches!(r.route(&d), Route::Defer(Esc(4, 3, 5), _)), "{p}");
@@ -246,4 +249,25 @@ fn relay_routes_by_domain_exact_then_longest_suffix() {
     assert_eq!(name("x@other.example.test"), "wide.test");
     assert_eq!(name("x@example.test"), "mx", "a .suffix route is for subdomains only");
     assert!(matches!(r.route(&remote("x@drop.test", "")), Route::Discard(_)));
+}
+
+#[test]
+fn quota_from_mailbox_domain_max_and_the_table() {
+    let mut r = router();
+    r.quota_limits =
+        crate::config::hooks::QuotaLimits::parse("@example.test 5000\nbig@example.test 9000\n").unwrap();
+    r.quota_multiplier = 1000;
+    assert_eq!(r.quota_bytes("a@example.test", 20_000, 0), 20_000);
+    assert_eq!(r.quota_bytes("a@example.test", 20_000, 10), 10_000, "capped by maxquota");
+    assert_eq!(r.quota_bytes("big@example.test", 0, 10), 9000, "the table's own line");
+    assert_eq!(r.quota_bytes("a@example.test", 0, 10), 5000, "the table's @domain default");
+    assert_eq!(r.quota_bytes("a@other.test", 0, 10), 10_000, "maxquota as default");
+    assert_eq!(r.quota_bytes("a@other.test", 0, 0), 0);
+}
+
+#[test]
+fn mailbox_transports_win_over_the_domain_column() {
+    let mut r = router();
+    r.mailbox_transports.insert("alice@example.test".into(), "procmail".into());
+    assert!(matches!(r.route(&mailbox("virtual")), Route::Pipe(_)));
 }
