@@ -94,6 +94,21 @@ pub fn mailq(unix: i64) -> String {
     )
 }
 
+/// `Sat Nov 28 00:38:36 2026` (UTC): the date of an mbox `From ` line.
+pub fn mbox(unix: i64) -> String {
+    let p = parts(unix);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[p.weekday],
+        MONTHS[p.month as usize - 1],
+        p.day,
+        p.hour,
+        p.min,
+        p.sec,
+        p.year
+    )
+}
+
 /// `2026-11-28T00:38:36Z`
 pub fn rfc3339(unix: i64) -> String {
     let p = parts(unix);

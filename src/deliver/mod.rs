@@ -12,6 +12,7 @@
 //! so a hung remote host never holds up Maildir delivery.
 
 pub mod maildir;
+pub mod pipe;
 pub mod quota;
 pub mod registry;
 pub mod smtp;

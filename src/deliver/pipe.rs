@@ -1,0 +1,572 @@
+//! Pipe delivery (pipe(8)): the message on a command's standard input,
+//! e.g. the seed's `procmail -t -m USER=${user} DOMAIN=${nexthop}
+//! EXTENSION=${extension} /etc/procmailrc`.
+//!
+//! - argv is expanded per recipient (`${user}`, `${extension}`,
+//!   `${domain}`, `${nexthop}`, `${recipient}`, `${original_recipient}`,
+//!   `${mailbox}` (the Maildir path), `${sender}`, `${size}`, `${queue_id}`;
+//!   also `$name`, `$(name)`, `$$`). When it uses a per-recipient macro the
+//!   command runs once per recipient — the seed's set-up forgot
+//!   `procmail_destination_recipient_limit = 1` and gave all but one
+//!   recipient of a domain nothing; postern does what was meant.
+//! - flags: F (mbox `From ` line), R (`Return-Path:`), O
+//!   (`X-Original-To:`), D (`Delivered-To:`, and a loop check), B (a final
+//!   blank line), h/q/u (lower-case domains, quote and lower-case local
+//!   parts in macros), `>` (quote `From ` lines), `.` (dot-stuff).
+//! - it runs as the transport's user and that user's groups (never root),
+//!   with ambient capabilities cleared, in a session of its own, with a
+//!   clean environment: HOME (the user's), USER and LOGNAME (the user's
+//!   name), SHELL=/bin/sh, PATH=/usr/bin:/bin, TZ if set, and for a local
+//!   mailbox_command also SENDER, RECIPIENT, ORIGINAL_RECIPIENT, LOCAL,
+//!   DOMAIN, EXTENSION. Its directory is the user's home, or `/`.
+//! - time limit: the whole process group is killed and the recipient
+//!   bounces (5.3.0), as in Postfix. Output: stdout and stderr together,
+//!   the first `output_limit` bytes kept, the rest read and dropped.
+//! - exit status (sysexits.h, as Postfix maps it): 0 delivered; 75 and
+//!   71 (and any signal) deferred; 64–78 otherwise bounce with their
+//!   enhanced codes (67 → 5.1.1 unknown user); other codes bounce 5.3.0.
+//!   Output starting with an enhanced status code (`4.2.2 ...`) wins.
+//! - quotas hold here too: a recipient with a Maildir and a quota is
+//!   checked before the command runs, and counted in its maildirsize
+//!   after a successful run (procmail never updates it).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::maildir::MaildirAgent;
+use super::{BlockingAgent, Outcome, Target};
+use crate::queue::spool::QueuedMessage;
+use crate::route::{PipeRoute, Route};
+use crate::smtp::reply::Esc;
+
+/// Macros whose value differs between recipients.
+const PER_RECIPIENT: &[&str] = &["user", "extension", "domain", "recipient", "original_recipient", "mailbox"];
+
+pub struct PipeAgent {
+    maildir: Arc<MaildirAgent>,
+    /// recipient_delimiter: where `${user}` ends and `${extension}` starts.
+    delimiter: String,
+    /// Runs at once per transport name.
+    limits: HashMap<String, Arc<Limit>>,
+}
+
+/// A counting semaphore for blocking threads.
+struct Limit {
+    free: Mutex<usize>,
+    cond: Condvar,
+}
+
+struct Permit<'a>(&'a Limit);
+
+impl Limit {
+    fn new(n: usize) -> Limit {
+        Limit {
+            free: Mutex::new(n.max(1)),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.cond.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cond.notify_one();
+    }
+}
+
+/// How one run ended.
+struct Ran {
+    status: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    output: Vec<u8>,
+}
+
+impl PipeAgent {
+    /// `limits`: each transport's name and concurrency.
+    pub fn new(maildir: Arc<MaildirAgent>, delimiter: &str, limits: &[(String, usize)]) -> PipeAgent {
+        PipeAgent {
+            maildir,
+            delimiter: delimiter.to_string(),
+            limits: limits
+                .iter()
+                .map(|(n, c)| (n.to_ascii_lowercase(), Arc::new(Limit::new(*c))))
+                .collect(),
+        }
+    }
+
+    fn deliver_group(&self, msg: &QueuedMessage, route: &PipeRoute, group: &[&Target]) -> Vec<Outcome> {
+        // Quotas first: a full mailbox never sees the command.
+        let mut out: Vec<Option<Outcome>> = vec![None; group.len()];
+        for (i, t) in group.iter().enumerate() {
+            if let Some(m) = &route.mailbox {
+                match self.maildir.quota_check(m, msg.body_len) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(over)) => out[i] = Some(over),
+                    Err(e) => out[i] = Some(super::maildir::write_failure(&m.path, &e)),
+                }
+            }
+            if route.flags.contains('D') && delivered_to_us(msg, &t.address) {
+                out[i] = Some(Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop for {}", t.address)));
+            }
+        }
+        let todo: Vec<usize> = (0..group.len()).filter(|&i| out[i].is_none()).collect();
+        if todo.is_empty() {
+            return out.into_iter().map(Option::unwrap).collect();
+        }
+        let targets: Vec<&Target> = todo.iter().map(|&i| group[i]).collect();
+        let limit = self.limits.get(&route.transport.to_ascii_lowercase()).cloned();
+        let _permit = limit.as_ref().map(|l| l.acquire());
+        let outcome = match self.run(msg, route, &targets) {
+            Ok(ran) => judge(&ran),
+            Err(e) => Outcome::deferred(Esc(4, 3, 0), format!("cannot run {}: {e}", route.argv[0])),
+        };
+        for &i in &todo {
+            if outcome.is_delivered() {
+                if let Some(m) = &route.mailbox {
+                    self.maildir.quota_add(m, msg.body_len);
+                }
+            }
+            out[i] = Some(outcome.clone());
+        }
+        out.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Runs the command once for `targets` (one, or several when argv has
+    /// no per-recipient macro).
+    fn run(&self, msg: &QueuedMessage, route: &PipeRoute, targets: &[&Target]) -> io::Result<Ran> {
+        let first = targets[0];
+        let vars = self.macros(msg, route, first);
+        let argv: Vec<String> = route.argv.iter().map(|a| expand(a, &vars)).collect();
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(route.user.0)).ok().flatten();
+        let home = user.as_ref().map(|u| u.dir.clone()).filter(|d| d.is_dir());
+        let groups = user
+            .as_ref()
+            .and_then(|u| {
+                let name = std::ffi::CString::new(u.name.as_bytes()).ok()?;
+                nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(route.user.1)).ok()
+            })
+            .unwrap_or_else(|| vec![nix::unistd::Gid::from_raw(route.user.1)]);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("SHELL", "/bin/sh")
+            .current_dir(home.clone().unwrap_or_else(|| "/".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(h) = &home {
+            cmd.env("HOME", h);
+        }
+        if let Some(u) = &user {
+            cmd.env("USER", &u.name).env("LOGNAME", &u.name);
+        }
+        if let Ok(tz) = std::env::var("TZ") {
+            cmd.env("TZ", tz);
+        }
+        if route.transport == LOCAL_COMMAND {
+            for (k, v) in [
+                ("SENDER", "sender"),
+                ("RECIPIENT", "recipient"),
+                ("ORIGINAL_RECIPIENT", "original_recipient"),
+                ("LOCAL", "local"),
+                ("DOMAIN", "domain"),
+                ("EXTENSION", "extension"),
+            ] {
+                cmd.env(k, vars.get(v).cloned().unwrap_or_default());
+            }
+        }
+        let (uid, gid) = route.user;
+        let am_root = nix::unistd::geteuid().is_root();
+        // SAFETY: only async-signal-safe system calls (setsid, setgroups,
+        // setgid, setuid, prctl) on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                if am_root {
+                    nix::unistd::setgroups(&groups).map_err(io::Error::from)?;
+                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(io::Error::from)?;
+                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(io::Error::from)?;
+                }
+                // A daemon with ambient capabilities (systemd) must not pass
+                // them on to the command (capabilities(7)).
+                nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        let input = self.input(msg, route, first)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let feeder = std::thread::spawn(move || {
+            // A command that stops reading (EPIPE) is judged by its exit.
+            let _ = stdin.write_all(&input.0);
+            let _ = io::copy(&mut input.1.take(u64::MAX), &mut stdin);
+        });
+        let limit = route.output_limit.max(1);
+        let readers: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
+            .into_iter()
+            .flatten()
+            .map(|r| std::thread::spawn(move || keep_first(r, limit)))
+            .collect();
+        let deadline = Instant::now() + route.timeout;
+        let (status, timed_out) = loop {
+            if let Some(s) = child.try_wait()? {
+                break (s, false);
+            }
+            if Instant::now() >= deadline {
+                // The whole session: procmail's own children too.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
+                break (child.wait()?, true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = feeder.join();
+        let mut output = Vec::new();
+        for r in readers {
+            if let Ok(mut b) = r.join() {
+                output.append(&mut b);
+            }
+        }
+        output.truncate(limit);
+        use std::os::unix::process::ExitStatusExt;
+        Ok(Ran {
+            status: status.code(),
+            signal: status.signal(),
+            timed_out,
+            output,
+        })
+    }
+
+    /// The bytes the command reads: the flags' lines, then the message.
+    fn input(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+        let f = &route.flags;
+        let sender = msg.env.sender.to_string();
+        let mut head = String::new();
+        if f.contains('F') {
+            let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
+            head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
+        }
+        if f.contains('R') {
+            let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
+            head.push_str(&format!("Return-Path: <{rp}>\n"));
+        }
+        if f.contains('O') {
+            head.push_str(&format!("X-Original-To: {}\n", t.orig));
+        }
+        if f.contains('D') {
+            head.push_str(&format!("Delivered-To: {}\n", t.address));
+        }
+        let body = msg.body()?;
+        let needs_filter = f.contains('>') || f.contains('.') || f.contains('B');
+        if !needs_filter {
+            return Ok((head.into_bytes(), Box::new(body)));
+        }
+        // Small rewrites need the text: read it (messages are bounded by
+        // the size limit).
+        let mut text = Vec::new();
+        let mut body = body;
+        body.read_to_end(&mut text)?;
+        let mut out = head.into_bytes();
+        for line in text.split_inclusive(|&c| c == b'\n') {
+            if f.contains('>') && line.starts_with(b"From ") {
+                out.push(b'>');
+            }
+            if f.contains('.') && line.starts_with(b".") {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+        }
+        if f.contains('B') {
+            out.push(b'\n');
+        }
+        Ok((out, Box::new(io::empty())))
+    }
+
+    /// The macro values for one recipient.
+    fn macros(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> HashMap<&'static str, String> {
+        let f = &route.flags;
+        let (mut local, mut domain) = match t.address.rsplit_once('@') {
+            Some((l, d)) => (l.to_string(), d.to_string()),
+            None => (t.address.clone(), String::new()),
+        };
+        if f.contains('u') {
+            local = local.to_lowercase();
+        }
+        if f.contains('h') {
+            domain = domain.to_lowercase();
+        }
+        let (user, extension) = split_extension(&local, &self.delimiter);
+        let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
+        let sender = msg.env.sender.to_string();
+        let mut m = HashMap::new();
+        m.insert("user", q(&user));
+        m.insert("extension", extension);
+        m.insert("domain", domain.clone());
+        m.insert("nexthop", domain.clone());
+        m.insert("local", q(&local));
+        m.insert("recipient", format!("{}@{domain}", q(&local)));
+        m.insert("original_recipient", t.orig.clone());
+        m.insert("mailbox", route.mailbox.as_ref().map(|b| b.path.display().to_string()).unwrap_or_default());
+        m.insert("sender", if sender.is_empty() { "MAILER-DAEMON".into() } else { sender });
+        m.insert("size", msg.body_len.to_string());
+        m.insert("queue_id", msg.env.id.clone());
+        m
+    }
+}
+
+/// The transport name of a local user's mailbox_command.
+pub const LOCAL_COMMAND: &str = "mailbox_command";
+
+impl BlockingAgent for PipeAgent {
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
+
+    fn deliver(&self, msg: &QueuedMessage, targets: &[Target], _recovered: bool) -> Vec<Outcome> {
+        let mut out: Vec<Option<Outcome>> = vec![None; targets.len()];
+        // One run per recipient when argv names one; else one per transport.
+        let mut groups: Vec<(PipeRoute, Vec<usize>)> = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let Route::Pipe(p) = &t.route else {
+                out[i] = Some(Outcome::deferred(Esc(4, 3, 5), "not a pipe route"));
+                continue;
+            };
+            let per_rcpt = p.argv.iter().any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
+                || p.mailbox.is_some()
+                || p.flags.contains('D')
+                || p.flags.contains('O');
+            match groups.iter_mut().find(|(r, _)| !per_rcpt && r == p) {
+                Some(g) => g.1.push(i),
+                None => groups.push((p.clone(), vec![i])),
+            }
+        }
+        for (route, idx) in groups {
+            let group: Vec<&Target> = idx.iter().map(|&i| &targets[i]).collect();
+            for (i, o) in idx.iter().zip(self.deliver_group(msg, &route, &group)) {
+                out[*i] = Some(o);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::deferred(Esc(4, 3, 0), "no result")))
+            .collect()
+    }
+}
+
+/// Postfix's verdict on a finished command (pipe_command.c, sys_exits.c).
+fn judge(r: &Ran) -> Outcome {
+    let text = one_line(&r.output);
+    if r.timed_out {
+        return Outcome::failed(Esc(5, 3, 0), format!("command time limit exceeded{}", with(&text)));
+    }
+    if r.status == Some(0) {
+        return Outcome::delivered(if text.is_empty() { "delivered via pipe".into() } else { format!("delivered via pipe ({text})") });
+    }
+    if let Some(sig) = r.signal {
+        return Outcome::deferred(Esc(4, 3, 0), format!("command died on signal {sig}{}", with(&text)));
+    }
+    let code = r.status.unwrap_or(-1);
+    // Output that starts with an enhanced status code decides.
+    if let Some((esc, rest)) = leading_esc(&text) {
+        let t = format!("{rest} (exit {code})");
+        return if esc.0 == 4 { Outcome::deferred(esc, t) } else { Outcome::failed(esc, t) };
+    }
+    let (esc, name) = match code {
+        64 => (Esc(5, 3, 0), "command line usage error"),
+        65 => (Esc(5, 6, 0), "data format error"),
+        66 => (Esc(5, 3, 0), "cannot open input"),
+        67 => (Esc(5, 1, 1), "user unknown"),
+        68 => (Esc(5, 1, 2), "host name unknown"),
+        69 => (Esc(5, 3, 0), "service unavailable"),
+        70 => (Esc(5, 3, 0), "internal software error"),
+        71 => (Esc(4, 3, 0), "system error"),
+        72 => (Esc(5, 3, 0), "critical OS file missing"),
+        73 => (Esc(5, 2, 0), "cannot create output file"),
+        74 => (Esc(5, 3, 0), "input/output error"),
+        75 => (Esc(4, 3, 0), "temporary failure"),
+        76 => (Esc(5, 5, 0), "remote error in protocol"),
+        77 => (Esc(5, 7, 0), "permission denied"),
+        78 => (Esc(5, 3, 5), "local configuration error"),
+        _ => (Esc(5, 3, 0), "unknown mail transport error"),
+    };
+    let t = format!("{name} (exit {code}){}", with(&text));
+    if esc.0 == 4 {
+        Outcome::deferred(esc, t)
+    } else {
+        Outcome::failed(esc, t)
+    }
+}
+
+fn with(text: &str) -> String {
+    if text.is_empty() { String::new() } else { format!(": {text}") }
+}
+
+/// `4.2.2 text` → (4.2.2, text).
+fn leading_esc(text: &str) -> Option<(Esc, &str)> {
+    let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let mut p = code.split('.');
+    let (Some(c), Some(s), Some(d), None) = (p.next(), p.next(), p.next(), p.next()) else {
+        return None;
+    };
+    let c: u8 = c.parse().ok().filter(|c| *c == 4 || *c == 5)?;
+    Some((Esc(c, s.parse().ok()?, d.parse().ok()?), rest.trim()))
+}
+
+/// The first line of the output, tabs and controls made safe for a DSN.
+fn one_line(out: &[u8]) -> String {
+    let s = String::from_utf8_lossy(out);
+    s.trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+/// Reads everything, keeps the first `limit` bytes (a command printing
+/// 100 MB is drained, never blocked, never kept).
+fn keep_first(mut r: Box<dyn Read + Send>, limit: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+/// Our own Delivered-To: for this address in the message already.
+fn delivered_to_us(msg: &QueuedMessage, address: &str) -> bool {
+    let (_, delivered) = crate::queue::runner::scan_headers(msg.headers());
+    delivered.iter().any(|d| d.eq_ignore_ascii_case(address))
+}
+
+/// `bob+list` → ("bob", "list") with delimiter "+"; postmaster and
+/// mailer-daemon are never split.
+pub fn split_extension(local: &str, delimiter: &str) -> (String, String) {
+    let lower = local.to_ascii_lowercase();
+    if delimiter.is_empty() || lower == "postmaster" || lower == "mailer-daemon" {
+        return (local.to_string(), String::new());
+    }
+    match local.find(|c| delimiter.contains(c)) {
+        Some(i) if i > 0 => (local[..i].to_string(), local[i + 1..].to_string()),
+        _ => (local.to_string(), String::new()),
+    }
+}
+
+/// Does `arg` use macro `name` (`$name`, `${name}`, `$(name)`)?
+fn uses(arg: &str, name: &str) -> bool {
+    arg.contains(&format!("${{{name}}}"))
+        || arg.contains(&format!("$({name})"))
+        || arg
+            .match_indices(&format!("${name}"))
+            .any(|(i, m)| !arg[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+/// Expands `$name`, `${name}`, `$(name)` and `$$`; unknown names are kept.
+pub fn expand(arg: &str, vars: &HashMap<&'static str, String>) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix('$') {
+            out.push('$');
+            rest = a;
+            continue;
+        }
+        let (name, len) = if let Some(b) = after.strip_prefix('{') {
+            match b.find('}') {
+                Some(e) => (&b[..e], e + 2),
+                None => ("", 0),
+            }
+        } else if let Some(b) = after.strip_prefix('(') {
+            match b.find(')') {
+                Some(e) => (&b[..e], e + 2),
+                None => ("", 0),
+            }
+        } else {
+            let e = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            (&after[..e], e)
+        };
+        match vars.get(name) {
+            Some(v) if len > 0 => {
+                out.push_str(v);
+                rest = &after[len..];
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macros_expand_in_their_three_forms() {
+        let mut v = HashMap::new();
+        v.insert("user", "bob".to_string());
+        v.insert("extension", "lists".to_string());
+        assert_eq!(expand("USER=${user}", &v), "USER=bob");
+        assert_eq!(expand("$user+$(extension)", &v), "bob+lists");
+        assert_eq!(expand("$$5 and $nosuch", &v), "$5 and $nosuch");
+        assert!(uses("USER=${user}", "user") && uses("$user", "user") && !uses("$username", "user"));
+    }
+
+    #[test]
+    fn extensions_split_at_the_delimiter() {
+        assert_eq!(split_extension("Bob+List", "+"), ("Bob".into(), "List".into()));
+        assert_eq!(split_extension("bob", "+"), ("bob".into(), String::new()));
+        assert_eq!(split_extension("+x", "+"), ("+x".into(), String::new()));
+        assert_eq!(split_extension("postmaster+x", "+"), ("postmaster".into(), "x".into()));
+        // As in Postfix, only the whole names are kept apart, so that a
+        // `-` delimiter leaves MAILER-DAEMON alone.
+        assert_eq!(split_extension("MAILER-DAEMON", "-"), ("MAILER-DAEMON".into(), String::new()));
+        assert_eq!(split_extension("bob-list", "+-"), ("bob".into(), "list".into()));
+    }
+
+    #[test]
+    fn exit_codes_map_as_postfix_does() {
+        let ran = |status: i32, out: &str| Ran { status: Some(status), signal: None, timed_out: false, output: out.into() };
+        assert!(judge(&ran(0, "")).is_delivered());
+        for t in [75, 71] {
+            assert!(judge(&ran(t, "")).is_deferred(), "{t}");
+        }
+        for (c, esc) in [(67, Esc(5, 1, 1)), (68, Esc(5, 1, 2)), (73, Esc(5, 2, 0)), (69, Esc(5, 3, 0)), (1, Esc(5, 3, 0))] {
+            let o = judge(&ran(c, "procmail: Unknown user\nmore"));
+            assert!(o.is_failed() && o.esc == esc, "{c}: {o:?}");
+            assert!(o.text.contains("Unknown user") && !o.text.contains("more"), "{o:?}");
+        }
+        let o = judge(&ran(1, "4.2.2 mailbox full"));
+        assert!(o.is_deferred() && o.esc == Esc(4, 2, 2), "{o:?}");
+        let o = judge(&Ran { status: None, signal: Some(9), timed_out: false, output: vec![] });
+        assert!(o.is_deferred());
+        let o = judge(&Ran { status: None, signal: Some(9), timed_out: true, output: vec![] });
+        assert!(o.is_failed() && o.text.contains("time limit"), "{o:?}");
+    }
+}
