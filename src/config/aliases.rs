@@ -6,13 +6,23 @@
 //! team: alice@example.test,
 //!       bob@example.test          (a line starting with white space continues)
 //! ```
-//! Names are case-insensitive. A target is an address (`user@domain`) or a
-//! local name. `:include:`, `|command` and `/file` targets are refused with
-//! an error naming file and line: postern does not run commands or write
-//! files on behalf of an alias. The file is read with the config, so its
-//! errors are reported together with the config's, in the same shape.
+//! Names are case-insensitive. A target is an address (`user@domain`), a
+//! local name, or, as in Postfix's local(8):
+//! - `|command`: the message is piped to `/bin/sh -c command`;
+//! - `/path/file`: appended in mbox format (locked); `/path/dir/`: a Maildir;
+//! - `:include:/path`: the targets listed in that file (commas or lines).
+//!
+//! Commands and files are only honoured from a file owned by root or by
+//! the user postern runs as and writable by nobody else; they run (and
+//! files are written) as that owner, or as `[delivery] default_privs`
+//! when it is root — as in Postfix. Elsewhere they are a config error
+//! naming file and line. The files, included ones too, are read with the
+//! config (at start and on reload), so their errors are reported together
+//! with the config's, in the same shape.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 use crate::smtp::address::Address;
@@ -22,6 +32,33 @@ pub enum AliasTarget {
     Address(Address),
     /// A local name, resolved in the same local domain.
     Local(String),
+    /// `|command`, run as `owner` (the trusted file's owner; 0: default_privs).
+    Command { command: String, owner: u32 },
+    /// `/path` (mbox) or `/path/` (Maildir), written as `owner`.
+    File { path: PathBuf, owner: u32 },
+}
+
+/// Whether a file may name commands and files: `Ok(owner)` or why not.
+pub type Trust = Result<u32, String>;
+
+/// Owned by root or by us, and writable by no one else.
+pub fn trust_of(path: &Path, meta: &std::fs::Metadata) -> Trust {
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = meta.uid();
+    if owner != 0 && owner != me {
+        return Err(format!(
+            "{} is owned by uid {owner}, not by root or the user postern runs as (uid {me})",
+            path.display()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by its group or by others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(owner)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -34,6 +71,11 @@ impl AliasMap {
         self.map.get(&name.to_lowercase()).map(|v| v.as_slice())
     }
 
+    /// Does some alias name a command or a file?
+    pub fn runs_programs(&self) -> bool {
+        self.map.values().flatten().any(|t| matches!(t, AliasTarget::Command { .. } | AliasTarget::File { .. }))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -42,9 +84,28 @@ impl AliasMap {
         self.map.is_empty()
     }
 
+    /// Reads and parses an aliases file and the files it includes.
+    pub fn read(path: &Path) -> Result<AliasMap, Vec<ConfigError>> {
+        let (text, trust) = read_trusted(path).map_err(|e| vec![error(&path.display().to_string(), 0, "(aliases)", e)])?;
+        let mut include = |p: &Path, depth: usize| read_include(p, depth);
+        AliasMap::parse_with(&path.display().to_string(), &text, &trust, &mut include)
+    }
+
+    /// Parses text that may not name commands, files or includes (tests).
+    pub fn parse(file: &str, text: &str) -> Result<AliasMap, Vec<ConfigError>> {
+        let untrusted: Trust = Err("it was not read from a file".into());
+        let mut include = |_: &Path, _: usize| -> Result<Vec<AliasTarget>, String> { Err("includes are not read here".into()) };
+        AliasMap::parse_with(file, text, &untrusted, &mut include)
+    }
+
     /// Parses the whole file; every bad entry is reported as
     /// `FILE:LINE: alias NAME: problem; allowed: ...`.
-    pub fn parse(file: &str, text: &str) -> Result<AliasMap, Vec<ConfigError>> {
+    fn parse_with(
+        file: &str,
+        text: &str,
+        trust: &Trust,
+        include: &mut dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String>,
+    ) -> Result<AliasMap, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut map: HashMap<String, Vec<AliasTarget>> = HashMap::new();
         // Join continuation lines, remembering where each entry started.
@@ -92,9 +153,9 @@ impl AliasMap {
                 continue;
             }
             let mut list = Vec::new();
-            for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                match parse_target(t) {
-                    Ok(target) => list.push(target),
+            for t in split_targets(targets) {
+                match parse_target(&t, trust, 0, include) {
+                    Ok(mut targets) => list.append(&mut targets),
                     Err(problem) => {
                         errors.push(error(file, line, &format!("alias {name}"), problem))
                     }
@@ -117,7 +178,7 @@ impl AliasMap {
     }
 }
 
-const ALLOWED: &str = "addresses (user@domain) or local names, separated by commas";
+const ALLOWED: &str = "addresses (user@domain), local names, |command, /file, /maildir/ or :include:/file, separated by commas";
 
 fn error(file: &str, line: usize, key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -129,32 +190,108 @@ fn error(file: &str, line: usize, key: &str, problem: impl Into<String>) -> Conf
     }
 }
 
-fn parse_target(t: &str) -> Result<AliasTarget, String> {
-    let unquoted = t.trim_matches('"');
-    if unquoted.starts_with(":include:") {
-        return Err(format!(
-            "{t}: :include: targets are not supported; list the addresses here instead"
-        ));
+/// Splits a target list at commas outside double quotes.
+fn split_targets(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' | '\n' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
     }
-    if unquoted.starts_with('|') {
-        return Err(format!(
-            "{t}: command targets are not supported; use a mailbox"
-        ));
+    out.push(cur);
+    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+}
+
+/// Nested `:include:` files deeper than this are refused (and so are
+/// cycles).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+fn parse_target(
+    t: &str,
+    trust: &Trust,
+    depth: usize,
+    include: &mut dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String>,
+) -> Result<Vec<AliasTarget>, String> {
+    let unquoted = t.strip_prefix('"').and_then(|u| u.strip_suffix('"')).unwrap_or(t).trim();
+    let privileged = |what: &str| {
+        trust
+            .as_ref()
+            .map(|o| *o)
+            .map_err(|why| format!("{t}: {what} targets are only honoured from a file owned by root or by the user postern runs as, and writable by no one else; {why}"))
+    };
+    if let Some(p) = unquoted.strip_prefix(":include:") {
+        let p = Path::new(p.trim());
+        if !p.is_absolute() {
+            return Err(format!("{t}: an :include: file needs an absolute path"));
+        }
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(format!("{t}: includes nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)"));
+        }
+        return include(p, depth + 1).map_err(|e| format!("{t}: {e}"));
+    }
+    if let Some(c) = unquoted.strip_prefix('|') {
+        let owner = privileged("command")?;
+        if c.trim().is_empty() {
+            return Err(format!("{t}: an empty command"));
+        }
+        return Ok(vec![AliasTarget::Command { command: c.trim().to_string(), owner }]);
     }
     if unquoted.starts_with('/') {
-        return Err(format!(
-            "{t}: file targets are not supported; use a mailbox"
-        ));
+        let owner = privileged("file")?;
+        if unquoted.contains("/../") || unquoted.ends_with("/..") {
+            return Err(format!("{t}: a file path may not contain .."));
+        }
+        return Ok(vec![AliasTarget::File { path: PathBuf::from(unquoted), owner }]);
     }
     if t.contains('@') {
         return Address::parse(t, true)
-            .map(AliasTarget::Address)
+            .map(|a| vec![AliasTarget::Address(a)])
             .map_err(|_| format!("{t}: not a valid address"));
     }
     if t.chars().all(|c| c.is_alphanumeric() || "._-+".contains(c)) && !t.starts_with('.') {
-        Ok(AliasTarget::Local(t.to_lowercase()))
+        Ok(vec![AliasTarget::Local(t.to_lowercase())])
     } else {
         Err(format!("{t}: not a valid local name"))
+    }
+}
+
+/// A file's text and whether it may name commands and files.
+fn read_trusted(path: &Path) -> Result<(String, Trust), String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), trust_of(path, &meta)))
+}
+
+/// The targets of an `:include:` file: one or more per line, `#` comments.
+fn read_include(path: &Path, depth: usize) -> Result<Vec<AliasTarget>, String> {
+    let (text, trust) = read_trusted(path)?;
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        for t in split_targets(line) {
+            match parse_target(&t, &trust, depth, &mut read_include) {
+                Ok(mut v) => out.append(&mut v),
+                Err(e) => problems.push(format!("{}:{}: {e}", path.display(), i + 1)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -178,13 +315,13 @@ mod tests {
     }
 
     #[test]
-    fn refuses_programs_and_files_with_line_numbers() {
+    fn untrusted_text_names_no_programs_or_files() {
         let text = "a: b\nx: |/bin/sh\ny: /tmp/file\nz: :include:/etc/list\nw: \"|cmd\"\n";
         let errs = AliasMap::parse("al", text).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
         let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(
-            errs[0].starts_with("al:2: alias x: |/bin/sh: command targets"),
+            errs[0].starts_with("al:2: alias x: |/bin/sh: command targets are only honoured"),
             "{}",
             errs[0]
         );
@@ -197,5 +334,59 @@ mod tests {
     fn other_errors() {
         let errs = AliasMap::parse("al", "  orphan\nnocolon\na: b\na: c\nq:\n").unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("postern-aliases-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write(p: &Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(p, text).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_trusted_file_names_commands_files_and_includes() {
+        let d = tempdir("trusted");
+        let list = d.join("list");
+        write(&list, "# members\nalice@example.test, bob\n\"|/usr/bin/logger -t list\"\n", 0o644);
+        let al = d.join("aliases");
+        write(&al, &format!("log: |/usr/bin/tee -a /tmp/x, \"/var/mail/log\"\nbox: /srv/box/\nlist: :include:{}\n", list.display()), 0o644);
+        let m = AliasMap::read(&al).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(
+            m.get("log").unwrap(),
+            &[
+                AliasTarget::Command { command: "/usr/bin/tee -a /tmp/x".into(), owner: me },
+                AliasTarget::File { path: "/var/mail/log".into(), owner: me },
+            ]
+        );
+        assert_eq!(m.get("box").unwrap(), &[AliasTarget::File { path: "/srv/box/".into(), owner: me }]);
+        let l = m.get("list").unwrap();
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l[1], AliasTarget::Local("bob".into()));
+        assert!(matches!(&l[2], AliasTarget::Command { command, .. } if command == "/usr/bin/logger -t list"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn writable_by_others_or_looping_includes_are_errors() {
+        let d = tempdir("untrusted");
+        let al = d.join("aliases");
+        write(&al, "x: |/bin/true\n", 0o666);
+        let e = AliasMap::read(&al).unwrap_err();
+        assert!(e[0].to_string().contains("writable by its group or by others"), "{}", e[0]);
+        let me = d.join("self");
+        write(&me, &format!(":include:{}\n", me.display()), 0o644);
+        write(&al, &format!("x: :include:{}\n", me.display()), 0o644);
+        let e = AliasMap::read(&al).unwrap_err();
+        assert!(e[0].to_string().contains("nested more than"), "{}", e[0]);
+        write(&al, "x: :include:relative\n", 0o644);
+        assert!(AliasMap::read(&al).is_err());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -258,17 +258,14 @@ impl Config {
         }
         if let Some(p) = self.directory.aliases_file.clone() {
             let p = self.resolve(&p);
-            match std::fs::read(&p) {
+            match std::fs::metadata(&p) {
                 Err(e) => ctx.error(
                     at(&["directory", "aliases_file"]),
                     "directory.aliases_file",
                     format!("cannot read {}: {e}", p.display()),
                     "a readable aliases(5) file",
                 ),
-                Ok(bytes) => match AliasMap::parse(
-                    &p.display().to_string(),
-                    &String::from_utf8_lossy(&bytes),
-                ) {
+                Ok(_) => match AliasMap::read(&p) {
                     Ok(map) => self.aliases = map,
                     Err(errs) => ctx.errors.extend(errs),
                 },

@@ -168,6 +168,16 @@ impl Config {
         if !f.is_empty() && next_hop(f, 25).is_none_or(|h| h.mx) {
             ctx.error(key_offset(root, &["content", "filter"]), "content.filter", format!("{f:?} is not a filter address"), "\"[127.0.0.1]:10026\" (in brackets: no MX lookup)");
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(f) = &l.filter {
+                if !f.is_empty() && next_hop(f, 25).is_none_or(|h| h.mx) {
+                    ctx.error(array_offset(root, "listener", i), &format!("listener[{}].filter", i + 1), format!("{f:?} is not a filter address"), "\"[127.0.0.1]:10026\" (in brackets: no MX lookup), or \"\"");
+                }
+                if !f.is_empty() && l.role == crate::config::ListenerRole::Reinject {
+                    ctx.error(array_offset(root, "listener", i), &format!("listener[{}].filter", i + 1), "a reinject listener never filters (it is the filter's way back)", "\"\", or another role");
+                }
+            }
+        }
         if self.content.filter_concurrency == 0 {
             ctx.error(key_offset(root, &["content", "filter_concurrency"]), "content.filter_concurrency", "0 would never filter", "1 or more");
         }

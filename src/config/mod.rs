@@ -327,6 +327,7 @@ impl Config {
             auth_header: a.authenticated_header,
             auth_session_failures: a.session_failures,
             require_auth: listener.require_auth,
+            xforward: listener.role == ListenerRole::Reinject,
         }
     }
 

@@ -67,6 +67,13 @@ section! {
         /// 127.0.0.1:10025): no filter, aliases expanded here (not before the
         /// filter), only trusted networks may send, XFORWARD accepted.
         role: ListenerRole = ListenerRole::Smtp, example "\"smtp\"";
+        /// This listener's after-queue content filter, instead of [content]
+        /// filter (master.cf's -o content_filter=): "" = none. A reinject
+        /// listener never filters.
+        filter: Option<String> = None, example "\"[127.0.0.1]:10026\"", default "[content] filter";
+        /// Who may send here, instead of [main] trusted_networks (-o
+        /// mynetworks=): on a reinject listener, only these.
+        trusted_networks: Option<Vec<Cidr>> = None, example "[\"127.0.0.0/8\"]", default "[main] trusted_networks";
     }
 }
 
@@ -151,6 +158,10 @@ section! {
         gid: Option<u32> = None, example "5000", default "unset";
         /// Deliveries as a uid below this are refused (virtual_minimum_uid).
         minimum_uid: u32 = 100, example "5000", default "100";
+        /// Who aliases-file |commands and /files of a root-owned aliases
+        /// file, and mailbox_command when uid is unset, run as
+        /// (default_privs): a user name or uid[:gid], never root.
+        default_privs: String = "nobody".into(), example "\"nobody\"";
         /// A message with this many Received: headers (ours included) is a
         /// loop and bounces (hopcount_limit).
         max_received_headers: usize = 50, example "50";

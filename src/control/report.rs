@@ -333,6 +333,7 @@ mod tests {
                         Address::new("bob", "example.test"),
                     ],
                     smtputf8: false,
+                    handling: Default::default(),
                 },
                 place,
                 size: 2048,

@@ -177,6 +177,11 @@ impl MaildirAgent {
         self
     }
 
+    /// Over quota: bounce (true) or defer?
+    pub fn bounces_over_quota(&self) -> bool {
+        self.bounce_over_quota
+    }
+
     /// Does a copy of `size` bytes fit the mailbox's quota? `Ok(Err(..))`
     /// with the outcome for an over-quota mailbox (bounce 552 5.2.2 or
     /// defer 452 4.2.2, as [quota] over_quota says).
@@ -338,6 +343,9 @@ impl MaildirAgent {
         }
         let base = self.bases.iter().find(|b| place.starts_with(b));
         let (Some((uid, gid)), Some(base)) = (m.owner, base) else {
+            // Outside the bases (an alias's /dir/ target): made by its
+            // owner, where that owner may write.
+            let _ids = FsIds::switch(m.owner)?;
             for d in &subs {
                 fsutil::ensure_dir(d, 0o700)?;
             }
@@ -499,7 +507,7 @@ impl BlockingAgent for MaildirAgent {
 
 /// This thread's filesystem uid/gid switched for the scope (Linux
 /// setfsuid/setfsgid are per thread), restored on drop.
-struct FsIds {
+pub(crate) struct FsIds {
     restore: Option<(u32, u32)>,
 }
 
@@ -511,7 +519,7 @@ thread_local! {
 }
 
 impl FsIds {
-    fn switch(owner: Option<(u32, u32)>) -> io::Result<FsIds> {
+    pub(crate) fn switch(owner: Option<(u32, u32)>) -> io::Result<FsIds> {
         let Some((uid, gid)) = owner else {
             return Ok(FsIds { restore: None });
         };

@@ -164,34 +164,6 @@ impl Agent {
     }
 }
 
-/// Stands in for an agent this build or configuration does not have:
-/// every destination is deferred with the text `why` gives, so the mail
-/// stays queued (never lost) until the agent exists.
-pub struct Unavailable {
-    pub name: &'static str,
-    pub why: fn(&Target) -> String,
-    pub esc: Esc,
-}
-
-impl AsyncAgent for Unavailable {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn deliver(
-        self: Arc<Self>,
-        _msg: Arc<QueuedMessage>,
-        targets: Vec<Target>,
-        _recovered: bool,
-    ) -> BoxFuture<'static, Vec<Outcome>> {
-        let out = targets
-            .iter()
-            .map(|t| Outcome::deferred(self.esc, (self.why)(t)))
-            .collect();
-        Box::pin(async move { out })
-    }
-}
-
 /// Runs futures concurrently on the current task and returns their
 /// outputs in order (the few agent groups of one message).
 pub async fn join_all<T, F: std::future::Future<Output = T> + Unpin>(mut futs: Vec<F>) -> Vec<T> {

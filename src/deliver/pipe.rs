@@ -22,10 +22,14 @@
 //! - time limit: the whole process group is killed and the recipient
 //!   bounces (5.3.0), as in Postfix. Output: stdout and stderr together,
 //!   the first `output_limit` bytes kept, the rest read and dropped.
-//! - exit status (sysexits.h, as Postfix maps it): 0 delivered; 75 and
-//!   71 (and any signal) deferred; 64–78 otherwise bounce with their
-//!   enhanced codes (67 → 5.1.1 unknown user); other codes bounce 5.3.0.
-//!   Output starting with an enhanced status code (`4.2.2 ...`) wins.
+//! - exit status (sysexits.h): 0 delivered; 75 EX_TEMPFAIL, 71 EX_OSERR,
+//!   69 EX_UNAVAILABLE, 73 EX_CANTCREAT, 74 EX_IOERR (and any signal) are
+//!   retried later — Postfix bounces 69/73/74, but a full disk or a
+//!   service that is down is no reason to lose mail; 64–78 otherwise
+//!   bounce with their enhanced codes (67 → 5.1.1 unknown user, 68 →
+//!   5.1.2); other codes bounce 5.3.0. The diagnostic is the first line
+//!   of the command's standard error (else of its standard output);
+//!   output starting with an enhanced status code (`4.2.2 ...`) wins.
 //! - quotas hold here too: a recipient with a Maildir and a quota is
 //!   checked before the command runs, and counted in its maildirsize
 //!   after a successful run (procmail never updates it).
@@ -40,7 +44,7 @@ use std::time::{Duration, Instant};
 use super::maildir::MaildirAgent;
 use super::{BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
-use crate::route::{PipeRoute, Route};
+use crate::route::{FileRoute, PipeRoute, Route};
 use crate::smtp::reply::Esc;
 
 /// Macros whose value differs between recipients.
@@ -152,7 +156,11 @@ impl PipeAgent {
         let vars = self.macros(msg, route, first);
         let argv: Vec<String> = route.argv.iter().map(|a| expand(a, &vars)).collect();
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(route.user.0)).ok().flatten();
-        let home = user.as_ref().map(|u| u.dir.clone()).filter(|d| d.is_dir());
+        let home = route
+            .home
+            .clone()
+            .or_else(|| user.as_ref().map(|u| u.dir.clone()))
+            .filter(|d| d.is_dir());
         let groups = user
             .as_ref()
             .and_then(|u| {
@@ -178,7 +186,7 @@ impl PipeAgent {
         if let Ok(tz) = std::env::var("TZ") {
             cmd.env("TZ", tz);
         }
-        if route.transport == LOCAL_COMMAND {
+        if route.local_env {
             for (k, v) in [
                 ("SENDER", "sender"),
                 ("RECIPIENT", "recipient"),
@@ -218,7 +226,8 @@ impl PipeAgent {
             let _ = io::copy(&mut input.1.take(u64::MAX), &mut stdin);
         });
         let limit = route.output_limit.max(1);
-        let readers: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
+        // Standard error first: its first line is the diagnostic.
+        let readers: Vec<_> = [child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>), child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>)]
             .into_iter()
             .flatten()
             .map(|r| std::thread::spawn(move || keep_first(r, limit)))
@@ -331,6 +340,8 @@ impl PipeAgent {
 
 /// The transport name of a local user's mailbox_command.
 pub const LOCAL_COMMAND: &str = "mailbox_command";
+/// The transport name of an aliases-file `|command`.
+pub const ALIAS_COMMAND: &str = "alias";
 
 impl BlockingAgent for PipeAgent {
     fn name(&self) -> &'static str {
@@ -342,9 +353,16 @@ impl BlockingAgent for PipeAgent {
         // One run per recipient when argv names one; else one per transport.
         let mut groups: Vec<(PipeRoute, Vec<usize>)> = Vec::new();
         for (i, t) in targets.iter().enumerate() {
-            let Route::Pipe(p) = &t.route else {
-                out[i] = Some(Outcome::deferred(Esc(4, 3, 5), "not a pipe route"));
-                continue;
+            let p = match &t.route {
+                Route::Pipe(p) => p,
+                Route::File(f) => {
+                    out[i] = Some(self.append(msg, f, t));
+                    continue;
+                }
+                _ => {
+                    out[i] = Some(Outcome::deferred(Esc(4, 3, 5), "not a pipe route"));
+                    continue;
+                }
             };
             let per_rcpt = p.argv.iter().any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
                 || p.mailbox.is_some()
@@ -365,6 +383,90 @@ impl BlockingAgent for PipeAgent {
             .map(|o| o.unwrap_or_else(|| Outcome::deferred(Esc(4, 3, 0), "no result")))
             .collect()
     }
+}
+
+impl PipeAgent {
+    /// Appends one copy to an mbox file as local(8) does: `From ` line,
+    /// Return-Path:, X-Original-To:, Delivered-To:, `>From ` quoting, a
+    /// blank line after; under an fcntl lock; written as the file's user,
+    /// and cut back to its old length if anything fails.
+    fn append(&self, msg: &QueuedMessage, f: &FileRoute, t: &Target) -> Outcome {
+        if delivered_to_us(msg, &t.address) {
+            return Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop for {}", t.address));
+        }
+        if f.path == std::path::Path::new("/dev/null") {
+            return Outcome::delivered("discarded to /dev/null");
+        }
+        let route = PipeRoute::local("file", Vec::new(), f.user, None);
+        let text = (|| {
+            let (mut head, mut rest) = self.input(msg, &route, t)?;
+            rest.read_to_end(&mut head)?;
+            if !head.ends_with(b"\n") {
+                head.push(b'\n');
+            }
+            head.push(b'\n');
+            Ok::<_, io::Error>(head)
+        })();
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => return Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}")),
+        };
+        match append_locked(&f.path, f.user, &text) {
+            Ok(()) => Outcome::delivered(format!("delivered to file: {}", f.path.display())),
+            Err(e) => {
+                let mut o = super::maildir::write_failure(&f.path, &e);
+                o.text = format!("cannot append to {}: {e}", f.path.display());
+                o
+            }
+        }
+    }
+}
+
+/// O_APPEND under an fcntl write lock (waits up to a minute), as `user`;
+/// a regular file only (no symlinks), created 0600 if missing.
+fn append_locked(path: &std::path::Path, user: (u32, u32), text: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let am_root = nix::unistd::geteuid().is_root();
+    let _ids = super::maildir::FsIds::switch(am_root.then_some(user))?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let fd = file.as_raw_fd();
+    let lock = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        // SAFETY: fd is open for the call; lock is a valid flock struct.
+        if unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLK, &lock) } == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(nix::libc::EAGAIN) | Some(nix::libc::EACCES)) || Instant::now() >= give_up {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("cannot lock: {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The length under the lock: what to cut back to.
+    let before = file.metadata()?.len();
+    let written = file.write_all(text).and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        let _ = file.set_len(before);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Postfix's verdict on a finished command (pipe_command.c, sys_exits.c).
@@ -391,12 +493,12 @@ fn judge(r: &Ran) -> Outcome {
         66 => (Esc(5, 3, 0), "cannot open input"),
         67 => (Esc(5, 1, 1), "user unknown"),
         68 => (Esc(5, 1, 2), "host name unknown"),
-        69 => (Esc(5, 3, 0), "service unavailable"),
+        69 => (Esc(4, 3, 0), "service unavailable"),
         70 => (Esc(5, 3, 0), "internal software error"),
         71 => (Esc(4, 3, 0), "system error"),
         72 => (Esc(5, 3, 0), "critical OS file missing"),
-        73 => (Esc(5, 2, 0), "cannot create output file"),
-        74 => (Esc(5, 3, 0), "input/output error"),
+        73 => (Esc(4, 2, 0), "cannot create output file"),
+        74 => (Esc(4, 3, 0), "input/output error"),
         75 => (Esc(4, 3, 0), "temporary failure"),
         76 => (Esc(5, 5, 0), "remote error in protocol"),
         77 => (Esc(5, 7, 0), "permission denied"),
@@ -554,10 +656,10 @@ mod tests {
     fn exit_codes_map_as_postfix_does() {
         let ran = |status: i32, out: &str| Ran { status: Some(status), signal: None, timed_out: false, output: out.into() };
         assert!(judge(&ran(0, "")).is_delivered());
-        for t in [75, 71] {
+        for t in [75, 71, 69, 73, 74] {
             assert!(judge(&ran(t, "")).is_deferred(), "{t}");
         }
-        for (c, esc) in [(67, Esc(5, 1, 1)), (68, Esc(5, 1, 2)), (73, Esc(5, 2, 0)), (69, Esc(5, 3, 0)), (1, Esc(5, 3, 0))] {
+        for (c, esc) in [(67, Esc(5, 1, 1)), (68, Esc(5, 1, 2)), (77, Esc(5, 7, 0)), (64, Esc(5, 3, 0)), (1, Esc(5, 3, 0))] {
             let o = judge(&ran(c, "procmail: Unknown user\nmore"));
             assert!(o.is_failed() && o.esc == esc, "{c}: {o:?}");
             assert!(o.text.contains("Unknown user") && !o.text.contains("more"), "{o:?}");

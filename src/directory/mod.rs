@@ -68,6 +68,11 @@ pub enum Dest {
     },
     /// A local user of a local domain (the domain as addressed).
     Local { user: String, domain: String },
+    /// An aliases-file `|command` of the alias `alias` (an address), run
+    /// as `owner` (0: default_privs).
+    Command { alias: String, command: String, owner: u32 },
+    /// An aliases-file `/file` (mbox) or `/dir/` (Maildir) target.
+    File { alias: String, path: std::path::PathBuf, owner: u32 },
     /// Somewhere else (a forward, a backup-MX domain, a relayed recipient).
     /// `transport`: the domain's `transport` column when the domain is in
     /// the directory (a backup-MX domain), else "".
@@ -82,6 +87,8 @@ impl Dest {
         match self {
             Dest::Mailbox { username, .. } => format!("mailbox:{}", username.to_lowercase()),
             Dest::Local { user, .. } => format!("local:{user}"),
+            Dest::Command { command, .. } => format!("command:{command}"),
+            Dest::File { path, .. } => format!("file:{}", path.display()),
             Dest::Remote { address, .. } => format!("remote:{}", address.key().to_lowercase()),
             Dest::Fail { address, .. } => format!("fail:{}", address.to_lowercase()),
         }
@@ -92,6 +99,7 @@ impl Dest {
         match self {
             Dest::Mailbox { username, .. } => username.clone(),
             Dest::Local { user, domain } => format!("{user}@{domain}"),
+            Dest::Command { alias, .. } | Dest::File { alias, .. } => alias.clone(),
             Dest::Remote { address, .. } => address.to_string(),
             Dest::Fail { address, .. } => address.clone(),
         }
@@ -306,15 +314,31 @@ impl Directory {
         let base = self.strip_extension(&local);
         for name in [local.as_str(), base] {
             if let Some(targets) = self.rules.aliases.get(name) {
-                let targets: Vec<Address> = targets
-                    .iter()
-                    .map(|t| match t {
-                        AliasTarget::Address(a) => a.clone(),
-                        AliasTarget::Local(n) => Address::new(n, &addr.domain),
-                    })
-                    .collect();
+                let alias = Address::new(name, &addr.domain).to_string();
+                let before = out.len();
+                let mut addresses = Vec::new();
+                for t in targets {
+                    match t {
+                        AliasTarget::Address(a) => addresses.push(a.clone()),
+                        AliasTarget::Local(n) => addresses.push(Address::new(n, &addr.domain)),
+                        AliasTarget::Command { command, owner } => out.push(Dest::Command {
+                            alias: alias.clone(),
+                            command: command.clone(),
+                            owner: *owner,
+                        }),
+                        AliasTarget::File { path, owner } => out.push(Dest::File {
+                            alias: alias.clone(),
+                            path: path.clone(),
+                            owner: *owner,
+                        }),
+                    }
+                }
+                if addresses.is_empty() && out.len() > before {
+                    return Ok(None);
+                }
+                let targets = addresses;
                 let user = name.to_string();
-                return self.expand_targets(addr, targets, chain, out, |out| {
+                let r = self.expand_targets(addr, targets, chain, out, |out| {
                     Ok(local_user_ok(&user) && {
                         out.push(Dest::Local {
                             user: user.clone(),
@@ -322,7 +346,10 @@ impl Directory {
                         });
                         true
                     })
-                });
+                })?;
+                // Commands and files of the alias count as deliveries.
+                let delivers = out[before..].iter().any(|d| !matches!(d, Dest::Fail { .. }));
+                return Ok(if delivers { None } else { r });
             }
         }
         let is_postmaster = base.eq_ignore_ascii_case("postmaster");

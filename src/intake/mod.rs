@@ -92,10 +92,46 @@ impl Intake {
         self.reserve.min_free() == 0 || self.reserve.accepts_mail(size)
     }
 
+    /// Does this recipient resolve (from memory) to one local mailbox
+    /// with a quota? Cheap: no I/O.
+    pub fn has_quota(&self, rcpt: &crate::smtp::address::Address) -> bool {
+        self.quota_route(rcpt).is_some()
+    }
+
+    fn quota_route(&self, rcpt: &crate::smtp::address::Address) -> Option<crate::route::MaildirRoute> {
+        let Some(Ok(Resolution::Deliver(dests))) = self.directory.from_memory(|d| d.resolve(rcpt)) else {
+            return None;
+        };
+        let [dest] = dests.as_slice() else {
+            return None;
+        };
+        let m = match self.router.route(dest) {
+            Route::Maildir(m) => m,
+            Route::Pipe(p) => p.mailbox?,
+            _ => return None,
+        };
+        (m.quota != crate::route::Quota::default()).then_some(m)
+    }
+
+    /// RCPT for a single local mailbox: refused when its quota is already
+    /// used up, or would be by a message of `size` (MAIL's SIZE=).
+    /// Blocking (reads maildirsize).
+    pub fn quota_at_rcpt(&self, rcpt: &crate::smtp::address::Address, size: u64) -> Result<(), crate::smtp::reply::Reply> {
+        let Some(m) = self.quota_route(rcpt) else {
+            return Ok(());
+        };
+        match self.maildir.quota_check(&m, size.max(1)) {
+            Ok(Err(_)) => Err(crate::smtp::reply::mailbox_full(&rcpt.to_string(), self.maildir.bounces_over_quota())),
+            // Unknown (unreadable): decided at delivery.
+            _ => Ok(()),
+        }
+    }
+
     /// Opens the sink for a message with this envelope: direct when every
     /// destination is a local Maildir, the queue otherwise.
     pub fn start(&self, env: QueueEnvelope) -> io::Result<Sink> {
-        if self.direct {
+        // Mail for the content filter is queued first, always.
+        if self.direct && env.handling.filter.is_none() {
             if let Some(locals) = self.local_destinations(&env) {
                 match direct::Writer::start(self.maildir.clone(), env.clone(), locals) {
                     Ok(w) => return Ok(Sink::Direct(Box::new(w))),

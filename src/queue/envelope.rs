@@ -13,6 +13,9 @@
 //! from alice@example.test       (empty for the null sender <>)
 //! utf8 0
 //! rcpt bob@example.test         (one line per recipient)
+//! hops 3                        (optional: trace headers on arrival)
+//! filter [127.0.0.1]:10026      (optional: the content filter to pass)
+//! ident 0Q7ZK3M4B2B             (optional: the queue ID before the filter)
 //! .
 //! <message>
 //! ```
@@ -22,6 +25,7 @@
 //! next 1795826616               (Unix time of the next attempt)
 //! done mailbox:bob@example.test (a destination already delivered or bounced)
 //! warned 1                      (a delay notice was sent)
+//! filter [127.0.0.1]:10026      (a body rule said FILTER late)
 //! last <orig>\t<final>\t<status>\t<text>
 //!                               (the last result of a destination still
 //!                                pending, for `postern queue list`; fields
@@ -47,6 +51,20 @@ pub struct QueueEnvelope {
     pub sender: ReversePath,
     pub recipients: Vec<Address>,
     pub smtputf8: bool,
+    pub handling: Handling,
+}
+
+/// What intake decided about a message besides its envelope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handling {
+    /// `Received:` and `Delivered-To:` headers it arrived with (ours
+    /// included), counted before header rules could remove any: loop
+    /// detection cannot be switched off by `/^Received:/ IGNORE`.
+    pub hops: u32,
+    /// The after-queue content filter it must pass ("[127.0.0.1]:10026").
+    pub filter: Option<String>,
+    /// Its queue ID on the first pass, given by the filter (XFORWARD IDENT).
+    pub ident: Option<String>,
 }
 
 /// Newlines and other control characters never reach a header line.
@@ -84,6 +102,16 @@ impl QueueEnvelope {
         for r in &self.recipients {
             s.push_str(&format!("rcpt {r}\n"));
         }
+        let h = &self.handling;
+        if h.hops > 0 {
+            s.push_str(&format!("hops {}\n", h.hops));
+        }
+        if let Some(f) = &h.filter {
+            s.push_str(&format!("filter {}\n", clean(f)));
+        }
+        if let Some(i) = &h.ident {
+            s.push_str(&format!("ident {}\n", clean(i)));
+        }
         s.push_str(".\n");
         s
     }
@@ -115,6 +143,7 @@ impl QueueEnvelope {
             sender: ReversePath::Null,
             recipients: Vec::new(),
             smtputf8: false,
+            handling: Handling::default(),
         };
         loop {
             let line = next_line()?;
@@ -145,6 +174,9 @@ impl QueueEnvelope {
                 "rcpt" => e
                     .recipients
                     .push(Address::parse(v, true).map_err(|_| format!("bad recipient {v:?}"))?),
+                "hops" => e.handling.hops = v.parse().map_err(|_| format!("bad hops {v:?}"))?,
+                "filter" if !v.is_empty() => e.handling.filter = Some(v.to_string()),
+                "ident" if !v.is_empty() => e.handling.ident = Some(v.to_string()),
                 _ => return Err(format!("unknown header line {k:?}")),
             }
         }
@@ -165,6 +197,8 @@ pub struct DeliveryState {
     pub last: Vec<LastResult>,
     /// A delay notice has been sent (only one ever is).
     pub warned: bool,
+    /// A body rule said FILTER after the envelope was written.
+    pub filter: Option<String>,
 }
 
 /// What the last attempt said about one destination.
@@ -185,6 +219,9 @@ impl DeliveryState {
         let mut s = format!("attempts {}\nnext {}\n", self.attempts, self.next_attempt);
         if self.warned {
             s.push_str("warned 1\n");
+        }
+        if let Some(f) = &self.filter {
+            s.push_str(&format!("filter {}\n", clean(f)));
         }
         for d in &self.done {
             s.push_str(&format!("done {}\n", clean(d)));
@@ -209,6 +246,7 @@ impl DeliveryState {
                 "attempts" => st.attempts = v.parse().map_err(|_| format!("bad attempts {v:?}"))?,
                 "next" => st.next_attempt = v.parse().map_err(|_| format!("bad next {v:?}"))?,
                 "warned" => st.warned = v == "1",
+                "filter" if !v.is_empty() => st.filter = Some(v.to_string()),
                 "done" => {
                     st.done.insert(v.to_string());
                 }
@@ -252,6 +290,11 @@ mod tests {
                 Address::new("c", "x.test"),
             ],
             smtputf8: true,
+            handling: Handling {
+                hops: 4,
+                filter: Some("[127.0.0.1]:10026".into()),
+                ident: Some("0Q7ZK3M4B2B".into()),
+            },
         };
         let mut bytes = e.serialize().into_bytes();
         let n = bytes.len();
@@ -261,6 +304,7 @@ mod tests {
         assert_eq!(back.helo, "evil?rcpt x@y");
         assert_eq!(back.recipients, e.recipients);
         assert_eq!(back.client_ip, e.client_ip);
+        assert_eq!(back.handling, e.handling);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::smtp::reply::Esc;
 pub enum Route {
     Maildir(MaildirRoute),
     Pipe(PipeRoute),
+    /// Append to a file in mbox format (an aliases-file `/path` target).
+    File(FileRoute),
     Smtp(SmtpRoute),
     /// The whole message goes through an after-queue content filter.
     Filter(FilterRoute),
@@ -56,7 +58,7 @@ impl Route {
     pub fn agent(&self) -> Option<AgentKind> {
         match self {
             Route::Maildir(_) => Some(AgentKind::Maildir),
-            Route::Pipe(_) => Some(AgentKind::Pipe),
+            Route::Pipe(_) | Route::File(_) => Some(AgentKind::Pipe),
             Route::Smtp(_) => Some(AgentKind::Smtp),
             Route::Filter(_) => Some(AgentKind::Filter),
             Route::Hold | Route::Discard(_) | Route::Bounce(..) | Route::Defer(..) => None,
@@ -96,6 +98,37 @@ pub struct PipeRoute {
     pub output_limit: usize,
     /// The recipient's Maildir when it has one (`${mailbox}`, quota).
     pub mailbox: Option<MaildirRoute>,
+    /// HOME and working directory; `None`: the user's home, else `/`.
+    pub home: Option<PathBuf>,
+    /// local(8)'s extra environment (SENDER, RECIPIENT, LOCAL, DOMAIN,
+    /// EXTENSION, ORIGINAL_RECIPIENT): for mailbox_command and aliases.
+    pub local_env: bool,
+}
+
+impl PipeRoute {
+    /// A local(8)-style command: `/bin/sh -c` for aliases, the argv of
+    /// mailbox_command; `From ` line, Return-Path:, X-Original-To: and
+    /// Delivered-To: (with its loop check), Postfix's command_time_limit.
+    pub fn local(transport: &str, argv: Vec<String>, user: (u32, u32), home: Option<PathBuf>) -> PipeRoute {
+        PipeRoute {
+            transport: transport.to_string(),
+            argv,
+            user,
+            flags: "FROD>".into(),
+            timeout: Duration::from_secs(1000),
+            output_limit: 4096,
+            mailbox: None,
+            home,
+            local_env: true,
+        }
+    }
+}
+
+/// An mbox file an alias appends to, as `user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRoute {
+    pub path: PathBuf,
+    pub user: (u32, u32),
 }
 
 /// TLS policy of an outbound SMTP connection (smtp_tls_security_level).
@@ -202,6 +235,14 @@ pub struct Router {
     pub quota_limits: crate::config::hooks::QuotaLimits,
     /// PostfixAdmin's quota_multiplier (bytes per "MB" of maxquota).
     pub quota_multiplier: u64,
+    /// Local users' Maildir below their directory (home_mailbox).
+    pub home_mailbox: String,
+    /// Local users' mail goes through this command (mailbox_command).
+    pub mailbox_command: Vec<String>,
+    /// Who mailbox_command runs as.
+    pub command_user: (u32, u32),
+    /// Who commands and files of a root-owned aliases file run as.
+    pub default_privs: (u32, u32),
 }
 
 impl Router {
@@ -222,6 +263,10 @@ impl Router {
             mailbox_transports: HashMap::new(),
             quota_limits: Default::default(),
             quota_multiplier: 1_024_000,
+            home_mailbox: String::new(),
+            mailbox_command: Vec::new(),
+            command_user: (65534, 65534),
+            default_privs: (65534, 65534),
         }
     }
 
@@ -283,11 +328,44 @@ impl Router {
                 };
                 self.local_route(how, mailbox, username)
             }
-            Dest::Local { user, .. } => Route::Maildir(MaildirRoute {
-                path: self.local_base.join(user),
-                quota: Quota::default(),
-                owner: self.owner,
-            }),
+            Dest::Local { user, .. } => {
+                let home = self.local_base.join(user);
+                if !self.mailbox_command.is_empty() {
+                    return Route::Pipe(PipeRoute::local(
+                        crate::deliver::pipe::LOCAL_COMMAND,
+                        self.mailbox_command.clone(),
+                        self.command_user,
+                        Some(home),
+                    ));
+                }
+                let path = match safe_relative(&self.home_mailbox) {
+                    Some(rel) => home.join(rel),
+                    None => home,
+                };
+                Route::Maildir(MaildirRoute {
+                    path,
+                    quota: Quota::default(),
+                    owner: self.owner,
+                })
+            }
+            Dest::Command { command, owner, .. } => Route::Pipe(PipeRoute::local(
+                crate::deliver::pipe::ALIAS_COMMAND,
+                vec!["/bin/sh".into(), "-c".into(), command.clone()],
+                self.privileges(*owner),
+                None,
+            )),
+            Dest::File { path, owner, .. } => {
+                let user = self.privileges(*owner);
+                if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                    Route::Maildir(MaildirRoute {
+                        path: path.clone(),
+                        quota: Quota::default(),
+                        owner: Some(user),
+                    })
+                } else {
+                    Route::File(FileRoute { path: path.clone(), user })
+                }
+            }
             Dest::Remote { address, transport } => {
                 match transport::parse(transport) {
                     // A Maildir transport names no place for a remote
@@ -359,6 +437,20 @@ impl Router {
             },
             Spec::Bad(text) => Route::Defer(Esc(4, 3, 5), text),
         }
+    }
+
+    /// Whom a command or file of an aliases file owned by `owner` runs as:
+    /// that owner, or default_privs when it is root (local(8)).
+    fn privileges(&self, owner: u32) -> (u32, u32) {
+        if owner == 0 {
+            return self.default_privs;
+        }
+        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw())
+            .unwrap_or(owner);
+        (owner, gid)
     }
 
     /// The default relay toward `domain`.

@@ -24,6 +24,8 @@ fn router() -> Router {
             timeout: Duration::from_secs(1000),
             output_limit: 4096,
             mailbox: None,
+            home: None,
+            local_env: false,
         }),
     );
     r

@@ -82,6 +82,8 @@ struct Conn {
     /// off the executor).
     pending: Vec<u8>,
     size: u64,
+    /// MAIL's SIZE= (0: not given), for the quota check at RCPT.
+    mail_size: u64,
 }
 
 /// The message being received. Its sink (a queue file, or the Maildir
@@ -126,7 +128,7 @@ pub async fn handle(
         now_secs(),
     );
     let mut c = Conn {
-        trusted: Client::new(ip, &shared.trusted).trusted_network,
+        trusted: Client::new(ip, listener.trusted.as_ref().unwrap_or(&shared.trusted)).trusted_network,
         shared,
         listener,
         stream,
@@ -138,6 +140,7 @@ pub async fn handle(
         msg: Msg::None,
         pending: Vec::new(),
         size: 0,
+        mail_size: 0,
     };
     if c.listener.implicit_tls && !c.start_tls().await {
         return;
@@ -230,24 +233,28 @@ impl Conn {
     async fn answer(&mut self, q: Question) {
         let a = match q {
             // statvfs, at most every 200 ms while far from the reserve.
-            Question::Mail { size } => Answer::Mail(match self.shared.intake.room_for_mail(size) {
+            Question::Mail { size } => {
+                self.mail_size = size;
+                Answer::Mail(match self.shared.intake.room_for_mail(size) {
+                    true => Ok(()),
+                    false => Err(reply::INSUFFICIENT_STORAGE),
+                })
+            }
+            // The filter's way back: trusted clients only; the recipients
+            // were checked on the first pass.
+            Question::Recipient(addr) if self.listener.reinject => Answer::Recipient(match self.trusted {
                 true => Ok(()),
-                false => Err(reply::INSUFFICIENT_STORAGE),
+                false => Err(reply::reinject_denied(&addr.to_string())),
             }),
-            Question::Recipient(addr) | Question::Verify(addr) => {
-                let dir = self.shared.directory.clone();
-                let who = Client {
-                    trusted_network: self.trusted,
-                    authenticated: self.s.auth_user().is_some(),
-                };
-                // From the directory's cache when it can (no thread hop),
-                // else off the executor.
-                let verdict = match policy::check_recipient_cached(&dir, &who, &addr) {
-                    Some(v) => v,
-                    None => smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
+            Question::Recipient(addr) => {
+                let verdict = self.recipient_verdict(addr.clone()).await;
+                let verdict = match verdict {
+                    Ok(()) => self.quota_verdict(addr).await,
+                    e => e,
                 };
                 Answer::Recipient(verdict)
             }
+            Question::Verify(addr) => Answer::Recipient(self.recipient_verdict(addr).await),
             Question::Authenticate {
                 mechanism,
                 credentials,
@@ -270,6 +277,29 @@ impl Conn {
             Question::Commit => Answer::Commit(self.commit().await),
         };
         self.s.answer(a);
+    }
+
+    async fn recipient_verdict(&self, addr: crate::smtp::address::Address) -> Result<(), reply::Reply> {
+        let dir = self.shared.directory.clone();
+        let who = Client {
+            trusted_network: self.trusted,
+            authenticated: self.s.auth_user().is_some(),
+        };
+        match policy::check_recipient_cached(&dir, &who, &addr) {
+            Some(v) => v,
+            None => smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
+        }
+    }
+
+    /// A single local mailbox with a quota it has already reached (or
+    /// that MAIL's SIZE= would pass): refused now rather than bounced.
+    async fn quota_verdict(&self, addr: crate::smtp::address::Address) -> Result<(), reply::Reply> {
+        let intake = self.shared.intake.clone();
+        let size = self.mail_size;
+        if !intake.has_quota(&addr) {
+            return Ok(());
+        }
+        smol::unblock(move || intake.quota_at_rcpt(&addr, size)).await
     }
 
     async fn body(&mut self, bytes: Vec<u8>) {
@@ -367,17 +397,24 @@ impl Conn {
     fn start_data(&mut self) -> Result<String, Reply> {
         let env = self.s.envelope().expect("DATA has a transaction");
         let (qid, micros) = id::next(now_micros());
+        // Back from the content filter: the original client, as told.
+        let f = env.forwarded.unwrap_or_default();
         let qenv = QueueEnvelope {
             id: qid,
             arrival_micros: micros,
             pid: log::pid(),
-            client_ip: Some(self.ip),
-            client_name: self.s.peer().name.clone(),
-            helo: env.helo,
+            client_ip: Some(f.addr.unwrap_or(self.ip)),
+            client_name: f.name.unwrap_or_else(|| self.s.peer().name.clone()),
+            helo: f.helo.unwrap_or(env.helo),
             protocol: env.protocol,
             sender: env.sender,
             recipients: env.recipients,
             smtputf8: env.smtputf8,
+            handling: crate::queue::envelope::Handling {
+                hops: 0,
+                filter: self.listener.filter.clone(),
+                ident: f.ident,
+            },
         };
         let qid = qenv.id.clone();
         self.msg = Msg::Waiting(Box::new(qenv));
@@ -444,9 +481,23 @@ impl Conn {
             Committed::Queued => log::Stored::Queue,
             Committed::Delivered(_) => log::Stored::Direct,
         };
+        // Postfix's way of naming where a filtered message came from.
+        let client = match env.as_ref().and_then(|e| e.forwarded.as_ref()) {
+            Some(f) => {
+                let mut c = self.client.clone();
+                if let Some(i) = &f.ident {
+                    c.push_str(&format!(", orig_queue_id={i}"));
+                }
+                if let Some(a) = f.addr {
+                    c.push_str(&format!(", orig_client={}", log::client(f.name.as_deref().unwrap_or("unknown"), a)));
+                }
+                c
+            }
+            None => self.client.clone(),
+        };
         log::queued(
             qid,
-            &self.client,
+            &client,
             self.s.auth_user(),
             &from,
             self.size,

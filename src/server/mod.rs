@@ -51,6 +51,13 @@ pub struct Shared {
 pub struct ListenerCtx {
     pub session_cfg: Arc<SessionConfig>,
     pub implicit_tls: bool,
+    /// The content filter's way back: trusted clients only, no filter,
+    /// recipients not checked again.
+    pub reinject: bool,
+    /// The content filter mail received here must pass.
+    pub filter: Option<String>,
+    /// Who is trusted here, when not [main] trusted_networks.
+    pub trusted: Option<Vec<Cidr>>,
 }
 
 /// A start-up failure: exit code and message.
@@ -65,7 +72,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let directory = setup::directory(&cfg);
     let bound = setup::listeners(&cfg)?;
     let maildir = setup::maildir_agent(&cfg);
-    let router = setup::router(&cfg, owner);
+    let router = setup::router(&cfg, owner)?;
     let registry = setup::registry(&cfg, maildir.clone(), &ex, &bound)?;
     let (runner, channels) = setup::runner(
         &cfg,

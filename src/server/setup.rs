@@ -11,16 +11,17 @@ use super::{Fatal, ListenerCtx};
 use crate::auth::backend::Backend;
 use crate::clock::now_secs;
 use crate::config::{AuthBackend, Config, ListenerMode};
+use crate::config::hooks::resolve_user;
 use crate::deliver::maildir::MaildirAgent;
+use crate::deliver::pipe::{PipeAgent, ALIAS_COMMAND, LOCAL_COMMAND};
 use crate::deliver::registry::Registry;
-use crate::deliver::{Agent, AgentKind, Unavailable};
+use crate::deliver::{Agent, AgentKind};
 use crate::directory::Directory;
 use crate::log;
 use crate::queue::runner::{Channels, Runner, Settings};
 use crate::queue::schedule::Backoff;
 use crate::queue::spool::{Recovery, Spool};
 use crate::route::{Route, Router};
-use crate::smtp::reply::Esc;
 use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE};
 
 /// A listener bound and ready to accept.
@@ -151,6 +152,14 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
             ctx: Arc::new(ListenerCtx {
                 session_cfg: Arc::new(cfg.session_config(l)),
                 implicit_tls: l.mode == ListenerMode::ImplicitTls,
+                reinject: l.role == crate::config::ListenerRole::Reinject,
+                filter: match (&l.role, &l.filter) {
+                    (crate::config::ListenerRole::Reinject, _) => None,
+                    (_, Some(f)) => Some(f.clone()),
+                    (_, None) => Some(cfg.content.filter.clone()),
+                }
+                .filter(|f| !f.trim().is_empty()),
+                trusted: l.trusted_networks.clone(),
             }),
         });
     }
@@ -158,8 +167,9 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
 }
 
 /// Routing as configured: the default relay, `[[relay.route]]` by domain
-/// and by name.
-pub fn router(cfg: &Config, owner: Option<(u32, u32)>) -> Router {
+/// and by name, the pipe transports, virtual_transport, quotas, local
+/// users' home_mailbox or mailbox_command.
+pub fn router(cfg: &Config, owner: Option<(u32, u32)>) -> Result<Router, Fatal> {
     use crate::route::transport::next_hop;
     use crate::route::{DefaultRelay, SmtpRoute};
     let mut r = Router::new(cfg.mailbox_base(), cfg.local_mailbox_base(), owner);
@@ -204,7 +214,51 @@ pub fn router(cfg: &Config, owner: Option<(u32, u32)>) -> Router {
         let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
         r.named.insert(name.to_ascii_lowercase(), route);
     }
-    r
+    for t in &cfg.transports {
+        let user = resolve_user(&t.user).map_err(|e| Fatal(EX_CONFIG, format!("{}: transport {}: user: {e}", cfg.source, t.name)))?;
+        r.named.insert(
+            t.name.to_ascii_lowercase(),
+            Route::Pipe(crate::route::PipeRoute {
+                transport: t.name.to_ascii_lowercase(),
+                argv: t.command.clone(),
+                user,
+                flags: t.flags.clone(),
+                timeout: t.timeout.0,
+                output_limit: t.output_limit.0 as usize,
+                mailbox: None,
+                home: None,
+                local_env: false,
+            }),
+        );
+    }
+    r.virtual_transport = cfg.delivery.virtual_transport.to_ascii_lowercase();
+    r.mailbox_transports = cfg
+        .delivery
+        .mailbox_transports
+        .iter()
+        .map(|(a, t)| (a.to_ascii_lowercase(), t.to_ascii_lowercase()))
+        .collect();
+    r.quota_limits = cfg.quota_limits.clone();
+    r.quota_multiplier = cfg.quota.multiplier;
+    r.home_mailbox = cfg.delivery.home_mailbox.clone();
+    r.mailbox_command = cfg.delivery.mailbox_command.clone();
+    // Commands never run as root: default_privs stands in for root.
+    let needs_privs = !r.mailbox_command.is_empty() || cfg.aliases.runs_programs();
+    let am_root = nix::unistd::geteuid().is_root();
+    let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    r.default_privs = match resolve_user(&cfg.delivery.default_privs) {
+        Ok(u) => u,
+        Err(e) if needs_privs && am_root => {
+            return Err(Fatal(EX_CONFIG, format!("{}: delivery.default_privs: {e}", cfg.source)))
+        }
+        Err(_) => me,
+    };
+    r.command_user = match owner {
+        Some(o) => o,
+        None if am_root => r.default_privs,
+        None => me,
+    };
+    Ok(r)
 }
 
 pub fn tls_policy(m: crate::config::TlsMode) -> crate::route::TlsPolicy {
@@ -228,7 +282,7 @@ pub fn registry(
     let mut r = Registry::new();
     r.add(
         AgentKind::Maildir,
-        Agent::Blocking(maildir),
+        Agent::Blocking(maildir.clone()),
         cfg.delivery.concurrency,
     );
     let smtp = Arc::new(smtp_agent(cfg, bound)?);
@@ -246,35 +300,52 @@ pub fn registry(
     })
     .detach();
     r.add(AgentKind::Smtp, Agent::Async(smtp), cfg.relay.concurrency);
-    let unavailable = |name, why, esc| Agent::Async(Arc::new(Unavailable { name, why, esc }));
-    r.add(
-        AgentKind::Pipe,
-        unavailable(
-            "pipe",
-            |_| "pipe transports are not available".into(),
-            Esc(4, 3, 5),
-        ),
-        1,
-    );
-    r.add(
-        AgentKind::Filter,
-        unavailable(
-            "filter",
-            |_| "content filters are not available".into(),
-            Esc(4, 3, 5),
-        ),
-        1,
-    );
+    // Each pipe transport has its own limit inside the agent; the agent's
+    // threads cover them all, plus local commands and files.
+    let limits: Vec<(String, usize)> = cfg
+        .transports
+        .iter()
+        .map(|t| (t.name.clone(), t.concurrency))
+        .chain([
+            (LOCAL_COMMAND.to_string(), cfg.delivery.concurrency),
+            (ALIAS_COMMAND.to_string(), cfg.delivery.concurrency),
+        ])
+        .collect();
+    let threads = limits.iter().map(|(_, n)| *n).sum::<usize>().max(1);
+    let pipe = PipeAgent::new(maildir, &cfg.main.recipient_delimiter, &limits);
+    r.add(AgentKind::Pipe, Agent::Blocking(Arc::new(pipe)), threads);
+    // The content filter: its own SMTP client, so a slow filter never
+    // takes connections from mail going out, with XFORWARD and the long
+    // end-of-data wait of the seed (smtp_data_done_timeout = 1200).
+    let mut filter = smtp_settings(cfg, bound)?;
+    filter.0.concurrency = cfg.content.filter_concurrency;
+    filter.0.per_destination = cfg.content.filter_concurrency;
+    filter.0.data_done_timeout = cfg.content.filter_data_timeout.0;
+    filter.0.xforward = true;
+    let filter = Arc::new(crate::deliver::smtp::SmtpAgent::new(filter.0, filter.1));
+    let expiring = filter.clone();
+    ex.spawn(async move {
+        loop {
+            smol::Timer::after(reuse).await;
+            expiring.expire_idle().await;
+        }
+    })
+    .detach();
+    r.add(AgentKind::Filter, Agent::Async(filter), cfg.content.filter_concurrency);
     Ok(r)
 }
 
 /// The Maildir agent, shared by the runner and the one-write path.
 pub fn maildir_agent(cfg: &Config) -> Arc<MaildirAgent> {
-    Arc::new(MaildirAgent::new(
+    let agent = MaildirAgent::new(
         cfg.hostname(),
         vec![cfg.mailbox_base(), cfg.local_mailbox_base()],
         cfg.min_free(),
-    ))
+    );
+    Arc::new(match cfg.quota.over_quota {
+        crate::config::OverQuota::Bounce => agent,
+        crate::config::OverQuota::Defer => agent.defer_over_quota(),
+    })
 }
 
 /// The queue runner (not yet started).
@@ -295,6 +366,7 @@ pub fn runner(
         max_received: cfg.delivery.max_received_headers,
         active_limit: cfg.queue.active_limit,
         delay_warning: cfg.queue.delay_warning.0,
+        filter_data_timeout: cfg.content.filter_data_timeout.0,
     };
     let (runner, channels) = Runner::new(spool, directory, router, registry, settings);
     (Arc::new(runner), channels)
@@ -373,7 +445,15 @@ pub fn auth(cfg: &Config, directory: &Arc<Directory>) -> Option<Arc<Backend>> {
 
 /// The outbound SMTP agent: resolver, TLS roots, our own addresses.
 fn smtp_agent(cfg: &Config, bound: &[Bound]) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
-    use crate::deliver::smtp::{Settings, SmtpAgent};
+    let (settings, resolver) = smtp_settings(cfg, bound)?;
+    Ok(crate::deliver::smtp::SmtpAgent::new(settings, resolver))
+}
+
+fn smtp_settings(
+    cfg: &Config,
+    bound: &[Bound],
+) -> Result<(crate::deliver::smtp::Settings, crate::dns::Resolver), Fatal> {
+    use crate::deliver::smtp::Settings;
     let rel = &cfg.relay;
     let (resolver_cfg, warnings) = crate::dns::ResolverConfig::load(&rel.dns_servers)
         .map_err(|e| Fatal(EX_CONFIG, format!("{}: relay.dns_servers: {e}", cfg.source)))?;
@@ -383,7 +463,7 @@ fn smtp_agent(cfg: &Config, bound: &[Bound]) -> Result<crate::deliver::smtp::Smt
     let roots = outbound_roots(cfg)?;
     let host_lookup = crate::dns::hosts::HostLookup::parse_list(&rel.host_lookup)
         .map_err(|e| Fatal(EX_CONFIG, e))?;
-    Ok(SmtpAgent::new(
+    Ok((
         Settings {
             helo_name: rel
                 .helo_name
@@ -399,6 +479,7 @@ fn smtp_agent(cfg: &Config, bound: &[Bound]) -> Result<crate::deliver::smtp::Smt
             roots,
             credentials: cfg.credentials.clone(),
             me: me(cfg, bound),
+            xforward: false,
         },
         crate::dns::Resolver::new(resolver_cfg),
     ))

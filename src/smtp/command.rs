@@ -21,6 +21,8 @@ pub enum Command<'a> {
     StartTls,
     /// Text after `AUTH `: mechanism and optional initial response.
     Auth(&'a str),
+    /// Postfix XFORWARD: `attr=value` pairs.
+    Xforward(&'a str),
     /// A known verb with arguments it must not have, or a verb missing its
     /// required `FROM:`/`TO:`; carries the verb for the reply.
     BadSyntax(Verb),
@@ -40,6 +42,7 @@ pub enum Verb {
     Vrfy,
     StartTls,
     Auth,
+    Xforward,
 }
 
 pub fn parse(line: &str) -> Command<'_> {
@@ -81,6 +84,8 @@ pub fn parse(line: &str) -> Command<'_> {
         "STARTTLS" => Command::BadSyntax(Verb::StartTls),
         "AUTH" if !arg.is_empty() => Command::Auth(arg),
         "AUTH" => Command::BadSyntax(Verb::Auth),
+        "XFORWARD" if !arg.is_empty() => Command::Xforward(arg),
+        "XFORWARD" => Command::BadSyntax(Verb::Xforward),
         _ => Command::Unknown,
     }
 }

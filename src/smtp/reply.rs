@@ -196,6 +196,13 @@ pub const SYNTAX_VRFY: Reply = Reply::fixed(501, Esc(5, 5, 4), "Syntax: VRFY add
 pub const NOT_IMPLEMENTED_EXPN: Reply =
     Reply::fixed(502, Esc(5, 5, 1), "Error: EXPN is not supported");
 pub const NEED_HELO: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: send HELO/EHLO first");
+pub const XFORWARD_DENIED: Reply =
+    Reply::fixed(550, Esc(5, 7, 0), "Error: insufficient authorization");
+pub const XFORWARD_IN_MAIL: Reply =
+    Reply::fixed(503, Esc(5, 5, 1), "Error: MAIL transaction in progress");
+pub const XFORWARD_BAD: Reply =
+    Reply::fixed(501, Esc(5, 5, 4), "Syntax: XFORWARD attribute=value...");
+pub const XFORWARD_OK: Reply = Reply::fixed(250, Esc(2, 0, 0), "Ok");
 pub const NESTED_MAIL: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: nested MAIL command");
 pub const NEED_MAIL: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: need MAIL command");
 pub const NEED_RCPT: Reply = Reply::fixed(503, Esc(5, 5, 1), "Error: need RCPT command");
@@ -326,6 +333,22 @@ pub fn queued(id: &str) -> Reply {
 /// RFC 5321 3.6.2 / Postfix's reject_unauth_destination wording.
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(554, Esc(5, 7, 1), format!("<{rcpt}>: Relay access denied"))
+}
+
+/// A reinjection listener, from outside its trusted networks
+/// (`smtpd_recipient_restrictions = permit_mynetworks, reject`).
+pub fn reinject_denied(rcpt: &str) -> Reply {
+    Reply::new(554, Esc(5, 7, 1), format!("<{rcpt}>: Recipient address rejected: Access denied"))
+}
+
+/// A single local mailbox over its quota, known at RCPT time.
+pub fn mailbox_full(rcpt: &str, bounce: bool) -> Reply {
+    let text = format!("<{rcpt}>: Recipient address rejected: mailbox is full");
+    if bounce {
+        Reply::new(552, Esc(5, 2, 2), text)
+    } else {
+        Reply::new(452, Esc(4, 2, 2), text)
+    }
 }
 
 /// The seed's `unknown_local_recipient_reject_code = 550`.

@@ -63,6 +63,9 @@ pub struct Settings {
     pub credentials: Credentials,
     /// Who we are, to find ourselves among MX hosts.
     pub me: Me,
+    /// Tell the server who the original client was (XFORWARD), when it
+    /// offers that: the content filter's agent.
+    pub xforward: bool,
 }
 
 pub struct SmtpAgent {
@@ -113,9 +116,24 @@ impl SmtpAgent {
         let mut groups: Vec<(String, SmtpRoute, Vec<usize>)> = Vec::new();
         let mut out: Vec<Option<Outcome>> = vec![None; targets.len()];
         for (i, t) in targets.iter().enumerate() {
-            let Route::Smtp(r) = &t.route else {
-                out[i] = Some(Outcome::deferred(Esc(4, 3, 5), "not an SMTP route"));
-                continue;
+            let filter;
+            let r = match &t.route {
+                Route::Smtp(r) => r,
+                // A content filter is one next hop, no TLS, no login.
+                Route::Filter(f) => {
+                    filter = SmtpRoute {
+                        name: format!("content filter {}", f.hop),
+                        hops: vec![f.hop.clone()],
+                        fallbacks: Vec::new(),
+                        tls: TlsPolicy::None,
+                        credentials: None,
+                    };
+                    &filter
+                }
+                _ => {
+                    out[i] = Some(Outcome::deferred(Esc(4, 3, 5), "not an SMTP route"));
+                    continue;
+                }
             };
             let key = destination_key(r);
             match groups.iter_mut().find(|(k, _, _)| *k == key) {
@@ -293,8 +311,12 @@ impl SmtpAgent {
                 }
             };
             peer.tls = conn.tls().map(str::to_string);
+            let mut envelope = content.envelope(msg, rcpts);
+            if self.s.xforward {
+                envelope.xforward = Some(xforward_of(msg));
+            }
             let out = Outgoing {
-                envelope: content.envelope(msg, rcpts),
+                envelope,
                 content: content.reader(),
             };
             match conn.send(out).await {
@@ -367,6 +389,21 @@ impl AsyncAgent for SmtpAgent {
         _recovered: bool,
     ) -> BoxFuture<'static, Vec<Outcome>> {
         Box::pin(self.deliver_all(msg, targets))
+    }
+}
+
+/// The original client of a queued message, for the content filter.
+fn xforward_of(msg: &QueuedMessage) -> crate::smtp::client::XForward {
+    let e = &msg.env;
+    let proto = if e.protocol.to_ascii_uppercase().starts_with("ESMTP") { "ESMTP" } else { "SMTP" };
+    crate::smtp::client::XForward {
+        name: e.client_ip.map(|_| e.client_name.clone()),
+        addr: e.client_ip,
+        port: None,
+        proto: e.client_ip.map(|_| proto.to_string()),
+        helo: (!e.helo.is_empty()).then(|| e.helo.clone()),
+        ident: Some(e.id.clone()),
+        source: Some(if e.client_ip.is_some_and(|ip| !ip.is_loopback()) { "REMOTE" } else { "LOCAL" }.into()),
     }
 }
 

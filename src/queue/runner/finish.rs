@@ -227,6 +227,7 @@ impl Runner {
             sender: ReversePath::Null,
             recipients: vec![to],
             smtputf8: env.smtputf8,
+            handling: Default::default(),
         };
         match self.spool.submit(&nenv, &body) {
             Ok(()) => {

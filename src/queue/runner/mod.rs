@@ -63,6 +63,8 @@ pub struct Settings {
     pub active_limit: usize,
     /// One delay notice after this long undelivered; zero: never.
     pub delay_warning: Duration,
+    /// How long the content filter may take to answer the end of data.
+    pub filter_data_timeout: Duration,
 }
 
 pub struct Runner {

@@ -91,6 +91,13 @@ impl Runner {
     /// Expands every recipient and routes each destination not yet done.
     fn route_all(&self, plan: &mut Plan) {
         let (received, delivered_to) = scan_headers(plan.msg.headers());
+        // Trace headers now, or on arrival before rules removed any.
+        let hops = (received + delivered_to.len()).max(plan.msg.env.handling.hops as usize);
+        let filter = plan.state.filter.clone().or_else(|| plan.msg.env.handling.filter.clone());
+        if let Some(f) = filter {
+            return self.route_to_filter(plan, &f, hops);
+        }
+        let received = hops;
         let mut seen = HashSet::new();
         let mut index = 0;
         for rcpt in plan.msg.env.recipients.clone() {
@@ -160,12 +167,52 @@ impl Runner {
         }
     }
 
+    /// The whole message, with its recipients as they came (no alias
+    /// expansion: that happens when the filter hands it back), goes to
+    /// the content filter. Never around it: a filter that is down or
+    /// misconfigured keeps the mail waiting.
+    fn route_to_filter(&self, plan: &mut Plan, filter: &str, hops: usize) {
+        let hop = crate::route::transport::next_hop(filter, 25);
+        for (index, rcpt) in plan.msg.env.recipients.clone().into_iter().enumerate() {
+            let orig = rcpt.to_string();
+            let key = format!("filter:{}", orig.to_lowercase());
+            if plan.state.done.contains(&key) {
+                continue;
+            }
+            let done = |outcome| Done {
+                key: Some(key.clone()),
+                orig: orig.clone(),
+                to: orig.clone(),
+                relay: "none".into(),
+                outcome,
+            };
+            if hops >= self.settings.max_received {
+                plan.results.push(done(Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop: {hops} hops"))));
+                continue;
+            }
+            let Some(hop) = hop.clone() else {
+                plan.results.push(done(Outcome::deferred(Esc(4, 3, 5), format!("content filter {filter:?} is not a next hop"))));
+                continue;
+            };
+            let target = Target {
+                route: Route::Filter(crate::route::FilterRoute {
+                    hop,
+                    data_timeout: self.settings.filter_data_timeout,
+                }),
+                address: orig.clone(),
+                orig: orig.clone(),
+                index,
+            };
+            plan.groups.entry(AgentKind::Filter).or_default().push((target, key));
+        }
+    }
+
     /// Loop detection (hopcount_limit, and our own Delivered-To: as
     /// Postfix's local/virtual agents check it).
     fn loop_problem(&self, received: usize, delivered_to: &[String], to: &str) -> Option<String> {
         if received >= self.settings.max_received {
             return Some(format!(
-                "mail forwarding loop: {received} Received: headers"
+                "mail forwarding loop: {received} hops (Received: and Delivered-To: headers)"
             ));
         }
         delivered_to

@@ -43,6 +43,7 @@ fn envelope(id_micros: u64, rcpt: Address) -> QueueEnvelope {
         sender: ReversePath::Address(Address::new("sender", "client.test")),
         recipients: vec![rcpt],
         smtputf8: false,
+        handling: Default::default(),
     }
 }
 
@@ -85,6 +86,7 @@ fn a_hung_remote_never_delays_maildir_delivery() {
         max_received: 50,
         active_limit: 100,
         delay_warning: Duration::ZERO,
+        filter_data_timeout: Duration::from_secs(1200),
     };
     let (runner, ch) = Runner::new(spool.clone(), directory, router, registry, settings);
     let runner = Arc::new(runner);

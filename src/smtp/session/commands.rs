@@ -1,5 +1,6 @@
 //! The command handlers of the session: HELO/EHLO, MAIL, RCPT, DATA, VRFY.
 
+use super::Forwarded;
 use super::{Pending, Question, Session, Step, Transaction};
 use crate::smtp::address::{self, Address, PathError, ReversePath};
 use crate::smtp::reply::{self, Esc, Reply};
@@ -9,6 +10,7 @@ impl Session {
         self.current_verb = if esmtp { "ehlo" } else { "helo" };
         // RFC 5321 4.1.4: HELO/EHLO resets the transaction.
         self.txn = None;
+        self.forwarded = Forwarded::default();
         self.helo = Some(name.to_string());
         self.esmtp = esmtp;
         let text = if esmtp {
@@ -19,6 +21,9 @@ impl Session {
             }
             if self.cfg.starttls && self.tls.is_none() {
                 lines.push("STARTTLS".into());
+            }
+            if self.cfg.xforward {
+                lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".into());
             }
             if self.auth_offered() {
                 lines.push("AUTH PLAIN LOGIN".into());
@@ -189,4 +194,77 @@ impl Session {
         self.pending_addr = Some(addr.clone());
         self.steps.push_back(Step::Ask(Question::Verify(addr)));
     }
+}
+
+impl Session {
+    /// XFORWARD (Postfix XFORWARD_README): the original client of a
+    /// message coming back from a content filter. Only where the listener
+    /// allows it, only outside a transaction; values are xtext, and
+    /// `[UNAVAILABLE]`/`[TEMPUNAVAIL]` mean unknown.
+    pub(super) fn xforward(&mut self, arg: &str) {
+        self.current_verb = "xforward";
+        if !self.cfg.xforward {
+            return self.reject(reply::XFORWARD_DENIED, None);
+        }
+        if self.txn.is_some() {
+            return self.reject(reply::XFORWARD_IN_MAIL, None);
+        }
+        let mut f = self.forwarded.clone();
+        for pair in arg.split(' ').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return self.reject(reply::XFORWARD_BAD, None);
+            };
+            let Some(v) = xtext_decode(v) else {
+                return self.reject(reply::XFORWARD_BAD, None);
+            };
+            let v = (!v.is_empty() && v != "[UNAVAILABLE]" && v != "[TEMPUNAVAIL]").then_some(v);
+            match k.to_ascii_uppercase().as_str() {
+                "NAME" => f.name = v,
+                "ADDR" => {
+                    f.addr = match v {
+                        None => None,
+                        Some(a) => {
+                            let bare = a.strip_prefix("IPV6:").or(a.strip_prefix("ipv6:")).unwrap_or(&a);
+                            match bare.parse() {
+                                Ok(ip) => Some(ip),
+                                Err(_) => return self.reject(reply::XFORWARD_BAD, None),
+                            }
+                        }
+                    }
+                }
+                "PORT" => f.port = v.and_then(|p| p.parse().ok()),
+                "PROTO" => f.proto = v,
+                "HELO" => f.helo = v,
+                "IDENT" => f.ident = v,
+                "SOURCE" => f.source = v,
+                _ => return self.reject(reply::XFORWARD_BAD, None),
+            }
+        }
+        // Whatever a filter says ends up in headers and logs: printable
+        // ASCII only, bounded.
+        for v in [&mut f.name, &mut f.proto, &mut f.helo, &mut f.ident, &mut f.source].into_iter().flatten() {
+            v.retain(|c| c.is_ascii_graphic());
+            v.truncate(255);
+        }
+        self.forwarded = f;
+        self.ok(reply::XFORWARD_OK);
+    }
+}
+
+/// RFC 3461 xtext: `+HH` is a byte, the rest as is.
+fn xtext_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

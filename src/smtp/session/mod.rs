@@ -89,6 +89,8 @@ pub struct Session {
     sasl: Option<Sasl>,
     auth_failures: u32,
     discarded_after_starttls: usize,
+    /// XFORWARD attributes for the next transaction.
+    forwarded: Forwarded,
 }
 
 impl Session {
@@ -116,6 +118,7 @@ impl Session {
             sasl: None,
             auth_failures: 0,
             discarded_after_starttls: 0,
+            forwarded: Forwarded::default(),
             cfg,
         };
         let greeting = reply::greeting(&s.cfg.hostname);
@@ -191,6 +194,7 @@ impl Session {
             protocol: self.protocol(),
             smtputf8: t.smtputf8,
             body_8bit: t.body_8bit,
+            forwarded: (!self.forwarded.is_empty()).then(|| self.forwarded.clone()),
         })
     }
 
@@ -275,6 +279,7 @@ impl Session {
             },
             (Pending::Commit, Answer::Commit(r)) => {
                 self.txn = None;
+                self.forwarded = Forwarded::default();
                 match r {
                     Ok(id) => self.ok(reply::queued(&id)),
                     Err(reply) => self.reject(reply, None),
@@ -294,10 +299,12 @@ impl Session {
             .as_ref()
             .map(|t| format!("using {} with cipher {}", t.version, t.cipher));
         let auth = self.auth_user.as_deref().filter(|_| self.cfg.auth_header);
+        // Through a content filter: the original client (XFORWARD).
+        let f = &self.forwarded;
         received::header(&received::TraceInfo {
-            helo: self.helo.as_deref().unwrap_or(""),
-            client_name: &self.peer.name,
-            client_ip: self.peer.ip,
+            helo: f.helo.as_deref().or(self.helo.as_deref()).unwrap_or(""),
+            client_name: f.name.as_deref().unwrap_or(&self.peer.name),
+            client_ip: f.addr.unwrap_or(self.peer.ip),
             hostname: &self.cfg.hostname,
             protocol: &protocol,
             queue_id,
@@ -407,6 +414,7 @@ impl Session {
             Command::Rset => {
                 self.current_verb = "rset";
                 self.txn = None;
+                self.forwarded = Forwarded::default();
                 self.ok(reply::RSET_OK);
             }
             Command::Noop => {
@@ -440,12 +448,14 @@ impl Session {
                     Verb::Quit => ("quit", reply::SYNTAX_NO_ARGS),
                     Verb::StartTls => ("starttls", reply::SYNTAX_STARTTLS),
                     Verb::Auth => ("auth", reply::SYNTAX_AUTH),
+                    Verb::Xforward => ("xforward", reply::XFORWARD_BAD),
                 };
                 self.current_verb = v;
                 self.reject(r, None);
             }
             Command::StartTls => self.starttls(),
             Command::Auth(arg) => self.auth(arg),
+            Command::Xforward(arg) => self.xforward(arg),
             Command::Unknown => {
                 self.current_verb = "unknown";
                 self.reject(reply::UNKNOWN_COMMAND, None);

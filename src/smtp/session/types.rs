@@ -38,6 +38,8 @@ pub struct SessionConfig {
     pub auth_session_failures: u32,
     /// MAIL needs a logged-in client (submission).
     pub require_auth: bool,
+    /// Accept XFORWARD (the content filter's reinjection listener).
+    pub xforward: bool,
 }
 
 impl Default for SessionConfig {
@@ -63,6 +65,7 @@ impl Default for SessionConfig {
             auth_header: false,
             auth_session_failures: 3,
             require_auth: false,
+            xforward: false,
         }
     }
 }
@@ -75,6 +78,26 @@ pub struct Peer {
     pub name: String,
 }
 
+/// The original client as a content filter reports it (XFORWARD); each
+/// value `None` when unavailable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    pub name: Option<String>,
+    pub addr: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub proto: Option<String>,
+    pub helo: Option<String>,
+    /// The message's queue ID on the first pass.
+    pub ident: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Forwarded {
+    pub fn is_empty(&self) -> bool {
+        *self == Forwarded::default()
+    }
+}
+
 /// What a message carries besides its bytes.
 #[derive(Clone, Debug)]
 pub struct Envelope {
@@ -84,6 +107,8 @@ pub struct Envelope {
     pub protocol: String,
     pub smtputf8: bool,
     pub body_8bit: bool,
+    /// XFORWARD attributes given for this transaction.
+    pub forwarded: Option<Forwarded>,
 }
 
 #[derive(Debug)]
