@@ -177,6 +177,13 @@ impl MaildirAgent {
         self
     }
 
+    /// Makes the Maildir if it is missing (before a command such as
+    /// procmail is told to deliver into it: procmail makes no parents).
+    pub fn prepare(&self, m: &MaildirRoute) -> io::Result<()> {
+        let _one_at_a_time = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        self.make_dirs(m)
+    }
+
     /// Over quota: bounce (true) or defer?
     pub fn bounces_over_quota(&self) -> bool {
         self.bounce_over_quota

@@ -117,6 +117,10 @@ impl PipeAgent {
         let mut out: Vec<Option<Outcome>> = vec![None; group.len()];
         for (i, t) in group.iter().enumerate() {
             if let Some(m) = &route.mailbox {
+                if let Err(e) = self.maildir.prepare(m) {
+                    out[i] = Some(super::maildir::write_failure(&m.path, &e));
+                    continue;
+                }
                 match self.maildir.quota_check(m, msg.body_len) {
                     Ok(Ok(())) => {}
                     Ok(Err(over)) => out[i] = Some(over),

@@ -118,8 +118,17 @@ pub async fn handle(
         Ok(g) => g,
         Err(hit) => return refuse(&mut stream, &listener, &client, hit).await,
     };
+    let trusted = Client::new(ip, listener.trusted.as_ref().unwrap_or(&shared.trusted)).trusted_network;
+    // XFORWARD only for trusted clients (smtpd_authorized_xforward_hosts).
+    let session_cfg = if listener.session_cfg.xforward && !trusted {
+        let mut c = (*listener.session_cfg).clone();
+        c.xforward = false;
+        Arc::new(c)
+    } else {
+        listener.session_cfg.clone()
+    };
     let s = Session::new(
-        listener.session_cfg.clone(),
+        session_cfg,
         Peer {
             ip,
             port: peer.port(),
@@ -128,7 +137,7 @@ pub async fn handle(
         now_secs(),
     );
     let mut c = Conn {
-        trusted: Client::new(ip, listener.trusted.as_ref().unwrap_or(&shared.trusted)).trusted_network,
+        trusted,
         shared,
         listener,
         stream,

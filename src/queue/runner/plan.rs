@@ -244,7 +244,12 @@ impl Runner {
                         Some(a) => format!("{}[{}]:{}", r.host, a.ip(), a.port()),
                         None => r.host.clone(),
                     },
-                    None => self.registry.name(kind).to_string(),
+                    None => match &t.route {
+                        // Postfix names the transport: relay=procmail.
+                        Route::Pipe(p) => p.transport.clone(),
+                        Route::File(_) => "local".into(),
+                        _ => self.registry.name(kind).to_string(),
+                    },
                 };
                 plan.results.push(Done {
                     key: Some(key),
