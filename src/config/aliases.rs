@@ -17,8 +17,8 @@
 //! files are written) as that owner, or as `[delivery] default_privs`
 //! when it is root — as in Postfix. Elsewhere they are a config error
 //! naming file and line. The files, included ones too, are read with the
-//! config (at start and on reload), so their errors are reported together
-//! with the config's, in the same shape.
+//! config when postern starts, so their errors are reported together with
+//! the config's, in the same shape.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
