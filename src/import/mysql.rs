@@ -12,6 +12,12 @@
 //!   the link drops at that moment (mysql 28.0.4).
 //! - Tables in an engine without snapshots (MyISAM, old installs) are
 //!   read under `LOCK TABLES ... READ` instead, when the user may.
+//! - Rows come in descending key order. PostfixAdmin's keys are
+//!   case-insensitive (`latin1_general_ci`), so they cannot differ only by
+//!   case; a schema with a binary collation can hold `Alice@Example.test`
+//!   and `alice@example.test`, and in descending binary order the
+//!   all-lower-case spelling (PostfixAdmin's own) comes first and wins:
+//!   the mirror, like its lookups, holds one row per address.
 //! - Timeouts: connecting, and every read and write, give up after
 //!   `[sync.mysql] timeout`, so a server that accepts and never answers
 //!   is a temporary failure, not a hang.
@@ -125,7 +131,7 @@ impl Source {
             self.selects.insert(
                 table,
                 format!(
-                    "SELECT {} FROM {} ORDER BY {key}",
+                    "SELECT {} FROM {} ORDER BY {key} DESC",
                     select.join(", "),
                     quote(name)
                 ),
@@ -278,7 +284,7 @@ fn classify(e: mysql::Error, user: &str, database: &str) -> SyncError {
             SyncError::Unavailable(TIMED_OUT.into())
         }
         E::IoError(io) => SyncError::Unavailable(format!("MySQL unreachable: {io}")),
-        E::DriverError(d) => SyncError::Unavailable(format!("MySQL: {d}")),
+        E::DriverError(d) => SyncError::Unavailable(format!("MySQL unreachable: {d}")),
         E::CodecError(c) => SyncError::Unavailable(format!("MySQL connection broken: {c}")),
         E::TlsError(t) => SyncError::Unavailable(format!("MySQL TLS: {t}")),
         other => SyncError::Unavailable(format!("MySQL: {other}")),
