@@ -501,7 +501,14 @@ fn rcpt(srv: &Server, c: &mut Smtp, to: &str) -> u16 {
     r.code
 }
 
-fn sync_server(db: &MariaDb, database: &str, interval: &str) -> Server {
+/// A server syncing `database` by the socket every `interval`, with an
+/// empty mirror at start; the directory holds its password file.
+fn sync_server(
+    db: &MariaDb,
+    database: &str,
+    interval: &str,
+    extra: &[(&str, &str)],
+) -> (Server, TestDir) {
     let dir = TestDir::new("sync-srv-pw");
     let pw = mariadb::password_file(dir.path());
     let lines = db.config(database, &pw, false);
@@ -509,18 +516,20 @@ fn sync_server(db: &MariaDb, database: &str, interval: &str) -> Server {
     for l in lines.lines() {
         b = b.set("sync.mysql", l);
     }
+    for (section, line) in extra {
+        b = b.set(section, line);
+    }
     let srv = b
         .set("sync.mysql", &format!("interval = \"{interval}\""))
         .start();
-    std::mem::forget(dir); // the password file outlives the server
-    srv
+    (srv, dir)
 }
 
 #[test]
 fn the_server_takes_a_new_mailbox_at_its_next_sync_without_a_restart() {
     let db = MariaDb::shared();
     db.source("t-server");
-    let srv = sync_server(db, "t-server", "0");
+    let (srv, _pw) = sync_server(db, "t-server", "0", &[]);
     wait_syncs(&srv, 1);
     assert!(
         srv.log()
@@ -579,8 +588,8 @@ fn the_server_takes_a_new_mailbox_at_its_next_sync_without_a_restart() {
 fn two_boxes_mirror_one_source() {
     let db = MariaDb::shared();
     db.source("t-two-boxes");
-    let a = sync_server(db, "t-two-boxes", "1s");
-    let b = sync_server(db, "t-two-boxes", "1s");
+    let (a, _pw_a) = sync_server(db, "t-two-boxes", "1s", &[]);
+    let (b, _pw_b) = sync_server(db, "t-two-boxes", "1s", &[]);
     wait_syncs(&a, 1);
     wait_syncs(&b, 1);
     for srv in [&a, &b] {
@@ -615,7 +624,7 @@ fn two_boxes_mirror_one_source() {
 fn mysql_killed_mid_sync_leaves_the_mirror_and_the_server_serving() {
     let mut db = MariaDb::start();
     db.source("t-killed");
-    let srv = sync_server(&db, "t-killed", "0");
+    let (srv, _pw) = sync_server(&db, "t-killed", "0", &[("sync", "warn_after = \"1s\"")]);
     wait_syncs(&srv, 1);
     let tmp = TestDir::new("sync-killed");
     let cfg = write_config(tmp.path(), &db, "t-killed", false, "");
