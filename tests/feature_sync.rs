@@ -645,7 +645,19 @@ fn mysql_killed_mid_sync_leaves_the_mirror_and_the_server_serving() {
         use std::io::Write;
         stdin.write_all(b"LOCK TABLES alias WRITE;\n").unwrap();
     }
-    let child = postern()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db
+        .sql(None, "SHOW OPEN TABLES FROM `t-killed` WHERE In_use > 0;")
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the alias table was never locked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut child = postern()
         .arg("sync")
         .arg("--config")
         .arg(&cfg)
@@ -653,7 +665,6 @@ fn mysql_killed_mid_sync_leaves_the_mirror_and_the_server_serving() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting = db.sql(
             None,
@@ -661,6 +672,12 @@ fn mysql_killed_mid_sync_leaves_the_mirror_and_the_server_serving() {
         );
         if waiting.trim() != "0" {
             break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "the sync ended ({st}) before the locked table: {:?}",
+                child.wait_with_output()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -703,4 +720,54 @@ fn mysql_killed_mid_sync_leaves_the_mirror_and_the_server_serving() {
     c.hello();
     assert_eq!(rcpt(&srv, &mut c, "bob@example.test"), 250);
     assert_eq!(rcpt(&srv, &mut c, "late@example.test"), 550);
+}
+
+#[test]
+fn tls_to_the_server_is_verified_against_ca_file() {
+    let db = MariaDb::shared();
+    db.source("t-tls");
+    // This account may only log in over TLS.
+    db.sql(
+        None,
+        "CREATE USER 'postern-tls'@'127.0.0.1' IDENTIFIED BY 'tls-pass' REQUIRE SSL;
+         GRANT SELECT ON `t-tls`.* TO 'postern-tls'@'127.0.0.1';",
+    );
+    let tmp = TestDir::new("sync-tls");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "tls-pass\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let write = |ca: &Path| {
+        let cfg = tmp.path().join("tls.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[sync.mysql]\n\
+                 host = \"127.0.0.1\"\nport = {}\nuser = \"postern-tls\"\npassword_file = \"{}\"\n\
+                 database = \"t-tls\"\ntls = true\nca_file = \"{}\"\n",
+                tmp.path().join("data").display(),
+                db.port,
+                pw.display(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let o = ok(&write(&db.dir.join("ca.pem")));
+    assert!(
+        o.stdout.contains("(TLS)") && o.stdout.contains("mailbox 9 (+9"),
+        "{o:#?}"
+    );
+
+    // A CA that did not sign the server's certificate: refused, nothing read.
+    let other = tmp.path().join("other-ca.pem");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca =
+        rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(&other, other_ca.pem()).unwrap();
+    let o = sync(&write(&other), &[]);
+    assert_eq!(o.code, 75, "{o:#?}");
+    assert!(o.stderr.contains("TLS"), "{o:#?}");
 }

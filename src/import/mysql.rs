@@ -255,6 +255,19 @@ fn codec_io<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io:
     e.source()?.downcast_ref()
 }
 
+/// The rustls error under an I/O error (a certificate that does not
+/// verify surfaces as one).
+fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref()
+}
+
+fn tls_failure(e: &std::io::Error) -> SyncError {
+    SyncError::Unavailable(format!(
+        "MySQL TLS: {} (is [sync.mysql] ca_file the CA of the server's certificate, and does it name the host?)",
+        tls_error(e).map(|t| t.to_string()).unwrap_or_default()
+    ))
+}
+
 fn timed_out(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -280,6 +293,10 @@ fn classify(e: mysql::Error, user: &str, database: &str) -> SyncError {
             _ => SyncError::Unavailable(format!("MySQL: {m}")),
         },
         E::IoError(io) if timed_out(&io) => SyncError::Unavailable(TIMED_OUT.into()),
+        E::IoError(io) if tls_error(&io).is_some() => tls_failure(&io),
+        E::CodecError(c) if codec_io(&c).and_then(tls_error).is_some() => {
+            tls_failure(codec_io(&c).expect("checked"))
+        }
         E::CodecError(c) if codec_io(&c).is_some_and(timed_out) => {
             SyncError::Unavailable(TIMED_OUT.into())
         }

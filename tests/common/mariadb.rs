@@ -110,6 +110,7 @@ impl MariaDb {
             std::fs::read_to_string(dir.join("install.err")).unwrap_or_default()
         );
         let socket = dir.join("s.sock");
+        let tls = tls_files(&dir, owner);
         let mut last = String::new();
         for attempt in 0..10 {
             let port = free_port();
@@ -121,7 +122,8 @@ impl MariaDb {
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", socket.display()))
                 .arg(format!("--port={port}"))
-                .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()));
+                .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+                .args(&tls);
             as_owner(&mut cmd, owner);
             let mut child = cmd
                 .stdin(Stdio::null())
@@ -249,6 +251,39 @@ impl Drop for MariaDb {
             }
         }
     }
+}
+
+/// The server's TLS: a CA (`dir/ca.pem`, what `ca_file` names) and a
+/// certificate for 127.0.0.1 signed by it; returns mariadbd's options.
+fn tls_files(dir: &Path, owner: Option<(u32, u32)>) -> Vec<String> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "postern sync test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server-cert.pem", leaf.pem()),
+        ("server-key.pem", key.serialize_pem()),
+    ];
+    for (name, pem) in &files {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).unwrap();
+        }
+    }
+    let p = |f: &str| dir.join(f).display().to_string();
+    vec![
+        format!("--ssl-ca={}", p("ca.pem")),
+        format!("--ssl-cert={}", p("server-cert.pem")),
+        format!("--ssl-key={}", p("server-key.pem")),
+    ]
 }
 
 /// A password file (mode 0600) for [`USER`] in `dir`.
