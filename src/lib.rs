@@ -14,6 +14,7 @@ pub mod deliver;
 pub mod directory;
 pub mod dns;
 pub mod fsutil;
+pub mod import;
 pub mod intake;
 pub mod log;
 pub mod outbound;

@@ -340,7 +340,18 @@ fn example_config_passes_check_config() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    let mysql_password = tmp.path().join("mysql-password");
+    std::fs::write(&mysql_password, "postfix-mysql-pass\n").unwrap();
+    std::fs::set_permissions(
+        &mysql_password,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let text: String = example
+        .replace(
+            "\"/etc/postern/mysql-password\"",
+            &format!("\"{}\"", mysql_password.display()),
+        )
         .replace(
             "\"/etc/postern/aliases\"",
             &format!("\"{}\"", aliases.display()),

@@ -4,6 +4,7 @@
 
 mod password_input;
 pub mod queue;
+pub mod sync;
 pub mod users;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub enum Command {
     Domain(users::DomainCmd),
     Alias(users::AliasCmd),
     Queue(queue::QueueCmd),
+    Sync(sync::SyncCmd),
 }
 
 /// Tell the running server to reload its TLS certificate (SIGHUP).
@@ -163,6 +165,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Domain(d) => users::domain(d),
         Command::Alias(a) => users::alias(a),
         Command::Queue(q) => queue::run(q),
+        Command::Sync(s) => sync::run(s),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,

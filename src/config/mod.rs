@@ -16,6 +16,7 @@ pub mod relay;
 pub mod example;
 pub mod schema;
 mod sections;
+pub mod sync;
 pub mod values;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,10 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     Relay::DOC,
     RelayRoute::DOC,
     Control::DOC,
+    sync::SyncCfg::DOC,
+    sync::SyncMysql::DOC,
+    sync::SyncTables::DOC,
+    sync::SyncColumns::DOC,
 ];
 
 const SUBSECTIONS: &[&str] = &[
@@ -65,6 +70,7 @@ const SUBSECTIONS: &[&str] = &[
     "queue",
     "relay",
     "control",
+    "sync",
 ];
 
 #[derive(Clone, Debug)]
@@ -89,6 +95,8 @@ pub struct Config {
     /// The relay logins of `[relay] credentials_file` (read in server scope).
     pub credentials: relay::Credentials,
     pub control: Control,
+    /// `[sync]` and `[sync.mysql]`: the database `postern sync` mirrors.
+    pub sync: sync::SyncSettings,
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
@@ -190,6 +198,7 @@ impl Config {
         let t = sub(&mut ctx, root, "control").unwrap_or(&empty);
         let control = Control::read(&mut ctx, "control", t, &[]);
         let listeners = read_listeners(&mut ctx, root);
+        let sync = sync::read(&mut ctx, root);
 
         let mut cfg = Config {
             source: file.to_string(),
@@ -209,12 +218,14 @@ impl Config {
             relay_routes,
             credentials: Default::default(),
             control,
+            sync,
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
             aliases: Default::default(),
         };
         cfg.check(&mut ctx, root, files);
+        cfg.check_sync(&mut ctx, root, files);
         if ctx.errors.is_empty() {
             Ok(cfg)
         } else {

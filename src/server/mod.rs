@@ -12,6 +12,7 @@ pub mod limits;
 mod setup;
 mod signals;
 pub mod stream;
+mod sync;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -120,8 +121,10 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     announce(&cfg, &addrs);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop, threads) = run_executor(&ex, cfg.smtp.threads);
+    let sync = sync::start(&cfg);
 
-    signals::wait_for_stop(&sigs, &cfg, &shared);
+    signals::wait_for_stop(&sigs, &cfg, &shared, sync.as_ref());
+    drop(sync);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     drop(accept_tasks);
     shut_down(&shared);

@@ -28,11 +28,15 @@ pub fn block() -> Result<SigSet, Fatal> {
     Ok(sigs)
 }
 
-/// Waits for SIGTERM/SIGINT; SIGHUP reloads the TLS certificate.
-pub fn wait_for_stop(sigs: &SigSet, cfg: &Config, shared: &Shared) {
+/// Waits for SIGTERM/SIGINT; SIGHUP reloads the TLS certificate and
+/// syncs the directory from [sync.mysql], if there is one.
+pub fn wait_for_stop(sigs: &SigSet, cfg: &Config, shared: &Shared, sync: Option<&super::sync::SyncTask>) {
     loop {
         match sigs.wait() {
-            Ok(Signal::SIGHUP) => reload(cfg, shared),
+            Ok(Signal::SIGHUP) => {
+                reload(cfg, shared);
+                sync.inspect(|s| s.trigger());
+            }
             Ok(sig) => {
                 log::started(&format!("{sig}: stopping"));
                 return;

@@ -9,14 +9,16 @@
 //! mysql_*.cf queries are applied here and nowhere else.
 //!
 //! Answers are cached while the database file stays the same (see
-//! [`Db::cached`]): a change by PostfixAdmin's sync, `sqlite3` or a file
-//! swap is seen by the next lookup.
+//! [`Db::cached`]): a change by `postern sync` (import/), `sqlite3` or a
+//! file swap is seen by the next lookup. A synced mirror is in WAL mode:
+//! replace it with `sqlite3 FILE ".restore NEW"`, never by a rename.
 //!
 //! Every lookup answers found / not found / temporary failure: a locked,
 //! missing or damaged database is a [`TempFail`], which clients see as
 //! 451 4.3.0 and never as "user unknown".
 
 pub mod admin;
+pub mod import;
 mod validate;
 
 use std::collections::HashMap;
@@ -370,7 +372,10 @@ fn text(v: Answer) -> Option<String> {
     }
 }
 
-/// What identifies one version of the database file.
+/// What identifies one version of the database file. In WAL mode (a
+/// synced mirror, see import/) commits land in the `-wal` file and the
+/// database file changes only at checkpoints, so the WAL's size and mtime
+/// count too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FileId {
     dev: u64,
@@ -378,17 +383,24 @@ struct FileId {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    wal: Option<(u64, (i64, i64))>,
 }
 
 fn file_id(path: &Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::fs::metadata(&wal)
+        .ok()
+        .map(|w| (w.size(), (w.mtime(), w.mtime_nsec())));
     Some(FileId {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),
         mtime: (m.mtime(), m.mtime_nsec()),
         ctime: (m.ctime(), m.ctime_nsec()),
+        wal,
     })
 }
 
