@@ -791,6 +791,8 @@ fn own_delivered_to_header_bounces_for_that_recipient_only() {
 
 #[test]
 fn a_bounce_never_bounces() {
+    // A failed message with the null sender is a bounce that could not be
+    // delivered: no bounce of it, one report to the postmaster.
     let mut srv = Server::start();
     let alice = srv.mailbox("example.test/alice/");
     let mut c = srv.smtp();
@@ -827,7 +829,14 @@ fn a_bounce_never_bounces() {
         .map(|u| maildir_files(&srv.mailbox(&format!("example.test/{u}/"))).len())
         .sum();
     assert_eq!(delivered, 0, "nothing delivered");
-    assert_eq!(log.matches("status=sent").count(), 0, "{log}");
+    // The one report a failed bounce gets (issue 8): the local postmaster
+    // hears of it once, and that report is never reported on again.
+    assert_eq!(log.matches("postmaster non-delivery notification").count(), 1, "{log}");
+    assert_eq!(log.matches("status=sent").count(), 1, "only the postmaster's report:\n{log}");
+    let postmaster = maildir_files(&srv.data.join("local/postmaster"));
+    assert_eq!(postmaster.len(), 1, "{log}");
+    let report = std::fs::read_to_string(&postmaster[0]).unwrap();
+    assert!(report.contains("null sender loop") && report.contains("5.4.6"), "{report}");
 }
 
 #[test]
