@@ -771,3 +771,37 @@ fn tls_to_the_server_is_verified_against_ca_file() {
     assert_eq!(o.code, 75, "{o:#?}");
     assert!(o.stderr.contains("TLS"), "{o:#?}");
 }
+
+#[test]
+fn a_source_that_lost_most_mailboxes_is_refused_until_forced() {
+    let db = MariaDb::shared();
+    db.source("emptied");
+    let tmp = TestDir::new("sync-emptied");
+    let cfg = write_config(tmp.path(), db, "emptied", false, "");
+    let many: String = (0..20)
+        .map(|i| {
+            format!(
+                "INSERT INTO mailbox (username, password, name, maildir, local_part, domain)
+                   VALUES ('m{i}@example.test', '{{PLAIN}}x', 'M', 'example.test/m{i}/', 'm{i}', 'example.test');\n"
+            )
+        })
+        .collect();
+    db.sql(Some("emptied"), &many);
+    ok(&cfg);
+    assert_eq!(usernames(tmp.path()).len(), 29);
+
+    // A database restored from the wrong dump: 20 of 29 mailboxes gone.
+    db.sql(Some("emptied"), "DELETE FROM mailbox WHERE username REGEXP '^m[0-9]+@';");
+    let o = sync(&cfg, &[]);
+    assert_eq!(o.code, 65, "refused: {o:#?}");
+    assert!(
+        o.stderr.contains("would remove 20 of the mirror's 29 mailbox rows") && o.stderr.contains("--force"),
+        "{o:#?}"
+    );
+    assert_eq!(usernames(tmp.path()).len(), 29, "nothing changed");
+
+    // The operator says it is right.
+    let o = sync(&cfg, &["--force"]);
+    assert_eq!(o.code, 0, "{o:#?}");
+    assert_eq!(usernames(tmp.path()).len(), 9);
+}

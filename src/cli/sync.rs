@@ -29,6 +29,9 @@ pub struct SyncCmd {
     /// print what would change, change nothing
     #[argh(switch)]
     pub dry_run: bool,
+    /// sync even if it removes more than [sync] removal_limit allows
+    #[argh(switch)]
+    pub force: bool,
     /// print when and from where the mirror was last synced, sync nothing
     #[argh(switch)]
     pub status: bool,
@@ -88,6 +91,7 @@ pub fn run(s: SyncCmd) -> i32 {
         &db,
         Options {
             dry_run,
+            force: s.force,
             cancel: &cancel,
             events: &mut events,
         },

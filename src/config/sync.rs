@@ -42,6 +42,12 @@ section! {
         /// than this (the source has been unreachable or refused the data).
         /// 0: never.
         warn_after: Secs = Secs(Duration::from_secs(86_400)), example "\"1d\"";
+        /// A sync that would remove more than this percentage of the
+        /// mirror's domains or mailboxes (10 rows at least) is refused and
+        /// changes nothing, until `postern sync --force`: a source restored
+        /// empty, or the wrong database, must not bounce everyone's mail.
+        /// 100: no limit.
+        removal_limit: u32 = 50, example "50";
     }
 }
 

@@ -43,6 +43,10 @@ pub enum SyncError {
     Cancelled,
     /// This postern was built without the cargo feature `mysql` (69).
     NotBuilt,
+    /// The source would take away more of the mirror than `[sync]
+    /// removal_limit` allows (an emptied or wrong database?): nothing is
+    /// changed until `postern sync --force` (65).
+    TooManyRemovals(String),
 }
 
 impl SyncError {
@@ -50,7 +54,7 @@ impl SyncError {
         match self {
             SyncError::Unavailable(_) | SyncError::Cancelled => EX_TEMPFAIL,
             SyncError::Config(_) => EX_CONFIG,
-            SyncError::Schema(_) => EX_DATAERR,
+            SyncError::Schema(_) | SyncError::TooManyRemovals(_) => EX_DATAERR,
             SyncError::Mirror(_) => EX_IOERR,
             SyncError::NotBuilt => EX_UNAVAILABLE,
         }
@@ -63,7 +67,8 @@ impl std::fmt::Display for SyncError {
             SyncError::Unavailable(m)
             | SyncError::Config(m)
             | SyncError::Schema(m)
-            | SyncError::Mirror(m) => f.write_str(m),
+            | SyncError::Mirror(m)
+            | SyncError::TooManyRemovals(m) => f.write_str(m),
             SyncError::Cancelled => f.write_str("cancelled: the server is stopping"),
             SyncError::NotBuilt => {
                 f.write_str("this postern was built without MySQL support (cargo feature `mysql`)")
@@ -142,6 +147,8 @@ impl Summary {
 /// How a run reports single rows.
 pub struct Options<'a> {
     pub dry_run: bool,
+    /// Past `[sync] removal_limit` too (the operator means it).
+    pub force: bool,
     /// Set when the server stops: the run rolls back and returns.
     pub cancel: &'a AtomicBool,
     /// Every added, changed, removed, skipped or conflicting row.
@@ -219,6 +226,9 @@ fn run_inner(cfg: &Config, db: &Db, opts: Options<'_>) -> Result<Summary, SyncEr
             Err(text) => return Err(failed.unwrap_or(SyncError::Unavailable(text))),
         }
     }
+    if !opts.force {
+        check_removals(cfg, &counts)?;
+    }
     let summary = Summary {
         source: source_name(cfg),
         tables: counts,
@@ -228,6 +238,31 @@ fn run_inner(cfg: &Config, db: &Db, opts: Options<'_>) -> Result<Summary, SyncEr
     import.commit(&summary.source, crate::clock::now_secs(), &summary.line())?;
     source.finish();
     Ok(summary)
+}
+
+/// A sync that would remove more than `[sync] removal_limit` percent of
+/// the mirror's domains or mailboxes (10 rows at least) is refused: a
+/// database restored empty, or the wrong one, must not bounce everyone's
+/// mail.
+pub fn check_removals(cfg: &Config, counts: &[(Table, Counts)]) -> Result<(), SyncError> {
+    let limit = u64::from(cfg.sync.main.removal_limit);
+    if limit >= 100 {
+        return Ok(());
+    }
+    for (t, c) in counts {
+        if !matches!(t, Table::Domain | Table::Mailbox) {
+            continue;
+        }
+        if c.removed >= 10 && c.removed * 100 > c.before * limit {
+            return Err(SyncError::TooManyRemovals(format!(
+                "the source would remove {} of the mirror's {} {} rows, more than [sync] removal_limit = {limit}%; nothing was changed. If that is right, run `postern sync --force`",
+                c.removed,
+                c.before,
+                t.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Logs skipped and conflicting rows (warnings), at most `limit` lines a

@@ -138,6 +138,7 @@ fn once(cfg: &Config, db: &Db, cancel: &AtomicBool) {
         db,
         Options {
             dry_run: false,
+            force: false,
             cancel,
             events: &mut sink,
         },

@@ -123,6 +123,8 @@ pub struct Counts {
     pub removed: u64,
     pub skipped: u64,
     pub conflicts: u64,
+    /// Rows the mirror had before this sync.
+    pub before: u64,
 }
 
 impl Counts {
@@ -308,6 +310,7 @@ impl<'s> Import<'s> {
         counts: &mut Counts,
     ) -> Result<(), ImportError> {
         let mut gone = Vec::new();
+        let mut all = 0u64;
         {
             let mut st = self.conn.prepare(&format!(
                 "SELECT rowid, {} FROM {}",
@@ -317,6 +320,7 @@ impl<'s> Import<'s> {
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {
                 let rowid: i64 = r.get(0)?;
+                all += 1;
                 if seen.contains(rowid) {
                     continue;
                 }
@@ -335,6 +339,7 @@ impl<'s> Import<'s> {
             }
         }
         counts.removed = gone.len() as u64;
+        counts.before = all.saturating_sub(counts.added);
         if !self.dry_run {
             let mut del = self
                 .conn
