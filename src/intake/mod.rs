@@ -17,6 +17,7 @@
 //! calls them through `smol::unblock`.
 
 mod direct;
+pub mod rules;
 
 use std::collections::HashSet;
 use std::io;
