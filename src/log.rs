@@ -184,6 +184,8 @@ pub enum Stored {
     Queue,
     /// Written straight into its Maildirs: `(delivered directly)`.
     Direct,
+    /// Put on hold by a rule: `(queue hold)`.
+    Held,
 }
 
 /// `ID: client=x[1.2.3.4]` (with `, sasl_username=u` after a login), then
@@ -211,9 +213,19 @@ pub fn queued(
             match stored {
                 Stored::Queue => "queue active",
                 Stored::Direct => "delivered directly",
+                Stored::Held => "queue hold",
             }
         ),
     );
+}
+
+/// A header or body rule that fired, as Postfix's cleanup logs it:
+/// `ID: reject: header Subject: x from client; from=<a> to=<b> proto=ESMTP
+/// helo=<h>: 5.7.1 text`.
+pub fn content_rule(id: &str, word: &str, what: &str, client: &str, envelope: &str, detail: &str) {
+    let level = if word == "warning" { Level::Warning } else { Level::Info };
+    let tail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+    write(level, &format!("{id}: {word}: {what} from {client}; {envelope}{tail}"));
 }
 
 /// A login. Never given a password: only names.

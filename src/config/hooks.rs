@@ -184,6 +184,41 @@ impl Config {
         if files && !self.quota.limits_file.is_empty() {
             self.read_quota_limits(ctx, root);
         }
+        if !self.content.header_checks.is_empty() && !self.content.header_rules.is_empty() {
+            ctx.error(key_offset(root, &["content", "header_rules"]), "content.header_rules", "header_checks names a file already", "one of header_checks (a file) or header_rules (inline)");
+        } else {
+            self.read_rules(ctx, root, files);
+        }
+    }
+
+    /// The header and body rules, from their files or inline; every
+    /// problem is reported with the rules' own file and line.
+    fn read_rules(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, files: bool) {
+        use crate::intake::content::ContentRules;
+        use crate::intake::rules::{Kind, Table};
+        let mut rules = ContentRules::default();
+        let load = |ctx: &mut Ctx<'_>, key: &str, file: &str, kind: Kind| -> Option<Table> {
+            if file.is_empty() || !files {
+                return None;
+            }
+            let path = self.resolve(Path::new(file));
+            match std::fs::read(&path) {
+                Err(e) => {
+                    ctx.error(key_offset(root, &["content", key]), &format!("content.{key}"), format!("cannot read {}: {e}", path.display()), "a readable file of Postfix regexp: rules, or \"\"");
+                    None
+                }
+                Ok(bytes) => rule_table(ctx, Table::parse(&path.display().to_string(), &String::from_utf8_lossy(&bytes), kind), key),
+            }
+        };
+        rules.header = load(ctx, "header_checks", &self.content.header_checks, Kind::Header);
+        rules.mime_header = load(ctx, "mime_header_checks", &self.content.mime_header_checks, Kind::Header);
+        rules.body = load(ctx, "body_checks", &self.content.body_checks, Kind::Body);
+        if !self.content.header_rules.is_empty() {
+            let first_line = value_line(root, &["content", "header_rules"], ctx);
+            let file = ctx.file.to_string();
+            rules.header = rule_table(ctx, Table::parse_at(&file, first_line, &self.content.header_rules, Kind::Header), "header_rules");
+        }
+        self.content_rules = std::sync::Arc::new(rules);
     }
 
     fn read_quota_limits(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
@@ -219,6 +254,51 @@ fn key_offset(root: &DeTable<'_>, path: &[&str]) -> usize {
         }
     }
     best
+}
+
+/// A parsed table, or its errors moved into the config's.
+fn rule_table(
+    ctx: &mut Ctx<'_>,
+    parsed: Result<crate::intake::rules::Table, Vec<crate::intake::rules::RuleError>>,
+    key: &str,
+) -> Option<crate::intake::rules::Table> {
+    match parsed {
+        Ok(t) => Some(t),
+        Err(errors) => {
+            for e in errors {
+                ctx.errors.push(super::ConfigError {
+                    file: e.file,
+                    line: e.line,
+                    key: format!("content.{key}"),
+                    problem: e.problem,
+                    allowed: String::new(),
+                });
+            }
+            None
+        }
+    }
+}
+
+/// The line a string value's text starts on (a multi-line string's first
+/// newline is not part of it).
+fn value_line(root: &DeTable<'_>, path: &[&str], ctx: &Ctx<'_>) -> usize {
+    let mut table = root;
+    for (i, k) in path.iter().enumerate() {
+        let Some(v) = table.get(*k) else {
+            return 1;
+        };
+        if i + 1 == path.len() {
+            let start = v.span().start;
+            let rest = ctx.source().get(start..).unwrap_or("");
+            let multi = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"].iter().any(|m| rest.starts_with(m));
+            return ctx.line_of(start) + usize::from(multi);
+        }
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return 1,
+        }
+    }
+    1
 }
 
 fn array_offset(root: &DeTable<'_>, key: &str, i: usize) -> usize {

@@ -90,6 +90,8 @@ pub struct Config {
     pub quota: QuotaCfg,
     /// `[quota] limits_file`, read in server scope.
     pub quota_limits: hooks::QuotaLimits,
+    /// `[content]` header and body rules, read and compiled with the config.
+    pub content_rules: std::sync::Arc<crate::intake::content::ContentRules>,
     pub relay: Relay,
     pub relay_routes: Vec<RelayRoute>,
     /// The relay logins of `[relay] credentials_file` (read in server scope).
@@ -214,6 +216,7 @@ impl Config {
             content,
             quota,
             quota_limits: Default::default(),
+            content_rules: Default::default(),
             relay,
             relay_routes,
             credentials: Default::default(),

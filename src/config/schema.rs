@@ -50,6 +50,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The document's text.
+    pub fn source(&self) -> &str {
+        self.src
+    }
+
     /// 1-based line of a byte offset.
     pub fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.src.len());

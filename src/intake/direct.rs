@@ -151,6 +151,30 @@ impl Writer {
         }
     }
 
+    /// The message must go through the queue after all (a body rule said
+    /// HOLD, FILTER, REDIRECT or BCC): what was written moves into a queue
+    /// file with the envelope changed by `change`.
+    pub(super) fn divert(&mut self, spool: &Spool, change: &dyn Fn(&mut QueueEnvelope)) {
+        change(&mut self.env);
+        match self.queued.take() {
+            Some(q) => match spool.rewrite_envelope(q, &|e| *e = self.env.clone()) {
+                Ok(q) => self.queued = Some(q),
+                Err(e) => self.error = Some(e),
+            },
+            None if self.error.is_none() => {
+                // Not yet written, the Maildir head is not the queue's.
+                self.head = None;
+                self.switch_to_queue(spool, &[]);
+            }
+            None => {}
+        }
+    }
+
+    /// The queue file that took over, if one did.
+    pub(super) fn take_queued(&mut self) -> Option<SpoolWriter> {
+        self.queued.take()
+    }
+
     pub(super) fn discard(mut self, spool: &Spool) {
         if let Some(f) = self.first.take() {
             f.remove();
@@ -242,7 +266,8 @@ impl Writer {
     /// Hop count and our own Delivered-To:, as the runner checks them.
     fn looping(&self, max_received: usize) -> bool {
         let (received, delivered_to) = crate::queue::runner::scan_headers(&self.headers);
-        received >= max_received
+        let hops = (received + delivered_to.len()).max(self.env.handling.hops as usize);
+        hops >= max_received
             || self.locals.iter().any(|l| {
                 delivered_to
                     .iter()

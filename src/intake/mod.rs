@@ -16,6 +16,7 @@
 //! Every function here blocks (files, fsync, lookups): the session driver
 //! calls them through `smol::unblock`.
 
+pub mod content;
 mod direct;
 pub mod rules;
 
@@ -54,6 +55,8 @@ pub enum Sink {
 pub enum Committed {
     /// In the queue: hand it to the runner.
     Queued,
+    /// In the hold queue (a HOLD rule): nothing to do until released.
+    Held,
     /// Written into these Maildirs; nothing is left to do.
     Delivered(Vec<Copy>),
 }
@@ -130,9 +133,10 @@ impl Intake {
 
     /// Opens the sink for a message with this envelope: direct when every
     /// destination is a local Maildir, the queue otherwise.
-    pub fn start(&self, env: QueueEnvelope) -> io::Result<Sink> {
+    /// `queue_only`: a rule said HOLD.
+    pub fn start(&self, env: QueueEnvelope, queue_only: bool) -> io::Result<Sink> {
         // Mail for the content filter is queued first, always.
-        if self.direct && env.handling.filter.is_none() {
+        if self.direct && !queue_only && env.handling.filter.is_none() {
             if let Some(locals) = self.local_destinations(&env) {
                 match direct::Writer::start(self.maildir.clone(), env.clone(), locals) {
                     Ok(w) => return Ok(Sink::Direct(Box::new(w))),
@@ -191,11 +195,34 @@ impl Intake {
         }
     }
 
-    /// Makes the message durable. Only after `Ok` may the client hear 250.
-    pub fn commit(&self, sink: Sink) -> io::Result<Committed> {
+    /// Makes the message durable. Only after `Ok` may the client hear
+    /// 250. `held`: into the hold queue (the sink is the queue's then:
+    /// see [`Intake::reroute`]).
+    pub fn commit(&self, sink: Sink, held: bool) -> io::Result<Committed> {
         match sink {
+            Sink::Queue(w) if held => self.spool.commit_held(w).map(|()| Committed::Held),
             Sink::Queue(w) => self.spool.commit(w).map(|()| Committed::Queued),
             Sink::Direct(d) => d.commit(&self.spool, self.max_received),
+        }
+    }
+
+    /// A rule decided late (in the body) that the message needs another
+    /// envelope or the queue: the bytes so far move behind the changed
+    /// envelope, into a queue file.
+    pub fn reroute(&self, sink: Sink, change: &dyn Fn(&mut QueueEnvelope)) -> io::Result<Sink> {
+        match sink {
+            Sink::Queue(w) => self.spool.rewrite_envelope(w, change).map(Sink::Queue),
+            Sink::Direct(mut d) => {
+                d.divert(&self.spool, change);
+                match d.take_queued() {
+                    Some(q) => Ok(Sink::Queue(q)),
+                    None => {
+                        let e = d.failed().map(|e| io::Error::new(e.kind(), e.to_string())).unwrap_or_else(|| io::Error::other("cannot move the message to the queue"));
+                        d.discard(&self.spool);
+                        Err(e)
+                    }
+                }
+            }
         }
     }
 

@@ -16,12 +16,13 @@ use super::limits::LimitHit;
 use super::stream::Stream;
 use super::{ListenerCtx, Shared};
 use crate::clock::{now_micros, now_secs};
+use crate::intake::content::{Scanner, Verdict};
 use crate::intake::{Committed, Intake, Sink};
 use crate::log;
 use crate::policy::{self, Client};
 use crate::queue::envelope::QueueEnvelope;
 use crate::queue::id;
-use crate::smtp::reply::{self, Reply};
+use crate::smtp::reply::{self, Esc, Reply};
 use crate::smtp::sasl::{Credentials, Mechanism};
 use crate::smtp::session::{Answer, AuthFailure, Peer, Question, Rejected, Session, Step};
 
@@ -84,6 +85,10 @@ struct Conn {
     size: u64,
     /// MAIL's SIZE= (0: not given), for the quota check at RCPT.
     mail_size: u64,
+    /// Header and body rules at work on the message being received.
+    scan: Option<Scanner>,
+    /// What the rules had decided when the sink was opened.
+    opened_with: Option<Verdict>,
 }
 
 /// The message being received. Its sink (a queue file, or the Maildir
@@ -150,6 +155,8 @@ pub async fn handle(
         pending: Vec::new(),
         size: 0,
         mail_size: 0,
+        scan: None,
+        opened_with: None,
     };
     if c.listener.implicit_tls && !c.start_tls().await {
         return;
@@ -316,6 +323,10 @@ impl Conn {
             return;
         }
         self.size += bytes.len() as u64;
+        let bytes = match self.scan.as_mut() {
+            Some(s) => s.feed(&bytes),
+            None => bytes,
+        };
         if self.pending.is_empty() {
             self.pending = bytes;
         } else {
@@ -325,7 +336,12 @@ impl Conn {
             let intake = self.shared.intake.clone();
             let msg = std::mem::replace(&mut self.msg, Msg::None);
             let bytes = std::mem::take(&mut self.pending);
-            self.msg = smol::unblock(move || match open(&intake, msg) {
+            // The header section is complete: its rules have decided.
+            let how = self.scan.as_ref().map(|s| (s.verdict.clone(), s.hops));
+            if matches!(msg, Msg::Waiting(_)) {
+                self.opened_with = how.as_ref().map(|h| h.0.clone());
+            }
+            self.msg = smol::unblock(move || match open(&intake, msg, how.as_ref()) {
                 Msg::Open(mut sink) => {
                     intake.write(&mut sink, &bytes);
                     Msg::Open(sink)
@@ -429,23 +445,64 @@ impl Conn {
         self.msg = Msg::Waiting(Box::new(qenv));
         self.pending.clear();
         self.size = 0;
+        let rules = &self.shared.content_rules;
+        self.scan = (!rules.is_empty()).then(|| Scanner::new(rules.clone(), self.listener.reinject));
+        self.opened_with = None;
         Ok(qid)
     }
 
     /// Makes the message durable (off the executor: fsync blocks). Only
-    /// after this returns Ok may the client hear 250.
+    /// after this returns Ok may the client hear 250. The header and body
+    /// rules have the last word first: REJECT refuses, DISCARD accepts
+    /// and drops, HOLD/FILTER/REDIRECT/BCC change where it goes.
     async fn commit(&mut self) -> Result<String, Reply> {
         let msg = std::mem::replace(&mut self.msg, Msg::None);
         if matches!(msg, Msg::None) {
             return Err(reply::LOCAL_ERROR);
         }
         let intake = self.shared.intake.clone();
-        let bytes = std::mem::take(&mut self.pending);
+        let mut bytes = std::mem::take(&mut self.pending);
+        let scanned = self.scan.take().map(|mut s| {
+            bytes.extend(s.finish());
+            s
+        });
+        let opened_with = self.opened_with.take();
+        let qid = match &msg {
+            Msg::Waiting(env) => env.id.clone(),
+            Msg::Open(sink) => sink.id().to_string(),
+            _ => String::new(),
+        };
+        if let Some(s) = &scanned {
+            self.log_rules(&qid, s);
+            let v = &s.verdict;
+            if v.reject.is_some() || v.discard.is_some() {
+                if let Msg::Open(sink) = msg {
+                    smol::unblock(move || intake.discard(sink)).await;
+                }
+                return match &v.reject {
+                    Some(r) => Err(r.clone()),
+                    None => Ok(qid),
+                };
+            }
+        }
+        let how = scanned.map(|s| (s.verdict, s.hops));
         let result = smol::unblock(move || {
-            let mut sink = match open(&intake, msg) {
-                Msg::Open(sink) => sink,
-                Msg::Failed(problem) => return Err(problem),
-                _ => return Err("no message".into()),
+            let held = how.as_ref().is_some_and(|(v, _)| v.hold.is_some());
+            let mut sink = match msg {
+                Msg::Open(sink) => match &how {
+                    Some((v, _)) if rerouted_late(&sink, v, opened_with.as_ref()) => {
+                        intake.reroute(sink, &|env| {
+                            v.apply(env);
+                        })
+                        .map_err(|e| e.to_string())?
+                    }
+                    _ => sink,
+                },
+                waiting => match open(&intake, waiting, how.as_ref()) {
+                    Msg::Open(sink) => sink,
+                    Msg::Failed(problem) => return Err(problem),
+                    _ => return Err("no message".into()),
+                },
             };
             intake.write(&mut sink, &bytes);
             if let Some(e) = sink.failed() {
@@ -455,7 +512,7 @@ impl Conn {
             }
             let qid = sink.id().to_string();
             intake
-                .commit(sink)
+                .commit(sink, held)
                 .map(|c| (qid, c))
                 .map_err(|e| e.to_string())
         })
@@ -475,6 +532,45 @@ impl Conn {
         }
     }
 
+    /// One log line per rule that fired (Postfix's cleanup lines).
+    fn log_rules(&self, qid: &str, s: &Scanner) {
+        if s.events.is_empty() {
+            return;
+        }
+        let env = self.s.envelope();
+        let from = env.as_ref().map(|e| e.sender.to_string()).unwrap_or_default();
+        let to = env
+            .as_ref()
+            .and_then(|e| e.recipients.first().map(|r| r.to_string()))
+            .unwrap_or_default();
+        let envelope = format!(
+            "from=<{from}> to=<{to}> proto={} helo=<{}>",
+            self.s.protocol(),
+            self.s.helo().unwrap_or("")
+        );
+        for e in &s.events {
+            use crate::intake::rules::Action;
+            let (word, detail) = match &e.action {
+                Action::Reject(r) => ("reject", match r.esc {
+                    Some(Esc(c, s, d)) => format!("{} {c}.{s}.{d} {}", r.code, r.text),
+                    None => format!("{} {}", r.code, r.text),
+                }),
+                Action::Discard(t) => ("discard", t.clone()),
+                Action::Hold(t) => ("hold", t.clone()),
+                Action::Filter(t) => ("filter", t.clone()),
+                Action::Redirect(t) => ("redirect", t.clone()),
+                Action::Bcc(t) => ("bcc", t.clone()),
+                Action::Warn(t) => ("warning", t.clone()),
+                Action::Info(t) => ("info", t.clone()),
+                Action::Strip(t) => ("strip", t.clone()),
+                Action::Pass(t) => ("pass", t.clone()),
+                _ => continue,
+            };
+            let what = format!("{} {} ({}:{})", e.place.name(), e.text, e.file, e.line);
+            log::content_rule(qid, word, &what, &self.client, &envelope, &detail);
+        }
+    }
+
     fn log_accepted(&self, qid: &str, committed: &Committed) {
         log::batch(|| self.log_accepted_lines(qid, committed));
     }
@@ -489,6 +585,7 @@ impl Conn {
         let stored = match committed {
             Committed::Queued => log::Stored::Queue,
             Committed::Delivered(_) => log::Stored::Direct,
+            Committed::Held => log::Stored::Held,
         };
         // Postfix's way of naming where a filtered message came from.
         let client = match env.as_ref().and_then(|e| e.forwarded.as_ref()) {
@@ -533,14 +630,33 @@ impl Conn {
 }
 
 /// Opens the sink of a waiting message (blocking: lookups, file creation).
-fn open(intake: &Intake, msg: Msg) -> Msg {
+/// `how`: what the header rules decided, and the hops they counted.
+fn open(intake: &Intake, msg: Msg, how: Option<&(Verdict, u32)>) -> Msg {
     match msg {
-        Msg::Waiting(env) => match intake.start(*env) {
-            Ok(sink) => Msg::Open(sink),
-            Err(e) => Msg::Failed(e.to_string()),
-        },
+        Msg::Waiting(mut env) => {
+            let mut queue_only = false;
+            if let Some((v, hops)) = how {
+                v.apply(&mut env);
+                env.handling.hops = *hops;
+                queue_only = v.hold.is_some();
+            }
+            match intake.start(*env, queue_only) {
+                Ok(sink) => Msg::Open(sink),
+                Err(e) => Msg::Failed(e.to_string()),
+            }
+        }
         other => other,
     }
+}
+
+/// Did a body rule decide, after the sink was opened, something the
+/// envelope or the road must follow?
+fn rerouted_late(sink: &Sink, v: &Verdict, opened: Option<&Verdict>) -> bool {
+    let changed = match opened {
+        Some(o) => v.filter != o.filter || v.redirect != o.redirect || v.bcc != o.bcc,
+        None => v.reroutes(),
+    };
+    changed || (matches!(sink, Sink::Direct(_)) && v.hold.is_some())
 }
 
 /// The handshake; `None` (after a log line) if it failed.

@@ -37,6 +37,8 @@ pub use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE};
 /// What every session needs.
 pub struct Shared {
     pub trusted: Vec<Cidr>,
+    /// `[content]` header and body rules.
+    pub content_rules: Arc<crate::intake::content::ContentRules>,
     pub directory: Arc<Directory>,
     pub intake: Arc<Intake>,
     pub runner: Arc<Runner>,
@@ -85,6 +87,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let recovery = setup::recover(&spool)?;
     let shared = Arc::new(Shared {
         trusted: cfg.main.trusted_networks.clone(),
+        content_rules: cfg.content_rules.clone(),
         intake: Arc::new(Intake::new(
             &cfg,
             spool.clone(),

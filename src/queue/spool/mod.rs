@@ -18,7 +18,7 @@
 mod message;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -179,7 +179,55 @@ impl Spool {
     }
 
     /// Makes a received message durable and visible to delivery. Blocking.
-    pub fn commit(&self, mut w: SpoolWriter) -> io::Result<()> {
+    pub fn commit(&self, w: SpoolWriter) -> io::Result<()> {
+        self.commit_to(w, false)
+    }
+
+    /// The same into hold/ (a HOLD rule): durable, delivered only when
+    /// released.
+    pub fn commit_held(&self, w: SpoolWriter) -> io::Result<()> {
+        self.commit_to(w, true)
+    }
+
+    /// A message being received gets another envelope (a body rule
+    /// changed its recipients or its filter): the bytes so far are copied
+    /// behind the new one, in a file that replaces the old. Blocking.
+    pub fn rewrite_envelope(&self, mut w: SpoolWriter, change: &dyn Fn(&mut QueueEnvelope)) -> io::Result<SpoolWriter> {
+        let path = self.incoming.join(&w.id);
+        let result = (|| {
+            if let Some(e) = w.error.take() {
+                return Err(e);
+            }
+            w.file.flush()?;
+            let mut old = File::open(&path)?;
+            let head = read_head(&mut old)?;
+            let (mut env, off) = QueueEnvelope::parse(&head).map_err(io::Error::other)?;
+            change(&mut env);
+            old.seek(std::io::SeekFrom::Start(off as u64))?;
+            let aside = self.incoming.join(format!("{}.new", w.id));
+            let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside)?;
+            let mut file = BufWriter::with_capacity(32 * 1024, f);
+            let copied = file
+                .write_all(env.serialize().as_bytes())
+                .and_then(|()| io::copy(&mut old, &mut file).map(|_| ()))
+                .and_then(|()| fs::rename(&aside, &path));
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&aside);
+                return Err(e);
+            }
+            Ok(SpoolWriter {
+                id: w.id.clone(),
+                file,
+                error: None,
+            })
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        result
+    }
+
+    fn commit_to(&self, mut w: SpoolWriter, held: bool) -> io::Result<()> {
         let from = self.incoming.join(&w.id);
         let result = (|| {
             if let Some(e) = w.error.take() {
@@ -189,6 +237,11 @@ impl Spool {
             w.file.get_ref().sync_data()?;
             // link(2), not rename: it never replaces an existing entry, and
             // unlike renameat2(RENAME_NOREPLACE) it exists on every libc.
+            if held {
+                fs::hard_link(&from, self.hold.join(&w.id))?;
+                let _ = fs::remove_file(&from);
+                return fsutil::fsync_dir(&self.hold);
+            }
             fs::hard_link(&from, self.messages.join(&w.id))?;
             let _ = fs::remove_file(&from);
             self.messages_sync.sync()

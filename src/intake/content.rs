@@ -1,0 +1,615 @@
+//! Header and body checks applied to a message while it is received
+//! (Postfix cleanup(8) with header_checks, mime_header_checks,
+//! nested_header_checks and body_checks), between the SMTP session and the
+//! sink, so that both roads — the queue and the direct Maildir write — get
+//! the same, already changed bytes.
+//!
+//! - Headers are gathered into logical headers (folded lines joined by
+//!   `\n`, at most [`HEADER_MATCH_LIMIT`] bytes of each are matched) and
+//!   each goes through its table once; IGNORE/STRIP drop it, REPLACE
+//!   writes another line in its place, PREPEND a line before it. Nothing
+//!   of the header section is passed on before its end, so what decides
+//!   the message's road (HOLD, FILTER, REDIRECT, BCC, DISCARD) is known
+//!   before the sink is opened, unless a body line decides it.
+//! - `Received:` and `Delivered-To:` headers are counted before any rule
+//!   sees them: loop detection survives `/^Received:/ IGNORE`.
+//! - MIME: part headers (after a `--boundary` line) go through
+//!   mime_header_checks, the headers of an attached message/rfc822 through
+//!   the header table (Postfix's nested_header_checks default); body lines
+//!   through body_checks, the first [`BODY_CHECK_LIMIT`] bytes of each part
+//!   as Postfix's body_checks_size_limit. Boundaries come from the
+//!   Content-Type headers (parsed with mailparse); nesting is followed to
+//!   [`MIME_DEPTH`] levels.
+//! - Once a rule says REJECT, DISCARD, PASS or REDIRECT no later line is
+//!   checked (as in Postfix); the bytes still flow.
+//!
+//! Pure: input bytes with LF line ends in any chunking, output bytes and
+//! a [`Verdict`]; the caller logs [`Event`]s and acts.
+
+use std::sync::Arc;
+
+use super::rules::{Action, Table};
+#[cfg(test)]
+use super::rules::Kind;
+
+/// Bytes of one logical header given to the rules (Postfix's
+/// header_size_limit); the header itself is passed on whole.
+pub const HEADER_MATCH_LIMIT: usize = 102_400;
+/// Bytes of each body part checked (body_checks_size_limit).
+pub const BODY_CHECK_LIMIT: usize = 51_200;
+/// MIME multiparts followed this deep (mime_nesting_limit is 100).
+pub const MIME_DEPTH: usize = 100;
+
+/// The tables of `[content]`, read with the config.
+#[derive(Default)]
+pub struct ContentRules {
+    pub header: Option<Table>,
+    /// `None`: the header table applies to MIME part headers too.
+    pub mime_header: Option<Table>,
+    pub body: Option<Table>,
+}
+
+impl std::fmt::Debug for ContentRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |t: &Option<Table>| t.as_ref().map(|t| t.file().to_string());
+        f.debug_struct("ContentRules")
+            .field("header", &name(&self.header))
+            .field("mime_header", &name(&self.mime_header))
+            .field("body", &name(&self.body))
+            .finish()
+    }
+}
+
+impl ContentRules {
+    pub fn is_empty(&self) -> bool {
+        self.header.is_none() && self.mime_header.is_none() && self.body.is_none()
+    }
+
+    fn mime(&self) -> Option<&Table> {
+        self.mime_header.as_ref().or(self.header.as_ref())
+    }
+}
+
+/// Where a rule matched, for the log (Postfix: "header Subject: ...").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Header,
+    MimeHeader,
+    NestedHeader,
+    Body,
+}
+
+impl Place {
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Header => "header",
+            Place::MimeHeader => "mime-header",
+            Place::NestedHeader => "nested-header",
+            Place::Body => "body",
+        }
+    }
+}
+
+/// A rule that fired, for the log: what matched (cut short), the table's
+/// file and line, and the action.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub place: Place,
+    pub text: String,
+    pub file: String,
+    pub line: usize,
+    pub action: Action,
+}
+
+/// What the rules decided about the whole message.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    /// REJECT: the reply at the end of DATA.
+    pub reject: Option<crate::smtp::reply::Reply>,
+    /// DISCARD: accept and drop, with this text.
+    pub discard: Option<String>,
+    /// HOLD: into the hold queue, with this text.
+    pub hold: Option<String>,
+    /// FILTER: the next hop of the content filter to pass.
+    pub filter: Option<String>,
+    /// REDIRECT: every recipient replaced by this address.
+    pub redirect: Option<String>,
+    /// BCC: these recipients added.
+    pub bcc: Vec<String>,
+}
+
+impl Verdict {
+    /// Does the message's envelope or place change (HOLD, FILTER,
+    /// REDIRECT, BCC)?
+    pub fn reroutes(&self) -> bool {
+        self.hold.is_some() || self.filter.is_some() || self.redirect.is_some() || !self.bcc.is_empty()
+    }
+
+    /// Applies FILTER, REDIRECT and BCC to an envelope; false when an
+    /// address cannot be parsed (the rule's text is checked at load, so
+    /// this is `$n` bringing in junk): the change is then left out.
+    pub fn apply(&self, env: &mut crate::queue::envelope::QueueEnvelope) -> bool {
+        use crate::smtp::address::Address;
+        let mut ok = true;
+        if let Some(f) = &self.filter {
+            env.handling.filter = Some(f.clone());
+        }
+        if let Some(r) = &self.redirect {
+            match Address::parse(r, true) {
+                Ok(a) => env.recipients = vec![a],
+                Err(_) => ok = false,
+            }
+        }
+        for b in &self.bcc {
+            match Address::parse(b, true) {
+                Ok(a) if !env.recipients.contains(&a) => env.recipients.push(a),
+                Ok(_) => {}
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+}
+
+/// `transport:destination` of a FILTER action → the next hop
+/// (`smtp:[127.0.0.1]:10026` → `[127.0.0.1]:10026`).
+pub fn filter_hop(target: &str) -> &str {
+    match target.split_once(':') {
+        Some((transport, rest)) if !transport.starts_with('[') && !rest.is_empty() => rest,
+        _ => target,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The message's own header section.
+    Headers,
+    /// Headers of a MIME part.
+    PartHeaders,
+    /// Headers of an attached message (message/rfc822).
+    NestedHeaders,
+    Body,
+}
+
+/// What the part whose headers are being read is.
+#[derive(Clone, Debug, Default)]
+struct PartType {
+    boundary: Option<String>,
+    message: bool,
+    digest: bool,
+}
+
+pub struct Scanner {
+    rules: Arc<ContentRules>,
+    /// The content filter's way back: the header rules' rewrites (IGNORE,
+    /// STRIP, REPLACE) again, so what the filter added obeys them too;
+    /// nothing else (the decisions, PREPEND and the body and MIME checks
+    /// already ran on the first pass).
+    rewrite_only: bool,
+    state: State,
+    /// A line not yet ended by LF.
+    partial: Vec<u8>,
+    /// The logical header being gathered (its lines, LF included).
+    header: Vec<u8>,
+    /// Its type, as far as the headers read tell.
+    part: PartType,
+    /// Open multiparts, innermost last: their boundaries and whether they
+    /// are digests (parts default to message/rfc822).
+    boundaries: Vec<(String, bool)>,
+    /// Body bytes checked in this part.
+    body_checked: usize,
+    /// A rule said stop (REJECT, DISCARD, PASS, REDIRECT).
+    done: bool,
+    /// Received: and Delivered-To: in the message's own header section.
+    pub hops: u32,
+    out: Vec<u8>,
+    pub verdict: Verdict,
+    pub events: Vec<Event>,
+}
+
+impl Scanner {
+    pub fn new(rules: Arc<ContentRules>, rewrite_only: bool) -> Scanner {
+        Scanner {
+            rules,
+            rewrite_only,
+            state: State::Headers,
+            partial: Vec::new(),
+            header: Vec::new(),
+            part: PartType::default(),
+            boundaries: Vec::new(),
+            body_checked: 0,
+            done: false,
+            hops: 0,
+            out: Vec::new(),
+            verdict: Verdict::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Is the message's own header section complete (its verdict so far
+    /// final unless a body line changes it)?
+    pub fn past_headers(&self) -> bool {
+        self.state != State::Headers
+    }
+
+    /// Takes message bytes (LF line ends); returns what to pass on.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut rest = bytes;
+        while let Some(n) = rest.iter().position(|&c| c == b'\n') {
+            let (line, tail) = rest.split_at(n + 1);
+            rest = tail;
+            if self.partial.is_empty() {
+                self.line(line);
+            } else {
+                let mut l = std::mem::take(&mut self.partial);
+                l.extend_from_slice(line);
+                self.line(&l);
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        // The header section is passed on whole, once its rules are done.
+        if self.state == State::Headers {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The end of the message: whatever is still held back.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if !self.partial.is_empty() {
+            let l = std::mem::take(&mut self.partial);
+            self.line(&l);
+        }
+        self.end_header();
+        std::mem::take(&mut self.out)
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        match self.state {
+            State::Headers | State::PartHeaders | State::NestedHeaders => self.header_line(line),
+            State::Body => self.body_line(line),
+        }
+    }
+
+    fn header_line(&mut self, line: &[u8]) {
+        let continues = line.first().is_some_and(|&c| c == b' ' || c == b'\t');
+        if continues && !self.header.is_empty() {
+            self.header.extend_from_slice(line);
+            return;
+        }
+        self.end_header();
+        let bare = strip_lf(line);
+        if bare.is_empty() {
+            // The blank line ends the section.
+            self.out.extend_from_slice(line);
+            self.start_body();
+        } else if is_header_start(bare) {
+            self.header.extend_from_slice(line);
+        } else {
+            // Not a header (a missing blank line, or a stray continuation
+            // first): the body starts here, as in Postfix.
+            self.start_body();
+            self.body_line(line);
+        }
+    }
+
+    /// Checks and passes on the logical header gathered so far.
+    fn end_header(&mut self) {
+        if self.header.is_empty() {
+            return;
+        }
+        let header = std::mem::take(&mut self.header);
+        let text = strip_lf(&header);
+        let name_end = text.iter().position(|&c| c == b':').unwrap_or(0);
+        let name = String::from_utf8_lossy(&text[..name_end]).trim().to_ascii_lowercase();
+        if self.state == State::Headers && (name == "received" || name == "delivered-to") {
+            self.hops += 1;
+        }
+        if name == "content-type" {
+            self.note_content_type(&text[name_end + 1..]);
+        }
+        let (place, table) = match self.state {
+            State::Headers => (Place::Header, self.rules.header.as_ref()),
+            _ if self.rewrite_only => (Place::MimeHeader, None),
+            State::PartHeaders => (Place::MimeHeader, self.rules.mime()),
+            _ => (Place::NestedHeader, self.rules.header.as_ref()),
+        };
+        let hit = match table {
+            Some(t) if !self.done => {
+                let input = &text[..text.len().min(HEADER_MATCH_LIMIT)];
+                t.first_match(input).map(|h| (t.file().to_string(), h))
+            }
+            _ => None,
+        };
+        let hit = hit.filter(|(_, h)| {
+            !self.rewrite_only || matches!(h.action, Action::Ignore | Action::Strip(_) | Action::Replace(_))
+        });
+        let Some((file, hit)) = hit else {
+            self.out.extend_from_slice(&header);
+            return;
+        };
+        match &hit.action {
+            Action::Ignore | Action::Strip(_) => {}
+            Action::Replace(line) => {
+                self.out.extend_from_slice(line.as_bytes());
+                self.out.push(b'\n');
+            }
+            Action::Prepend(line) => {
+                self.out.extend_from_slice(line.as_bytes());
+                self.out.push(b'\n');
+                self.out.extend_from_slice(&header);
+            }
+            _ => self.out.extend_from_slice(&header),
+        }
+        self.decide(place, text, file, hit.line, hit.action);
+    }
+
+    fn body_line(&mut self, line: &[u8]) {
+        let bare = strip_lf(line);
+        if let Some(closing) = self.boundary(bare) {
+            self.out.extend_from_slice(line);
+            if !closing {
+                let digest = self.boundaries.last().is_some_and(|b| b.1);
+                self.part = PartType {
+                    message: digest,
+                    ..PartType::default()
+                };
+                self.state = State::PartHeaders;
+            }
+            self.body_checked = 0;
+            return;
+        }
+        let table = match &self.rules.body {
+            Some(t) if !self.done && !self.rewrite_only && self.body_checked < BODY_CHECK_LIMIT => t,
+            _ => {
+                self.out.extend_from_slice(line);
+                return;
+            }
+        };
+        self.body_checked += line.len();
+        let Some(hit) = table.first_match(bare) else {
+            self.out.extend_from_slice(line);
+            return;
+        };
+        let file = table.file().to_string();
+        match &hit.action {
+            Action::Ignore | Action::Strip(_) => {}
+            Action::Replace(text) => {
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'\n');
+            }
+            Action::Prepend(text) => {
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'\n');
+                self.out.extend_from_slice(line);
+            }
+            _ => self.out.extend_from_slice(line),
+        }
+        let bare = bare.to_vec();
+        self.decide(Place::Body, &bare, file, hit.line, hit.action);
+    }
+
+    /// The end of a header section: the body of the message, of a part,
+    /// or of an attached message starts.
+    fn start_body(&mut self) {
+        let part = std::mem::take(&mut self.part);
+        if let Some(b) = part.boundary {
+            if self.boundaries.len() < MIME_DEPTH {
+                self.boundaries.push((b, part.digest));
+            }
+        }
+        self.body_checked = 0;
+        self.state = if part.message { State::NestedHeaders } else { State::Body };
+    }
+
+    /// A `--boundary` line of an open multipart: `Some(true)` for the
+    /// closing one (which also closes the parts inside it).
+    fn boundary(&mut self, line: &[u8]) -> Option<bool> {
+        let rest = line.strip_prefix(b"--")?;
+        let rest = trim_end(rest);
+        let i = self.boundaries.iter().rposition(|(b, _)| rest.starts_with(b.as_bytes()))?;
+        let after = &rest[self.boundaries[i].0.len()..];
+        match after {
+            b"" => {
+                self.boundaries.truncate(i + 1);
+                Some(false)
+            }
+            b"--" => {
+                self.boundaries.truncate(i);
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+
+    fn note_content_type(&mut self, value: &[u8]) {
+        let value = String::from_utf8_lossy(value).replace(['\n', '\r'], " ");
+        let ct = mailparse::parse_content_type(value.trim());
+        let m = ct.mimetype.to_ascii_lowercase();
+        self.part.message = m == "message/rfc822" || m == "message/global";
+        self.part.digest = m == "multipart/digest";
+        self.part.boundary = None;
+        if m.starts_with("multipart/") {
+            self.part.boundary = ct.params.get("boundary").filter(|b| !b.is_empty()).cloned();
+        }
+    }
+
+    fn decide(&mut self, place: Place, text: &[u8], file: String, line: usize, action: Action) {
+        let v = &mut self.verdict;
+        match &action {
+            Action::Reject(r) if v.reject.is_none() => v.reject = Some(r.clone()),
+            Action::Discard(t) if v.discard.is_none() => v.discard = Some(t.clone()),
+            Action::Hold(t) if v.hold.is_none() => v.hold = Some(t.clone()),
+            Action::Filter(t) => v.filter = Some(filter_hop(t).to_string()),
+            Action::Redirect(a) => v.redirect = Some(a.clone()),
+            Action::Bcc(a) if !v.bcc.contains(a) => v.bcc.push(a.clone()),
+            _ => {}
+        }
+        if action.ends_checks() {
+            self.done = true;
+        }
+        if matches!(action, Action::Ignore | Action::Dunno | Action::Replace(_) | Action::Prepend(_)) {
+            return;
+        }
+        let shown: String = String::from_utf8_lossy(&text[..text.len().min(200)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        self.events.push(Event {
+            place,
+            text: shown,
+            file,
+            line,
+            action,
+        });
+    }
+}
+
+fn strip_lf(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+fn trim_end(s: &[u8]) -> &[u8] {
+    let n = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    &s[..n]
+}
+
+/// `name:` with a name of printable ASCII (RFC 5322 2.2), white space
+/// allowed before the colon as Postfix allows it.
+fn is_header_start(line: &[u8]) -> bool {
+    let n = line.iter().take_while(|&&c| (33..=126).contains(&c) && c != b':').count();
+    if n == 0 {
+        return false;
+    }
+    let rest = &line[n..];
+    let ws = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    rest.get(ws) == Some(&b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(header: &str, mime: &str, body: &str) -> Arc<ContentRules> {
+        let t = |text: &str, kind| (!text.is_empty()).then(|| Table::parse("t", text, kind).unwrap());
+        Arc::new(ContentRules {
+            header: t(header, Kind::Header),
+            mime_header: t(mime, Kind::Header),
+            body: t(body, Kind::Body),
+        })
+    }
+
+    /// Feeds `msg` one byte at a time and in one go; both must agree.
+    fn run(r: &Arc<ContentRules>, msg: &str) -> (String, Scanner) {
+        let mut s = Scanner::new(r.clone(), false);
+        let mut out = s.feed(msg.as_bytes());
+        out.extend(s.finish());
+        let mut s2 = Scanner::new(r.clone(), false);
+        let mut out2 = Vec::new();
+        for b in msg.as_bytes() {
+            out2.extend(s2.feed(&[*b]));
+        }
+        out2.extend(s2.finish());
+        assert_eq!(out, out2, "chunking changes nothing");
+        (String::from_utf8(out).unwrap(), s)
+    }
+
+    #[test]
+    fn the_seeds_rule_removes_every_received_header_and_counts_them() {
+        let r = rules("/^Received:/ IGNORE\n", "", "");
+        let msg = "Received: from a\n\tby b; Tue, 1 Dec 2026\nReceived: from c\nDelivered-To: x@y.test\nSubject: hi\n\nReceived: in the body stays\n";
+        let (out, s) = run(&r, msg);
+        assert_eq!(out, "Delivered-To: x@y.test\nSubject: hi\n\nReceived: in the body stays\n");
+        assert_eq!(s.hops, 3);
+    }
+
+    #[test]
+    fn folded_headers_match_as_one_and_replace_prepend_write_lines() {
+        let r = rules(
+            "/^Subject:.*secret/ REPLACE Subject: [censored]\n/^X-Old:/ PREPEND X-New: 1\n",
+            "",
+            "",
+        );
+        let (out, _) = run(&r, "Subject: a\n  secret b\nX-Old: 2\n\nbody\n");
+        assert_eq!(out, "Subject: [censored]\nX-New: 1\nX-Old: 2\n\nbody\n");
+    }
+
+    #[test]
+    fn verdicts_and_events() {
+        let r = rules("/^X-Spam: yes/ HOLD spammy\n/^X-Scan:/ FILTER amavis:[127.0.0.1]:10026\n/^X-Warn:/ WARN look\n", "", "/^EICAR/ REJECT 5.7.0 virus\n");
+        let (_, s) = run(&r, "X-Spam: yes\nX-Scan: 1\nX-Warn: 1\n\nline\nEICAR here\n");
+        assert_eq!(s.verdict.hold.as_deref(), Some("spammy"));
+        assert_eq!(s.verdict.filter.as_deref(), Some("[127.0.0.1]:10026"));
+        let reply = s.verdict.reject.clone().expect("rejected");
+        assert_eq!(reply.code, 550);
+        let kinds: Vec<_> = s.events.iter().map(|e| (e.place, e.line)).collect();
+        assert_eq!(kinds, vec![(Place::Header, 1), (Place::Header, 2), (Place::Header, 3), (Place::Body, 1)]);
+        assert!(s.verdict.reroutes());
+    }
+
+    #[test]
+    fn mime_part_headers_go_through_their_own_table_and_body_lines_through_body_checks() {
+        let r = rules("/^Subject:/ WARN top\n", "/^Content-Type:.*name=.*\\.exe/ REJECT no programs\n", "/^secret$/ IGNORE\n");
+        let msg = "Subject: s\nContent-Type: multipart/mixed;\n boundary=\"XX\"\n\npreamble\n--XX\nContent-Type: text/plain\n\nsecret\nkeep\n--XX\nContent-Type: application/octet-stream; name=\"a.exe\"\n\nAAAA\n--XX--\nepilogue\n";
+        let (out, s) = run(&r, msg);
+        assert!(!out.contains("\nsecret\n") && out.contains("\nkeep\n"), "{out}");
+        assert_eq!(s.verdict.reject.as_ref().map(|r| r.code), Some(550));
+        assert_eq!(s.events.iter().filter(|e| e.place == Place::MimeHeader).count(), 1);
+        // Part headers are not the message's own: no Subject WARN twice.
+        assert_eq!(s.events.iter().filter(|e| e.place == Place::Header).count(), 1);
+    }
+
+    #[test]
+    fn attached_messages_headers_are_nested_headers() {
+        let r = rules("/^Received:/ IGNORE\n", "", "");
+        let msg = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nReceived: inner\nSubject: inner\n\nhi\n--b--\n";
+        let (out, s) = run(&r, msg);
+        assert!(!out.contains("Received: inner"), "{out}");
+        assert_eq!(s.hops, 0, "only the message's own trace headers count");
+    }
+
+    #[test]
+    fn a_reject_stops_later_checks_but_not_the_bytes() {
+        let r = rules("/^A:/ REJECT no\n/^B:/ IGNORE\n", "", "");
+        let (out, s) = run(&r, "A: 1\nB: 2\n\nx\n");
+        assert_eq!(out, "A: 1\nB: 2\n\nx\n");
+        assert_eq!(s.events.len(), 1);
+    }
+
+    #[test]
+    fn a_message_without_a_blank_line_or_headers() {
+        let r = rules("/^Subject:/ IGNORE\n", "", "/^x/ WARN x\n");
+        let (out, s) = run(&r, "Subject: a\nnot a header line\nx\n");
+        assert_eq!(out, "not a header line\nx\n");
+        assert_eq!(s.events.len(), 1);
+        let (out, _) = run(&r, "Subject: no newline at the end");
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn nothing_of_the_header_section_leaves_before_its_end() {
+        let r = rules("/^X:/ IGNORE\n", "", "");
+        let mut s = Scanner::new(r, false);
+        assert!(s.feed(b"A: 1\nB: 2\nX: 3\n").is_empty());
+        assert_eq!(s.feed(b"\nbody"), b"A: 1\nB: 2\n\n");
+        assert_eq!(s.finish(), b"body");
+    }
+
+    #[test]
+    fn on_the_way_back_from_the_filter_only_rewrites_apply() {
+        let r = rules("/^Received:/ IGNORE\n/^X-Spam:/ HOLD\n/^Y:/ PREPEND Z: 1\n", "", "/x/ REJECT\n");
+        let mut s = Scanner::new(r, true);
+        let mut out = s.feed(b"Received: ours\nX-Spam: 1\nY: 2\n\nx\n");
+        out.extend(s.finish());
+        assert_eq!(out, b"X-Spam: 1\nY: 2\n\nx\n");
+        assert!(s.verdict.hold.is_none() && s.verdict.reject.is_none());
+        assert_eq!(s.hops, 1);
+    }
+
+    #[test]
+    fn filter_hops() {
+        assert_eq!(filter_hop("smtp:[127.0.0.1]:10026"), "[127.0.0.1]:10026");
+        assert_eq!(filter_hop("[127.0.0.1]:10026"), "[127.0.0.1]:10026");
+        assert_eq!(filter_hop("amavis:localhost:10024"), "localhost:10024");
+    }
+}
