@@ -248,11 +248,36 @@ impl PipeAgent {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let _ = feeder.join();
+        // The command is gone, but a child it left behind (a recipe's
+        // background job) may still hold its standard input or output
+        // open: wait for those ends until the time limit, then kill what
+        // is left of its process group. A delivery never hangs on an
+        // orphan, and leaves none behind.
+        let drained = |f: &std::thread::JoinHandle<()>, r: &[std::thread::JoinHandle<Vec<u8>>]| {
+            f.is_finished() && r.iter().all(|h| h.is_finished())
+        };
+        while !drained(&feeder, &readers) {
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
+                let grace = Instant::now() + Duration::from_secs(1);
+                while !drained(&feeder, &readers) && Instant::now() < grace {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A thread still blocked (the fd escaped into another session) is
+        // left to end on its own; its output is not waited for.
+        if feeder.is_finished() {
+            let _ = feeder.join();
+        }
         let mut output = Vec::new();
         for r in readers {
-            if let Ok(mut b) = r.join() {
-                output.append(&mut b);
+            if r.is_finished() {
+                if let Ok(mut b) = r.join() {
+                    output.append(&mut b);
+                }
             }
         }
         output.truncate(limit);
@@ -323,7 +348,16 @@ impl PipeAgent {
         if f.contains('h') {
             domain = domain.to_lowercase();
         }
-        let (user, extension) = split_extension(&local, &self.delimiter);
+        let (user, mut extension) = split_extension(&local, &self.delimiter);
+        if extension.is_empty() {
+            // The directory finds `alice+lists@` as the mailbox `alice@`,
+            // so the target's address has lost the extension: take the
+            // one the envelope recipient carried, as Postfix propagates
+            // an unmatched extension to the final address.
+            if let Some((orig_local, _)) = t.orig.rsplit_once('@') {
+                extension = split_extension(orig_local, &self.delimiter).1;
+            }
+        }
         let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
         let sender = msg.env.sender.to_string();
         let mut m = HashMap::new();
