@@ -121,7 +121,7 @@ impl PipeAgent {
                     out[i] = Some(super::maildir::write_failure(&m.path, &e));
                     continue;
                 }
-                match self.maildir.quota_check(m, msg.body_len) {
+                match self.maildir.quota_check(m, copy_size(msg, route, t)) {
                     Ok(Ok(())) => {}
                     Ok(Err(over)) => out[i] = Some(over),
                     Err(e) => out[i] = Some(super::maildir::write_failure(&m.path, &e)),
@@ -145,7 +145,7 @@ impl PipeAgent {
         for &i in &todo {
             if outcome.is_delivered() {
                 if let Some(m) = &route.mailbox {
-                    self.maildir.quota_add(m, msg.body_len);
+                    self.maildir.quota_add(m, copy_size(msg, route, group[i]));
                 }
             }
             out[i] = Some(outcome.clone());
@@ -293,22 +293,7 @@ impl PipeAgent {
     /// The bytes the command reads: the flags' lines, then the message.
     fn input(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
         let f = &route.flags;
-        let sender = msg.env.sender.to_string();
-        let mut head = String::new();
-        if f.contains('F') {
-            let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
-            head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
-        }
-        if f.contains('R') {
-            let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
-            head.push_str(&format!("Return-Path: <{rp}>\n"));
-        }
-        if f.contains('O') {
-            head.push_str(&format!("X-Original-To: {}\n", t.orig));
-        }
-        if f.contains('D') {
-            head.push_str(&format!("Delivered-To: {}\n", t.address));
-        }
+        let head = flag_lines(msg, route, t);
         let body = msg.body()?;
         let needs_filter = f.contains('>') || f.contains('.') || f.contains('B');
         if !needs_filter {
@@ -374,6 +359,43 @@ impl PipeAgent {
         m.insert("queue_id", msg.env.id.clone());
         m
     }
+}
+
+/// The lines the flags put in front of the message: From_ (F),
+/// Return-Path: (R), X-Original-To: (O), Delivered-To: (D), in
+/// Postfix's order.
+fn flag_lines(msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> String {
+    let f = &route.flags;
+    let sender = msg.env.sender.to_string();
+    let mut head = String::new();
+    if f.contains('F') {
+        let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
+        head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
+    }
+    if f.contains('R') {
+        let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
+        head.push_str(&format!("Return-Path: <{rp}>\n"));
+    }
+    if f.contains('O') {
+        head.push_str(&format!("X-Original-To: {}\n", t.orig));
+    }
+    if f.contains('D') {
+        head.push_str(&format!("Delivered-To: {}\n", t.address));
+    }
+    head
+}
+
+/// The size a copy takes in the Maildir the command writes, for its
+/// quota: what the command reads, as procmail writes it into a Maildir
+/// (the flags' lines but a From_ line, which no Maildir file has; the
+/// message; B's blank line). Quoting (`>`, `.`) is not counted.
+fn copy_size(msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> u64 {
+    let head = flag_lines(msg, route, t);
+    let from_line = match route.flags.contains('F') {
+        true => head.find('\n').map_or(0, |i| i + 1),
+        false => 0,
+    };
+    (head.len() - from_line) as u64 + msg.body_len + u64::from(route.flags.contains('B'))
 }
 
 /// The transport name of a local user's mailbox_command.
