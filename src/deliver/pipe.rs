@@ -327,22 +327,14 @@ impl PipeAgent {
             Some((l, d)) => (l.to_string(), d.to_string()),
             None => (t.address.clone(), String::new()),
         };
+        local = with_extension(&local, &t.orig, &self.delimiter);
         if f.contains('u') {
             local = local.to_lowercase();
         }
         if f.contains('h') {
             domain = domain.to_lowercase();
         }
-        let (user, mut extension) = split_extension(&local, &self.delimiter);
-        if extension.is_empty() {
-            // The directory finds `alice+lists@` as the mailbox `alice@`,
-            // so the target's address has lost the extension: take the
-            // one the envelope recipient carried, as Postfix propagates
-            // an unmatched extension to the final address.
-            if let Some((orig_local, _)) = t.orig.rsplit_once('@') {
-                extension = split_extension(orig_local, &self.delimiter).1;
-            }
-        }
+        let (user, extension) = split_extension(&local, &self.delimiter);
         let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
         let sender = msg.env.sender.to_string();
         let mut m = HashMap::new();
@@ -635,6 +627,26 @@ pub fn split_extension(local: &str, delimiter: &str) -> (String, String) {
     }
 }
 
+/// The local part a command is told about: `local`, or, when it has no
+/// extension, `local` with the extension of the envelope recipient
+/// `orig`. The directory finds `alice+lists@` as the mailbox `alice@`
+/// (and an alias's targets carry no extension); Postfix propagates such
+/// an unmatched extension to the final address, so `${extension}`,
+/// `${recipient}` and local(8)'s LOCAL, RECIPIENT, EXTENSION keep it.
+fn with_extension(local: &str, orig: &str, delimiter: &str) -> String {
+    if !split_extension(local, delimiter).1.is_empty() {
+        return local.to_string();
+    }
+    let Some((orig_local, _)) = orig.rsplit_once('@') else {
+        return local.to_string();
+    };
+    let (orig_user, orig_ext) = split_extension(orig_local, delimiter);
+    match orig_local[orig_user.len()..].chars().next() {
+        Some(sep) if !orig_ext.is_empty() => format!("{local}{sep}{orig_ext}"),
+        _ => local.to_string(),
+    }
+}
+
 /// Does `arg` use macro `name` (`$name`, `${name}`, `$(name)`)?
 fn uses(arg: &str, name: &str) -> bool {
     arg.contains(&format!("${{{name}}}"))
@@ -698,6 +710,15 @@ mod tests {
         assert_eq!(expand("$user+$(extension)", &v), "bob+lists");
         assert_eq!(expand("$$5 and $nosuch", &v), "$5 and $nosuch");
         assert!(uses("USER=${user}", "user") && uses("$user", "user") && !uses("$username", "user"));
+    }
+
+    #[test]
+    fn an_extension_the_directory_dropped_goes_on_to_the_macros() {
+        assert_eq!(with_extension("alice", "Alice-Lists@example.test", "+-"), "alice-Lists");
+        assert_eq!(with_extension("alice", "alice+lists@example.test", "+"), "alice+lists");
+        assert_eq!(with_extension("alice", "postmaster@example.test", "+"), "alice");
+        assert_eq!(with_extension("alice", "alice+lists@example.test", ""), "alice", "extensions off");
+        assert_eq!(with_extension("bob+own", "alice+lists@example.test", "+"), "bob+own", "its own stays");
     }
 
     #[test]
