@@ -263,17 +263,6 @@ fn local_home_mailbox_lands_in_the_users_mail_directory() {
     assert!(!srv.local_mailbox("carl").join("new").exists(), "not in the user's own directory");
 }
 
-/// A uid and gid with no entry in the password and group databases.
-fn unnamed_ids() -> (u32, u32) {
-    (47_100..48_000)
-        .find(|&n| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().is_none()
-                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n)).ok().flatten().is_none()
-        })
-        .map(|n| (n, n))
-        .expect("a free uid")
-}
-
 #[test]
 fn local_mailbox_command_script_gets_local8_lines_and_environment() {
     if !root_or_skip("local_mailbox_command_script_gets_local8_lines_and_environment") {

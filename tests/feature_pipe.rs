@@ -519,17 +519,6 @@ fn pipe_without_flags_adds_nothing_and_quoting_flags_quote() {
     assert_eq!(&got[received.len()..], format!("{head}>From the start\n...two dots\n..\nlast\n\n"));
 }
 
-/// A uid and gid with no entry in the password and group databases.
-fn unnamed_ids() -> (u32, u32) {
-    (47_000..48_000)
-        .find(|&n| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().is_none()
-                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n)).ok().flatten().is_none()
-        })
-        .map(|n| (n, n))
-        .expect("a free uid")
-}
-
 /// Runs a pipe as `user` that records `id`, its directory and its
 /// environment; returns (id -u, id -g, id -G, cwd, sorted env lines
 /// without the PWD that sh itself sets).

@@ -76,9 +76,15 @@ fn tiny(srv: &Server) -> PathBuf {
 
 fn server(over_quota: &str) -> Server {
     Server::builder()
+        .set("quota", &format!("over_quota = \"{over_quota}\""))
+        .start()
+}
+
+/// Mail owned by the delivery uid 5000, for Dovecot to read as that uid.
+fn server_as_vmail() -> Server {
+    Server::builder()
         .set("delivery", "uid = 5000")
         .set("delivery", "gid = 5000")
-        .set("quota", &format!("over_quota = \"{over_quota}\""))
         .start()
 }
 
@@ -423,7 +429,7 @@ fn quota_dovecot_agrees_on_the_usage_of_the_same_maildir() {
     if !root_or_skip("quota_dovecot_agrees_on_the_usage_of_the_same_maildir") {
         return;
     }
-    let srv = server("bounce");
+    let srv = server_as_vmail();
     let t = TestDir::new("quota-dovecot");
     let md = tiny(&srv);
     for (i, n) in [3000, 4500].into_iter().enumerate() {

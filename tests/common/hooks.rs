@@ -241,6 +241,18 @@ pub fn transport(name: &str, command: &[&str], user: &str, flags: &str, extra: &
     )
 }
 
+/// A uid and gid with no entry in the password and group databases (a
+/// command run as them gets no HOME, USER or LOGNAME).
+pub fn unnamed_ids() -> (u32, u32) {
+    (47_000..48_000)
+        .find(|&n| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().is_none()
+                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n)).ok().flatten().is_none()
+        })
+        .map(|n| (n, n))
+        .expect("a free uid")
+}
+
 /// Root runs these tests (CI does); elsewhere a test that needs to switch
 /// uids says why it skips, and fails under CI=true.
 pub fn root_or_skip(test: &str) -> bool {
