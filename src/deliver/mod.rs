@@ -11,6 +11,7 @@
 //! [`AgentKind`] to its agent and gives each its own concurrency limit,
 //! so a hung remote host never holds up Maildir delivery.
 
+pub mod macros;
 pub mod maildir;
 pub mod pipe;
 pub mod quota;
