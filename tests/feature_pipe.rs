@@ -94,11 +94,6 @@ fn assert_procmail_copy(file: &[u8], id: &str, rcpt: &str, sent: &str) {
     assert_eq!(&rest[received.len()..], stored(sent), "the message intact after Received:");
 }
 
-/// Maildir files under `dir` (new/ and cur/ only).
-fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
-    maildir_files(dir)
-}
-
 #[test]
 fn procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders() {
     if !root_or_skip("procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders") {
@@ -127,9 +122,9 @@ fn procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders() {
         assert!(accepted.ends_with(", nrcpt=1 (queue active)"), "{accepted}");
     }
 
-    let inbox_files = files_in(&alice);
-    let lists_files = files_in(&alice.join(".lists"));
-    let announce_files = files_in(&alice.join(".announce"));
+    let inbox_files = maildir_files(&alice);
+    let lists_files = maildir_files(&alice.join(".lists"));
+    let announce_files = maildir_files(&alice.join(".announce"));
     assert_eq!(
         (inbox_files.len(), lists_files.len(), announce_files.len()),
         (1, 1, 1),
@@ -183,7 +178,7 @@ fn procmail_two_recipients_of_one_domain_each_get_their_copy() {
         assert!(line.contains("relay=procmail,"), "{line}");
     }
     for who in ["alice", "bob"] {
-        let files = files_in(&t.path().join("mail/example.test").join(who));
+        let files = maildir_files(&t.path().join("mail/example.test").join(who));
         assert_eq!(files.len(), 1, "{who} got exactly one copy:\n{}", srv.log());
         let text = std::fs::read_to_string(&files[0]).unwrap();
         let rp = "Return-Path: <sender@client.test>\n";
