@@ -275,6 +275,10 @@ async fn flush(ctx: &Arc<Ctx>, t: Target) -> Result<String, Refusal> {
         },
     };
     let n = ids.len();
+    // "Try now" means now: destinations found unreachable (a content
+    // filter or relay that was down) are tried again, not skipped until
+    // their dead time is over.
+    ctx.runner.registry.revive();
     for id in ids {
         ctx.runner.flush(id);
     }

@@ -11,6 +11,7 @@
 //! [`AgentKind`] to its agent and gives each its own concurrency limit,
 //! so a hung remote host never holds up Maildir delivery.
 
+pub mod macros;
 pub mod maildir;
 pub mod pipe;
 pub mod quota;
@@ -141,6 +142,10 @@ pub trait BlockingAgent: Send + Sync {
 /// An agent that waits on the network: run on the executor.
 pub trait AsyncAgent: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Forgets which destinations were found unreachable, so the next
+    /// attempt connects again: a flush (Postfix's `postqueue -f` does the
+    /// same, QMGR_REQ_FLUSH_DEAD). Agents without such a memory ignore it.
+    fn revive(&self) {}
     fn deliver(
         self: Arc<Self>,
         msg: Arc<QueuedMessage>,

@@ -41,6 +41,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::macros::{expand, split_extension, uses, with_extension};
 use super::maildir::MaildirAgent;
 use super::{BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
@@ -121,7 +122,7 @@ impl PipeAgent {
                     out[i] = Some(super::maildir::write_failure(&m.path, &e));
                     continue;
                 }
-                match self.maildir.quota_check(m, msg.body_len) {
+                match self.maildir.quota_check(m, copy_size(msg, route, t)) {
                     Ok(Ok(())) => {}
                     Ok(Err(over)) => out[i] = Some(over),
                     Err(e) => out[i] = Some(super::maildir::write_failure(&m.path, &e)),
@@ -145,7 +146,7 @@ impl PipeAgent {
         for &i in &todo {
             if outcome.is_delivered() {
                 if let Some(m) = &route.mailbox {
-                    self.maildir.quota_add(m, msg.body_len);
+                    self.maildir.quota_add(m, copy_size(msg, route, group[i]));
                 }
             }
             out[i] = Some(outcome.clone());
@@ -248,11 +249,36 @@ impl PipeAgent {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let _ = feeder.join();
+        // The command is gone, but a child it left behind (a recipe's
+        // background job) may still hold its standard input or output
+        // open: wait for those ends until the time limit, then kill what
+        // is left of its process group. A delivery never hangs on an
+        // orphan, and leaves none behind.
+        let drained = |f: &std::thread::JoinHandle<()>, r: &[std::thread::JoinHandle<Vec<u8>>]| {
+            f.is_finished() && r.iter().all(|h| h.is_finished())
+        };
+        while !drained(&feeder, &readers) {
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
+                let grace = Instant::now() + Duration::from_secs(1);
+                while !drained(&feeder, &readers) && Instant::now() < grace {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A thread still blocked (the fd escaped into another session) is
+        // left to end on its own; its output is not waited for.
+        if feeder.is_finished() {
+            let _ = feeder.join();
+        }
         let mut output = Vec::new();
         for r in readers {
-            if let Ok(mut b) = r.join() {
-                output.append(&mut b);
+            if r.is_finished() {
+                if let Ok(mut b) = r.join() {
+                    output.append(&mut b);
+                }
             }
         }
         output.truncate(limit);
@@ -268,22 +294,7 @@ impl PipeAgent {
     /// The bytes the command reads: the flags' lines, then the message.
     fn input(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
         let f = &route.flags;
-        let sender = msg.env.sender.to_string();
-        let mut head = String::new();
-        if f.contains('F') {
-            let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
-            head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
-        }
-        if f.contains('R') {
-            let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
-            head.push_str(&format!("Return-Path: <{rp}>\n"));
-        }
-        if f.contains('O') {
-            head.push_str(&format!("X-Original-To: {}\n", t.orig));
-        }
-        if f.contains('D') {
-            head.push_str(&format!("Delivered-To: {}\n", t.address));
-        }
+        let head = flag_lines(msg, route, t);
         let body = msg.body()?;
         let needs_filter = f.contains('>') || f.contains('.') || f.contains('B');
         if !needs_filter {
@@ -317,6 +328,7 @@ impl PipeAgent {
             Some((l, d)) => (l.to_string(), d.to_string()),
             None => (t.address.clone(), String::new()),
         };
+        local = with_extension(&local, &t.orig, &self.delimiter);
         if f.contains('u') {
             local = local.to_lowercase();
         }
@@ -340,6 +352,43 @@ impl PipeAgent {
         m.insert("queue_id", msg.env.id.clone());
         m
     }
+}
+
+/// The lines the flags put in front of the message: From_ (F),
+/// Return-Path: (R), X-Original-To: (O), Delivered-To: (D), in
+/// Postfix's order.
+fn flag_lines(msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> String {
+    let f = &route.flags;
+    let sender = msg.env.sender.to_string();
+    let mut head = String::new();
+    if f.contains('F') {
+        let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
+        head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
+    }
+    if f.contains('R') {
+        let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
+        head.push_str(&format!("Return-Path: <{rp}>\n"));
+    }
+    if f.contains('O') {
+        head.push_str(&format!("X-Original-To: {}\n", t.orig));
+    }
+    if f.contains('D') {
+        head.push_str(&format!("Delivered-To: {}\n", t.address));
+    }
+    head
+}
+
+/// The size a copy takes in the Maildir the command writes, for its
+/// quota: what the command reads, as procmail writes it into a Maildir
+/// (the flags' lines but a From_ line, which no Maildir file has; the
+/// message; B's blank line). Quoting (`>`, `.`) is not counted.
+fn copy_size(msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> u64 {
+    let head = flag_lines(msg, route, t);
+    let from_line = match route.flags.contains('F') {
+        true => head.find('\n').map_or(0, |i| i + 1),
+        false => 0,
+    };
+    (head.len() - from_line) as u64 + msg.body_len + u64::from(route.flags.contains('B'))
 }
 
 /// The transport name of a local user's mailbox_command.
@@ -566,95 +615,9 @@ fn delivered_to_us(msg: &QueuedMessage, address: &str) -> bool {
     delivered.iter().any(|d| d.eq_ignore_ascii_case(address))
 }
 
-/// `bob+list` → ("bob", "list") with delimiter "+"; postmaster and
-/// mailer-daemon are never split.
-pub fn split_extension(local: &str, delimiter: &str) -> (String, String) {
-    let lower = local.to_ascii_lowercase();
-    if delimiter.is_empty() || lower == "postmaster" || lower == "mailer-daemon" {
-        return (local.to_string(), String::new());
-    }
-    match local.find(|c| delimiter.contains(c)) {
-        Some(i) if i > 0 => (local[..i].to_string(), local[i + 1..].to_string()),
-        _ => (local.to_string(), String::new()),
-    }
-}
-
-/// Does `arg` use macro `name` (`$name`, `${name}`, `$(name)`)?
-fn uses(arg: &str, name: &str) -> bool {
-    arg.contains(&format!("${{{name}}}"))
-        || arg.contains(&format!("$({name})"))
-        || arg
-            .match_indices(&format!("${name}"))
-            .any(|(i, m)| !arg[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
-}
-
-/// Expands `$name`, `${name}`, `$(name)` and `$$`; unknown names are kept.
-pub fn expand(arg: &str, vars: &HashMap<&'static str, String>) -> String {
-    let mut out = String::new();
-    let mut rest = arg;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(a) = after.strip_prefix('$') {
-            out.push('$');
-            rest = a;
-            continue;
-        }
-        let (name, len) = if let Some(b) = after.strip_prefix('{') {
-            match b.find('}') {
-                Some(e) => (&b[..e], e + 2),
-                None => ("", 0),
-            }
-        } else if let Some(b) = after.strip_prefix('(') {
-            match b.find(')') {
-                Some(e) => (&b[..e], e + 2),
-                None => ("", 0),
-            }
-        } else {
-            let e = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
-            (&after[..e], e)
-        };
-        match vars.get(name) {
-            Some(v) if len > 0 => {
-                out.push_str(v);
-                rest = &after[len..];
-            }
-            _ => {
-                out.push('$');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macros_expand_in_their_three_forms() {
-        let mut v = HashMap::new();
-        v.insert("user", "bob".to_string());
-        v.insert("extension", "lists".to_string());
-        assert_eq!(expand("USER=${user}", &v), "USER=bob");
-        assert_eq!(expand("$user+$(extension)", &v), "bob+lists");
-        assert_eq!(expand("$$5 and $nosuch", &v), "$5 and $nosuch");
-        assert!(uses("USER=${user}", "user") && uses("$user", "user") && !uses("$username", "user"));
-    }
-
-    #[test]
-    fn extensions_split_at_the_delimiter() {
-        assert_eq!(split_extension("Bob+List", "+"), ("Bob".into(), "List".into()));
-        assert_eq!(split_extension("bob", "+"), ("bob".into(), String::new()));
-        assert_eq!(split_extension("+x", "+"), ("+x".into(), String::new()));
-        assert_eq!(split_extension("postmaster+x", "+"), ("postmaster".into(), "x".into()));
-        // As in Postfix, only the whole names are kept apart, so that a
-        // `-` delimiter leaves MAILER-DAEMON alone.
-        assert_eq!(split_extension("MAILER-DAEMON", "-"), ("MAILER-DAEMON".into(), String::new()));
-        assert_eq!(split_extension("bob-list", "+-"), ("bob".into(), "list".into()));
-    }
 
     #[test]
     fn exit_codes_map_as_postfix_does() {

@@ -68,7 +68,13 @@ pub fn usage(maildir: &Path, q: Quota) -> io::Result<Usage> {
         Err(e) => return Err(e),
     }
     let u = count(maildir)?;
-    write_fresh(maildir, q, u)?;
+    match write_fresh(maildir, q, u) {
+        Ok(()) => {}
+        // No Maildir yet (a mailbox that never had mail): nothing to
+        // count and nowhere to write; the next check writes the file.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !maildir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
     Ok(u)
 }
 
@@ -207,6 +213,17 @@ mod tests {
         assert!(fits(&d, q, 16_001).unwrap().is_err());
         assert_eq!(fits(&d, Quota::default(), u64::MAX / 2).unwrap(), Ok(()));
         fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_maildir_not_made_yet_is_empty() {
+        let d = std::env::temp_dir().join(format!("postern-quota-missing-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let q = Quota { bytes: 1000, messages: 0 };
+        assert_eq!(usage(&d, q).unwrap(), Usage::default());
+        assert!(fits(&d, q, 1001).unwrap().is_err());
+        assert_eq!(fits(&d, q, 1000).unwrap(), Ok(()));
+        assert!(!d.exists(), "nothing made");
     }
 
     #[test]

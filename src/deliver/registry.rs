@@ -48,6 +48,16 @@ impl Registry {
             .unwrap_or("none")
     }
 
+    /// Every agent forgets the destinations it found unreachable (see
+    /// [`super::AsyncAgent::revive`]).
+    pub fn revive(&self) {
+        for slot in self.slots.values() {
+            if let Agent::Async(a) = &slot.agent {
+                a.revive();
+            }
+        }
+    }
+
     pub fn concurrency(&self, kind: AgentKind) -> usize {
         self.slots.get(&kind).map(|s| s.concurrency).unwrap_or(0)
     }

@@ -16,7 +16,8 @@ Misbehaviour, by option: --garbage (answer the end of data with a line
 that is not SMTP), --close-in-data (close the connection after DATA's
 354), --tempfail (451 for every message). Each message handed back is
 also recorded as DIR/N.msg with the XFORWARD attributes it came with
-(first line "XFORWARD k=v ...", a blank line, then the message).
+and its envelope (lines "XFORWARD k=v ...", "FROM <sender>", "RCPTS <a>
+<b> ...", a blank line, then the message as handed back).
 
 Prints "READY" on stdout once it accepts connections; runs until killed.
 """
@@ -95,7 +96,10 @@ def main():
             path = os.path.join(a.dir, "%d.msg" % counter[0])
             with open(path + ".tmp", "wb") as f:
                 head = " ".join("%s=%s" % kv for kv in sorted(xforward.items()))
-                f.write(("XFORWARD %s\n\n" % head).encode())
+                rcpts = " ".join("<%s>" % r for r in envelope.rcpt_tos)
+                f.write(
+                    ("XFORWARD %s\nFROM <%s>\nRCPTS %s\n\n" % (head, envelope.mail_from, rcpts)).encode()
+                )
                 f.write(body)
             os.rename(path + ".tmp", path)
         return None

@@ -121,6 +121,10 @@ pub struct ServerBuilder {
     listeners: Vec<(String, String)>,
     env: Vec<(String, String)>,
     pre_exec_ulimit_fsize: Option<u64>,
+    /// Text appended at the very end of the config ([[transport]] tables).
+    raw: String,
+    /// SQL run on the directory after the fixture, before the start.
+    sql: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -145,6 +149,23 @@ impl ServerBuilder {
     /// the first one added here is 2, and so on ([`Server::listener_addr`]).
     pub fn listener(mut self, mode: &str, extra: &str) -> Self {
         self.listeners.push((mode.to_string(), extra.to_string()));
+        self
+    }
+    /// TOML text appended at the very end of the config, after every
+    /// section: for arrays of tables such as `[[transport]]`, which the
+    /// `[section]` lines of [`ServerBuilder::set`] cannot express.
+    pub fn raw(mut self, text: &str) -> Self {
+        self.raw.push('\n');
+        self.raw.push_str(text);
+        if !text.ends_with('\n') {
+            self.raw.push('\n');
+        }
+        self
+    }
+    /// SQL run on the directory database after the fixture is loaded and
+    /// before postern starts, e.g. `UPDATE domain SET transport = ...`.
+    pub fn sql(mut self, statement: &str) -> Self {
+        self.sql.push(statement.to_string());
         self
     }
     /// Load the PostfixAdmin fixture into the directory (default: yes).
@@ -205,6 +226,7 @@ impl ServerBuilder {
                 s.push('\n');
             }
         }
+        s.push_str(&self.raw);
         s
     }
 
@@ -214,6 +236,13 @@ impl ServerBuilder {
         std::fs::create_dir_all(&data).unwrap();
         if self.fixture {
             load_fixture(&data.join("directory.sqlite"));
+        }
+        if !self.sql.is_empty() {
+            let conn = rusqlite::Connection::open(data.join("directory.sqlite")).unwrap();
+            for stmt in &self.sql {
+                conn.execute_batch(stmt)
+                    .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+            }
         }
         let aliases = self.aliases.as_ref().map(|text| {
             let p = dir.path().join("aliases");
@@ -285,6 +314,8 @@ impl Server {
             listeners: Vec::new(),
             env: Vec::new(),
             pre_exec_ulimit_fsize: None,
+            raw: String::new(),
+            sql: Vec::new(),
         }
     }
 

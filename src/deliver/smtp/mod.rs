@@ -327,13 +327,17 @@ impl SmtpAgent {
                     }
                     return Attempt::Answered(outs);
                 }
+                // A kept connection the server has closed since: once more
+                // on a new one, which is not a failure of the host. With
+                // PIPELINING the loss shows inside the transaction (the
+                // replies to XFORWARD, MAIL... never come): before the end
+                // of data was sent nothing can have been delivered.
+                Err((None, _)) if !fresh => continue,
+                Err((Some(_), f)) if !fresh && lost_before_end_of_data(&f) => continue,
                 Err((Some(r), _)) => {
                     let outs = r.recipients.iter().map(|rr| outcome::recipient(&peer, rr)).collect();
                     return Attempt::Answered(outs);
                 }
-                // A kept connection the server has closed since: once more
-                // on a new one, which is not a failure of the host.
-                Err((None, _)) if !fresh => continue,
                 Err((None, f)) => return Attempt::Failed(outcome::session(&peer, &f)),
             }
         }
@@ -382,6 +386,10 @@ impl AsyncAgent for SmtpAgent {
         "smtp"
     }
 
+    fn revive(&self) {
+        self.dests.revive_all();
+    }
+
     fn deliver(
         self: Arc<Self>,
         msg: Arc<QueuedMessage>,
@@ -390,6 +398,18 @@ impl AsyncAgent for SmtpAgent {
     ) -> BoxFuture<'static, Vec<Outcome>> {
         Box::pin(self.deliver_all(msg, targets))
     }
+}
+
+/// The connection was lost before the message was complete (not while
+/// waiting for the reply to its end, when it may have been delivered).
+fn lost_before_end_of_data(f: &crate::outbound::SessionFailure) -> bool {
+    use crate::smtp::client::{ConnFailure, Stage};
+    matches!(
+        f,
+        crate::outbound::SessionFailure::Smtp(ConnFailure::Lost {
+            stage: Stage::Rset | Stage::XForward | Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Body
+        })
+    )
 }
 
 /// The original client of a queued message, for the content filter.

@@ -130,6 +130,13 @@ impl Destinations {
         }
     }
 
+    /// Every destination is considered reachable again (a flush).
+    pub fn revive_all(&self) {
+        for d in self.map.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            d.mark_alive();
+        }
+    }
+
     pub fn get(&self, key: &str) -> Arc<Destination> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() > 10_000 {
@@ -151,5 +158,19 @@ impl Destinations {
             .cloned()
             .collect();
         all.iter().flat_map(|d| d.expired(reuse)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_revives_dead_destinations() {
+        let d = Destinations::new(1);
+        d.get("route:filter").mark_dead("connect to 127.0.0.1: Connection refused");
+        assert!(d.get("route:filter").dead().is_some());
+        d.revive_all();
+        assert_eq!(d.get("route:filter").dead(), None);
     }
 }
