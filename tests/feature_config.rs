@@ -57,6 +57,36 @@ fn output(cmd: &mut Command) -> Outcome {
     }
 }
 
+/// A case's files copied into a temp dir, each changed by `fix`, with
+/// modes that do not depend on the checkout or the umask: 0644, or what
+/// the case's `modes` file says (`name octal` lines; e.g. an aliases file
+/// its group may write, which must not run commands).
+fn prepared(dir: &Path, fix: impl Fn(String) -> String) -> TestDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TestDir::new("badcase");
+    let modes = std::fs::read_to_string(dir.join("modes")).unwrap_or_default();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let to = tmp.path().join(&name);
+        std::fs::write(&to, fix(text)).unwrap();
+        let mode = modes
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|m| u32::from_str_radix(m.trim(), 8).expect("octal mode"))
+            .unwrap_or(0o644);
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    tmp
+}
+
+/// check-config on a case, in a prepared copy of its directory.
+fn check_case(dir: &Path) -> Outcome {
+    let tmp = prepared(dir, |s| s);
+    check_config_in(tmp.path(), "postern.toml")
+}
+
 fn check_config_in(dir: &Path, file: &str) -> Outcome {
     output(
         postern()
@@ -175,7 +205,7 @@ fn every_bad_config_is_reported_with_file_line_key_and_allowed() {
             expected.lines().any(|l| !l.trim().is_empty()),
             "{name}: expected.txt is empty"
         );
-        let o = check_config_in(&dir, "postern.toml");
+        let o = check_case(&dir);
         problems.extend(judge(&name, &expected, &o, true));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -189,7 +219,7 @@ fn a_bad_value_is_reported_once_and_never_as_missing() {
     let mut problems = Vec::new();
     for dir in cases() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let o = check_config_in(&dir, "postern.toml");
+        let o = check_case(&dir);
         let keys: Vec<String> = o
             .stderr
             .lines()
@@ -222,7 +252,6 @@ fn serve_with_a_bad_config_exits_78_with_the_same_messages() {
     let mut problems = Vec::new();
     for dir in cases() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let tmp = TestDir::new("badserve");
         let fix = |s: String| {
             s.replace(
                 "address = \"127.0.0.1:2525\"",
@@ -234,11 +263,7 @@ fn serve_with_a_bad_config_exits_78_with_the_same_messages() {
                 &format!("127.0.0.1:{port} is already used"),
             )
         };
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let text = std::fs::read_to_string(&p).unwrap();
-            std::fs::write(tmp.path().join(p.file_name().unwrap()), fix(text)).unwrap();
-        }
+        let tmp = prepared(&dir, fix);
         // The error lines are the same; the count summary is check-config's.
         let expected: String = std::fs::read_to_string(tmp.path().join("expected.txt"))
             .unwrap()
@@ -319,6 +344,7 @@ fn example_config_in_rootfs_is_what_config_example_prints() {
 fn example_config_passes_check_config() {
     let tmp = TestDir::new("example");
     let aliases = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/aliases");
+    let header_checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/header_checks");
     assert!(aliases.is_file(), "rootfs/etc/postern/aliases is missing");
     let example = std::fs::read_to_string(example_path()).unwrap();
     assert!(
@@ -355,6 +381,10 @@ fn example_config_passes_check_config() {
         .replace(
             "\"/etc/postern/aliases\"",
             &format!("\"{}\"", aliases.display()),
+        )
+        .replace(
+            "\"/etc/postern/header_checks\"",
+            &format!("\"{}\"", header_checks.display()),
         )
         .replace(
             "\"/etc/postern/relay-credentials\"",

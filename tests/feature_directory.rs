@@ -552,7 +552,8 @@ fn aliases_only_refuses_names_not_in_the_aliases_file() {
 }
 
 #[test]
-fn aliases_file_with_program_file_or_include_targets_stops_serve() {
+fn aliases_file_others_may_write_cannot_run_programs_and_stops_serve() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TestDir::new("badaliases");
     let aliases = dir.path().join("aliases");
     std::fs::write(
@@ -560,6 +561,8 @@ fn aliases_file_with_program_file_or_include_targets_stops_serve() {
         "root: alice@example.test\nbackup: |/bin/cmd\narchive: /tmp/file\n# fine\nlists: :include:/x\n",
     )
     .unwrap();
+    // Writable by others: whoever can write it could run commands as us.
+    std::fs::set_permissions(&aliases, std::fs::Permissions::from_mode(0o666)).unwrap();
     let config = dir.path().join("postern.toml");
     std::fs::write(
         &config,
@@ -583,9 +586,10 @@ fn aliases_file_with_program_file_or_include_targets_stops_serve() {
     assert_eq!(status.code(), Some(78), "{stderr}");
     let a = aliases.display().to_string();
     for want in [
-        format!("{a}:2: alias backup: |/bin/cmd: "),
-        format!("{a}:3: alias archive: /tmp/file: "),
-        format!("{a}:5: alias lists: :include:/x: "),
+        format!("{a}:2: alias backup: |/bin/cmd: command targets are only honoured"),
+        format!("{a}:3: alias archive: /tmp/file: file targets are only honoured"),
+        // An include is read whatever the file's owner; this one is missing.
+        format!("{a}:5: alias lists: :include:/x: cannot read /x"),
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }

@@ -184,11 +184,7 @@ impl Config {
         if files && !self.quota.limits_file.is_empty() {
             self.read_quota_limits(ctx, root);
         }
-        if !self.content.header_checks.is_empty() && !self.content.header_rules.is_empty() {
-            ctx.error(key_offset(root, &["content", "header_rules"]), "content.header_rules", "header_checks names a file already", "one of header_checks (a file) or header_rules (inline)");
-        } else {
-            self.read_rules(ctx, root, files);
-        }
+        self.read_rules(ctx, root, files);
     }
 
     /// The header and body rules, from their files or inline; every
@@ -210,13 +206,14 @@ impl Config {
                 Ok(bytes) => rule_table(ctx, Table::parse(&path.display().to_string(), &String::from_utf8_lossy(&bytes), kind), key),
             }
         };
-        rules.header = load(ctx, "header_checks", &self.content.header_checks, Kind::Header);
-        rules.mime_header = load(ctx, "mime_header_checks", &self.content.mime_header_checks, Kind::Header);
-        rules.body = load(ctx, "body_checks", &self.content.body_checks, Kind::Body);
+        rules.header.0.extend(load(ctx, "header_checks", &self.content.header_checks, Kind::Header));
+        rules.mime_header.0.extend(load(ctx, "mime_header_checks", &self.content.mime_header_checks, Kind::Header));
+        rules.body.0.extend(load(ctx, "body_checks", &self.content.body_checks, Kind::Body));
+        // Inline rules after the file's, as a second table.
         if !self.content.header_rules.is_empty() {
             let first_line = value_line(root, &["content", "header_rules"], ctx);
             let file = ctx.file.to_string();
-            rules.header = rule_table(ctx, Table::parse_at(&file, first_line, &self.content.header_rules, Kind::Header), "header_rules");
+            rules.header.0.extend(rule_table(ctx, Table::parse_at(&file, first_line, &self.content.header_rules, Kind::Header), "header_rules"));
         }
         self.content_rules = std::sync::Arc::new(rules);
     }

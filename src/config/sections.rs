@@ -127,7 +127,10 @@ section! {
         database: PathBuf = PathBuf::from("directory.sqlite"), example "\"/var/lib/postern/directory.sqlite\"",
             default "\"directory.sqlite\" in data_dir";
         /// aliases(5) file for the local domains (`root: admin@example.test`).
-        /// `:include:`, `|command` and `/file` targets are refused.
+        /// `|command`, `/file`, `/dir/` and `:include:/file` targets work
+        /// only when this file is owned by root or by postern's user and
+        /// writable by no one else (then as its owner, or default_privs
+        /// for root). Read at start.
         aliases_file: Option<PathBuf> = None, example "\"/etc/postern/aliases\"", default "none";
         /// Which local parts of the local domains exist: "any" (each gets a
         /// Maildir of its own) or "aliases-only" (only names in the aliases file).
@@ -186,7 +189,12 @@ section! {
         home_mailbox: String = String::new(), example "\"\"";
         /// A command local users' mail is piped to instead
         /// (mailbox_command), run as the delivery uid with the pipe
-        /// transports' environment: e.g. ["/usr/bin/procmail"]. Empty: none.
+        /// transports' environment plus local(8)'s (RECIPIENT, LOCAL, ...;
+        /// HOME is the user's directory in local_mailbox_base). Macros as
+        /// in [[transport]]. Local users need not have a passwd entry, and
+        /// procmail takes its idea of home from there: name the rc file,
+        /// e.g. ["/usr/bin/procmail", "-m", "LOCALUSER=${user}",
+        /// "/etc/postern/procmailrc"]. Empty: none.
         mailbox_command: Vec<String> = Vec::new(), example "[]";
     }
 }
@@ -230,7 +238,8 @@ section! {
         /// A file of rules in Postfix regexp: table syntax for the headers
         /// (header_checks). "" = none.
         header_checks: String = String::new(), example "\"/etc/postern/header_checks\"", default "\"\"";
-        /// The same rules written here instead of in a file.
+        /// Rules written here, in the same syntax; with header_checks too,
+        /// they are consulted after the file's.
         header_rules: String = String::new(), example "\"/^Received:/ IGNORE\"", default "\"\"";
         /// Rules for body lines (body_checks). "" = none.
         body_checks: String = String::new(), example "\"\"";

@@ -40,33 +40,55 @@ pub const BODY_CHECK_LIMIT: usize = 51_200;
 /// MIME multiparts followed this deep (mime_nesting_limit is 100).
 pub const MIME_DEPTH: usize = 100;
 
+/// Tables consulted in order, the first match of any winning (Postfix's
+/// `header_checks = regexp:a, regexp:b`).
+#[derive(Default)]
+pub struct Tables(pub Vec<Table>);
+
+impl Tables {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first matching rule, with its table's file.
+    pub fn first_match(&self, input: &[u8]) -> Option<(String, super::rules::Hit)> {
+        self.0
+            .iter()
+            .find_map(|t| t.first_match(input).map(|h| (t.file().to_string(), h)))
+    }
+}
+
 /// The tables of `[content]`, read with the config.
 #[derive(Default)]
 pub struct ContentRules {
-    pub header: Option<Table>,
-    /// `None`: the header table applies to MIME part headers too.
-    pub mime_header: Option<Table>,
-    pub body: Option<Table>,
+    pub header: Tables,
+    /// Empty: the header tables apply to MIME part headers too.
+    pub mime_header: Tables,
+    pub body: Tables,
 }
 
 impl std::fmt::Debug for ContentRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = |t: &Option<Table>| t.as_ref().map(|t| t.file().to_string());
+        let names = |t: &Tables| t.0.iter().map(|t| t.file().to_string()).collect::<Vec<_>>();
         f.debug_struct("ContentRules")
-            .field("header", &name(&self.header))
-            .field("mime_header", &name(&self.mime_header))
-            .field("body", &name(&self.body))
+            .field("header", &names(&self.header))
+            .field("mime_header", &names(&self.mime_header))
+            .field("body", &names(&self.body))
             .finish()
     }
 }
 
 impl ContentRules {
     pub fn is_empty(&self) -> bool {
-        self.header.is_none() && self.mime_header.is_none() && self.body.is_none()
+        self.header.is_empty() && self.mime_header.is_empty() && self.body.is_empty()
     }
 
-    fn mime(&self) -> Option<&Table> {
-        self.mime_header.as_ref().or(self.header.as_ref())
+    fn mime(&self) -> &Tables {
+        if self.mime_header.is_empty() {
+            &self.header
+        } else {
+            &self.mime_header
+        }
     }
 }
 
@@ -308,18 +330,17 @@ impl Scanner {
         if name == "content-type" {
             self.note_content_type(&text[name_end + 1..]);
         }
+        let none = Tables::default();
+        let rules = self.rules.clone();
         let (place, table) = match self.state {
-            State::Headers => (Place::Header, self.rules.header.as_ref()),
-            _ if self.rewrite_only => (Place::MimeHeader, None),
-            State::PartHeaders => (Place::MimeHeader, self.rules.mime()),
-            _ => (Place::NestedHeader, self.rules.header.as_ref()),
+            State::Headers => (Place::Header, &rules.header),
+            _ if self.rewrite_only => (Place::MimeHeader, &none),
+            State::PartHeaders => (Place::MimeHeader, rules.mime()),
+            _ => (Place::NestedHeader, &rules.header),
         };
-        let hit = match table {
-            Some(t) if !self.done => {
-                let input = &text[..text.len().min(HEADER_MATCH_LIMIT)];
-                t.first_match(input).map(|h| (t.file().to_string(), h))
-            }
-            _ => None,
+        let hit = match self.done {
+            false => table.first_match(&text[..text.len().min(HEADER_MATCH_LIMIT)]),
+            true => None,
         };
         let hit = hit.filter(|(_, h)| {
             !self.rewrite_only || matches!(h.action, Action::Ignore | Action::Strip(_) | Action::Replace(_))
@@ -359,19 +380,16 @@ impl Scanner {
             self.body_checked = 0;
             return;
         }
-        let table = match &self.rules.body {
-            Some(t) if !self.done && !self.rewrite_only && self.body_checked < BODY_CHECK_LIMIT => t,
-            _ => {
-                self.out.extend_from_slice(line);
-                return;
-            }
-        };
+        let rules = self.rules.clone();
+        if rules.body.is_empty() || self.done || self.rewrite_only || self.body_checked >= BODY_CHECK_LIMIT {
+            self.out.extend_from_slice(line);
+            return;
+        }
         self.body_checked += line.len();
-        let Some(hit) = table.first_match(bare) else {
+        let Some((file, hit)) = rules.body.first_match(bare) else {
             self.out.extend_from_slice(line);
             return;
         };
-        let file = table.file().to_string();
         match &hit.action {
             Action::Ignore | Action::Strip(_) => {}
             Action::Replace(text) => {
@@ -491,7 +509,7 @@ mod tests {
     use super::*;
 
     fn rules(header: &str, mime: &str, body: &str) -> Arc<ContentRules> {
-        let t = |text: &str, kind| (!text.is_empty()).then(|| Table::parse("t", text, kind).unwrap());
+        let t = |text: &str, kind| Tables((!text.is_empty()).then(|| Table::parse("t", text, kind).unwrap()).into_iter().collect());
         Arc::new(ContentRules {
             header: t(header, Kind::Header),
             mime_header: t(mime, Kind::Header),

@@ -321,11 +321,12 @@ impl Router {
                     owner: self.owner,
                 };
                 let per_mailbox = self.mailbox_transports.get(&username.to_ascii_lowercase());
-                let how = match (per_mailbox, transport.is_empty()) {
-                    (Some(t), _) => t.as_str(),
-                    (None, true) => self.virtual_transport.as_str(),
-                    (None, false) => transport.as_str(),
-                };
+                // The column's "" and "virtual" mean virtual_transport.
+                let column = (transport::parse(transport) != transport::Spec::Default).then_some(transport.as_str());
+                let how = per_mailbox
+                    .map(String::as_str)
+                    .or(column)
+                    .unwrap_or(self.virtual_transport.as_str());
                 self.local_route(how, mailbox, username)
             }
             Dest::Local { user, .. } => {

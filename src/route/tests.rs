@@ -153,8 +153,10 @@ fn virtual_transport_default_can_name_a_pipe() {
     let mut r = router();
     r.virtual_transport = "procmail".into();
     assert!(matches!(r.route(&mailbox("")), Route::Pipe(_)));
-    // The column still wins.
-    assert!(matches!(r.route(&mailbox("virtual")), Route::Maildir(_)));
+    // PostfixAdmin's default column value means the virtual transport...
+    assert!(matches!(r.route(&mailbox("virtual")), Route::Pipe(_)));
+    // ...while a column naming the Maildir agent still wins.
+    assert!(matches!(r.route(&mailbox("maildir")), Route::Maildir(_)));
 }
 
 #[test]
@@ -194,7 +196,8 @@ fn agents_by_route_kind() {
 #[test]
 fn transport_values_parse_like_postfix() {
     assert_eq!(parse(""), Spec::Default);
-    assert_eq!(parse("  virtual "), Spec::Maildir);
+    assert_eq!(parse("  virtual "), Spec::Default);
+    assert_eq!(parse("maildir"), Spec::Maildir);
     assert_eq!(parse("smtp"), Spec::Relay(None));
     assert_eq!(parse("smtp:"), Spec::Relay(None));
     assert_eq!(

@@ -46,7 +46,12 @@ pub fn parse(value: &str) -> Spec {
             .to_string()
     };
     match name.as_str() {
-        "virtual" | "maildir" if rest.is_none_or(str::is_empty) => Spec::Maildir,
+        // PostfixAdmin writes "virtual" into every domain by default: it
+        // means "the virtual transport", whatever [delivery]
+        // virtual_transport names (the seed's procmail), as it did for
+        // Postfix, which never read the column there.
+        "virtual" if rest.is_none_or(str::is_empty) => Spec::Default,
+        "maildir" if rest.is_none_or(str::is_empty) => Spec::Maildir,
         "virtual" | "maildir" => Spec::Bad(format!(
             "transport {value:?}: a Maildir transport takes no next hop"
         )),
