@@ -43,7 +43,7 @@ use crate::dns::Resolver;
 use crate::outbound::{Connection, Options, Outgoing};
 use crate::queue::spool::QueuedMessage;
 use crate::route::{NextHop, Route, SmtpRoute, TlsPolicy};
-use crate::smtp::client::{ClientConfig, Envelope, Timeouts};
+use crate::smtp::client::{ClientConfig, Detail, Envelope, Timeouts};
 use crate::smtp::reply::Esc;
 
 /// What the agent takes from the configuration.
@@ -75,9 +75,18 @@ pub struct SmtpAgent {
 
 /// What one try at one address came to.
 enum Attempt {
-    /// Answers for the recipients given (in their order).
-    Answered(Vec<Outcome>),
+    /// Results for the recipients given (in their order): `Answer::Final`
+    /// where the server answered, `Answer::Open` where the session ended
+    /// before it did (a dropped connection, a timeout, a 421), so another
+    /// address may still take them.
+    Answered(Vec<Answer>),
     Failed(Failed),
+}
+
+enum Answer {
+    Final(Outcome),
+    /// Tried, not answered: what to report if no other address takes it.
+    Open(Outcome),
 }
 
 impl SmtpAgent {
@@ -170,6 +179,8 @@ impl SmtpAgent {
         let _slot = dest.limit.acquire_arc().await;
         let _conn = self.total.acquire_arc().await;
         let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+        // Per recipient: why the last session that had it ended unanswered.
+        let mut open: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mut last: Option<Outcome> = None;
         let mut all_connect = true;
         let mut tried = 0;
@@ -201,8 +212,11 @@ impl SmtpAgent {
                     match self.attempt(&dest, route, &h, peer, msg, content, &mine).await {
                         Attempt::Answered(outs) => {
                             all_connect = false;
-                            for (i, o) in pending.into_iter().zip(outs) {
-                                out[i] = Some(o);
+                            for (i, a) in pending.into_iter().zip(outs) {
+                                match a {
+                                    Answer::Final(o) => out[i] = Some(o),
+                                    Answer::Open(o) => open[i] = Some(o),
+                                }
                             }
                         }
                         Attempt::Failed(f) => {
@@ -223,7 +237,10 @@ impl SmtpAgent {
         let fallback = last.unwrap_or_else(|| {
             Outcome::deferred(Esc(4, 4, 1), format!("no host to try for {}", route.name))
         });
-        out.into_iter().map(|o| o.unwrap_or_else(|| fallback.clone())).collect()
+        out.into_iter()
+            .zip(open)
+            .map(|(o, open)| o.or(open).unwrap_or_else(|| fallback.clone()))
+            .collect()
     }
 
     /// The hosts of a list of next hops, in order.
@@ -267,12 +284,14 @@ impl SmtpAgent {
             login: login.as_ref().map(|l| l.user.clone()),
         };
         for fresh in [false, true] {
-            let conn = match (fresh, dest.take(&key(policy), self.s.reuse)) {
-                (false, Some(c)) => Ok(c),
-                (_, other) => {
-                    drop(other);
-                    self.open(&peer, policy, login.clone()).await
-                }
+            let kept = match fresh {
+                false => dest.take(&key(policy), self.s.reuse),
+                true => None,
+            };
+            let reused = kept.is_some();
+            let conn = match kept {
+                Some(c) => Ok(c),
+                None => self.open(&peer, policy, login.clone()).await,
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -299,19 +318,37 @@ impl SmtpAgent {
             };
             match conn.send(out).await {
                 Ok(r) => {
-                    let outs = r.recipients.iter().map(|rr| outcome::recipient(&peer, rr)).collect();
+                    let outs = r
+                        .recipients
+                        .iter()
+                        .map(|rr| Answer::Final(outcome::recipient(&peer, rr)))
+                        .collect();
                     for stale in dest.put(key(policy), conn, self.s.reuse) {
                         let _ = stale.quit().await;
                     }
                     return Attempt::Answered(outs);
                 }
-                Err((Some(r), _)) => {
-                    let outs = r.recipients.iter().map(|rr| outcome::recipient(&peer, rr)).collect();
+                Err((Some(r), f)) => {
+                    let outs: Vec<Answer> = r
+                        .recipients
+                        .iter()
+                        .map(|rr| match outcome::unanswered(rr, &f) {
+                            true if matches!(rr.detail, Detail::Local { .. }) => {
+                                Answer::Open(outcome::session(&peer, &f).outcome)
+                            }
+                            true => Answer::Open(outcome::recipient(&peer, rr)),
+                            false => Answer::Final(outcome::recipient(&peer, rr)),
+                        })
+                        .collect();
+                    // A kept connection the server has closed since (an
+                    // idle timeout): once more on a new one, which is not
+                    // a failure of the host.
+                    if reused && outs.iter().all(|a| matches!(a, Answer::Open(_))) {
+                        continue;
+                    }
                     return Attempt::Answered(outs);
                 }
-                // A kept connection the server has closed since: once more
-                // on a new one, which is not a failure of the host.
-                Err((None, _)) if !fresh => continue,
+                Err((None, _)) if reused => continue,
                 Err((None, f)) => return Attempt::Failed(outcome::session(&peer, &f)),
             }
         }
