@@ -547,7 +547,7 @@ impl Postfix {
              relayhost =\n\
              default_transport = error:this Postfix sends nothing onward\n\
              relay_transport = error:this Postfix sends nothing onward\n\
-             inet_interfaces = {ip}\n\
+             inet_interfaces = 127.0.0.1\n\
              inet_protocols = ipv4\n\
              mynetworks = 127.0.0.0/8\n\
              smtp_dns_support_level = disabled\n\
