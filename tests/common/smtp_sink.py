@@ -84,6 +84,9 @@ def main():
             event("starttls %d" % self.conn_no)
             if a.tls_broken:
                 await self.push("220 2.0.0 Ready to start TLS")
+                # After the client's ClientHello, not with the 220 (that
+                # would be a response injection, refused before TLS).
+                await asyncio.sleep(0.3)
                 self.transport.write(b"this is not a TLS record\r\n" * 8)
                 self.transport.close()
                 return
