@@ -342,6 +342,16 @@ pub struct RawSmtp {
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
     messages: Arc<AtomicUsize>,
+    seen: Arc<Seen>,
+}
+
+/// What a [`RawSmtp`] server was sent: command lines, and each message's
+/// data exactly as it came over the wire (dot-stuffed, up to and with
+/// the final `.` line).
+#[derive(Default)]
+struct Seen {
+    commands: std::sync::Mutex<Vec<String>>,
+    data: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 /// How an ordinary server answers `line` (for scripts to fall back on).
@@ -371,15 +381,16 @@ impl RawSmtp {
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
         let messages = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Seen::default());
         let script: Arc<dyn Fn(&str) -> Answer + Send + Sync> = Arc::new(script);
-        let (st, co, me) = (stop.clone(), connections.clone(), messages.clone());
+        let (st, co, me, se) = (stop.clone(), connections.clone(), messages.clone(), seen.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((s, _)) => {
                         co.fetch_add(1, Ordering::SeqCst);
-                        let (st, me, script) = (st.clone(), me.clone(), script.clone());
-                        std::thread::spawn(move || raw_session(s, &*script, &st, &me));
+                        let (st, me, se, script) = (st.clone(), me.clone(), se.clone(), script.clone());
+                        std::thread::spawn(move || raw_session(s, &*script, &st, &me, &se));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -390,7 +401,18 @@ impl RawSmtp {
             stop,
             connections,
             messages,
+            seen,
         })
+    }
+
+    /// Command lines received so far, in order (all connections).
+    pub fn commands(&self) -> Vec<String> {
+        self.seen.commands.lock().unwrap().clone()
+    }
+
+    /// Each message's data as it came over the wire.
+    pub fn data(&self) -> Vec<Vec<u8>> {
+        self.seen.data.lock().unwrap().clone()
     }
 
     pub fn connections(&self) -> usize {
@@ -441,6 +463,7 @@ fn raw_session(
     script: &(dyn Fn(&str) -> Answer + Send + Sync),
     stop: &AtomicBool,
     messages: &AtomicUsize,
+    seen: &Seen,
 ) {
     use std::io::Read;
     let _ = s.set_nonblocking(false);
@@ -454,7 +477,12 @@ fn raw_session(
     loop {
         while let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             let line = String::from_utf8_lossy(&buf[..i]).into_owned();
-            buf.drain(..i + 2);
+            let raw: Vec<u8> = buf.drain(..i + 2).collect();
+            if in_data {
+                seen.data.lock().unwrap().last_mut().unwrap().extend_from_slice(&raw);
+            } else {
+                seen.commands.lock().unwrap().push(line.clone());
+            }
             let ask = if in_data {
                 if line != "." {
                     continue;
@@ -473,6 +501,7 @@ fn raw_session(
             if let Answer::Send(b) = &a {
                 if ask.eq_ignore_ascii_case("DATA") && b.starts_with(b"354") {
                     in_data = true;
+                    seen.data.lock().unwrap().push(Vec::new());
                 }
                 if ask.eq_ignore_ascii_case("QUIT") {
                     let _ = s.write_all(b);
