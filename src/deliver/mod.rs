@@ -139,6 +139,13 @@ pub trait BlockingAgent: Send + Sync {
 /// An agent that waits on the network: run on the executor.
 pub trait AsyncAgent: Send + Sync {
     fn name(&self) -> &'static str;
+    /// True when the agent keeps limits of its own (per destination, say)
+    /// and takes no permit of the registry's, which a delivery waiting
+    /// inside the agent would hold from deliveries that need none of its
+    /// busy resources.
+    fn limits_itself(&self) -> bool {
+        false
+    }
     fn deliver(
         self: Arc<Self>,
         msg: Arc<QueuedMessage>,

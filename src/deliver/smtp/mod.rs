@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use smol::lock::Semaphore;
+use smol::lock::{OnceCell, Semaphore};
 
 use self::hosts::Host;
 use self::outcome::{Failed, Peer};
@@ -132,18 +132,10 @@ impl SmtpAgent {
                 None => groups.push((key, r.clone(), vec![i])),
             }
         }
-        let content = match smol::unblock({
-            let msg = msg.clone();
-            move || Content::load(&msg)
-        })
-        .await
-        {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                let o = Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
-                return targets.iter().map(|_| o.clone()).collect();
-            }
-        };
+        // Read once for all destinations, when the first of them has a
+        // connection slot: messages waiting for a busy destination hold
+        // no content in memory.
+        let content: OnceCell<Result<Arc<Content>, String>> = OnceCell::new();
         let runs: Vec<_> = groups
             .iter()
             .map(|(key, route, idx)| {
@@ -167,8 +159,8 @@ impl SmtpAgent {
         &self,
         key: &str,
         route: &SmtpRoute,
-        msg: &QueuedMessage,
-        content: &Arc<Content>,
+        msg: &Arc<QueuedMessage>,
+        content: &OnceCell<Result<Arc<Content>, String>>,
         rcpts: Vec<&Target>,
     ) -> Vec<Outcome> {
         let dest = self.dests.get(key);
@@ -178,6 +170,24 @@ impl SmtpAgent {
         }
         let _slot = dest.limit.acquire_arc().await;
         let _conn = self.total.acquire_arc().await;
+        let loaded = content
+            .get_or_init(|| {
+                let msg = msg.clone();
+                async move {
+                    smol::unblock(move || Content::load(&msg))
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        let content = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                let o = Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
+                return rcpts.iter().map(|_| o.clone()).collect();
+            }
+        };
         let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         // Per recipient: why the last session that had it ended unanswered.
         let mut open: Vec<Option<Outcome>> = vec![None; rcpts.len()];
@@ -395,6 +405,13 @@ impl SmtpAgent {
 impl AsyncAgent for SmtpAgent {
     fn name(&self) -> &'static str {
         "smtp"
+    }
+
+    /// Per destination and in all (`concurrency_per_destination`,
+    /// `concurrency`): a permit of the registry's would be held by mail
+    /// waiting for a busy destination, which mail for others needs.
+    fn limits_itself(&self) -> bool {
+        true
     }
 
     fn deliver(
