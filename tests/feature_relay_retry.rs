@@ -337,3 +337,32 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
     assert!(lines_with(&srv, &["@hung.test>", "status="]).is_empty(), "still hanging, not given up");
     assert_eq!(hung.connections(), 10, "at most concurrency_per_destination connections");
 }
+
+#[test]
+fn a_flush_once_the_relay_is_back_delivers_at_once() {
+    // The relay is down: the first message finds it so, the others are
+    // deferred at once ("suspended"), all with an hour's backoff.
+    let port = smtp_peers::free_port();
+    let d = dns(&["host-record=relayp.test,127.0.0.2"]);
+    let srv = builder(d.addr, 25)
+        .set("relay", &format!("default = \"[relayp.test]:{port}\""))
+        .set("queue", "min_backoff = \"1h\"")
+        .set("queue", "max_backoff = \"2h\"")
+        .start();
+    let ids: Vec<String> = (0..3)
+        .map(|i| send(&srv, "alice@example.test", &[&format!("r{i}@far.test")], "waiting"))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        wait_line(&srv, &[id, &format!("to=<r{i}@far.test>"), "status=deferred"]);
+    }
+    assert!(!lines_with(&srv, &["delivery temporarily suspended"]).is_empty(), "{}", srv.log());
+    // It is back; the operator says "now" (postqueue -f).
+    let relay = smtp_peers::PySink::start_on("127.0.0.2", port, &[]).expect("the relay's port");
+    let (ok, out) = queue_cmd(&srv, &["flush"]);
+    assert!(ok, "{out}");
+    for (i, id) in ids.iter().enumerate() {
+        let line = final_line(&srv, id, &format!("r{i}@far.test"));
+        assert!(line.contains("status=sent"), "{line}");
+    }
+    assert_eq!(relay.wait_received(3, WAIT).len(), 3);
+}

@@ -146,6 +146,9 @@ pub trait AsyncAgent: Send + Sync {
     fn limits_itself(&self) -> bool {
         false
     }
+    /// Forgets which destinations were found unreachable, so that the
+    /// next delivery tries them (an operator's flush: "it is back").
+    fn revive(&self) {}
     fn deliver(
         self: Arc<Self>,
         msg: Arc<QueuedMessage>,

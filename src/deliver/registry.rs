@@ -54,6 +54,15 @@ impl Registry {
         self.slots.get(&kind).map(|s| s.concurrency).unwrap_or(0)
     }
 
+    /// Every agent forgets its unreachable destinations (a flush).
+    pub fn revive(&self) {
+        for slot in self.slots.values() {
+            if let Agent::Async(a) = &slot.agent {
+                a.revive();
+            }
+        }
+    }
+
     /// Delivers `targets` with the agent for `kind`, once one of its
     /// permits is free. One outcome per target, in order.
     pub async fn deliver(

@@ -414,6 +414,10 @@ impl AsyncAgent for SmtpAgent {
         true
     }
 
+    fn revive(&self) {
+        self.dests.revive();
+    }
+
     fn deliver(
         self: Arc<Self>,
         msg: Arc<QueuedMessage>,

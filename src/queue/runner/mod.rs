@@ -157,6 +157,12 @@ impl Runner {
         });
     }
 
+    /// Destinations found unreachable are tried again at the next
+    /// delivery (`postern queue flush`, like Postfix's `postqueue -f`).
+    pub fn revive_destinations(&self) {
+        self.registry.revive();
+    }
+
     /// Tries a queued message now (flush, release, requeue).
     pub fn flush(&self, id: String) {
         self.send(Job {
