@@ -366,3 +366,61 @@ fn a_flush_once_the_relay_is_back_delivers_at_once() {
     }
     assert_eq!(relay.wait_received(3, WAIT).len(), 3);
 }
+
+/// `Threads` and `VmRSS` (KiB) of a process.
+fn threads_and_rss(pid: u32) -> (usize, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+#[test]
+fn draining_a_large_queue_stays_small() {
+    // 600 messages wait for a dead relay; the relay comes back and the
+    // queue is flushed: all 600 are active at once (active_limit 1000),
+    // most of them waiting for one of the relay's 10 connection slots.
+    // Waiting must cost little: no thread, no session buffers each.
+    let n = 600;
+    let source = require("smtp-source");
+    let port = smtp_peers::free_port();
+    let d = dns(&["host-record=relayp.test,127.0.0.2"]);
+    let srv = builder(d.addr, 25)
+        .set("relay", &format!("default = \"[relayp.test]:{port}\""))
+        .set("queue", "min_backoff = \"1h\"")
+        .set("queue", "max_backoff = \"2h\"")
+        .start();
+    let (ok, out) = run(peer("smtp-source")
+        .args(["-s", "10", "-m", &n.to_string(), "-l", "2000", "-M", "client.test"])
+        .args(["-f", "alice@example.test", "-t", "someone@far.test"])
+        .arg(srv.addr().to_string()));
+    assert!(ok, "{}: {out}", source.display());
+    assert!(
+        srv.wait_log_count("status=deferred", n, WAIT),
+        "{} deferred:\n{}",
+        srv.log().matches("status=deferred").count(),
+        srv.log()
+    );
+    let (threads0, rss0) = threads_and_rss(srv.pid());
+    let relay = smtp_peers::SmtpSink::start_on("127.0.0.2", port);
+    let (ok, out) = queue_cmd(&srv, &["flush"]);
+    assert!(ok, "{out}");
+    let (mut threads, mut rss) = (threads0, rss0);
+    let deadline = Instant::now() + WAIT;
+    while relay.messages().len() < n {
+        let (t, r) = threads_and_rss(srv.pid());
+        (threads, rss) = (threads.max(t), rss.max(r));
+        assert!(Instant::now() < deadline, "{} of {n} relayed", relay.messages().len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_queue_empty(&srv);
+    eprintln!("draining {n}: threads {threads0} -> {threads}, RSS {rss0} -> {rss} KiB");
+    assert!(threads <= threads0 + 40, "threads {threads0} -> {threads}");
+    assert!(rss <= rss0 + 12 * 1024, "RSS {rss0} -> {rss} KiB");
+}

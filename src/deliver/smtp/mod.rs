@@ -188,6 +188,21 @@ impl SmtpAgent {
                 return rcpts.iter().map(|_| o.clone()).collect();
             }
         };
+        // A session's future is large (its read buffer is part of it):
+        // allocated by the deliveries that hold a connection slot, not by
+        // each of the messages waiting for one (up to the active limit).
+        Box::pin(self.try_hosts(&dest, route, msg, content, &rcpts)).await
+    }
+
+    /// The route's hosts in turn, until every recipient has an answer.
+    async fn try_hosts(
+        &self,
+        dest: &Destination,
+        route: &SmtpRoute,
+        msg: &QueuedMessage,
+        content: &Arc<Content>,
+        rcpts: &[&Target],
+    ) -> Vec<Outcome> {
         let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         // Per recipient: why the last session that had it ended unanswered.
         let mut open: Vec<Option<Outcome>> = vec![None; rcpts.len()];
