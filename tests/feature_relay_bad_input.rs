@@ -34,7 +34,9 @@ use smtp_peers::{normal, Answer, PySink, RawSmtp};
 fn long_reply(code: u16, count: usize) -> Vec<u8> {
     let mut r = Vec::new();
     for i in 1..count {
-        r.extend_from_slice(format!("{code}-line {i} of a reply that goes on and on\r\n").as_bytes());
+        r.extend_from_slice(
+            format!("{code}-line {i} of a reply that goes on and on\r\n").as_bytes(),
+        );
     }
     r.extend_from_slice(format!("{code} the end\r\n").as_bytes());
     r
@@ -71,7 +73,10 @@ fn start_bad() -> Bad {
         }),
         ("127.0.0.5", |_| Answer::Silent),
         ("127.0.0.6", |l| match l {
-            "" => Answer::Trickle(b"220 trickle.test ESMTP\r\n".to_vec(), Duration::from_millis(500)),
+            "" => Answer::Trickle(
+                b"220 trickle.test ESMTP\r\n".to_vec(),
+                Duration::from_millis(500),
+            ),
             _ => normal(l),
         }),
     ];
@@ -141,7 +146,8 @@ fn misbehaving_servers_are_retried_later_or_passed_over_for_the_next_mx() {
     for rcpt in &paired {
         let line = final_line(&srv, &id, rcpt);
         assert!(
-            line.contains(&format!("relay=good.test[127.0.0.9]:{}, ", bad.port)) && line.contains("status=sent"),
+            line.contains(&format!("relay=good.test[127.0.0.9]:{}, ", bad.port))
+                && line.contains("status=sent"),
             "{line}"
         );
     }
@@ -156,7 +162,10 @@ fn misbehaving_servers_are_retried_later_or_passed_over_for_the_next_mx() {
     c.hello();
     c.expect("QUIT", "221");
     let (ok, out) = queue_cmd(&srv, &["list"]);
-    assert!(ok && alone.iter().all(|a| out.contains(a.as_str())), "{out}");
+    assert!(
+        ok && alone.iter().all(|a| out.contains(a.as_str())),
+        "{out}"
+    );
 }
 
 #[test]
@@ -189,7 +198,12 @@ fn a_hundred_mx_records_only_the_best_five_are_tried() {
 fn a_cname_loop_defers() {
     let fake = FakeDns::start(Fake::CnameLoop);
     let srv = builder(fake.addr, 25).start();
-    let id = send(&srv, "alice@example.test", &["x@loop1.test"], "round and round");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["x@loop1.test"],
+        "round and round",
+    );
     let line = wait_line(&srv, &[&id, "status=deferred"]);
     assert!(
         line.contains("dsn=4.4.3, status=deferred (Host or domain name not found. Name service error for name=loop1.test type=MX: Host not found, try again"),
@@ -201,7 +215,8 @@ fn a_cname_loop_defers() {
 #[test]
 fn an_mx_that_is_an_ip_address_is_skipped() {
     // Something listens at the literal's address: it must get nothing.
-    let (port, sinks) = smtp_peers::sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
+    let (port, sinks) =
+        smtp_peers::sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
     let d = Dnsmasq::start(&[
         "mx-host=iplit.test,127.0.0.2,10".to_string(),
         "mx-host=iplit.test,mx2.iplit.test,20".to_string(),
@@ -209,15 +224,26 @@ fn an_mx_that_is_an_ip_address_is_skipped() {
         "mx-host=onlyiplit.test,127.0.0.2,10".to_string(),
     ]);
     let srv = builder(d.addr, port).start();
-    let id = send(&srv, "alice@example.test", &["x@iplit.test", "y@onlyiplit.test"], "ip literal");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["x@iplit.test", "y@onlyiplit.test"],
+        "ip literal",
+    );
     let line = final_line(&srv, &id, "x@iplit.test");
-    assert!(line.contains(&format!("relay=mx2.iplit.test[127.0.0.3]:{port}, ")), "{line}");
+    assert!(
+        line.contains(&format!("relay=mx2.iplit.test[127.0.0.3]:{port}, ")),
+        "{line}"
+    );
     let only = wait_line(&srv, &[&id, "to=<y@onlyiplit.test>"]);
     assert!(
         only.contains("dsn=4.4.4, status=deferred (no usable MX host for onlyiplit.test: MX 10 \"127.0.0.2\" is not a host name"),
         "{only}"
     );
-    wait_line(&srv, &["warning: iplit.test: MX 10 \"127.0.0.2\" is not a host name; skipped"]);
+    wait_line(
+        &srv,
+        &["warning: iplit.test: MX 10 \"127.0.0.2\" is not a host name; skipped"],
+    );
     assert_eq!(sinks[0].count("connect"), 0);
     assert_eq!(sinks[1].wait_received(1, WAIT)[0].rcpts, ["x@iplit.test"]);
 }
@@ -249,7 +275,8 @@ fn a_bad_credentials_file_stops_check_config_and_serve() {
     let config = config_with_credentials(dir.path(), &creds);
     let check = |expect: &[&str]| {
         let out = postern().arg("check-config").arg(&config).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{text}");
         for e in expect {
             assert!(text.contains(e), "{e:?} not in:\n{text}");
@@ -266,7 +293,12 @@ fn a_bad_credentials_file_stops_check_config_and_serve() {
         let status = wait_timeout(&mut serve, Duration::from_secs(20));
         let mut err = String::new();
         use std::io::Read;
-        serve.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        serve
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         assert_eq!(status.code(), Some(78), "serve must refuse: {err}");
         for e in expect {
             assert!(err.contains(e), "{e:?} not in:\n{err}");
@@ -289,9 +321,16 @@ fn a_bad_credentials_file_stops_check_config_and_serve() {
     // A good file others may read: refused, with the fix.
     std::fs::write(&creds, "[smtp.isp.test]:587 alice:hunter2\n").unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
-    check(&["mode 644 lets others read the passwords", &format!("chmod 600 {c}")]);
+    check(&[
+        "mode 644 lets others read the passwords",
+        &format!("chmod 600 {c}"),
+    ]);
     // Fixed: accepted.
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = postern().arg("check-config").arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

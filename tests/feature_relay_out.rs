@@ -67,9 +67,15 @@ fn mx_hosts_are_tried_in_preference_order_then_the_next_one() {
     );
     let got = sinks[0].wait_received(1, WAIT);
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0].from.as_str(), &got[0].rcpts[..]), ("alice@example.test", &["rcpt@order.test".to_string()][..]));
+    assert_eq!(
+        (got[0].from.as_str(), &got[0].rcpts[..]),
+        ("alice@example.test", &["rcpt@order.test".to_string()][..])
+    );
     let content = String::from_utf8_lossy(&got[0].content);
-    assert!(content.contains("Subject: first\r\n") && content.contains("Received: "), "{content}");
+    assert!(
+        content.contains("Subject: first\r\n") && content.contains("Received: "),
+        "{content}"
+    );
     assert!(sinks[1].received().is_empty());
 
     // mx1 goes away: the next message goes to mx2, in the same attempt.
@@ -78,12 +84,22 @@ fn mx_hosts_are_tried_in_preference_order_then_the_next_one() {
     let id = send(&srv, "alice@example.test", &["rcpt@order.test"], "second");
     let line = final_line(&srv, &id, "rcpt@order.test");
     assert!(
-        line.contains(&format!("relay=mx2.order.test[127.0.0.3]:{port}, ")) && line.contains("status=sent"),
+        line.contains(&format!("relay=mx2.order.test[127.0.0.3]:{port}, "))
+            && line.contains("status=sent"),
         "{line}\n{}",
         srv.log()
     );
-    assert_eq!(sinks[0].wait_received(1, WAIT).len(), 1, "mx2 got the second message");
-    assert_eq!(lines_with(&srv, &[&id, "status="]).len(), 1, "one attempt, one line: {}", srv.log());
+    assert_eq!(
+        sinks[0].wait_received(1, WAIT).len(),
+        1,
+        "mx2 got the second message"
+    );
+    assert_eq!(
+        lines_with(&srv, &[&id, "status="]).len(),
+        1,
+        "one attempt, one line: {}",
+        srv.log()
+    );
 
     // Every MX down: deferred with the last host's error; the whole
     // destination is then left alone for a while, and the next message
@@ -105,12 +121,20 @@ fn mx_hosts_are_tried_in_preference_order_then_the_next_one() {
         line.contains("status=deferred (delivery temporarily suspended: connect to mx3.order.test"),
         "{line}"
     );
-    assert!(srv.queue_dir().join("messages").join(&id).is_file(), "still queued");
+    assert!(
+        srv.queue_dir().join("messages").join(&id).is_file(),
+        "still queued"
+    );
 
     // Equal preferences are shared out: over 24 messages, each of the two
     // hosts gets some (all to one: a chance of 2^-23).
     for i in 0..24 {
-        send(&srv, "alice@example.test", &["rcpt@equal.test"], &format!("equal {i}"));
+        send(
+            &srv,
+            "alice@example.test",
+            &["rcpt@equal.test"],
+            &format!("equal {i}"),
+        );
     }
     let (a, b) = (&sinks[0], &sinks[1]);
     let deadline = std::time::Instant::now() + WAIT;
@@ -121,17 +145,27 @@ fn mx_hosts_are_tried_in_preference_order_then_the_next_one() {
     let (na, nb) = (a.received().len(), b.received().len());
     eprintln!("equal preferences: a got {na}, b got {nb}");
     assert_eq!(na + nb, 24, "nothing lost or duplicated");
-    assert!(na > 0 && nb > 0, "a {na}, b {nb}: equal MX hosts are not shuffled");
+    assert!(
+        na > 0 && nb > 0,
+        "a {na}, b {nb}: equal MX hosts are not shuffled"
+    );
 }
 
 #[test]
 fn null_mx_and_nxdomain_bounce_at_once_servfail_waits() {
     let d = dns(&["mx-host=nullmx.test,.,0"]);
     let srv = builder(d.addr, 25).start();
-    let id = send(&srv, "alice@example.test", &["x@nullmx.test", "y@nosuch.test"], "nowhere");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["x@nullmx.test", "y@nosuch.test"],
+        "nowhere",
+    );
     let null = final_line(&srv, &id, "x@nullmx.test");
     assert!(
-        null.contains("dsn=5.1.10, status=bounced (Domain nullmx.test does not accept mail (nullMX))"),
+        null.contains(
+            "dsn=5.1.10, status=bounced (Domain nullmx.test does not accept mail (nullMX))"
+        ),
         "{null}"
     );
     let nx = final_line(&srv, &id, "y@nosuch.test");
@@ -182,22 +216,33 @@ fn an_mx_that_is_ourselves_is_a_loop() {
     ]);
     let (port, sinks) = sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
     let srv = builder(d.addr, port).start();
-    let to = ["a@selfloop.test", "b@byname.test", "c@ourfirst.test", "d@oursecond.test"];
+    let to = [
+        "a@selfloop.test",
+        "b@byname.test",
+        "c@ourfirst.test",
+        "d@oursecond.test",
+    ];
     let id = send(&srv, "alice@example.test", &to, "loops");
     for domain in ["selfloop.test", "byname.test", "ourfirst.test"] {
         let rcpt = to.iter().find(|r| r.ends_with(domain)).unwrap();
         let line = final_line(&srv, &id, rcpt);
         assert!(
-            line.contains(&format!("dsn=5.4.6, status=bounced (mail for {domain} loops back to myself)")),
+            line.contains(&format!(
+                "dsn=5.4.6, status=bounced (mail for {domain} loops back to myself)"
+            )),
             "{line}"
         );
     }
     let line = final_line(&srv, &id, "d@oursecond.test");
     assert!(
-        line.contains(&format!("relay=mx1.oursecond.test[127.0.0.2]:{port}, ")) && line.contains("status=sent"),
+        line.contains(&format!("relay=mx1.oursecond.test[127.0.0.2]:{port}, "))
+            && line.contains("status=sent"),
         "{line}"
     );
-    assert_eq!(sinks[0].wait_received(1, WAIT)[0].rcpts, ["d@oursecond.test"]);
+    assert_eq!(
+        sinks[0].wait_received(1, WAIT)[0].rcpts,
+        ["d@oursecond.test"]
+    );
     // The attempt is over: the MX worse than us was never tried.
     wait_line(&srv, &[&id, "sender non-delivery notification"]);
     assert!(sinks[1].received().is_empty() && sinks[1].count("connect") == 0);
@@ -222,26 +267,47 @@ fn a_backup_mx_relays_only_to_better_mx_hosts() {
     // From a stranger (127.0.0.2 is not trusted): accepted for backup.test.
     let mut c = srv.smtp_untrusted();
     c.hello();
-    let r = c.send_mail("someone@far.test", &["user@backup.test"], &message("held for the primary", "x\r\n"));
+    let r = c.send_mail(
+        "someone@far.test",
+        &["user@backup.test"],
+        &message("held for the primary", "x\r\n"),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     c.expect("QUIT", "221");
     let id = queue_id_in(&r.first).unwrap();
     let line = final_line(&srv, &id, "user@backup.test");
-    assert!(line.contains(&format!("relay=mx1.backup.test[127.0.0.2]:{port}, ")), "{line}");
+    assert!(
+        line.contains(&format!("relay=mx1.backup.test[127.0.0.2]:{port}, ")),
+        "{line}"
+    );
     assert_eq!(sinks[0].wait_received(1, WAIT)[0].from, "someone@far.test");
 
     // The primary is down: the mail waits for it and never goes to the
     // MX behind us.
     drop(sinks.remove(0));
-    let id = send(&srv, "alice@example.test", &["user@backup.test"], "primary down");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["user@backup.test"],
+        "primary down",
+    );
     let line = wait_line(&srv, &[&id, "status=deferred"]);
     assert!(
-        line.contains(&format!("(connect to mx1.backup.test[127.0.0.2]:{port}: Connection refused)")),
+        line.contains(&format!(
+            "(connect to mx1.backup.test[127.0.0.2]:{port}: Connection refused)"
+        )),
         "{line}"
     );
-    assert_eq!(sinks[0].count("connect"), 0, "mx3 (worse than us) was never tried");
+    assert_eq!(
+        sinks[0].count("connect"),
+        0,
+        "mx3 (worse than us) was never tried"
+    );
     let (ok, out) = queue_cmd(&srv, &["list"]);
-    assert!(ok && out.contains(&id) && out.contains("user@backup.test"), "{out}");
+    assert!(
+        ok && out.contains(&id) && out.contains("user@backup.test"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -258,7 +324,12 @@ fn each_attempt_is_logged_and_queue_list_shows_the_last_reply() {
         .set("queue", "min_backoff = \"1h\"")
         .set("queue", "max_backoff = \"2h\"")
         .start();
-    let id = send(&srv, "alice@example.test", &["late@grey.test", "now@grey.test"], "greylisted");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["late@grey.test", "now@grey.test"],
+        "greylisted",
+    );
     let now = final_line(&srv, &id, "now@grey.test");
     let late = wait_line(&srv, &[&id, "to=<late@grey.test>", "status=deferred"]);
     let relay = format!("relay=mx1.grey.test[127.0.0.2]:{port}, ");
@@ -272,7 +343,10 @@ fn each_attempt_is_logged_and_queue_list_shows_the_last_reply() {
         ),
         "{late}"
     );
-    assert!(now.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as SINK1)"), "{now}");
+    assert!(
+        now.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as SINK1)"),
+        "{now}"
+    );
     let got = sinks[0].wait_received(1, WAIT);
     assert_eq!(got[0].rcpts, ["now@grey.test"]);
     assert!(got[0].tls);
@@ -284,15 +358,24 @@ fn each_attempt_is_logged_and_queue_list_shows_the_last_reply() {
         out.contains("(4.2.0 host mx1.grey.test[127.0.0.2] said: 450 4.2.0 <late@grey.test>: Recipient address rejected: Greylisted (in reply to RCPT TO command); next attempt "),
         "{out}"
     );
-    assert!(out.contains("late@grey.test") && !out.contains("now@grey.test"), "{out}");
+    assert!(
+        out.contains("late@grey.test") && !out.contains("now@grey.test"),
+        "{out}"
+    );
     let (ok, json) = queue_cmd(&srv, &["list", "--json"]);
-    assert!(ok && json.contains("\"next_attempt\": \"") && json.contains("Greylisted"), "{json}");
+    assert!(
+        ok && json.contains("\"next_attempt\": \"") && json.contains("Greylisted"),
+        "{json}"
+    );
 }
 
 #[test]
 fn postfix_receives_what_postern_relays() {
     if !nix::unistd::geteuid().is_root() {
-        skip_unless_ci("postfix_receives_what_postern_relays", "Postfix's master must start as root");
+        skip_unless_ci(
+            "postfix_receives_what_postern_relays",
+            "Postfix's master must start as root",
+        );
         return;
     }
     let certs = Certs::new(&["postfix.pf.test"]);
@@ -301,9 +384,19 @@ fn postfix_receives_what_postern_relays() {
         "host-record=postfix.pf.test,127.0.0.7",
     ]);
     let port = smtp_peers::free_port();
-    let pf = smtp_peers::Postfix::start("127.0.0.7", port, "pf.test", Some((&certs.cert(), &certs.key())));
+    let pf = smtp_peers::Postfix::start(
+        "127.0.0.7",
+        port,
+        "pf.test",
+        Some((&certs.cert(), &certs.key())),
+    );
     let srv = builder(d.addr, port).start();
-    let id = send(&srv, "alice@example.test", &["someone@pf.test"], "to Postfix");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["someone@pf.test"],
+        "to Postfix",
+    );
     let line = final_line(&srv, &id, "someone@pf.test");
     assert!(
         line.contains(&format!("relay=postfix.pf.test[127.0.0.7]:{port}, "))
@@ -315,9 +408,15 @@ fn postfix_receives_what_postern_relays() {
     let files = wait_maildir(&pf.maildir(), 1, WAIT);
     assert_eq!(files.len(), 1, "{}", pf.log());
     let text = std::fs::read_to_string(&files[0]).unwrap();
-    assert!(text.starts_with("Return-Path: <alice@example.test>\n"), "{text}");
+    assert!(
+        text.starts_with("Return-Path: <alice@example.test>\n"),
+        "{text}"
+    );
     assert!(text.contains("Delivered-To: someone@pf.test\n"), "{text}");
-    assert!(text.contains("Subject: to Postfix\n") && text.contains("sent onward by the relay tests\n"), "{text}");
+    assert!(
+        text.contains("Subject: to Postfix\n") && text.contains("sent onward by the relay tests\n"),
+        "{text}"
+    );
     // Postfix's own Received: line says it came from us over TLS.
     assert!(
         text.contains("from mx.example.test (") && text.contains("(using TLSv1.3 with cipher"),
@@ -325,7 +424,9 @@ fn postfix_receives_what_postern_relays() {
     );
     // Our Received: line is below Postfix's, as it travelled.
     let ours = text.find("by mx.example.test").expect("our Received:");
-    let theirs = text.find("by postfix.pf.test").expect("Postfix's Received:");
+    let theirs = text
+        .find("by postfix.pf.test")
+        .expect("Postfix's Received:");
     assert!(theirs < ours, "{text}");
     drop(pf);
 }

@@ -45,7 +45,12 @@ fn watch(srv: &Server, needles: &[&str], n: usize) -> Vec<Instant> {
         while seen.len() < count.min(n) {
             seen.push(Instant::now());
         }
-        assert!(Instant::now() < deadline, "saw {needles:?} {} of {n} times:\n{}", seen.len(), srv.log());
+        assert!(
+            Instant::now() < deadline,
+            "saw {needles:?} {} of {n} times:\n{}",
+            seen.len(),
+            srv.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     seen
@@ -54,7 +59,8 @@ fn watch(srv: &Server, needles: &[&str], n: usize) -> Vec<Instant> {
 /// A raw server bound to `ip` on a free port.
 fn raw_on(ip: &str, script: impl Fn(&str) -> Answer + Send + Sync + Clone + 'static) -> RawSmtp {
     for _ in 0..5 {
-        if let Ok(s) = RawSmtp::start(&format!("{ip}:{}", smtp_peers::free_port()), script.clone()) {
+        if let Ok(s) = RawSmtp::start(&format!("{ip}:{}", smtp_peers::free_port()), script.clone())
+        {
             return s;
         }
     }
@@ -63,12 +69,22 @@ fn raw_on(ip: &str, script: impl Fn(&str) -> Answer + Send + Sync + Clone + 'sta
 
 #[test]
 fn greylisted_mail_is_retried_on_schedule_and_each_recipient_sent_once() {
-    let d = dns(&["mx-host=grey.test,mx1.grey.test,10", "host-record=mx1.grey.test,127.0.0.2"]);
+    let d = dns(&[
+        "mx-host=grey.test,mx1.grey.test,10",
+        "host-record=mx1.grey.test,127.0.0.2",
+    ]);
     // The first three RCPTs for grey* are greylisted, then accepted.
-    let (port, sinks) =
-        sinks_on_one_port(&[("127.0.0.2", opts(&["--defer-rcpt", "grey", "--defer-times", "3"]))]);
+    let (port, sinks) = sinks_on_one_port(&[(
+        "127.0.0.2",
+        opts(&["--defer-rcpt", "grey", "--defer-times", "3"]),
+    )]);
     let srv = builder(d.addr, port).start();
-    let id = send(&srv, "alice@example.test", &["ok@grey.test", "grey@grey.test"], "greylisted");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["ok@grey.test", "grey@grey.test"],
+        "greylisted",
+    );
     let deferred = watch(&srv, &[&id, "to=<grey@grey.test>", "status=deferred"], 3);
     let sent = final_line(&srv, &id, "grey@grey.test");
     let delivered = Instant::now();
@@ -78,7 +94,10 @@ fn greylisted_mail_is_retried_on_schedule_and_each_recipient_sent_once() {
     // or take the queue's whole-second clock; slack for a loaded machine.
     let mut times = deferred.clone();
     times.push(delivered);
-    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
     eprintln!("seconds between attempts: {gaps:.2?}");
     for (gap, nominal) in gaps.iter().zip([1.0, 2.0, 2.0]) {
         assert!(*gap >= nominal - 1.0 && *gap <= nominal + 3.0, "{gaps:?}");
@@ -86,15 +105,28 @@ fn greylisted_mail_is_retried_on_schedule_and_each_recipient_sent_once() {
     // ok@ was accepted at the first attempt and never sent again.
     let got = sinks[0].wait_received(2, WAIT);
     let rcpts: Vec<Vec<String>> = got.iter().map(|m| m.rcpts.clone()).collect();
-    assert_eq!(rcpts, [vec!["ok@grey.test".to_string()], vec!["grey@grey.test".to_string()]]);
+    assert_eq!(
+        rcpts,
+        [
+            vec!["ok@grey.test".to_string()],
+            vec!["grey@grey.test".to_string()]
+        ]
+    );
     assert_eq!(lines_with(&srv, &[&id, "to=<ok@grey.test>"]).len(), 1);
-    let asked: Vec<String> = sinks[0].events().into_iter().filter(|e| e.contains(" ok@grey.test ")).collect();
+    let asked: Vec<String> = sinks[0]
+        .events()
+        .into_iter()
+        .filter(|e| e.contains(" ok@grey.test "))
+        .collect();
     assert_eq!(asked.len(), 1, "{asked:?}");
 }
 
 #[test]
 fn one_delay_notice_then_a_bounce_at_the_end_of_the_lifetime() {
-    let d = dns(&["mx-host=grey.test,mx1.grey.test,10", "host-record=mx1.grey.test,127.0.0.2"]);
+    let d = dns(&[
+        "mx-host=grey.test,mx1.grey.test,10",
+        "host-record=mx1.grey.test,127.0.0.2",
+    ]);
     let (port, _sinks) = sinks_on_one_port(&[("127.0.0.2", opts(&["--defer-rcpt", "grey"]))]);
     let srv = builder(d.addr, port)
         .set("queue", "delay_warning = \"2s\"")
@@ -111,9 +143,17 @@ fn one_delay_notice_then_a_bounce_at_the_end_of_the_lifetime() {
     );
     let attempts = lines_with(&srv, &[&id, "to=<grey@grey.test>", "status=deferred"]).len();
     assert!(attempts >= 3, "retried meanwhile: {}", srv.log());
-    assert_eq!(lines_with(&srv, &[&id, "delay notification"]).len(), 1, "one delay notice only");
+    assert_eq!(
+        lines_with(&srv, &[&id, "delay notification"]).len(),
+        1,
+        "one delay notice only"
+    );
     for notice in [&delay, &bounce] {
-        final_line(&srv, &id_after(notice, "notification: "), "alice@example.test");
+        final_line(
+            &srv,
+            &id_after(notice, "notification: "),
+            "alice@example.test",
+        );
     }
     let files = wait_maildir(&srv.mailbox("example.test/alice/"), 2, WAIT);
     assert_eq!(files.len(), 2);
@@ -128,9 +168,19 @@ fn one_delay_notice_then_a_bounce_at_the_end_of_the_lifetime() {
         assert_eq!(p.get("content-type"), "multipart/report", "{}", p.0);
         assert_eq!(p.get("report-type"), "delivery-status", "{}", p.0);
         assert_eq!(p.get("defects"), "0", "{}", p.0);
-        assert_eq!(p.get("return-path"), "<>", "sent from the null sender: {}", p.0);
+        assert_eq!(
+            p.get("return-path"),
+            "<>",
+            "sent from the null sender: {}",
+            p.0
+        );
         assert_eq!(p.get("auto-submitted"), "auto-replied");
-        assert_eq!(p.get("parts"), "text/plain message/delivery-status text/rfc822-headers", "{}", p.0);
+        assert_eq!(
+            p.get("parts"),
+            "text/plain message/delivery-status text/rfc822-headers",
+            "{}",
+            p.0
+        );
         assert_eq!(p.get("blocks"), "2", "{}", p.0);
         assert_eq!(p.get("reporting-mta"), "dns; mx.example.test");
         assert_eq!(p.get("rcpt final-recipient"), "rfc822; grey@grey.test");
@@ -141,8 +191,16 @@ fn one_delay_notice_then_a_bounce_at_the_end_of_the_lifetime() {
             "{}",
             p.0
         );
-        assert!(p.all("returned").contains(&"Subject: slow one".to_string()), "{}", p.0);
-        assert!(!p.0.contains("sent onward by the relay tests"), "headers only, no body: {}", p.0);
+        assert!(
+            p.all("returned").contains(&"Subject: slow one".to_string()),
+            "{}",
+            p.0
+        );
+        assert!(
+            !p.0.contains("sent onward by the relay tests"),
+            "headers only, no body: {}",
+            p.0
+        );
     }
     let d = by_action("delayed");
     assert_eq!(d.get("subject"), "Delayed Mail (still being retried)");
@@ -156,7 +214,9 @@ fn one_delay_notice_then_a_bounce_at_the_end_of_the_lifetime() {
 
 /// A remote server that refuses these recipients with 550 (and records
 /// what it was sent).
-fn refusing(prefixes: &'static [&'static str]) -> impl Fn(&str) -> Answer + Send + Sync + Clone + 'static {
+fn refusing(
+    prefixes: &'static [&'static str],
+) -> impl Fn(&str) -> Answer + Send + Sync + Clone + 'static {
     move |l: &str| {
         let lower = l.to_ascii_lowercase();
         if lower.starts_with("rcpt to:<") && prefixes.iter().any(|p| lower[9..].starts_with(p)) {
@@ -185,21 +245,46 @@ fn bounces_leave_from_the_null_sender_with_crlf_line_ends() {
         "mx-host=far.test,mx.far.test,10",
         "host-record=mx.far.test,127.0.0.3",
     ]);
-    let srv = with_mx_ports(builder(d.addr, 25), &[("rej.test", &rej), ("far.test", &far)]).start();
+    let srv = with_mx_ports(
+        builder(d.addr, 25),
+        &[("rej.test", &rej), ("far.test", &far)],
+    )
+    .start();
     let id = send(&srv, "someone@far.test", &["nobody@rej.test"], "bounce me");
     let line = final_line(&srv, &id, "nobody@rej.test");
     assert!(line.contains("dsn=5.1.1, status=bounced (host mx.rej.test[127.0.0.2] said: 550 5.1.1 No such user here (in reply to RCPT TO command))"), "{line}");
-    let bounce = id_after(&wait_line(&srv, &[&id, "sender non-delivery notification: "]), "notification: ");
+    let bounce = id_after(
+        &wait_line(&srv, &[&id, "sender non-delivery notification: "]),
+        "notification: ",
+    );
     let sent = final_line(&srv, &bounce, "someone@far.test");
-    assert!(sent.contains("relay=mx.far.test[127.0.0.3]") && sent.contains("status=sent"), "{sent}");
+    assert!(
+        sent.contains("relay=mx.far.test[127.0.0.3]") && sent.contains("status=sent"),
+        "{sent}"
+    );
     let commands = far.commands();
-    assert!(commands.iter().any(|c| c == "MAIL FROM:<>" || c.starts_with("MAIL FROM:<> ")), "{commands:?}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c == "MAIL FROM:<>" || c.starts_with("MAIL FROM:<> ")),
+        "{commands:?}"
+    );
     let data = far.data();
     assert_eq!(data.len(), 1);
-    assert!(crlf_only(&data[0]), "a bare CR or LF went out:\n{:?}", String::from_utf8_lossy(&data[0]));
+    assert!(
+        crlf_only(&data[0]),
+        "a bare CR or LF went out:\n{:?}",
+        String::from_utf8_lossy(&data[0])
+    );
     let text = String::from_utf8_lossy(&data[0]);
-    assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"), "{text}");
-    assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 No such user here\r\n"), "{text}");
+    assert!(
+        text.contains("Content-Type: multipart/report; report-type=delivery-status;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 550 5.1.1 No such user here\r\n"),
+        "{text}"
+    );
 }
 
 /// Routes that send `domain`'s mail to that raw server's port (raw servers
@@ -227,24 +312,52 @@ fn an_undeliverable_bounce_goes_to_the_postmaster_once() {
         "mx-host=gone.test,mx.gone.test,10",
         "host-record=mx.gone.test,127.0.0.3",
     ]);
-    let srv = with_mx_ports(builder(d.addr, 25), &[("rej.test", &rej), ("gone.test", &gone)]).start();
-    let id = send(&srv, "someone@gone.test", &["nobody@rej.test"], "nobody wants it");
-    let bounce = id_after(&wait_line(&srv, &[&id, "sender non-delivery notification: "]), "notification: ");
+    let srv = with_mx_ports(
+        builder(d.addr, 25),
+        &[("rej.test", &rej), ("gone.test", &gone)],
+    )
+    .start();
+    let id = send(
+        &srv,
+        "someone@gone.test",
+        &["nobody@rej.test"],
+        "nobody wants it",
+    );
+    let bounce = id_after(
+        &wait_line(&srv, &[&id, "sender non-delivery notification: "]),
+        "notification: ",
+    );
     let failed = final_line(&srv, &bounce, "someone@gone.test");
     assert!(failed.contains("dsn=5.1.1, status=bounced"), "{failed}");
-    let pm = id_after(&wait_line(&srv, &[&bounce, "postmaster non-delivery notification: "]), "notification: ");
+    let pm = id_after(
+        &wait_line(&srv, &[&bounce, "postmaster non-delivery notification: "]),
+        "notification: ",
+    );
     final_line(&srv, &pm, "postmaster@mx.example.test");
     wait_queue_empty(&srv);
     let files = wait_maildir(&srv.local_mailbox("postmaster"), 1, WAIT);
     assert_eq!(files.len(), 1, "{}", srv.log());
     let p = Parsed::of(&files[0]);
-    assert_eq!(p.get("subject"), "Undeliverable delivery status notification");
+    assert_eq!(
+        p.get("subject"),
+        "Undeliverable delivery status notification"
+    );
     assert_eq!(p.get("rcpt final-recipient"), "rfc822; someone@gone.test");
     assert_eq!(p.get("rcpt action"), "failed");
     // Each message tried once at its server: no loop.
-    let rcpts = |s: &RawSmtp| s.commands().iter().filter(|c| c.starts_with("RCPT")).count();
+    let rcpts = |s: &RawSmtp| {
+        s.commands()
+            .iter()
+            .filter(|c| c.starts_with("RCPT"))
+            .count()
+    };
     assert_eq!((rcpts(&rej), rcpts(&gone)), (1, 1));
-    assert_eq!(lines_with(&srv, &["non-delivery notification"]).len(), 2, "{}", srv.log());
+    assert_eq!(
+        lines_with(&srv, &["non-delivery notification"]).len(),
+        2,
+        "{}",
+        srv.log()
+    );
 }
 
 #[test]
@@ -257,20 +370,56 @@ fn a_report_to_the_postmaster_that_fails_is_dropped() {
         "mx-host=gone.test,mx.gone.test,10",
         "host-record=mx.gone.test,127.0.0.3",
     ]);
-    let srv = with_mx_ports(builder(d.addr, 25), &[("rej.test", &rej), ("gone.test", &gone)])
-        .aliases("postmaster: pm@gone.test\n")
-        .start();
-    let id = send(&srv, "someone@gone.test", &["nobody@rej.test"], "nobody at all");
-    let bounce = id_after(&wait_line(&srv, &[&id, "sender non-delivery notification: "]), "notification: ");
-    let pm = id_after(&wait_line(&srv, &[&bounce, "postmaster non-delivery notification: "]), "notification: ");
+    let srv = with_mx_ports(
+        builder(d.addr, 25),
+        &[("rej.test", &rej), ("gone.test", &gone)],
+    )
+    .aliases("postmaster: pm@gone.test\n")
+    .start();
+    let id = send(
+        &srv,
+        "someone@gone.test",
+        &["nobody@rej.test"],
+        "nobody at all",
+    );
+    let bounce = id_after(
+        &wait_line(&srv, &[&id, "sender non-delivery notification: "]),
+        "notification: ",
+    );
+    let pm = id_after(
+        &wait_line(&srv, &[&bounce, "postmaster non-delivery notification: "]),
+        "notification: ",
+    );
     let line = final_line(&srv, &pm, "pm@gone.test");
-    assert!(line.contains("orig_to=<postmaster@mx.example.test>") && line.contains("status=bounced"), "{line}");
-    wait_line(&srv, &[&pm, "undeliverable report to the postmaster dropped"]);
+    assert!(
+        line.contains("orig_to=<postmaster@mx.example.test>") && line.contains("status=bounced"),
+        "{line}"
+    );
+    wait_line(
+        &srv,
+        &[&pm, "undeliverable report to the postmaster dropped"],
+    );
     wait_queue_empty(&srv);
-    assert_eq!(lines_with(&srv, &["non-delivery notification"]).len(), 2, "{}", srv.log());
-    let mails: Vec<String> = gone.commands().into_iter().filter(|c| c.starts_with("MAIL")).collect();
-    assert_eq!(mails.len(), 2, "the bounce and the report, nothing more: {mails:?}");
-    assert!(mails.iter().all(|m| m.starts_with("MAIL FROM:<>")), "{mails:?}");
+    assert_eq!(
+        lines_with(&srv, &["non-delivery notification"]).len(),
+        2,
+        "{}",
+        srv.log()
+    );
+    let mails: Vec<String> = gone
+        .commands()
+        .into_iter()
+        .filter(|c| c.starts_with("MAIL"))
+        .collect();
+    assert_eq!(
+        mails.len(),
+        2,
+        "the bounce and the report, nothing more: {mails:?}"
+    );
+    assert!(
+        mails.iter().all(|m| m.starts_with("MAIL FROM:<>")),
+        "{mails:?}"
+    );
 }
 
 #[test]
@@ -293,7 +442,11 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
         let mut c = srv.smtp();
         c.hello();
         for i in 0..n {
-            c.send_mail("carol@example.test", &[to], &message(&format!("local {i}"), "x\r\n"));
+            c.send_mail(
+                "carol@example.test",
+                &[to],
+                &message(&format!("local {i}"), "x\r\n"),
+            );
         }
         c.expect("QUIT", "221");
         let maildir = srv.mailbox(&format!("example.test/{}/", to.split('@').next().unwrap()));
@@ -307,7 +460,11 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
     let mut c = srv.smtp();
     c.hello();
     for i in 0..40 {
-        c.send_mail("carol@example.test", &[&format!("u{i}@hung.test")], &message("hung", "x\r\n"));
+        c.send_mail(
+            "carol@example.test",
+            &[&format!("u{i}@hung.test")],
+            &message("hung", "x\r\n"),
+        );
     }
     c.expect("QUIT", "221");
     let deadline = Instant::now() + WAIT;
@@ -320,12 +477,21 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
     let mut c = srv.smtp();
     c.hello();
     for i in 0..50 {
-        c.send_mail("carol@example.test", &[&format!("r{i}@fast.test")], &message("fast", "x\r\n"));
+        c.send_mail(
+            "carol@example.test",
+            &[&format!("r{i}@fast.test")],
+            &message("fast", "x\r\n"),
+        );
     }
     c.expect("QUIT", "221");
     let beside = local(&srv, "bob@example.test", 50);
     while fast.messages().len() < 50 {
-        assert!(Instant::now() - t0 < WAIT, "{} of 50 reached smtp-sink:\n{}", fast.messages().len(), srv.log());
+        assert!(
+            Instant::now() - t0 < WAIT,
+            "{} of 50 reached smtp-sink:\n{}",
+            fast.messages().len(),
+            srv.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let remote = t0.elapsed();
@@ -334,8 +500,15 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
         beside <= base * 2 + Duration::from_secs(2),
         "local mail slowed down by a hung remote: {beside:?} against {base:?}"
     );
-    assert!(lines_with(&srv, &["@hung.test>", "status="]).is_empty(), "still hanging, not given up");
-    assert_eq!(hung.connections(), 10, "at most concurrency_per_destination connections");
+    assert!(
+        lines_with(&srv, &["@hung.test>", "status="]).is_empty(),
+        "still hanging, not given up"
+    );
+    assert_eq!(
+        hung.connections(),
+        10,
+        "at most concurrency_per_destination connections"
+    );
 }
 
 #[test]
@@ -350,12 +523,26 @@ fn a_flush_once_the_relay_is_back_delivers_at_once() {
         .set("queue", "max_backoff = \"2h\"")
         .start();
     let ids: Vec<String> = (0..3)
-        .map(|i| send(&srv, "alice@example.test", &[&format!("r{i}@far.test")], "waiting"))
+        .map(|i| {
+            send(
+                &srv,
+                "alice@example.test",
+                &[&format!("r{i}@far.test")],
+                "waiting",
+            )
+        })
         .collect();
     for (i, id) in ids.iter().enumerate() {
-        wait_line(&srv, &[id, &format!("to=<r{i}@far.test>"), "status=deferred"]);
+        wait_line(
+            &srv,
+            &[id, &format!("to=<r{i}@far.test>"), "status=deferred"],
+        );
     }
-    assert!(!lines_with(&srv, &["delivery temporarily suspended"]).is_empty(), "{}", srv.log());
+    assert!(
+        !lines_with(&srv, &["delivery temporarily suspended"]).is_empty(),
+        "{}",
+        srv.log()
+    );
     // It is back; the operator says "now" (postqueue -f).
     let relay = smtp_peers::PySink::start_on("127.0.0.2", port, &[]).expect("the relay's port");
     let (ok, out) = queue_cmd(&srv, &["flush"]);
@@ -397,7 +584,16 @@ fn draining_a_large_queue_stays_small() {
         .set("queue", "max_backoff = \"2h\"")
         .start();
     let (ok, out) = run(peer("smtp-source")
-        .args(["-s", "10", "-m", &n.to_string(), "-l", "2000", "-M", "client.test"])
+        .args([
+            "-s",
+            "10",
+            "-m",
+            &n.to_string(),
+            "-l",
+            "2000",
+            "-M",
+            "client.test",
+        ])
         .args(["-f", "alice@example.test", "-t", "someone@far.test"])
         .arg(srv.addr().to_string()));
     assert!(ok, "{}: {out}", source.display());
@@ -416,7 +612,11 @@ fn draining_a_large_queue_stays_small() {
     while relay.messages().len() < n {
         let (t, r) = threads_and_rss(srv.pid());
         (threads, rss) = (threads.max(t), rss.max(r));
-        assert!(Instant::now() < deadline, "{} of {n} relayed", relay.messages().len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} relayed",
+            relay.messages().len()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     wait_queue_empty(&srv);

@@ -63,23 +63,45 @@ fn the_fallback_takes_over_when_the_primary_cannot_be_reached() {
     })
     .unwrap();
     let silent = RawSmtp::start("127.0.0.2:0", |_| Answer::Silent).unwrap();
-    let dropping = PySink::start_on("127.0.0.2", smtp_peers::free_port(), &["--drop-at-mail"]).unwrap();
+    let dropping =
+        PySink::start_on("127.0.0.2", smtp_peers::free_port(), &["--drop-at-mail"]).unwrap();
     let srv = with_routes(
         builder(d.addr, port).set("relay", "command_timeout = \"2s\""),
         &[
             route("routed.test", "refused", &refused, &fb),
-            route("closing.test", "closing", &format!("[relayp.test]:{}", closing.addr.port()), &fb),
-            route("silent.test", "silent", &format!("[relayp.test]:{}", silent.addr.port()), &fb),
-            route("dropping.test", "dropping", &format!("[relayp.test]:{}", dropping.addr.port()), &fb),
+            route(
+                "closing.test",
+                "closing",
+                &format!("[relayp.test]:{}", closing.addr.port()),
+                &fb,
+            ),
+            route(
+                "silent.test",
+                "silent",
+                &format!("[relayp.test]:{}", silent.addr.port()),
+                &fb,
+            ),
+            route(
+                "dropping.test",
+                "dropping",
+                &format!("[relayp.test]:{}", dropping.addr.port()),
+                &fb,
+            ),
         ],
     )
     .start();
-    let to = ["a@routed.test", "b@closing.test", "c@silent.test", "d@dropping.test"];
+    let to = [
+        "a@routed.test",
+        "b@closing.test",
+        "c@silent.test",
+        "d@dropping.test",
+    ];
     let id = send(&srv, "alice@example.test", &to, "fallback");
     for rcpt in to {
         let line = final_line(&srv, &id, rcpt);
         assert!(
-            line.contains(&format!("relay=relays.test[127.0.0.3]:{port}, ")) && line.contains("status=sent"),
+            line.contains(&format!("relay=relays.test[127.0.0.3]:{port}, "))
+                && line.contains("status=sent"),
             "{line}\n{}",
             srv.log()
         );
@@ -88,8 +110,15 @@ fn the_fallback_takes_over_when_the_primary_cannot_be_reached() {
     let got = fallback.wait_received(4, WAIT);
     let mut rcpts: Vec<String> = got.iter().flat_map(|m| m.rcpts.clone()).collect();
     rcpts.sort();
-    assert_eq!(rcpts, to, "each route's recipient reached the fallback once");
-    assert!(lines_with(&srv, &[&id, "status=deferred"]).is_empty(), "{}", srv.log());
+    assert_eq!(
+        rcpts, to,
+        "each route's recipient reached the fallback once"
+    );
+    assert!(
+        lines_with(&srv, &[&id, "status=deferred"]).is_empty(),
+        "{}",
+        srv.log()
+    );
     assert_eq!(closing.connections(), 1, "{}", srv.log());
     assert_eq!(silent.connections(), 1);
     assert_eq!(dropping.count("connect"), 1);
@@ -101,24 +130,47 @@ fn the_fallback_takes_over_when_the_primary_cannot_be_reached() {
 fn answers_from_the_primary_are_final_and_never_tried_at_the_fallback() {
     let d = dns();
     let (port, sinks) = sinks_on_one_port(&[
-        ("127.0.0.2", opts(&["--reject-rcpt", "no", "--defer-rcpt", "later"])),
+        (
+            "127.0.0.2",
+            opts(&["--reject-rcpt", "no", "--defer-rcpt", "later"]),
+        ),
         ("127.0.0.3", vec![]),
         ("127.0.0.4", vec![]),
     ]);
     let (primary, fallback, mx) = (&sinks[0], &sinks[1], &sinks[2]);
-    let spam = PySink::start_on("127.0.0.2", smtp_peers::free_port(), &["--data-reply", "554 5.7.1 Message rejected as spam"]).unwrap();
+    let spam = PySink::start_on(
+        "127.0.0.2",
+        smtp_peers::free_port(),
+        &["--data-reply", "554 5.7.1 Message rejected as spam"],
+    )
+    .unwrap();
     let srv = with_routes(
         builder(d.addr, port),
         &[
-            route("routed.test", "relay-mail01", &format!("[relayp.test]:{port}"), &format!("[relays.test]:{port}")),
-            route("spam.test", "spam", &format!("[relayp.test]:{}", spam.addr.port()), &format!("[relays.test]:{port}")),
+            route(
+                "routed.test",
+                "relay-mail01",
+                &format!("[relayp.test]:{port}"),
+                &format!("[relays.test]:{port}"),
+            ),
+            route(
+                "spam.test",
+                "spam",
+                &format!("[relayp.test]:{}", spam.addr.port()),
+                &format!("[relays.test]:{port}"),
+            ),
         ],
     )
     .start();
     let id = send(
         &srv,
         "alice@example.test",
-        &["no@routed.test", "later@routed.test", "yes@routed.test", "x@spam.test"],
+        &[
+            "no@routed.test",
+            "later@routed.test",
+            "yes@routed.test",
+            "x@spam.test",
+        ],
         "final answers",
     );
     let no = final_line(&srv, &id, "no@routed.test");
@@ -128,7 +180,10 @@ fn answers_from_the_primary_are_final_and_never_tried_at_the_fallback() {
         "{no}"
     );
     let yes = final_line(&srv, &id, "yes@routed.test");
-    assert!(yes.contains("relay=relayp.test[127.0.0.2]") && yes.contains("status=sent"), "{yes}");
+    assert!(
+        yes.contains("relay=relayp.test[127.0.0.2]") && yes.contains("status=sent"),
+        "{yes}"
+    );
     let later = wait_line(&srv, &[&id, "to=<later@routed.test>"]);
     assert!(
         later.contains("dsn=4.2.0, status=deferred (host relayp.test[127.0.0.2] said: 450 4.2.0"),
@@ -149,7 +204,12 @@ fn answers_from_the_primary_are_final_and_never_tried_at_the_fallback() {
     let files = wait_maildir(&srv.mailbox("example.test/alice/"), 1, WAIT);
     let p = Parsed::of(&files[0]);
     assert_eq!(p.all("rcpt status"), ["5.1.1", "5.7.1"], "{}", p.0);
-    assert_eq!(p.all("rcpt remote-mta"), ["dns; relayp.test", "dns; relayp.test"], "{}", p.0);
+    assert_eq!(
+        p.all("rcpt remote-mta"),
+        ["dns; relayp.test", "dns; relayp.test"],
+        "{}",
+        p.0
+    );
 }
 
 #[test]
@@ -159,20 +219,34 @@ fn a_routed_domain_never_goes_by_mx() {
     let (port, sinks) = sinks_on_one_port(&[("127.0.0.4", vec![])]);
     let srv = with_routes(
         builder(d.addr, port),
-        &[route("routed.test", "relay-mail01", &format!("[relayp.test]:{port}"), &format!("[relays.test]:{port}"))],
+        &[route(
+            "routed.test",
+            "relay-mail01",
+            &format!("[relayp.test]:{port}"),
+            &format!("[relays.test]:{port}"),
+        )],
     )
     .start();
     let id = send(&srv, "alice@example.test", &["a@routed.test"], "stuck");
     let line = wait_line(&srv, &[&id, "status=deferred"]);
     assert!(
-        line.contains(&format!("(connect to relays.test[127.0.0.3]:{port}: Connection refused)")),
+        line.contains(&format!(
+            "(connect to relays.test[127.0.0.3]:{port}: Connection refused)"
+        )),
         "the fallback is the last tried: {line}"
     );
-    assert_eq!(sinks[0].count("connect"), 0, "no MX delivery for a routed domain");
+    assert_eq!(
+        sinks[0].count("connect"),
+        0,
+        "no MX delivery for a routed domain"
+    );
     // The next message finds the route left alone for a while.
     let id = send(&srv, "alice@example.test", &["b@routed.test"], "stuck too");
     let line = wait_line(&srv, &[&id, "status=deferred"]);
-    assert!(line.contains("delivery temporarily suspended: connect to relays.test"), "{line}");
+    assert!(
+        line.contains("delivery temporarily suspended: connect to relays.test"),
+        "{line}"
+    );
     assert_eq!(sinks[0].count("connect"), 0);
 }
 
@@ -182,7 +256,12 @@ fn the_transport_column_names_a_route_by_name_or_domain() {
     let (port, sinks) = sinks_on_one_port(&[("127.0.0.2", vec![])]);
     let srv = with_routes(
         builder(d.addr, port),
-        &[route("routed.test", "relay-mail01", &format!("[relayp.test]:{port}"), &format!("[relays.test]:{port}"))],
+        &[route(
+            "routed.test",
+            "relay-mail01",
+            &format!("[relayp.test]:{port}"),
+            &format!("[relays.test]:{port}"),
+        )],
     )
     .start();
     // Backup-MX domains whose transport names the route (PostfixAdmin's
@@ -196,19 +275,33 @@ fn the_transport_column_names_a_route_by_name_or_domain() {
     )
     .unwrap();
     drop(db);
-    let id = send(&srv, "alice@example.test", &["a@byname.test", "b@bydomain.test", "c@unknown.test"], "by column");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["a@byname.test", "b@bydomain.test", "c@unknown.test"],
+        "by column",
+    );
     for rcpt in ["a@byname.test", "b@bydomain.test"] {
         let line = final_line(&srv, &id, rcpt);
-        assert!(line.contains(&format!("relay=relayp.test[127.0.0.2]:{port}, ")), "{line}");
+        assert!(
+            line.contains(&format!("relay=relayp.test[127.0.0.2]:{port}, ")),
+            "{line}"
+        );
     }
     let line = wait_line(&srv, &[&id, "to=<c@unknown.test>"]);
     assert!(
-        line.contains("dsn=4.3.5, status=deferred (mail transport \"no-such-route\" is not configured)"),
+        line.contains(
+            "dsn=4.3.5, status=deferred (mail transport \"no-such-route\" is not configured)"
+        ),
         "{line}"
     );
     let got = sinks[0].wait_received(1, WAIT);
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].rcpts, ["a@byname.test", "b@bydomain.test"], "one destination, one transaction");
+    assert_eq!(
+        got[0].rcpts,
+        ["a@byname.test", "b@bydomain.test"],
+        "one destination, one transaction"
+    );
 }
 
 #[test]
@@ -222,15 +315,31 @@ fn discard_and_error_routes() {
         ],
     )
     .start();
-    let id = send(&srv, "alice@example.test", &["a@void.test", "b@sub.closed.test"], "nowhere");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["a@void.test", "b@sub.closed.test"],
+        "nowhere",
+    );
     let void = final_line(&srv, &id, "a@void.test");
-    assert!(void.contains("status=sent (discarded: route for void.test)"), "{void}");
+    assert!(
+        void.contains("status=sent (discarded: route for void.test)"),
+        "{void}"
+    );
     let closed = final_line(&srv, &id, "b@sub.closed.test");
-    assert!(closed.contains("dsn=5.0.0, status=bounced (this domain takes no mail)"), "{closed}");
+    assert!(
+        closed.contains("dsn=5.0.0, status=bounced (this domain takes no mail)"),
+        "{closed}"
+    );
     wait_queue_empty(&srv);
     let files = wait_maildir(&srv.mailbox("example.test/alice/"), 1, WAIT);
     let p = Parsed::of(&files[0]);
-    assert_eq!(p.all("rcpt final-recipient"), ["rfc822; b@sub.closed.test"], "{}", p.0);
+    assert_eq!(
+        p.all("rcpt final-recipient"),
+        ["rfc822; b@sub.closed.test"],
+        "{}",
+        p.0
+    );
 }
 
 #[test]
@@ -246,15 +355,29 @@ fn a_kept_connection_the_server_closed_is_not_a_failure() {
     .unwrap();
     let srv = with_routes(
         builder(d.addr, 25).set("relay", "connection_reuse_time = \"30s\""),
-        &[format!("domain = \"routed.test\"\nprimary = \"[relayp.test]:{}\"", server.addr.port())],
+        &[format!(
+            "domain = \"routed.test\"\nprimary = \"[relayp.test]:{}\"",
+            server.addr.port()
+        )],
     )
     .start();
-    for (n, rcpt) in ["a@routed.test", "b@routed.test", "c@routed.test"].iter().enumerate() {
+    for (n, rcpt) in ["a@routed.test", "b@routed.test", "c@routed.test"]
+        .iter()
+        .enumerate()
+    {
         let id = send(&srv, "alice@example.test", &[rcpt], "kept");
         let line = final_line(&srv, &id, rcpt);
         assert!(line.contains("status=sent"), "{line}");
-        assert!(lines_with(&srv, &[&id, "status=deferred"]).is_empty(), "{}", srv.log());
+        assert!(
+            lines_with(&srv, &[&id, "status=deferred"]).is_empty(),
+            "{}",
+            srv.log()
+        );
         assert_eq!(server.messages(), n + 1);
     }
-    assert_eq!(server.connections(), 3, "a new connection for each message after the first");
+    assert_eq!(
+        server.connections(),
+        3,
+        "a new connection for each message after the first"
+    );
 }

@@ -77,7 +77,10 @@ fn smarthost_login_over_starttls_once_per_connection() {
     let creds = credentials(dir.path(), &[format!("{hop} {USER}:{PASSWORD}")]);
     let srv = builder(d.addr, 25)
         .set("relay", &format!("default = \"{hop}\""))
-        .set("relay", &format!("credentials_file = \"{}\"", creds.display()))
+        .set(
+            "relay",
+            &format!("credentials_file = \"{}\"", creds.display()),
+        )
         .set("relay", "concurrency_per_destination = 2")
         .set("relay", "connection_reuse_time = \"30s\"")
         .start();
@@ -85,20 +88,28 @@ fn smarthost_login_over_starttls_once_per_connection() {
     let mut ids = Vec::new();
     for i in 0..20 {
         let to = format!("user{i}@dest{}.test", i % 3);
-        ids.push((send(&srv, "alice@example.test", &[&to], &format!("burst {i}")), to));
+        ids.push((
+            send(&srv, "alice@example.test", &[&to], &format!("burst {i}")),
+            to,
+        ));
     }
     for (id, to) in &ids {
         let line = final_line(&srv, id, to);
         assert!(
-            line.contains(&format!("relay=smarthost.test[127.0.0.2]:{}, ", smarthost.addr.port()))
-                && line.contains(", tls=TLSv1.3, ")
+            line.contains(&format!(
+                "relay=smarthost.test[127.0.0.2]:{}, ",
+                smarthost.addr.port()
+            )) && line.contains(", tls=TLSv1.3, ")
                 && line.contains("status=sent"),
             "{line}"
         );
     }
     let got = smarthost.wait_received(20, WAIT);
     assert_eq!(got.len(), 20, "each message once");
-    assert!(got.iter().all(|m| m.tls && m.auth), "every message over TLS, logged in");
+    assert!(
+        got.iter().all(|m| m.tls && m.auth),
+        "every message over TLS, logged in"
+    );
     // Few connections (at most the per-destination limit, reused), and
     // one login on each.
     let connections = smarthost.count("connect");
@@ -109,13 +120,19 @@ fn smarthost_login_over_starttls_once_per_connection() {
         .collect();
     eprintln!("20 messages over {connections} connection(s); logins: {logins:?}");
     assert!((1..=2).contains(&connections), "{:?}", smarthost.events());
-    assert_eq!(logins.len(), connections, "one login per connection: {logins:?}");
+    assert_eq!(
+        logins.len(),
+        connections,
+        "one login per connection: {logins:?}"
+    );
     assert!(logins.iter().all(|l| l.ends_with(" ok")), "{logins:?}");
     // The password is nowhere but in the credentials file.
     assert!(!srv.log().contains(PASSWORD), "{}", srv.log());
     let argv = std::fs::read(format!("/proc/{}/cmdline", srv.pid())).unwrap();
     assert!(!String::from_utf8_lossy(&argv).contains(PASSWORD));
-    assert!(!std::fs::read_to_string(&srv.config).unwrap().contains(PASSWORD));
+    assert!(!std::fs::read_to_string(&srv.config)
+        .unwrap()
+        .contains(PASSWORD));
 }
 
 #[test]
@@ -134,10 +151,16 @@ fn no_login_without_tls() {
     let dir = TestDir::new("smarthost");
     let creds = credentials(
         dir.path(),
-        &[format!("{plain_hop} {USER}:{PASSWORD}"), format!("{broken_hop} {USER}:{PASSWORD}")],
+        &[
+            format!("{plain_hop} {USER}:{PASSWORD}"),
+            format!("{broken_hop} {USER}:{PASSWORD}"),
+        ],
     );
     let srv = builder(d.addr, 25)
-        .set("relay", &format!("credentials_file = \"{}\"", creds.display()))
+        .set(
+            "relay",
+            &format!("credentials_file = \"{}\"", creds.display()),
+        )
         .set(
             "[relay.route]",
             &format!(
@@ -146,20 +169,33 @@ fn no_login_without_tls() {
             ),
         )
         .start();
-    let id = send(&srv, "alice@example.test", &["a@viaplain.test", "b@viabroken.test"], "no clear logins");
+    let id = send(
+        &srv,
+        "alice@example.test",
+        &["a@viaplain.test", "b@viabroken.test"],
+        "no clear logins",
+    );
     let p = wait_line(&srv, &[&id, "to=<a@viaplain.test>", "status=deferred"]);
     assert!(
         p.contains("dsn=4.7.0, status=deferred (cannot authenticate to server: "),
         "{p}"
     );
     let b = wait_line(&srv, &[&id, "to=<b@viabroken.test>", "status=deferred"]);
-    assert!(b.contains("dsn=4.7.5, status=deferred (TLS handshake failed: "), "{b}");
+    assert!(
+        b.contains("dsn=4.7.5, status=deferred (TLS handshake failed: "),
+        "{b}"
+    );
     // Nothing was sent; no login was tried; the handshake failure was not
     // followed by a plaintext connection (a login was due).
     assert!(plain.received().is_empty() && broken.received().is_empty());
     assert_eq!(plain.count("auth"), 0, "{:?}", plain.events());
     assert_eq!(broken.count("auth"), 0, "{:?}", broken.events());
-    assert_eq!(broken.count("connect"), 1, "no plaintext retry with a login due: {:?}", broken.events());
+    assert_eq!(
+        broken.count("connect"),
+        1,
+        "no plaintext retry with a login due: {:?}",
+        broken.events()
+    );
     assert!(!srv.log().contains(PASSWORD));
 }
 
@@ -181,19 +217,33 @@ fn tls_policies_per_route() {
         route("may.test", "broken.test", broken.addr.port(), "may"),
         route("encrypt.test", "notls.test", notls.addr.port(), "encrypt"),
         route("verify.test", "verified.test", tls.addr.port(), "verify"),
-        route("wrongname.test", "wrongname.test", tls.addr.port(), "verify"),
+        route(
+            "wrongname.test",
+            "wrongname.test",
+            tls.addr.port(),
+            "verify",
+        ),
         route("none.test", "verified.test", tls.addr.port(), "none"),
     ];
     let srv = builder(d.addr, 25)
         .set("relay", &format!("ca_file = \"{}\"", certs.ca().display()))
         .set("[relay.route]", &routes.join("\n\n[[relay.route]]\n"))
         .start();
-    let to = ["a@may.test", "b@encrypt.test", "c@verify.test", "d@wrongname.test", "e@none.test"];
+    let to = [
+        "a@may.test",
+        "b@encrypt.test",
+        "c@verify.test",
+        "d@wrongname.test",
+        "e@none.test",
+    ];
     let id = send(&srv, "alice@example.test", &to, "tls policies");
 
     // may: the handshake fails, plaintext once more on a new connection.
     let may = final_line(&srv, &id, "a@may.test");
-    assert!(may.contains("status=sent") && !may.contains("tls="), "{may}");
+    assert!(
+        may.contains("status=sent") && !may.contains("tls="),
+        "{may}"
+    );
     let got = broken.wait_received(1, WAIT);
     assert!(!got[0].tls);
     assert_eq!(broken.count("connect"), 2, "{:?}", broken.events());
@@ -205,16 +255,29 @@ fn tls_policies_per_route() {
     );
     // verify: the certificate chains to ca_file and names the host...
     let ver = final_line(&srv, &id, "c@verify.test");
-    assert!(ver.contains("tls=TLSv1.3") && ver.contains("status=sent"), "{ver}");
+    assert!(
+        ver.contains("tls=TLSv1.3") && ver.contains("status=sent"),
+        "{ver}"
+    );
     // ... or the mail waits.
     let wrong = wait_line(&srv, &[&id, "to=<d@wrongname.test>", "status=deferred"]);
-    assert!(wrong.contains("dsn=4.7.5, status=deferred (TLS handshake failed: "), "{wrong}");
+    assert!(
+        wrong.contains("dsn=4.7.5, status=deferred (TLS handshake failed: "),
+        "{wrong}"
+    );
     assert!(wrong.to_lowercase().contains("certificate"), "{wrong}");
     // none: no STARTTLS even when offered.
     let none = final_line(&srv, &id, "e@none.test");
-    assert!(none.contains("status=sent") && !none.contains("tls="), "{none}");
+    assert!(
+        none.contains("status=sent") && !none.contains("tls="),
+        "{none}"
+    );
     let got = tls.wait_received(2, WAIT);
-    let by_rcpt = |r: &str| got.iter().find(|m| m.rcpts == [r]).unwrap_or_else(|| panic!("{r}: {got:?}"));
+    let by_rcpt = |r: &str| {
+        got.iter()
+            .find(|m| m.rcpts == [r])
+            .unwrap_or_else(|| panic!("{r}: {got:?}"))
+    };
     assert!(by_rcpt("c@verify.test").tls);
     assert!(!by_rcpt("e@none.test").tls);
     assert_eq!(got.len(), 2, "the wrong name got nothing");

@@ -33,7 +33,11 @@ pub fn builder(dns: SocketAddr, port: u16) -> ServerBuilder {
 pub fn send(srv: &Server, from: &str, to: &[&str], subject: &str) -> String {
     let mut c = srv.smtp();
     c.hello();
-    let r = c.send_mail(from, to, &message(subject, "sent onward by the relay tests\r\n"));
+    let r = c.send_mail(
+        from,
+        to,
+        &message(subject, "sent onward by the relay tests\r\n"),
+    );
     assert_eq!(r.code, 250, "{r:?}\n{}", srv.log());
     c.expect("QUIT", "221");
     queue_id_in(&r.first).expect("queue id")
@@ -71,13 +75,15 @@ pub fn final_line(srv: &Server, id: &str, to: &str) -> String {
     let head = format!("{id}: to=<{to}>");
     loop {
         let log = srv.log();
-        if let Some(l) = log
-            .lines()
-            .find(|l| l.contains(&head) && (l.contains("status=sent") || l.contains("status=bounced")))
-        {
+        if let Some(l) = log.lines().find(|l| {
+            l.contains(&head) && (l.contains("status=sent") || l.contains("status=bounced"))
+        }) {
             return l.to_string();
         }
-        assert!(Instant::now() < deadline, "{id} to {to} never ended:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "{id} to {to} never ended:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

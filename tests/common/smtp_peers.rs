@@ -301,7 +301,10 @@ impl SmtpSink {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "smtp-sink did not start on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink did not start on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         SmtpSink { child, addr, dir }
@@ -383,13 +386,19 @@ impl RawSmtp {
         let messages = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Seen::default());
         let script: Arc<dyn Fn(&str) -> Answer + Send + Sync> = Arc::new(script);
-        let (st, co, me, se) = (stop.clone(), connections.clone(), messages.clone(), seen.clone());
+        let (st, co, me, se) = (
+            stop.clone(),
+            connections.clone(),
+            messages.clone(),
+            seen.clone(),
+        );
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((s, _)) => {
                         co.fetch_add(1, Ordering::SeqCst);
-                        let (st, me, se, script) = (st.clone(), me.clone(), se.clone(), script.clone());
+                        let (st, me, se, script) =
+                            (st.clone(), me.clone(), se.clone(), script.clone());
                         std::thread::spawn(move || raw_session(s, &*script, &st, &me, &se));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -479,7 +488,12 @@ fn raw_session(
             let line = String::from_utf8_lossy(&buf[..i]).into_owned();
             let raw: Vec<u8> = buf.drain(..i + 2).collect();
             if in_data {
-                seen.data.lock().unwrap().last_mut().unwrap().extend_from_slice(&raw);
+                seen.data
+                    .lock()
+                    .unwrap()
+                    .last_mut()
+                    .unwrap()
+                    .extend_from_slice(&raw);
             } else {
                 seen.commands.lock().unwrap().push(line.clone());
             }
@@ -518,7 +532,11 @@ fn raw_session(
         match s.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -655,7 +673,12 @@ impl Postfix {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(pf.addr).is_err() {
-            assert!(Instant::now() < deadline, "Postfix did not listen on {}:\n{}", pf.addr, pf.log());
+            assert!(
+                Instant::now() < deadline,
+                "Postfix did not listen on {}:\n{}",
+                pf.addr,
+                pf.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         pf
