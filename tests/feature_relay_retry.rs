@@ -496,8 +496,10 @@ fn a_hung_remote_host_holds_up_neither_local_mail_nor_other_remotes() {
     }
     let remote = t0.elapsed();
     eprintln!("50 local messages: {base:.2?} alone, {beside:.2?} next to a hung host; 50 remote: {remote:.2?}");
+    // Held up, it would wait for the hung sessions' 300 s timeout; the
+    // bound leaves room for a machine busy with other work.
     assert!(
-        beside <= base * 2 + Duration::from_secs(2),
+        beside <= base * 3 + Duration::from_secs(5),
         "local mail slowed down by a hung remote: {beside:?} against {base:?}"
     );
     assert!(
