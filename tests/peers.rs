@@ -24,6 +24,8 @@ const PROGRAMS: &[&str] = &[
     // scripts/bench and the next issues' tests.
     "smtp-source",
     "smtp-sink",
+    "postfix",
+    "postqueue",
     "procmail",
     "dnsmasq",
     "dig",

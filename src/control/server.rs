@@ -275,10 +275,9 @@ async fn flush(ctx: &Arc<Ctx>, t: Target) -> Result<String, Refusal> {
         },
     };
     let n = ids.len();
-    // "Try now" means now: destinations found unreachable (a content
-    // filter or relay that was down) are tried again, not skipped until
-    // their dead time is over.
-    ctx.runner.registry.revive();
+    // "Try now" includes destinations left alone for a while after they
+    // could not be reached: the operator says they are back.
+    ctx.runner.revive_destinations();
     for id in ids {
         ctx.runner.flush(id);
     }

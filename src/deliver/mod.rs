@@ -142,9 +142,15 @@ pub trait BlockingAgent: Send + Sync {
 /// An agent that waits on the network: run on the executor.
 pub trait AsyncAgent: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Forgets which destinations were found unreachable, so the next
-    /// attempt connects again: a flush (Postfix's `postqueue -f` does the
-    /// same, QMGR_REQ_FLUSH_DEAD). Agents without such a memory ignore it.
+    /// True when the agent keeps limits of its own (per destination, say)
+    /// and takes no permit of the registry's, which a delivery waiting
+    /// inside the agent would hold from deliveries that need none of its
+    /// busy resources.
+    fn limits_itself(&self) -> bool {
+        false
+    }
+    /// Forgets which destinations were found unreachable, so that the
+    /// next delivery tries them (an operator's flush: "it is back").
     fn revive(&self) {}
     fn deliver(
         self: Arc<Self>,

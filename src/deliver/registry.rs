@@ -1,7 +1,9 @@
 //! Which agent delivers which kind of route, and how many deliveries each
 //! may run at once. A blocking agent runs on the blocking thread pool, an
 //! async one on the executor; each holds a permit of its own semaphore
-//! while it works, so a slow agent only ever waits for itself.
+//! while it works, so a slow agent only ever waits for itself. An agent
+//! with finer limits of its own (the SMTP agent's per destination) takes
+//! none: within one agent, a busy destination must not hold up the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,18 +50,17 @@ impl Registry {
             .unwrap_or("none")
     }
 
-    /// Every agent forgets the destinations it found unreachable (see
-    /// [`super::AsyncAgent::revive`]).
+    pub fn concurrency(&self, kind: AgentKind) -> usize {
+        self.slots.get(&kind).map(|s| s.concurrency).unwrap_or(0)
+    }
+
+    /// Every agent forgets its unreachable destinations (a flush).
     pub fn revive(&self) {
         for slot in self.slots.values() {
             if let Agent::Async(a) = &slot.agent {
                 a.revive();
             }
         }
-    }
-
-    pub fn concurrency(&self, kind: AgentKind) -> usize {
-        self.slots.get(&kind).map(|s| s.concurrency).unwrap_or(0)
     }
 
     /// Delivers `targets` with the agent for `kind`, once one of its
@@ -78,7 +79,10 @@ impl Registry {
                 .map(|_| Outcome::deferred(Esc(4, 3, 5), text.clone()))
                 .collect();
         };
-        let _permit = slot.limit.acquire_arc().await;
+        let _permit = match &slot.agent {
+            Agent::Async(a) if a.limits_itself() => None,
+            _ => Some(slot.limit.acquire_arc().await),
+        };
         let n = targets.len();
         let mut out = match &slot.agent {
             Agent::Blocking(a) => {

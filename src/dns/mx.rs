@@ -150,7 +150,15 @@ pub fn plan(
     let mut seen = std::collections::HashSet::new();
     records.retain(|r| seen.insert(r.exchange.clone()));
     if records.is_empty() {
-        let text = format!("no usable MX host for {domain}");
+        // Say why: the skipped records are the whole story here.
+        let why: Vec<&str> = warnings
+            .iter()
+            .map(|w| w.strip_prefix(&format!("{domain}: ")).unwrap_or(w))
+            .collect();
+        let text = match why.is_empty() {
+            true => format!("no usable MX host for {domain}"),
+            false => format!("no usable MX host for {domain}: {}", why.join("; ")),
+        };
         return Err(Failure::new(false, Esc(4, 4, 4), text));
     }
     let mut i = 0;

@@ -423,7 +423,7 @@ impl Router {
             Spec::Error(text) => Route::Bounce(Esc(5, 0, 0), text),
             Spec::Retry(text) => Route::Defer(Esc(4, 0, 0), text),
             Spec::Discard(text) => Route::Discard(text),
-            Spec::Named(name) => match self.named.get(&name) {
+            Spec::Named(name) => match self.named_route(&name) {
                 Some(Route::Pipe(p)) => Route::Pipe(PipeRoute {
                     mailbox,
                     ..p.clone()
@@ -452,6 +452,18 @@ impl Router {
             .map(|u| u.gid.as_raw())
             .unwrap_or(owner);
         (owner, gid)
+    }
+
+    /// A transport by name: a pipe or route of that name, else the
+    /// `[[relay.route]]` whose domain it is (the transport column may name
+    /// a route either way).
+    fn named_route(&self, name: &str) -> Option<&Route> {
+        self.named.get(name).or_else(|| {
+            self.domains
+                .iter()
+                .find(|(d, _)| d == name)
+                .map(|(_, r)| r)
+        })
     }
 
     /// The default relay toward `domain`.

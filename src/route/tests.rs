@@ -276,3 +276,23 @@ fn mailbox_transports_win_over_the_domain_column() {
     r.mailbox_transports.insert("alice@example.test".into(), "procmail".into());
     assert!(matches!(r.route(&mailbox("virtual")), Route::Pipe(_)));
 }
+
+#[test]
+fn the_transport_column_names_a_route_by_name_or_by_domain() {
+    let mut r = router();
+    let relay = Route::Smtp(SmtpRoute {
+        name: "relay-mail01".into(),
+        hops: vec![next_hop("[mail01p.example.test]", 25).unwrap()],
+        fallbacks: vec![],
+        tls: TlsPolicy::May,
+        credentials: None,
+    });
+    r.domains = vec![("mail01.example.test".into(), relay.clone())];
+    r.named.insert("relay-mail01".into(), relay.clone());
+    assert_eq!(r.route(&remote("x@backup.test", "relay-mail01")), relay);
+    assert_eq!(r.route(&remote("x@backup.test", "mail01.example.test")), relay);
+    assert!(matches!(
+        r.route(&remote("x@backup.test", "relay-mail02")),
+        Route::Defer(..)
+    ));
+}

@@ -38,7 +38,13 @@ pub async fn resolve(
 ) -> Result<Vec<Host>, Outcome> {
     if hop.mx {
         return match resolver.mail_hosts(order, &hop.host, me, pick).await {
-            Ok((targets, _warnings)) => Ok(targets
+            Ok((targets, warnings)) => {
+                // Records skipped while others were usable (an MX that is
+                // an IP address): the mail goes on, the DNS needs a fix.
+                for w in warnings {
+                    crate::log::warning(&w);
+                }
+                Ok(targets
                 .into_iter()
                 .map(|t| Host {
                     name: t.host,
@@ -46,7 +52,8 @@ pub async fn resolve(
                     addrs: t.addrs,
                     hop: Some(hop.clone()),
                 })
-                .collect()),
+                .collect())
+            }
             Err(f) => Err(if f.permanent {
                 Outcome::failed(f.esc, f.text)
             } else {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use smol::lock::Semaphore;
+use smol::lock::{OnceCell, Semaphore};
 
 use self::hosts::Host;
 use self::outcome::{Failed, Peer};
@@ -43,7 +43,7 @@ use crate::dns::Resolver;
 use crate::outbound::{Connection, Options, Outgoing};
 use crate::queue::spool::QueuedMessage;
 use crate::route::{NextHop, Route, SmtpRoute, TlsPolicy};
-use crate::smtp::client::{ClientConfig, Envelope, Timeouts};
+use crate::smtp::client::{ClientConfig, Detail, Envelope, Timeouts};
 use crate::smtp::reply::Esc;
 
 /// What the agent takes from the configuration.
@@ -78,9 +78,18 @@ pub struct SmtpAgent {
 
 /// What one try at one address came to.
 enum Attempt {
-    /// Answers for the recipients given (in their order).
-    Answered(Vec<Outcome>),
+    /// Results for the recipients given (in their order): `Answer::Final`
+    /// where the server answered, `Answer::Open` where the session ended
+    /// before it did (a dropped connection, a timeout, a 421), so another
+    /// address may still take them.
+    Answered(Vec<Answer>),
     Failed(Failed),
+}
+
+enum Answer {
+    Final(Outcome),
+    /// Tried, not answered: what to report if no other address takes it.
+    Open(Outcome),
 }
 
 impl SmtpAgent {
@@ -141,18 +150,10 @@ impl SmtpAgent {
                 None => groups.push((key, r.clone(), vec![i])),
             }
         }
-        let content = match smol::unblock({
-            let msg = msg.clone();
-            move || Content::load(&msg)
-        })
-        .await
-        {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                let o = Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
-                return targets.iter().map(|_| o.clone()).collect();
-            }
-        };
+        // Read once for all destinations, when the first of them has a
+        // connection slot: messages waiting for a busy destination hold
+        // no content in memory.
+        let content: OnceCell<Result<Arc<Content>, String>> = OnceCell::new();
         let runs: Vec<_> = groups
             .iter()
             .map(|(key, route, idx)| {
@@ -176,8 +177,8 @@ impl SmtpAgent {
         &self,
         key: &str,
         route: &SmtpRoute,
-        msg: &QueuedMessage,
-        content: &Arc<Content>,
+        msg: &Arc<QueuedMessage>,
+        content: &OnceCell<Result<Arc<Content>, String>>,
         rcpts: Vec<&Target>,
     ) -> Vec<Outcome> {
         let dest = self.dests.get(key);
@@ -187,7 +188,42 @@ impl SmtpAgent {
         }
         let _slot = dest.limit.acquire_arc().await;
         let _conn = self.total.acquire_arc().await;
+        let loaded = content
+            .get_or_init(|| {
+                let msg = msg.clone();
+                async move {
+                    smol::unblock(move || Content::load(&msg))
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        let content = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                let o = Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
+                return rcpts.iter().map(|_| o.clone()).collect();
+            }
+        };
+        // A session's future is large (its read buffer is part of it):
+        // allocated by the deliveries that hold a connection slot, not by
+        // each of the messages waiting for one (up to the active limit).
+        Box::pin(self.try_hosts(&dest, route, msg, content, &rcpts)).await
+    }
+
+    /// The route's hosts in turn, until every recipient has an answer.
+    async fn try_hosts(
+        &self,
+        dest: &Destination,
+        route: &SmtpRoute,
+        msg: &QueuedMessage,
+        content: &Arc<Content>,
+        rcpts: &[&Target],
+    ) -> Vec<Outcome> {
         let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+        // Per recipient: why the last session that had it ended unanswered.
+        let mut open: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mut last: Option<Outcome> = None;
         let mut all_connect = true;
         let mut tried = 0;
@@ -219,8 +255,11 @@ impl SmtpAgent {
                     match self.attempt(&dest, route, &h, peer, msg, content, &mine).await {
                         Attempt::Answered(outs) => {
                             all_connect = false;
-                            for (i, o) in pending.into_iter().zip(outs) {
-                                out[i] = Some(o);
+                            for (i, a) in pending.into_iter().zip(outs) {
+                                match a {
+                                    Answer::Final(o) => out[i] = Some(o),
+                                    Answer::Open(o) => open[i] = Some(o),
+                                }
                             }
                         }
                         Attempt::Failed(f) => {
@@ -241,7 +280,10 @@ impl SmtpAgent {
         let fallback = last.unwrap_or_else(|| {
             Outcome::deferred(Esc(4, 4, 1), format!("no host to try for {}", route.name))
         });
-        out.into_iter().map(|o| o.unwrap_or_else(|| fallback.clone())).collect()
+        out.into_iter()
+            .zip(open)
+            .map(|(o, open)| o.or(open).unwrap_or_else(|| fallback.clone()))
+            .collect()
     }
 
     /// The hosts of a list of next hops, in order.
@@ -285,12 +327,14 @@ impl SmtpAgent {
             login: login.as_ref().map(|l| l.user.clone()),
         };
         for fresh in [false, true] {
-            let conn = match (fresh, dest.take(&key(policy), self.s.reuse)) {
-                (false, Some(c)) => Ok(c),
-                (_, other) => {
-                    drop(other);
-                    self.open(&peer, policy, login.clone()).await
-                }
+            let kept = match fresh {
+                false => dest.take(&key(policy), self.s.reuse),
+                true => None,
+            };
+            let reused = kept.is_some();
+            let conn = match kept {
+                Some(c) => Ok(c),
+                None => self.open(&peer, policy, login.clone()).await,
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -321,23 +365,37 @@ impl SmtpAgent {
             };
             match conn.send(out).await {
                 Ok(r) => {
-                    let outs = r.recipients.iter().map(|rr| outcome::recipient(&peer, rr)).collect();
+                    let outs = r
+                        .recipients
+                        .iter()
+                        .map(|rr| Answer::Final(outcome::recipient(&peer, rr)))
+                        .collect();
                     for stale in dest.put(key(policy), conn, self.s.reuse) {
                         let _ = stale.quit().await;
                     }
                     return Attempt::Answered(outs);
                 }
-                // A kept connection the server has closed since: once more
-                // on a new one, which is not a failure of the host. With
-                // PIPELINING the loss shows inside the transaction (the
-                // replies to XFORWARD, MAIL... never come): before the end
-                // of data was sent nothing can have been delivered.
-                Err((None, _)) if !fresh => continue,
-                Err((Some(_), f)) if !fresh && lost_before_end_of_data(&f) => continue,
-                Err((Some(r), _)) => {
-                    let outs = r.recipients.iter().map(|rr| outcome::recipient(&peer, rr)).collect();
+                Err((Some(r), f)) => {
+                    let outs: Vec<Answer> = r
+                        .recipients
+                        .iter()
+                        .map(|rr| match outcome::unanswered(rr, &f) {
+                            true if matches!(rr.detail, Detail::Local { .. }) => {
+                                Answer::Open(outcome::session(&peer, &f).outcome)
+                            }
+                            true => Answer::Open(outcome::recipient(&peer, rr)),
+                            false => Answer::Final(outcome::recipient(&peer, rr)),
+                        })
+                        .collect();
+                    // A kept connection the server has closed since (an
+                    // idle timeout): once more on a new one, which is not
+                    // a failure of the host.
+                    if reused && outs.iter().all(|a| matches!(a, Answer::Open(_))) {
+                        continue;
+                    }
                     return Attempt::Answered(outs);
                 }
+                Err((None, _)) if reused => continue,
                 Err((None, f)) => return Attempt::Failed(outcome::session(&peer, &f)),
             }
         }
@@ -386,8 +444,15 @@ impl AsyncAgent for SmtpAgent {
         "smtp"
     }
 
+    /// Per destination and in all (`concurrency_per_destination`,
+    /// `concurrency`): a permit of the registry's would be held by mail
+    /// waiting for a busy destination, which mail for others needs.
+    fn limits_itself(&self) -> bool {
+        true
+    }
+
     fn revive(&self) {
-        self.dests.revive_all();
+        self.dests.revive();
     }
 
     fn deliver(
@@ -398,18 +463,6 @@ impl AsyncAgent for SmtpAgent {
     ) -> BoxFuture<'static, Vec<Outcome>> {
         Box::pin(self.deliver_all(msg, targets))
     }
-}
-
-/// The connection was lost before the message was complete (not while
-/// waiting for the reply to its end, when it may have been delivered).
-fn lost_before_end_of_data(f: &crate::outbound::SessionFailure) -> bool {
-    use crate::smtp::client::{ConnFailure, Stage};
-    matches!(
-        f,
-        crate::outbound::SessionFailure::Smtp(ConnFailure::Lost {
-            stage: Stage::Rset | Stage::XForward | Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Body
-        })
-    )
 }
 
 /// The original client of a queued message, for the content filter.

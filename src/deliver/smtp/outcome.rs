@@ -55,6 +55,24 @@ pub fn recipient(peer: &Peer, r: &RcptResult) -> Outcome {
     o.with_remote(peer.remote(reply))
 }
 
+/// Did the session end (`f`) before the server answered for this
+/// recipient? A dropped connection, a timeout, a garbled reply or a 421
+/// leave the recipients without an answer of their own (RFC 5321 3.8:
+/// 421 is the server closing, not a verdict on the mail), and the next
+/// address or host may take them, as Postfix's smtp_bulk_fail keeps them
+/// for a backup server. A 4xx or 5xx to RCPT or DATA is an answer.
+pub fn unanswered(r: &RcptResult, f: &SessionFailure) -> bool {
+    let SessionFailure::Smtp(_) = f else {
+        // Unreadable content is our own problem: no other host helps.
+        return false;
+    };
+    r.status == Status::Temporary
+        && match &r.detail {
+            Detail::Local { .. } => true,
+            Detail::Server { response, .. } => response.code == 421,
+        }
+}
+
 /// A session that failed before the message's recipients had results.
 pub struct Failed {
     /// Deferred, or failed for a 5xx greeting (final if no other host is

@@ -10,6 +10,7 @@
 //! A destination whose every address refused or timed out is marked dead
 //! for a while: messages for it are deferred at once with the last error
 //! instead of each trying again (Postfix's destination throttling).
+//! `postern queue flush` forgets it, as `postqueue -f` does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -130,13 +131,6 @@ impl Destinations {
         }
     }
 
-    /// Every destination is considered reachable again (a flush).
-    pub fn revive_all(&self) {
-        for d in self.map.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            d.mark_alive();
-        }
-    }
-
     pub fn get(&self, key: &str) -> Arc<Destination> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() > 10_000 {
@@ -146,6 +140,20 @@ impl Destinations {
         m.entry(key.to_string())
             .or_insert_with(|| Arc::new(Destination::new(self.per_destination)))
             .clone()
+    }
+
+    /// Forgets every destination's unreachability (a flush).
+    pub fn revive(&self) {
+        let all: Vec<Arc<Destination>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for d in all {
+            d.mark_alive();
+        }
     }
 
     /// Every destination's idle connections past `reuse`.
