@@ -178,7 +178,7 @@ mod tests {
         let d = Destinations::new(1);
         d.get("route:filter").mark_dead("connect to 127.0.0.1: Connection refused");
         assert!(d.get("route:filter").dead().is_some());
-        d.revive_all();
+        d.revive();
         assert_eq!(d.get("route:filter").dead(), None);
     }
 }
