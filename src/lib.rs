@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod policy;
 pub mod queue;
 pub mod route;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod space;

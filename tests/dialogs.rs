@@ -501,6 +501,7 @@ impl PureRun {
             ip: "127.0.0.1".parse().unwrap(),
             port: 40000,
             name: "unknown".into(),
+            uid: None,
         };
         let mut r = PureRun {
             s: Session::new(cfg, peer, 1_700_000_000),

@@ -135,6 +135,11 @@ fn reload(r: Reload) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    reload_running(&cfg)
+}
+
+/// Sends SIGHUP to the server running on `cfg`'s queue.
+pub fn reload_running(cfg: &Config) -> i32 {
     let Some(pid) = crate::queue::spool::Spool::owner(&cfg.queue_dir()) else {
         eprintln!(
             "postern reload: no server is running on {}",

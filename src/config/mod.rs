@@ -297,6 +297,14 @@ impl Config {
         self.resolve(&self.control.socket)
     }
 
+    pub fn submit_socket(&self) -> PathBuf {
+        self.resolve(&self.control.submit_socket)
+    }
+
+    pub fn maildrop(&self) -> PathBuf {
+        self.resolve(&self.control.maildrop)
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.resolve(&self.directory.database)
     }

@@ -314,6 +314,17 @@ section! {
         /// How long a command on a message waits for a delivery of that
         /// message already in progress before it answers "busy".
         busy_wait: Secs = Secs(Duration::from_secs(30)), example "\"30s\"";
+        /// The submission socket `sendmail` uses: any local user may
+        /// connect (mode 0666 in a 0755 directory); the server takes the
+        /// user's uid from the socket (SO_PEERCRED) and names it in
+        /// Received:.
+        submit_socket: PathBuf = PathBuf::from("public/submit"), example "\"/var/lib/postern/public/submit\"",
+            default "\"public/submit\" in data_dir";
+        /// Where `sendmail` leaves mail while the server is not running
+        /// (mode 1733: anyone may drop a file, nobody may list or take
+        /// another's); the server picks it up at start and every minute.
+        maildrop: PathBuf = PathBuf::from("maildrop"), example "\"/var/lib/postern/maildrop\"",
+            default "\"maildrop\" in data_dir";
     }
 }
 

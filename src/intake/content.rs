@@ -225,6 +225,9 @@ pub struct Scanner {
     /// Received: and Delivered-To: in the message's own header section.
     pub hops: u32,
     out: Vec<u8>,
+    /// Headers to add where the message has none of their kind (local
+    /// submissions: From:, Date:, Message-ID:), as (lower-case name, line).
+    missing: Vec<(&'static str, String)>,
     pub verdict: Verdict,
     pub events: Vec<Event>,
 }
@@ -243,8 +246,27 @@ impl Scanner {
             done: false,
             hops: 0,
             out: Vec::new(),
+            missing: Vec::new(),
             verdict: Verdict::default(),
             events: Vec::new(),
+        }
+    }
+
+    /// Adds `From: <from>`, `Date:` and `Message-ID:` at the end of the
+    /// message's header section where it has none (Postfix's cleanup does
+    /// this for mail submitted on the host).
+    pub fn add_missing(&mut self, from: &str, date: &str, message_id: &str) {
+        self.missing = vec![
+            ("from", format!("From: {from}\n")),
+            ("date", format!("Date: {date}\n")),
+            ("message-id", format!("Message-ID: <{message_id}>\n")),
+        ];
+    }
+
+    /// Writes the headers still missing (at the end of the section).
+    fn write_missing(&mut self) {
+        for (_, line) in std::mem::take(&mut self.missing) {
+            self.out.extend_from_slice(line.as_bytes());
         }
     }
 
@@ -279,10 +301,18 @@ impl Scanner {
     /// The end of the message: whatever is still held back.
     pub fn finish(&mut self) -> Vec<u8> {
         if !self.partial.is_empty() {
-            let l = std::mem::take(&mut self.partial);
+            let mut l = std::mem::take(&mut self.partial);
+            if self.state == State::Headers && !self.missing.is_empty() {
+                // Headers follow it.
+                l.push(b'\n');
+            }
             self.line(&l);
         }
         self.end_header();
+        if self.state == State::Headers && !self.missing.is_empty() {
+            self.write_missing();
+            self.out.push(b'\n');
+        }
         std::mem::take(&mut self.out)
     }
 
@@ -301,8 +331,12 @@ impl Scanner {
         }
         self.end_header();
         let bare = strip_lf(line);
+        let top = self.state == State::Headers;
         if bare.is_empty() {
             // The blank line ends the section.
+            if top {
+                self.write_missing();
+            }
             self.out.extend_from_slice(line);
             self.start_body();
         } else if is_header_start(bare) {
@@ -310,6 +344,11 @@ impl Scanner {
         } else {
             // Not a header (a missing blank line, or a stray continuation
             // first): the body starts here, as in Postfix.
+            if top && !self.missing.is_empty() {
+                // Headers added: the blank line that ends them too.
+                self.write_missing();
+                self.out.push(b'\n');
+            }
             self.start_body();
             self.body_line(line);
         }
@@ -326,6 +365,9 @@ impl Scanner {
         let name = String::from_utf8_lossy(&text[..name_end]).trim().to_ascii_lowercase();
         if self.state == State::Headers && (name == "received" || name == "delivered-to") {
             self.hops += 1;
+        }
+        if self.state == State::Headers {
+            self.missing.retain(|(n, _)| *n != name);
         }
         if name == "content-type" {
             self.note_content_type(&text[name_end + 1..]);
@@ -622,6 +664,29 @@ mod tests {
         assert_eq!(out, b"X-Spam: 1\nY: 2\n\nx\n");
         assert!(s.verdict.hold.is_none() && s.verdict.reject.is_none());
         assert_eq!(s.hops, 1);
+    }
+
+    #[test]
+    fn missing_headers_of_a_local_submission() {
+        let r = rules("", "", "");
+        let run = |msg: &[u8]| {
+            let mut s = Scanner::new(r.clone(), false);
+            s.add_missing("alice@example.test", "Tue, 1 Dec 2026 10:00:00 +0000", "id@mx");
+            let mut out = s.feed(msg);
+            out.extend(s.finish());
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            run(b"Subject: s\nFrom: x@y\n\nbody\n"),
+            "Subject: s\nFrom: x@y\nDate: Tue, 1 Dec 2026 10:00:00 +0000\nMessage-ID: <id@mx>\n\nbody\n"
+        );
+        assert_eq!(
+            run(b"just a body\n"),
+            "From: alice@example.test\nDate: Tue, 1 Dec 2026 10:00:00 +0000\nMessage-ID: <id@mx>\n\njust a body\n"
+        );
+        assert!(run(b"Subject: only headers").starts_with("Subject: only headers\nFrom: alice@example.test\n"));
+        assert!(run(b"Subject: only headers").ends_with("Message-ID: <id@mx>\n\n"));
+        assert!(run(b"").starts_with("From: alice@example.test\n"));
     }
 
     #[test]

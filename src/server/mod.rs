@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod limits;
+mod local;
 mod setup;
 mod signals;
 pub mod stream;
@@ -37,6 +38,8 @@ pub use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE};
 /// What every session needs.
 pub struct Shared {
     pub trusted: Vec<Cidr>,
+    /// This host's name (Message-IDs of local submissions).
+    pub hostname: String,
     /// `[content]` header and body rules.
     pub content_rules: Arc<crate::intake::content::ContentRules>,
     pub directory: Arc<Directory>,
@@ -61,6 +64,10 @@ pub struct ListenerCtx {
     pub filter: Option<String>,
     /// Who is trusted here, when not [main] trusted_networks.
     pub trusted: Option<Vec<Cidr>>,
+    /// The local submission socket (sendmail): every recipient is taken
+    /// (unknown ones bounce to the local sender later, as with Postfix's
+    /// pickup), missing From:/Date:/Message-ID: are added.
+    pub local: bool,
 }
 
 /// A start-up failure: exit code and message.
@@ -87,6 +94,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let recovery = setup::recover(&spool)?;
     let shared = Arc::new(Shared {
         trusted: cfg.main.trusted_networks.clone(),
+        hostname: cfg.hostname().to_string(),
         content_rules: cfg.content_rules.clone(),
         intake: Arc::new(Intake::new(
             &cfg,
@@ -115,6 +123,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     runner.enqueue_recovered(recovery.queued);
     let control = crate::control::server::start(&cfg, &ex, runner.clone(), spool.clone())
         .map_err(|e| Fatal(EX_CANTCREAT, e))?;
+    let submit = local::start(&cfg, &ex, shared.clone()).map_err(|e| Fatal(EX_CANTCREAT, e))?;
     let addrs: Vec<_> = bound
         .iter()
         .map(|b| (b.configured, b.local, b.mode))
@@ -132,6 +141,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     drop(accept_tasks);
     shut_down(&shared);
     drop(control);
+    drop(submit);
     drop(stop);
     for h in threads {
         let _ = h.join();

@@ -160,6 +160,7 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
                 }
                 .filter(|f| !f.trim().is_empty()),
                 trusted: l.trusted_networks.clone(),
+                local: false,
             }),
         });
     }

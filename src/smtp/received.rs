@@ -47,11 +47,22 @@ pub struct TraceInfo<'a> {
     pub tls: Option<&'a str>,
     /// The logged-in user, when it is to be shown.
     pub auth: Option<&'a str>,
+    /// Submitted on this host (sendmail): the local user's uid.
+    pub local_uid: Option<u32>,
     pub unix_time: i64,
 }
 
 /// The header with LF line ends (the spool's form), folded over three lines.
 pub fn header(t: &TraceInfo<'_>) -> String {
+    if let Some(uid) = t.local_uid {
+        // As Postfix's pickup writes it.
+        return format!(
+            "Received: by {} (postern, from userid {uid})\n\tid {}; {}\n",
+            t.hostname,
+            t.queue_id,
+            timefmt::rfc5322(t.unix_time)
+        );
+    }
     let helo = sanitize(t.helo);
     let mut h = format!(
         "Received: from {helo} ({} {})",
@@ -113,6 +124,7 @@ mod tests {
             single_recipient: Some("alice@example.test"),
             tls: None,
             auth: None,
+            local_uid: None,
             unix_time: 0,
         });
         assert_eq!(

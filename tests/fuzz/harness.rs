@@ -983,6 +983,7 @@ pub fn session(data: &[u8]) {
         ip,
         port: 40000,
         name: "unknown".into(),
+        uid: None,
     };
     let now = 1_700_000_000;
     let mut d = Driver {

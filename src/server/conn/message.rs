@@ -56,11 +56,12 @@ impl Conn {
         let (qid, micros) = id::next(now_micros());
         // Back from the content filter: the original client, as told.
         let f = env.forwarded.unwrap_or_default();
+        let local = self.listener.local;
         let qenv = QueueEnvelope {
             id: qid,
             arrival_micros: micros,
             pid: log::pid(),
-            client_ip: Some(f.addr.unwrap_or(self.ip)),
+            client_ip: if local { None } else { Some(f.addr.unwrap_or(self.ip)) },
             client_name: f.name.unwrap_or_else(|| self.s.peer().name.clone()),
             helo: f.helo.unwrap_or(env.helo),
             protocol: env.protocol,
@@ -78,7 +79,16 @@ impl Conn {
         self.pending.clear();
         self.size = 0;
         let rules = &self.shared.content_rules;
-        self.scan = (!rules.is_empty()).then(|| Scanner::new(rules.clone(), self.listener.reinject));
+        self.scan = (!rules.is_empty() || local).then(|| Scanner::new(rules.clone(), self.listener.reinject));
+        if let (true, Some(s)) = (local, self.scan.as_mut()) {
+            let now = now_secs();
+            let from = match self.s.sender() {
+                Some(crate::smtp::address::ReversePath::Address(a)) => a.to_string(),
+                _ => format!("MAILER-DAEMON@{}", self.shared.hostname),
+            };
+            let id = format!("{}.{qid}@{}", crate::timefmt::compact(now), self.shared.hostname);
+            s.add_missing(&from, &crate::timefmt::rfc5322(now), &id);
+        }
         self.opened_with = None;
         Ok(qid)
     }

@@ -140,6 +140,7 @@ pub async fn handle(
             ip,
             port: peer.port(),
             name: "unknown".into(),
+            uid: None,
         },
         now_secs(),
     );
@@ -167,6 +168,48 @@ pub async fn handle(
     c.discard().await;
     let _ = c.stream.close().await;
     log::disconnect(&c.client, c.s.stats());
+}
+
+/// A local submission (sendmail) over the submission socket, or a file
+/// of the drop directory handed over by pickup: `uid` submitted it.
+pub async fn handle_local(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerCtx>,
+    stream: smol::net::unix::UnixStream,
+    uid: u32,
+) {
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let client = format!("local (uid={uid})");
+    let s = Session::new(
+        listener.session_cfg.clone(),
+        Peer {
+            ip,
+            port: 0,
+            name: "localhost".into(),
+            uid: Some(uid),
+        },
+        now_secs(),
+    );
+    let mut c = Conn {
+        trusted: true,
+        shared,
+        listener,
+        stream: Stream::Local(stream),
+        ip,
+        client,
+        s,
+        out: Vec::with_capacity(512),
+        buf: vec![0u8; READ_BUF],
+        msg: Msg::None,
+        pending: Vec::new(),
+        size: 0,
+        mail_size: 0,
+        scan: None,
+        opened_with: None,
+    };
+    while let Flow::Go = c.step().await {}
+    c.discard().await;
+    let _ = c.stream.close().await;
 }
 
 /// Over the connection limits: say so (unless TLS is expected) and close.
@@ -260,6 +303,9 @@ impl Conn {
             }
             // The filter's way back: trusted clients only; the recipients
             // were checked on the first pass.
+            // Local submissions take every recipient; what cannot be
+            // delivered bounces to the local sender.
+            Question::Recipient(_) if self.listener.local => Answer::Recipient(Ok(())),
             Question::Recipient(addr) if self.listener.reinject => Answer::Recipient(match self.trusted {
                 true => Ok(()),
                 false => Err(reply::reinject_denied(&addr.to_string())),

@@ -311,6 +311,7 @@ impl Session {
             single_recipient: single.as_deref(),
             tls: tls.as_deref(),
             auth,
+            local_uid: self.peer.uid,
             unix_time: self.now,
         })
     }
@@ -519,6 +520,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             port: 4000,
             name: "unknown".into(),
+            uid: None,
         };
         Session::new(Arc::new(cfg), peer, 0)
     }

@@ -76,6 +76,8 @@ pub struct Peer {
     pub port: u16,
     /// Reverse-DNS name, or "unknown".
     pub name: String,
+    /// A local submission (sendmail): the submitting user's uid.
+    pub uid: Option<u32>,
 }
 
 /// The original client as a content filter reports it (XFORWARD); each
