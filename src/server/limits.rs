@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -14,8 +15,8 @@ pub enum LimitHit {
 }
 
 pub struct ConnLimits {
-    max_total: usize,
-    max_per_client: usize,
+    max_total: AtomicUsize,
+    max_per_client: AtomicUsize,
     state: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -27,19 +28,19 @@ pub struct ConnGuard {
 impl ConnLimits {
     pub fn new(max_total: usize, max_per_client: usize) -> Arc<ConnLimits> {
         Arc::new(ConnLimits {
-            max_total,
-            max_per_client,
+            max_total: AtomicUsize::new(max_total),
+            max_per_client: AtomicUsize::new(max_per_client),
             state: Mutex::new((0, HashMap::new())),
         })
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, LimitHit> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.0 >= self.max_total {
+        if st.0 >= self.max_total.load(Ordering::Relaxed) {
             return Err(LimitHit::Total);
         }
         let n = st.1.entry(ip).or_insert(0);
-        if *n >= self.max_per_client {
+        if *n >= self.max_per_client.load(Ordering::Relaxed) {
             return Err(LimitHit::PerClient);
         }
         *n += 1;
@@ -48,6 +49,12 @@ impl ConnLimits {
             limits: self.clone(),
             ip,
         })
+    }
+
+    /// New limits (a reload); sessions over them keep going.
+    pub fn set_limits(&self, max_total: usize, max_per_client: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_client.store(max_per_client, Ordering::Relaxed);
     }
 
     pub fn active(&self) -> usize {

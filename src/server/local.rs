@@ -19,7 +19,8 @@ use std::time::Duration;
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::Executor;
 
-use super::{conn, ListenerCtx, Shared};
+use super::reload::Hub;
+use super::{conn, ListenerCtx};
 use crate::config::{Config, Listener, ListenerMode};
 use crate::log;
 use crate::sendmail::submit;
@@ -42,7 +43,7 @@ impl Drop for Handle {
 
 /// A local submission's session: no TLS or AUTH (the uid is known), no
 /// HELO needed, no recipient limit to speak of.
-fn local_ctx(cfg: &Config) -> Arc<ListenerCtx> {
+pub fn local_ctx(cfg: &Config) -> Arc<ListenerCtx> {
     let l = Listener {
         mode: ListenerMode::Plain,
         ..Listener::default()
@@ -65,20 +66,21 @@ fn local_ctx(cfg: &Config) -> Arc<ListenerCtx> {
 
 /// Binds the submission socket, makes the drop directory, picks up what
 /// is in it, and keeps doing both.
-pub fn start(cfg: &Config, ex: &Arc<Executor<'static>>, shared: Arc<Shared>) -> Result<Handle, String> {
-    let ctx = local_ctx(cfg);
+pub fn start(cfg: &Config, ex: &Arc<Executor<'static>>, hub: Arc<Hub>) -> Result<Handle, String> {
     let path = cfg.submit_socket();
     let listener = bind(&path).map_err(|e| format!("submission socket {}: {e}", path.display()))?;
     let drop_dir = cfg.maildrop();
     prepare_drop(&drop_dir).map_err(|e| format!("drop directory {}: {e}", drop_dir.display()))?;
     let ex2 = ex.clone();
-    let (s2, c2) = (shared.clone(), ctx.clone());
+    let h2 = hub.clone();
     let accept = ex.spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => match uid_of(&stream) {
                     Some(uid) => {
-                        ex2.spawn(conn::handle_local(s2.clone(), c2.clone(), stream, uid)).detach();
+                        let shared = h2.get();
+                        let ctx = shared.local_ctx.clone();
+                        ex2.spawn(conn::handle_local(shared, ctx, stream, uid)).detach();
                     }
                     None => log::warning("submission socket: a client without credentials was turned away"),
                 },
@@ -92,7 +94,7 @@ pub fn start(cfg: &Config, ex: &Arc<Executor<'static>>, shared: Arc<Shared>) -> 
     let ex3 = ex.clone();
     let pickup = ex.spawn(async move {
         loop {
-            pickup_all(&ex3, &shared, &ctx, &drop_dir).await;
+            pickup_all(&ex3, &hub, &drop_dir).await;
             smol::Timer::after(PICKUP_EVERY).await;
         }
     });
@@ -133,7 +135,7 @@ fn uid_of(stream: &UnixStream) -> Option<u32> {
 }
 
 /// One round over the drop directory.
-async fn pickup_all(ex: &Arc<Executor<'static>>, shared: &Arc<Shared>, ctx: &Arc<ListenerCtx>, dir: &Path) {
+async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
     let d = dir.to_path_buf();
     let names = smol::unblock(move || list(&d)).await;
     for name in names {
@@ -159,7 +161,9 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, shared: &Arc<Shared>, ctx: &Arc
         let Ok(theirs) = smol::Async::new(theirs).map(UnixStream::from) else {
             return;
         };
-        ex.spawn(conn::handle_local(shared.clone(), ctx.clone(), theirs, uid)).detach();
+        let shared = hub.get();
+        let ctx = shared.local_ctx.clone();
+        ex.spawn(conn::handle_local(shared, ctx, theirs, uid)).detach();
         let result = smol::unblock(move || {
             let _ = ours.set_read_timeout(Some(Duration::from_secs(600)));
             submit::smtp(&ours, &dropped.sender, &dropped.rcpts, &dropped.message, false)

@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod limits;
 mod local;
+mod reload;
 mod setup;
 mod signals;
 pub mod stream;
@@ -31,7 +32,6 @@ use crate::log;
 use crate::queue::runner::Runner;
 use crate::smtp::session::SessionConfig;
 use limits::ConnLimits;
-use setup::Bound;
 
 pub use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE};
 
@@ -50,7 +50,9 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::Reloadable>>,
     pub handshake_timeout: Duration,
     pub auth: Option<Arc<Backend>>,
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
+    /// What the local submission socket's sessions are configured with.
+    pub local_ctx: Arc<ListenerCtx>,
 }
 
 /// What differs between listeners.
@@ -79,116 +81,59 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let ex = Arc::new(Executor::new());
     let owner = setup::storage(&cfg)?;
     let spool = setup::spool(&cfg)?;
-    let directory = setup::directory(&cfg);
     let bound = setup::listeners(&cfg)?;
-    let maildir = setup::maildir_agent(&cfg);
-    let router = setup::router(&cfg, owner)?;
-    let registry = setup::registry(&cfg, maildir.clone(), &ex, &bound)?;
-    let (runner, channels) = setup::runner(
-        &cfg,
-        spool.clone(),
-        directory.clone(),
-        router.clone(),
-        registry,
-    );
+    let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+    let tls = setup::tls(&cfg)?;
+    let mut made = reload::make(&cfg, owner, &ex, &spool, &addrs)?;
+    let (runner, channels) = Runner::new(spool.clone(), made.take_parts());
+    let runner = Arc::new(runner);
     let recovery = setup::recover(&spool)?;
-    let shared = Arc::new(Shared {
-        trusted: cfg.main.trusted_networks.clone(),
-        hostname: cfg.hostname().to_string(),
-        content_rules: cfg.content_rules.clone(),
-        intake: Arc::new(Intake::new(
-            &cfg,
-            spool.clone(),
-            directory.clone(),
-            router,
-            maildir,
-        )),
-        directory: directory.clone(),
-        runner: runner.clone(),
-        limits: ConnLimits::new(
-            cfg.smtp.max_connections,
-            cfg.smtp.max_connections_per_client,
-        ),
-        tls: setup::tls(&cfg)?,
-        handshake_timeout: cfg.tls.handshake_timeout.0,
-        auth: setup::auth(&cfg, &directory),
-        limiter: Limiter::new(
-            cfg.auth.max_failures,
-            cfg.auth.failure_window.0,
-            cfg.auth.failure_delay.0,
-        ),
-    });
+    let limits = ConnLimits::new(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client);
+    let limiter = Arc::new(Limiter::new(
+        cfg.auth.max_failures,
+        cfg.auth.failure_window.0,
+        cfg.auth.failure_delay.0,
+    ));
+    let shared = reload::shared(&cfg, &made, runner.clone(), tls, limits, limiter);
+    let hub = Arc::new(reload::Hub::new(shared));
 
     runner.start(&ex, channels);
     runner.enqueue_recovered(recovery.queued);
     let control = crate::control::server::start(&cfg, &ex, runner.clone(), spool.clone())
         .map_err(|e| Fatal(EX_CANTCREAT, e))?;
-    let submit = local::start(&cfg, &ex, shared.clone()).map_err(|e| Fatal(EX_CANTCREAT, e))?;
-    let addrs: Vec<_> = bound
-        .iter()
-        .map(|b| (b.configured, b.local, b.mode))
-        .collect();
-    let accept_tasks = accept_all(&ex, bound, &shared);
-    write_listening(cfg.data_dir(), &addrs);
-    announce(&cfg, &addrs);
+    let submit = local::start(&cfg, &ex, hub.clone()).map_err(|e| Fatal(EX_CANTCREAT, e))?;
+    let listed: Vec<_> = bound.iter().map(|b| (b.configured, b.local, b.mode)).collect();
+    let listeners = reload::serve_listeners(&ex, bound, &hub);
+    write_listening(cfg.data_dir(), &listed);
+    announce(&cfg, &listed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop, threads) = run_executor(&ex, cfg.smtp.threads);
     let sync = sync::start(&cfg);
+    let mut running = reload::Running {
+        cfg,
+        owner,
+        ex,
+        spool,
+        runner,
+        hub,
+        listeners,
+        sync,
+    };
 
-    signals::wait_for_stop(&sigs, &cfg, &shared, sync.as_ref());
-    drop(sync);
+    signals::wait_for_stop(&sigs, &mut running);
+    running.sync = None;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    drop(accept_tasks);
-    shut_down(&shared);
+    running.listeners.clear();
+    shut_down(&running.hub.get());
     drop(control);
     drop(submit);
     drop(stop);
     for h in threads {
         let _ = h.join();
     }
-    let _ = std::fs::remove_file(cfg.data_dir().join("listening"));
+    let _ = std::fs::remove_file(running.cfg.data_dir().join("listening"));
     log::started("stopped");
     Ok(())
-}
-
-/// One accept loop per listener, each session a task of its own.
-fn accept_all(
-    ex: &Arc<Executor<'static>>,
-    bound: Vec<Bound>,
-    shared: &Arc<Shared>,
-) -> Vec<smol::Task<()>> {
-    bound
-        .into_iter()
-        .map(|b| ex.spawn(accept_loop(ex.clone(), b, shared.clone())))
-        .collect()
-}
-
-async fn accept_loop(ex: Arc<Executor<'static>>, b: Bound, shared: Arc<Shared>) {
-    loop {
-        match b.socket.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let lctx = b.ctx.clone();
-                ex.spawn(async move {
-                    use smol::future::FutureExt;
-                    let session =
-                        std::panic::AssertUnwindSafe(conn::handle(shared, lctx, stream, peer));
-                    if session.catch_unwind().await.is_err() {
-                        log::error(&format!(
-                            "session with {peer} crashed; the connection was closed"
-                        ));
-                    }
-                })
-                .detach();
-            }
-            Err(e) => {
-                // EMFILE and friends: wait a little instead of spinning.
-                log::warning(&format!("accept: {e}"));
-                smol::Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// Runs the executor on a few threads until the returned sender is dropped.
@@ -246,7 +191,7 @@ fn shut_down(shared: &Shared) {
 /// and tests (a configured port 0 is only known here). One line per
 /// listener, in config order: `<n> <configured> <bound> <mode>`. Replaced
 /// by a rename, so a reader never sees half a file.
-fn write_listening(data: &Path, bound: &[(SocketAddr, SocketAddr, ListenerMode)]) {
+pub(super) fn write_listening(data: &Path, bound: &[(SocketAddr, SocketAddr, ListenerMode)]) {
     let mut text = String::new();
     for (i, (conf, local, mode)) in bound.iter().enumerate() {
         text.push_str(&format!("{} {conf} {local} {}\n", i + 1, mode.as_str()));

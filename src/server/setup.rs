@@ -18,7 +18,7 @@ use crate::deliver::registry::Registry;
 use crate::deliver::{Agent, AgentKind};
 use crate::directory::Directory;
 use crate::log;
-use crate::queue::runner::{Channels, Runner, Settings};
+use crate::queue::runner::Settings;
 use crate::queue::schedule::Backoff;
 use crate::queue::spool::{Recovery, Spool};
 use crate::route::{Route, Router};
@@ -137,34 +137,45 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
     let mut out = Vec::new();
     for l in &cfg.listeners {
         let addr = l.address.expect("checked by config");
-        let sock = TcpListener::bind(addr)
-            .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?;
-        let local = sock
-            .local_addr()
-            .map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
-        let sock =
-            smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+        let (local, socket) = bind(addr)?;
         out.push(Bound {
             configured: addr,
             local,
             mode: l.mode,
-            socket: smol::net::TcpListener::from(sock),
-            ctx: Arc::new(ListenerCtx {
-                session_cfg: Arc::new(cfg.session_config(l)),
-                implicit_tls: l.mode == ListenerMode::ImplicitTls,
-                reinject: l.role == crate::config::ListenerRole::Reinject,
-                filter: match (&l.role, &l.filter) {
-                    (crate::config::ListenerRole::Reinject, _) => None,
-                    (_, Some(f)) => Some(f.clone()),
-                    (_, None) => Some(cfg.content.filter.clone()),
-                }
-                .filter(|f| !f.trim().is_empty()),
-                trusted: l.trusted_networks.clone(),
-                local: false,
-            }),
+            socket,
+            ctx: listener_ctx(cfg, l),
         });
     }
     Ok(out)
+}
+
+/// One listening socket.
+pub fn bind(addr: SocketAddr) -> Result<(SocketAddr, smol::net::TcpListener), Fatal> {
+    let sock = TcpListener::bind(addr)
+        .map_err(|e| Fatal(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?;
+    let local = sock
+        .local_addr()
+        .map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+    let sock =
+        smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+    Ok((local, smol::net::TcpListener::from(sock)))
+}
+
+/// What a listener's sessions are configured with.
+pub fn listener_ctx(cfg: &Config, l: &crate::config::Listener) -> Arc<ListenerCtx> {
+    Arc::new(ListenerCtx {
+        session_cfg: Arc::new(cfg.session_config(l)),
+        implicit_tls: l.mode == ListenerMode::ImplicitTls,
+        reinject: l.role == crate::config::ListenerRole::Reinject,
+        filter: match (&l.role, &l.filter) {
+            (crate::config::ListenerRole::Reinject, _) => None,
+            (_, Some(f)) => Some(f.clone()),
+            (_, None) => Some(cfg.content.filter.clone()),
+        }
+        .filter(|f| !f.trim().is_empty()),
+        trusted: l.trusted_networks.clone(),
+        local: false,
+    })
 }
 
 /// Routing as configured: the default relay, `[[relay.route]]` by domain
@@ -278,7 +289,7 @@ pub fn registry(
     cfg: &Config,
     maildir: Arc<MaildirAgent>,
     ex: &Arc<smol::Executor<'static>>,
-    bound: &[Bound],
+    bound: &[SocketAddr],
 ) -> Result<Registry, Fatal> {
     let mut r = Registry::new();
     r.add(
@@ -292,14 +303,7 @@ pub fn registry(
         .connection_reuse_time
         .0
         .max(std::time::Duration::from_millis(100));
-    let expiring = smtp.clone();
-    ex.spawn(async move {
-        loop {
-            smol::Timer::after(reuse).await;
-            expiring.expire_idle().await;
-        }
-    })
-    .detach();
+    expire_idle(ex, &smtp, reuse);
     r.add(AgentKind::Smtp, Agent::Async(smtp), cfg.relay.concurrency);
     // Each pipe transport has its own limit inside the agent; the agent's
     // threads cover them all, plus local commands and files.
@@ -324,16 +328,25 @@ pub fn registry(
     filter.0.data_done_timeout = cfg.content.filter_data_timeout.0;
     filter.0.xforward = true;
     let filter = Arc::new(crate::deliver::smtp::SmtpAgent::new(filter.0, filter.1));
-    let expiring = filter.clone();
+    expire_idle(ex, &filter, reuse);
+    r.add(AgentKind::Filter, Agent::Async(filter), cfg.content.filter_concurrency);
+    Ok(r)
+}
+
+/// Closes an agent's idle connections every `every`, for as long as the
+/// agent is in use (a reload replaces it: the task then ends).
+fn expire_idle(ex: &Arc<smol::Executor<'static>>, agent: &Arc<crate::deliver::smtp::SmtpAgent>, every: std::time::Duration) {
+    let weak = Arc::downgrade(agent);
     ex.spawn(async move {
         loop {
-            smol::Timer::after(reuse).await;
-            expiring.expire_idle().await;
+            smol::Timer::after(every).await;
+            let Some(agent) = weak.upgrade() else {
+                return;
+            };
+            agent.expire_idle().await;
         }
     })
     .detach();
-    r.add(AgentKind::Filter, Agent::Async(filter), cfg.content.filter_concurrency);
-    Ok(r)
 }
 
 /// The Maildir agent, shared by the runner and the one-write path.
@@ -349,15 +362,9 @@ pub fn maildir_agent(cfg: &Config) -> Arc<MaildirAgent> {
     })
 }
 
-/// The queue runner (not yet started).
-pub fn runner(
-    cfg: &Config,
-    spool: Arc<Spool>,
-    directory: Arc<Directory>,
-    router: Router,
-    registry: Registry,
-) -> (Arc<Runner>, Channels) {
-    let settings = Settings {
+/// The runner's settings.
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
         backoff: Backoff {
             min: cfg.queue.min_backoff.0,
             max: cfg.queue.max_backoff.0,
@@ -368,9 +375,7 @@ pub fn runner(
         active_limit: cfg.queue.active_limit,
         delay_warning: cfg.queue.delay_warning.0,
         filter_data_timeout: cfg.content.filter_data_timeout.0,
-    };
-    let (runner, channels) = Runner::new(spool, directory, router, registry, settings);
-    (Arc::new(runner), channels)
+    }
 }
 
 /// Recovers the queue after a stop or a crash, with a log line.
@@ -445,14 +450,14 @@ pub fn auth(cfg: &Config, directory: &Arc<Directory>) -> Option<Arc<Backend>> {
 }
 
 /// The outbound SMTP agent: resolver, TLS roots, our own addresses.
-fn smtp_agent(cfg: &Config, bound: &[Bound]) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
+fn smtp_agent(cfg: &Config, bound: &[SocketAddr]) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
     let (settings, resolver) = smtp_settings(cfg, bound)?;
     Ok(crate::deliver::smtp::SmtpAgent::new(settings, resolver))
 }
 
 fn smtp_settings(
     cfg: &Config,
-    bound: &[Bound],
+    bound: &[SocketAddr],
 ) -> Result<(crate::deliver::smtp::Settings, crate::dns::Resolver), Fatal> {
     use crate::deliver::smtp::Settings;
     let rel = &cfg.relay;
@@ -529,14 +534,14 @@ const SYSTEM_ROOTS: &[&str] = &[
 /// Who we are, to find ourselves among MX hosts: the hostname, the
 /// listeners' addresses (every interface's, for a wildcard listener) and
 /// `[relay] own_addresses` (a NAT's public address).
-fn me(cfg: &Config, bound: &[Bound]) -> crate::dns::mx::Me {
+fn me(cfg: &Config, bound: &[SocketAddr]) -> crate::dns::mx::Me {
     use std::net::IpAddr;
     let mut addrs: Vec<IpAddr> = bound
         .iter()
-        .map(|b| b.local.ip())
+        .map(|b| b.ip())
         .filter(|ip| !ip.is_unspecified())
         .collect();
-    if bound.iter().any(|b| b.local.ip().is_unspecified()) {
+    if bound.iter().any(|b| b.ip().is_unspecified()) {
         if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
             for a in ifs.filter_map(|i| i.address) {
                 if let Some(v4) = a.as_sockaddr_in() {

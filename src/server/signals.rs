@@ -4,9 +4,8 @@
 
 use nix::sys::signal::{SigSet, Signal};
 
-use super::{Fatal, Shared};
-use crate::clock::now_secs;
-use crate::config::Config;
+use super::reload::Running;
+use super::Fatal;
 use crate::log;
 use crate::sysexits::EX_UNAVAILABLE;
 
@@ -28,14 +27,17 @@ pub fn block() -> Result<SigSet, Fatal> {
     Ok(sigs)
 }
 
-/// Waits for SIGTERM/SIGINT; SIGHUP reloads the TLS certificate and
-/// syncs the directory from [sync.mysql], if there is one.
-pub fn wait_for_stop(sigs: &SigSet, cfg: &Config, shared: &Shared, sync: Option<&super::sync::SyncTask>) {
+/// Waits for SIGTERM/SIGINT; SIGHUP reloads the configuration (and with
+/// it the certificate, aliases, rules and directory) and syncs the
+/// directory from [sync.mysql], if there is one.
+pub fn wait_for_stop(sigs: &SigSet, running: &mut Running) {
     loop {
         match sigs.wait() {
             Ok(Signal::SIGHUP) => {
-                reload(cfg, shared);
-                sync.inspect(|s| s.trigger());
+                reload(running);
+                if let Some(s) = running.sync.as_ref() {
+                    s.trigger();
+                }
             }
             Ok(sig) => {
                 log::started(&format!("{sig}: stopping"));
@@ -49,22 +51,13 @@ pub fn wait_for_stop(sigs: &SigSet, cfg: &Config, shared: &Shared, sync: Option<
     }
 }
 
-/// SIGHUP: new certificates for new sessions; a bad one keeps the old.
-fn reload(cfg: &Config, shared: &Shared) {
-    let (Some(tls), Some((cert, key))) = (&shared.tls, cfg.tls_files()) else {
-        log::started("SIGHUP: no certificate files configured, nothing to reload");
-        return;
-    };
-    match crate::tls::load(&cert, &key, now_secs()) {
-        Ok((config, info)) => {
-            tls.set(config);
-            log::started(&format!(
-                "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
-                cert.display(),
-                info.fingerprint,
-                crate::timefmt::rfc5322(info.not_after)
-            ));
-        }
-        Err(e) => log::error(&format!("SIGHUP: keeping the current certificate: {e}")),
-    }
+/// SIGHUP, with systemd's reload protocol around it (RELOADING=1 with
+/// the monotonic time, then READY=1).
+fn reload(running: &mut Running) {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading")),
+    ]);
+    running.reload();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }

@@ -82,6 +82,7 @@ impl Runner {
         let arrival = plan.msg.env.arrival_secs();
         let give_up = deferred
             && self
+                .parts()
                 .settings
                 .backoff
                 .next(plan.state.attempts + 1, arrival, now)
@@ -122,12 +123,13 @@ impl Runner {
         let arrival = plan.msg.env.arrival_secs();
         plan.state.attempts += 1;
         let next = match self
+            .parts()
             .settings
             .backoff
             .next(plan.state.attempts, arrival, now)
         {
             Next::RetryAt(t) => t,
-            Next::GiveUp => now + self.settings.backoff.min.as_secs() as i64,
+            Next::GiveUp => now + self.parts().settings.backoff.min.as_secs() as i64,
         };
         plan.state.next_attempt = next;
         plan.state.last = last;
@@ -157,7 +159,7 @@ impl Runner {
         pending: &[&Done],
         now: i64,
     ) {
-        let limit = self.settings.delay_warning.as_secs() as i64;
+        let limit = self.parts().settings.delay_warning.as_secs() as i64;
         let age = now - msg.env.arrival_secs();
         if state.warned || limit == 0 || age < limit || pending.is_empty() {
             return;
@@ -165,7 +167,7 @@ impl Runner {
         if let ReversePath::Null = msg.env.sender {
             return;
         }
-        let until = msg.env.arrival_secs() + self.settings.backoff.lifetime.as_secs() as i64;
+        let until = msg.env.arrival_secs() + self.parts().settings.backoff.lifetime.as_secs() as i64;
         if self.notify(Notice::Delayed { until }, &msg.env, msg.headers(), pending, now) {
             state.warned = true;
         }
@@ -189,7 +191,7 @@ impl Runner {
             }
             (ReversePath::Null, Notice::Failed) => (
                 dsn::Kind::DoubleBounce,
-                Address::new("postmaster", &self.settings.hostname),
+                Address::new("postmaster", &self.parts().settings.hostname),
                 DOUBLE_BOUNCE,
             ),
             (ReversePath::Null, Notice::Delayed { .. }) => return true,
@@ -207,7 +209,7 @@ impl Runner {
             .collect();
         let body = dsn::build(&dsn::Report {
             kind: dsn_kind,
-            hostname: &self.settings.hostname,
+            hostname: &self.parts().settings.hostname,
             queue_id: &env.id,
             bounce_id: &notice_id,
             sender: &to.to_string(),

@@ -67,12 +67,19 @@ pub struct Settings {
     pub filter_data_timeout: Duration,
 }
 
-pub struct Runner {
-    pub spool: Arc<Spool>,
+/// What the runner delivers with, from the configuration: replaced as a
+/// whole when the configuration is reloaded (a delivery in progress keeps
+/// the parts it started with).
+pub struct Parts {
     pub directory: Arc<Directory>,
     pub router: Router,
     pub registry: Registry,
     pub settings: Settings,
+}
+
+pub struct Runner {
+    pub spool: Arc<Spool>,
+    parts: std::sync::RwLock<Arc<Parts>>,
     jobs: Sender<Job>,
     timer: Sender<(i64, String)>,
     flights: Mutex<HashMap<String, Flight>>,
@@ -132,21 +139,12 @@ impl Drop for Landing {
 }
 
 impl Runner {
-    pub fn new(
-        spool: Arc<Spool>,
-        directory: Arc<Directory>,
-        router: Router,
-        registry: Registry,
-        settings: Settings,
-    ) -> (Runner, Channels) {
+    pub fn new(spool: Arc<Spool>, parts: Parts) -> (Runner, Channels) {
         let (jobs_tx, jobs_rx) = smol::channel::unbounded();
         let (timer_tx, timer_rx) = smol::channel::unbounded();
         let r = Runner {
             spool,
-            directory,
-            router,
-            registry,
-            settings,
+            parts: std::sync::RwLock::new(Arc::new(parts)),
             jobs: jobs_tx,
             timer: timer_tx,
             flights: Mutex::new(HashMap::new()),
@@ -162,6 +160,18 @@ impl Runner {
         )
     }
 
+    /// The parts deliveries start with now.
+    pub fn parts(&self) -> Arc<Parts> {
+        self.parts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A reloaded configuration: deliveries that start from now on use
+    /// these parts. The number of messages worked on at once
+    /// (active_limit) is the one the runner started with.
+    pub fn reconfigure(&self, parts: Parts) {
+        *self.parts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(parts);
+    }
+
     /// Hands a committed message to delivery now.
     pub fn enqueue(&self, id: String) {
         self.send(Job {
@@ -174,7 +184,7 @@ impl Runner {
     /// Destinations found unreachable are tried again at the next
     /// delivery (`postern queue flush`, like Postfix's `postqueue -f`).
     pub fn revive_destinations(&self) {
-        self.registry.revive();
+        self.parts().registry.revive();
     }
 
     /// Tries a queued message now (flush, release, requeue).
@@ -240,7 +250,7 @@ impl Runner {
 
     /// One task per message, at most `active_limit` at once.
     async fn dispatch(self: Arc<Self>, rx: Receiver<Job>, ex: Arc<Executor<'static>>) {
-        let active = Arc::new(Semaphore::new(self.settings.active_limit.max(1)));
+        let active = Arc::new(Semaphore::new(self.parts().settings.active_limit.max(1)));
         while let Ok(job) = rx.recv().await {
             let permit = active.acquire_arc().await;
             let me = self.clone();

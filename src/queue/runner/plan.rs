@@ -90,6 +90,8 @@ impl Runner {
 
     /// Expands every recipient and routes each destination not yet done.
     fn route_all(&self, plan: &mut Plan) {
+        // One configuration for the whole message.
+        let parts = self.parts();
         let (received, delivered_to) = scan_headers(plan.msg.headers());
         // Trace headers now, or on arrival before rules removed any.
         let hops = (received + delivered_to.len()).max(plan.msg.env.handling.hops as usize);
@@ -102,7 +104,7 @@ impl Runner {
         let mut index = 0;
         for rcpt in plan.msg.env.recipients.clone() {
             let orig = rcpt.to_string();
-            let dests = match self.directory.resolve(&rcpt) {
+            let dests = match parts.directory.resolve(&rcpt) {
                 Ok(Resolution::Deliver(d)) => d,
                 Ok(Resolution::Unknown) => vec![fail_dest(&orig, FailReason::Unknown)],
                 Ok(Resolution::Loop) => vec![fail_dest(&orig, FailReason::Loop)],
@@ -138,7 +140,7 @@ impl Runner {
                     plan.results.push(done(Outcome::failed(Esc(5, 4, 6), why)));
                     continue;
                 }
-                let route = self.router.route(&dest);
+                let route = parts.router.route(&dest);
                 match route.agent() {
                     Some(kind) => {
                         let target = Target {
@@ -186,7 +188,7 @@ impl Runner {
                 relay: "none".into(),
                 outcome,
             };
-            if hops >= self.settings.max_received {
+            if hops >= self.parts().settings.max_received {
                 plan.results.push(done(Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop: {hops} hops"))));
                 continue;
             }
@@ -197,7 +199,7 @@ impl Runner {
             let target = Target {
                 route: Route::Filter(crate::route::FilterRoute {
                     hop,
-                    data_timeout: self.settings.filter_data_timeout,
+                    data_timeout: self.parts().settings.filter_data_timeout,
                 }),
                 address: orig.clone(),
                 orig: orig.clone(),
@@ -210,7 +212,7 @@ impl Runner {
     /// Loop detection (hopcount_limit, and our own Delivered-To: as
     /// Postfix's local/virtual agents check it).
     fn loop_problem(&self, received: usize, delivered_to: &[String], to: &str) -> Option<String> {
-        if received >= self.settings.max_received {
+        if received >= self.parts().settings.max_received {
             return Some(format!(
                 "mail forwarding loop: {received} hops (Received: and Delivered-To: headers)"
             ));
@@ -223,13 +225,14 @@ impl Runner {
 
     /// Step two: every agent's share at once, each within its own limit.
     pub(super) async fn deliver(&self, plan: &mut Plan) {
+        let parts = self.parts();
         let groups = std::mem::take(&mut plan.groups);
         let mut keyed = Vec::new();
         let mut runs = Vec::new();
         for (kind, members) in groups {
             let (targets, keys): (Vec<Target>, Vec<String>) = members.into_iter().unzip();
             keyed.push((kind, targets.clone(), keys));
-            runs.push(Box::pin(self.registry.deliver(
+            runs.push(Box::pin(parts.registry.deliver(
                 kind,
                 plan.msg.clone(),
                 targets,
@@ -248,7 +251,7 @@ impl Runner {
                         // Postfix names the transport: relay=procmail.
                         Route::Pipe(p) => p.transport.clone(),
                         Route::File(_) => "local".into(),
-                        _ => self.registry.name(kind).to_string(),
+                        _ => parts.registry.name(kind).to_string(),
                     },
                 };
                 plan.results.push(Done {

@@ -88,7 +88,15 @@ fn a_hung_remote_never_delays_maildir_delivery() {
         delay_warning: Duration::ZERO,
         filter_data_timeout: Duration::from_secs(1200),
     };
-    let (runner, ch) = Runner::new(spool.clone(), directory, router, registry, settings);
+    let (runner, ch) = Runner::new(
+        spool.clone(),
+        super::Parts {
+            directory,
+            router,
+            registry,
+            settings,
+        },
+    );
     let runner = Arc::new(runner);
     let ex = Arc::new(Executor::new());
     runner.start(&ex, ch);
