@@ -403,7 +403,9 @@ fn xforward_of(msg: &QueuedMessage) -> crate::smtp::client::XForward {
         proto: e.client_ip.map(|_| proto.to_string()),
         helo: (!e.helo.is_empty()).then(|| e.helo.clone()),
         ident: Some(e.id.clone()),
-        source: Some(if e.client_ip.is_some_and(|ip| !ip.is_loopback()) { "REMOTE" } else { "LOCAL" }.into()),
+        // LOCAL: mail of our side (Postfix: local_header_rewrite_clients),
+        // which the reinject listener then knows it may DKIM-sign.
+        source: Some(if e.handling.sign { "LOCAL" } else { "REMOTE" }.into()),
     }
 }
 
