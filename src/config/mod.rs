@@ -11,6 +11,7 @@
 
 pub mod aliases;
 mod check;
+pub mod dkim;
 pub mod hooks;
 pub mod relay;
 pub mod example;
@@ -49,6 +50,7 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     Queue::DOC,
     Relay::DOC,
     RelayRoute::DOC,
+    dkim::Dkim::DOC,
     Control::DOC,
 ];
 
@@ -65,6 +67,7 @@ const SUBSECTIONS: &[&str] = &[
     "queue",
     "relay",
     "control",
+    "dkim",
 ];
 
 #[derive(Clone, Debug)]
@@ -89,6 +92,8 @@ pub struct Config {
     /// The relay logins of `[relay] credentials_file` (read in server scope).
     pub credentials: relay::Credentials,
     pub control: Control,
+    /// `[[dkim]]`: the keys outgoing mail is signed with (read in server scope).
+    pub dkim: dkim::DkimSettings,
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
@@ -190,6 +195,7 @@ impl Config {
         let t = sub(&mut ctx, root, "control").unwrap_or(&empty);
         let control = Control::read(&mut ctx, "control", t, &[]);
         let listeners = read_listeners(&mut ctx, root);
+        let dkim = dkim::read(&mut ctx, root);
 
         let mut cfg = Config {
             source: file.to_string(),
@@ -209,12 +215,14 @@ impl Config {
             relay_routes,
             credentials: Default::default(),
             control,
+            dkim,
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
             aliases: Default::default(),
         };
         cfg.check(&mut ctx, root, files);
+        cfg.check_dkim(&mut ctx, root, files);
         if ctx.errors.is_empty() {
             Ok(cfg)
         } else {
