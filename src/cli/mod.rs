@@ -2,6 +2,7 @@
 //! config example|default`, `postern reload`. Only argument handling and
 //! exit codes live here; the work is done by the library modules.
 
+pub mod dkim;
 mod password_input;
 pub mod queue;
 pub mod users;
@@ -32,6 +33,7 @@ pub enum Command {
     Domain(users::DomainCmd),
     Alias(users::AliasCmd),
     Queue(queue::QueueCmd),
+    Dkim(dkim::DkimCmd),
 }
 
 /// Tell the running server to reload its TLS certificate (SIGHUP).
@@ -163,6 +165,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Domain(d) => users::domain(d),
         Command::Alias(a) => users::alias(a),
         Command::Queue(q) => queue::run(q),
+        Command::Dkim(d) => dkim::run(d),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,
