@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod deliver;
 pub mod directory;
+pub mod dkim;
 pub mod dns;
 pub mod fsutil;
 pub mod import;

@@ -323,3 +323,15 @@ pub fn queue_problem(id: &str, problem: &str) {
 pub fn held(id: &str, why: &str) {
     write(Level::Info, &format!("{id}: held: {why}"));
 }
+
+/// `ID: dkim: signed d=example.test s=s1 a=rsa-sha256` (one per key).
+pub fn dkim_signed(id: &str, signatures: &[String]) {
+    for s in signatures {
+        write(Level::Info, &format!("{id}: dkim: signed {s}"));
+    }
+}
+
+/// `ID: dkim: not signed: why` — the message goes out unsigned.
+pub fn dkim_failed(id: &str, why: &str) {
+    write(Level::Warning, &format!("warning: {id}: dkim: not signed: {why}"));
+}

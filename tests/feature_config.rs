@@ -416,6 +416,11 @@ fn example_config_passes_check_config() {
         "the example sets data_dir"
     );
     std::fs::write(tmp.path().join("postern.toml"), text).unwrap();
+    // The example's [[dkim]] key, made as the user would (issue 13).
+    let (ok, out) = run(postern()
+        .args(["dkim", "keygen", "example.test", "--selector", "s202611", "--out"])
+        .arg(data.join("dkim/s202611.example.test.pem")));
+    assert!(ok, "dkim keygen: {out}");
     let o = check_config_in(tmp.path(), "postern.toml");
     assert_eq!(
         o.code,

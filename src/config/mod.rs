@@ -11,6 +11,7 @@
 
 pub mod aliases;
 mod check;
+pub mod dkim;
 pub mod hooks;
 pub mod relay;
 pub mod example;
@@ -50,6 +51,7 @@ pub const SECTIONS: &[schema::SectionDoc] = &[
     Queue::DOC,
     Relay::DOC,
     RelayRoute::DOC,
+    dkim::Dkim::DOC,
     Control::DOC,
     sync::SyncCfg::DOC,
     sync::SyncMysql::DOC,
@@ -71,6 +73,7 @@ const SUBSECTIONS: &[&str] = &[
     "relay",
     "control",
     "sync",
+    "dkim",
 ];
 
 #[derive(Clone, Debug)]
@@ -99,6 +102,8 @@ pub struct Config {
     pub control: Control,
     /// `[sync]` and `[sync.mysql]`: the database `postern sync` mirrors.
     pub sync: sync::SyncSettings,
+    /// `[[dkim]]`: the keys outgoing mail is signed with (read in server scope).
+    pub dkim: dkim::DkimSettings,
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
@@ -201,6 +206,7 @@ impl Config {
         let control = Control::read(&mut ctx, "control", t, &[]);
         let listeners = read_listeners(&mut ctx, root);
         let sync = sync::read(&mut ctx, root);
+        let dkim = dkim::read(&mut ctx, root);
 
         let mut cfg = Config {
             source: file.to_string(),
@@ -222,6 +228,7 @@ impl Config {
             credentials: Default::default(),
             control,
             sync,
+            dkim,
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
@@ -229,6 +236,7 @@ impl Config {
         };
         cfg.check(&mut ctx, root, files);
         cfg.check_sync(&mut ctx, root, files);
+        cfg.check_dkim(&mut ctx, root, files);
         if ctx.errors.is_empty() {
             Ok(cfg)
         } else {

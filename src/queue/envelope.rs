@@ -16,6 +16,7 @@
 //! hops 3                        (optional: trace headers on arrival)
 //! filter [127.0.0.1]:10026      (optional: the content filter to pass)
 //! ident 0Q7ZK3M4B2B             (optional: the queue ID before the filter)
+//! sign 1                        (optional: from our side, may be DKIM-signed)
 //! .
 //! <message>
 //! ```
@@ -65,6 +66,9 @@ pub struct Handling {
     pub filter: Option<String>,
     /// Its queue ID on the first pass, given by the filter (XFORWARD IDENT).
     pub ident: Option<String>,
+    /// It came from our side (a trusted or logged-in client, or our own
+    /// notice), so it may be DKIM-signed when it leaves (dkim/).
+    pub sign: bool,
 }
 
 /// Newlines and other control characters never reach a header line.
@@ -111,6 +115,9 @@ impl QueueEnvelope {
         }
         if let Some(i) = &h.ident {
             s.push_str(&format!("ident {}\n", clean(i)));
+        }
+        if h.sign {
+            s.push_str("sign 1\n");
         }
         s.push_str(".\n");
         s
@@ -177,6 +184,7 @@ impl QueueEnvelope {
                 "hops" => e.handling.hops = v.parse().map_err(|_| format!("bad hops {v:?}"))?,
                 "filter" if !v.is_empty() => e.handling.filter = Some(v.to_string()),
                 "ident" if !v.is_empty() => e.handling.ident = Some(v.to_string()),
+                "sign" => e.handling.sign = v == "1",
                 _ => return Err(format!("unknown header line {k:?}")),
             }
         }
@@ -294,6 +302,7 @@ mod tests {
                 hops: 4,
                 filter: Some("[127.0.0.1]:10026".into()),
                 ident: Some("0Q7ZK3M4B2B".into()),
+                sign: true,
             },
         };
         let mut bytes = e.serialize().into_bytes();

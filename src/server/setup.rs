@@ -327,6 +327,8 @@ pub fn registry(
     filter.0.per_destination = cfg.content.filter_concurrency;
     filter.0.data_done_timeout = cfg.content.filter_data_timeout.0;
     filter.0.xforward = true;
+    // Mail is DKIM-signed once, on its way out, after the filter.
+    filter.0.dkim = None;
     let filter = Arc::new(crate::deliver::smtp::SmtpAgent::new(filter.0, filter.1));
     expire_idle(ex, &filter, reuse);
     r.add(AgentKind::Filter, Agent::Async(filter), cfg.content.filter_concurrency);
@@ -486,6 +488,7 @@ fn smtp_settings(
             credentials: cfg.credentials.clone(),
             me: me(cfg, bound),
             xforward: false,
+            dkim: cfg.dkim.signer.clone(),
         },
         crate::dns::Resolver::new(resolver_cfg),
     ))

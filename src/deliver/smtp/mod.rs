@@ -66,6 +66,9 @@ pub struct Settings {
     /// Tell the server who the original client was (XFORWARD), when it
     /// offers that: the content filter's agent.
     pub xforward: bool,
+    /// DKIM keys (dkim/): the outbound agent's only, never the content
+    /// filter's, so mail is signed once, after the filter's changes.
+    pub dkim: Option<Arc<crate::dkim::Signer>>,
 }
 
 pub struct SmtpAgent {
@@ -191,8 +194,9 @@ impl SmtpAgent {
         let loaded = content
             .get_or_init(|| {
                 let msg = msg.clone();
+                let dkim = self.s.dkim.clone();
                 async move {
-                    smol::unblock(move || Content::load(&msg))
+                    smol::unblock(move || Content::load(&msg, dkim.as_ref()))
                         .await
                         .map(Arc::new)
                         .map_err(|e| e.to_string())
@@ -476,7 +480,9 @@ fn xforward_of(msg: &QueuedMessage) -> crate::smtp::client::XForward {
         proto: e.client_ip.map(|_| proto.to_string()),
         helo: (!e.helo.is_empty()).then(|| e.helo.clone()),
         ident: Some(e.id.clone()),
-        source: Some(if e.client_ip.is_some_and(|ip| !ip.is_loopback()) { "REMOTE" } else { "LOCAL" }.into()),
+        // LOCAL: mail of our side (Postfix: local_header_rewrite_clients),
+        // which the reinject listener then knows it may DKIM-sign.
+        source: Some(if e.handling.sign { "LOCAL" } else { "REMOTE" }.into()),
     }
 }
 
@@ -499,10 +505,12 @@ fn destination_key(r: &SmtpRoute) -> String {
 }
 
 /// The message as it is sent: small ones in memory (read once for all
-/// destinations), large ones streamed from the queue file each time.
+/// destinations), large ones streamed from the queue file each time. The
+/// size is with CRLF line ends; File's last field holds the DKIM-Signature
+/// fields sent before the file's bytes (Memory has them in place).
 enum Content {
     Memory(Arc<Vec<u8>>, u64),
-    File(std::path::PathBuf, u64, u64, u64),
+    File(std::path::PathBuf, u64, u64, u64, Arc<Vec<u8>>),
 }
 
 /// Messages up to this size are read into memory once.
@@ -510,15 +518,23 @@ const IN_MEMORY: u64 = 256 * 1024;
 
 impl Content {
     /// Reads the message (blocking): its bytes, or where it is, and its
-    /// size with CRLF line ends for SIZE= (RFC 1870).
-    fn load(msg: &QueuedMessage) -> std::io::Result<Content> {
+    /// size with CRLF line ends for SIZE= (RFC 1870). With DKIM keys, the
+    /// same pass signs it (dkim/).
+    fn load(msg: &QueuedMessage, dkim: Option<&Arc<crate::dkim::Signer>>) -> std::io::Result<Content> {
         use std::io::Read;
+        let mut job = dkim.and_then(|d| d.start(&msg.env));
         let mut r = msg.body()?;
         if msg.body_len <= IN_MEMORY {
             let mut v = Vec::with_capacity(msg.body_len as usize);
             r.read_to_end(&mut v)?;
+            if let Some(mut j) = job {
+                j.update(&v);
+                let sig = dkim_header(msg, j);
+                v.splice(0..0, sig.iter().copied());
+            }
             let lines = v.iter().filter(|&&c| c == b'\n').count() as u64;
-            return Ok(Content::Memory(Arc::new(v), msg.body_len + lines));
+            let len = v.len() as u64;
+            return Ok(Content::Memory(Arc::new(v), len + lines));
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut lines = 0u64;
@@ -528,14 +544,19 @@ impl Content {
                 break;
             }
             lines += buf[..n].iter().filter(|&&c| c == b'\n').count() as u64;
+            if let Some(j) = &mut job {
+                j.update(&buf[..n]);
+            }
         }
+        let sig = job.map(|j| dkim_header(msg, j)).unwrap_or_default();
+        let extra = sig.len() as u64 + sig.iter().filter(|&&c| c == b'\n').count() as u64;
         let (path, off) = msg.location();
-        Ok(Content::File(path, off, msg.body_len, msg.body_len + lines))
+        Ok(Content::File(path, off, msg.body_len, msg.body_len + lines + extra, Arc::new(sig)))
     }
 
     fn envelope(&self, msg: &QueuedMessage, rcpts: &[&Target]) -> Envelope {
         let size = match self {
-            Content::Memory(_, s) | Content::File(_, _, _, s) => *s,
+            Content::Memory(_, s) | Content::File(_, _, _, s, _) => *s,
         };
         let to = rcpts
             .iter()
@@ -550,17 +571,38 @@ impl Content {
     fn reader(&self) -> Box<dyn smol::io::AsyncRead + Unpin + Send> {
         match self {
             Content::Memory(v, _) => Box::new(smol::io::Cursor::new(SharedBytes(v.clone()))),
-            Content::File(path, off, len, _) => {
+            Content::File(path, off, len, _, sig) => {
                 let opened = std::fs::File::open(path).and_then(|mut f| {
                     use std::io::{Read, Seek, SeekFrom};
                     f.seek(SeekFrom::Start(*off))?;
                     Ok(f.take(*len))
                 });
                 match opened {
-                    Ok(r) => Box::new(smol::Unblock::new(r)),
+                    Ok(r) if sig.is_empty() => Box::new(smol::Unblock::new(r)),
+                    Ok(r) => {
+                        use smol::io::AsyncReadExt;
+                        let head = smol::io::Cursor::new(SharedBytes(sig.clone()));
+                        Box::new(head.chain(smol::Unblock::new(r)))
+                    }
                     Err(e) => Box::new(FailingReader(Some(e))),
                 }
             }
+        }
+    }
+}
+
+/// The DKIM-Signature fields for a message read by `job` (empty: none),
+/// logged either way.
+fn dkim_header(msg: &QueuedMessage, job: crate::dkim::Job) -> Vec<u8> {
+    match job.finish(crate::clock::now_secs()) {
+        crate::dkim::Signed::Header(h, names) => {
+            crate::log::dkim_signed(&msg.env.id, &names);
+            h
+        }
+        crate::dkim::Signed::Not => Vec::new(),
+        crate::dkim::Signed::Failed(why) => {
+            crate::log::dkim_failed(&msg.env.id, &why);
+            Vec::new()
         }
     }
 }

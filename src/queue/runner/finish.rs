@@ -229,7 +229,11 @@ impl Runner {
             sender: ReversePath::Null,
             recipients: vec![to],
             smtputf8: env.smtputf8,
-            handling: Default::default(),
+            // Our own notice: it may be DKIM-signed (dkim/).
+            handling: crate::queue::envelope::Handling {
+                sign: true,
+                ..Default::default()
+            },
         };
         match self.spool.submit(&nenv, &body) {
             Ok(()) => {

@@ -72,6 +72,8 @@ impl Conn {
                 hops: 0,
                 filter: self.listener.filter.clone(),
                 ident: f.ident,
+                // DKIM (dkim/): may be signed when it leaves.
+                sign: crate::dkim::from_our_side(self.trusted, self.s.auth_user().is_some(), self.listener.reinject, f.source.as_deref()),
             },
         };
         let qid = qenv.id.clone();
