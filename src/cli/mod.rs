@@ -5,6 +5,7 @@
 pub mod dkim;
 mod password_input;
 pub mod queue;
+pub mod status;
 pub mod sync;
 pub mod users;
 
@@ -34,11 +35,12 @@ pub enum Command {
     Domain(users::DomainCmd),
     Alias(users::AliasCmd),
     Queue(queue::QueueCmd),
+    Status(status::StatusCmd),
     Sync(sync::SyncCmd),
     Dkim(dkim::DkimCmd),
 }
 
-/// Tell the running server to reload its TLS certificate (SIGHUP).
+/// Tell the running server to reload its configuration (SIGHUP).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "reload")]
 pub struct Reload {
@@ -172,6 +174,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Domain(d) => users::domain(d),
         Command::Alias(a) => users::alias(a),
         Command::Queue(q) => queue::run(q),
+        Command::Status(s) => status::run(s),
         Command::Sync(s) => sync::run(s),
         Command::Dkim(d) => dkim::run(d),
         Command::Serve(s) => {

@@ -45,6 +45,12 @@ section! {
         /// `alice+lists@example.test` goes to alice (recipient_delimiter).
         /// Empty turns extensions off.
         recipient_delimiter: String = "+".into(), example "\"+\"";
+        /// Started as root, postern binds its ports and then runs as this
+        /// user (and its primary group), keeping only the capabilities to
+        /// deliver as other users (CAP_SETUID, CAP_SETGID) and to bind new
+        /// low ports at a reload (mail_owner). Unset: it keeps running as
+        /// whoever started it. Ignored when not started as root.
+        user: Option<String> = None, example "\"postern\"", default "unset: stay who started it";
     }
 }
 

@@ -14,7 +14,7 @@
 //!       or  error <sysexits code> <text>\n
 //! ```
 //! Verbs: `list`, `show ID`, `flush [ID]`, `hold ID|all`,
-//! `release ID|all`, `delete ID|all`, `requeue ID`. The body of `list`
+//! `release ID|all`, `delete ID|all`, `requeue ID`, `status`. The body of `list`
 //! and `show` is the rendered report (text, or JSON with `json`), so the
 //! client prints it as it is.
 
@@ -43,6 +43,8 @@ pub enum Request {
     Release(Target),
     Delete(Target),
     Requeue(String),
+    /// `postern status`: what the server says about itself.
+    Status { json: bool },
 }
 
 /// A request that cannot be carried out: its exit code and why.
@@ -78,6 +80,7 @@ impl Request {
             Request::Release(x) => format!("release {}", t(x)),
             Request::Delete(x) => format!("delete {}", t(x)),
             Request::Requeue(id) => format!("requeue {id}"),
+            Request::Status { json } => format!("status{}", j(*json)),
         }
     }
 
@@ -115,9 +118,10 @@ impl Request {
             Some("release") if args.len() == 2 => Request::Release(target(args.get(1))?),
             Some("delete") if args.len() == 2 => Request::Delete(target(args.get(1))?),
             Some("requeue") if args.len() == 2 => Request::Requeue(id(args.get(1))?),
+            Some("status") if args.len() == 1 => Request::Status { json },
             Some(v)
                 if [
-                    "list", "show", "flush", "hold", "release", "delete", "requeue",
+                    "list", "show", "flush", "hold", "release", "delete", "requeue", "status",
                 ]
                 .contains(&v) =>
             {
@@ -125,15 +129,15 @@ impl Request {
             }
             _ => return Err(bad("unknown command")),
         };
-        if json && !matches!(r, Request::List { .. } | Request::Show { .. }) {
-            return Err(bad("only list and show have a json form"));
+        if json && !matches!(r, Request::List { .. } | Request::Show { .. } | Request::Status { .. }) {
+            return Err(bad("only list, show and status have a json form"));
         }
         Ok(r)
     }
 
     /// Does this request change the queue (and so need the server)?
     pub fn changes(&self) -> bool {
-        !matches!(self, Request::List { .. } | Request::Show { .. })
+        !matches!(self, Request::List { .. } | Request::Show { .. } | Request::Status { .. })
     }
 }
 
@@ -155,6 +159,8 @@ mod tests {
             Request::Release(Target::One("1M19G9BJ42P".into())),
             Request::Delete(Target::All),
             Request::Requeue("1M19G9BJ42P".into()),
+            Request::Status { json: true },
+            Request::Status { json: false },
         ] {
             assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()), "{r:?}");
         }
@@ -169,6 +175,7 @@ mod tests {
             "flush json",
             "\u{0}\u{1}garbage",
             "LIST",
+            "status now",
         ] {
             let e = Request::parse(bad).unwrap_err();
             assert_eq!(e.code, EX_USAGE, "{bad:?}");

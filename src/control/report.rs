@@ -280,6 +280,10 @@ pub fn show_json(it: &Item, headers: &[u8]) -> String {
 }
 
 /// A JSON string.
+pub fn json_str(s: &str) -> String {
+    q(s)
+}
+
 fn q(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');

@@ -39,6 +39,9 @@ struct Ctx {
     runner: Arc<Runner>,
     spool: Arc<Spool>,
     busy_wait: Duration,
+    /// The directory mirror, when a sync source is configured: its last
+    /// sync is part of `status`.
+    mirror: Option<PathBuf>,
 }
 
 /// Who is on the other end (SO_PEERCRED).
@@ -62,6 +65,7 @@ pub fn start(
         runner,
         spool,
         busy_wait: cfg.control.busy_wait.0,
+        mirror: cfg.sync.mysql.as_ref().map(|_| cfg.database_path()),
     });
     let ex2 = ex.clone();
     let task = ex.spawn(async move {
@@ -220,7 +224,39 @@ async fn execute(ctx: &Arc<Ctx>, req: Request, who: &str) -> Result<String, Refu
         Request::Release(t) => each(ctx, t, Op::Release, who).await,
         Request::Delete(t) => each(ctx, t, Op::Delete, who).await,
         Request::Requeue(id) => one(ctx, &id, Op::Requeue, who).await,
+        Request::Status { json } => status(ctx, json).await,
     }
+}
+
+async fn status(ctx: &Arc<Ctx>, json: bool) -> Result<String, Refusal> {
+    let c = ctx.clone();
+    let (counts, sync) = smol::unblock(move || {
+        let sync = c.mirror.as_ref().map(|db| {
+            let st = crate::directory::sqlite::Db::open(db, Duration::from_secs(2))
+                .0
+                .sync_status()
+                .ok()
+                .flatten();
+            match st {
+                Some(st) => crate::status::SyncLine {
+                    source: st.source,
+                    last_success: st.last_success,
+                    last_attempt: st.last_attempt,
+                    last_error: st.last_error,
+                },
+                None => crate::status::SyncLine {
+                    source: "the configured database".into(),
+                    last_success: None,
+                    last_attempt: None,
+                    last_error: String::new(),
+                },
+            }
+        });
+        (c.runner.counts(), sync)
+    })
+    .await;
+    let snap = crate::status::board().snapshot(counts, sync);
+    Ok(if json { snap.json() } else { snap.text() })
 }
 
 fn io_refusal(e: impl std::fmt::Display) -> Refusal {

@@ -204,7 +204,7 @@ impl PipeAgent {
             }
         }
         let (uid, gid) = route.user;
-        let am_root = nix::unistd::geteuid().is_root();
+        let am_root = crate::privs::can_switch_users();
         // SAFETY: only async-signal-safe system calls (setsid, setgroups,
         // setgid, setuid, prctl) on data prepared before the fork.
         unsafe {
@@ -480,7 +480,7 @@ impl PipeAgent {
 fn append_locked(path: &std::path::Path, user: (u32, u32), text: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
-    let am_root = nix::unistd::geteuid().is_root();
+    let am_root = crate::privs::can_switch_users();
     let _ids = super::maildir::FsIds::switch(am_root.then_some(user))?;
     let mut file = std::fs::OpenOptions::new()
         .append(true)

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod limits;
+mod health;
 mod local;
 mod reload;
 mod setup;
@@ -78,10 +79,14 @@ pub struct Fatal(pub i32, pub String);
 pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let sigs = signals::block()?;
     cfg.absolutize();
+    crate::status::board();
+    // Ports first (root may be needed for 25), then root's rights go,
+    // before anything else is made or any worker thread started.
+    let bound = setup::listeners(&cfg)?;
+    setup::least_privilege(&cfg)?;
     let ex = Arc::new(Executor::new());
     let owner = setup::storage(&cfg)?;
     let spool = setup::spool(&cfg)?;
-    let bound = setup::listeners(&cfg)?;
     let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
     let tls = setup::tls(&cfg)?;
     let mut made = reload::make(&cfg, owner, &ex, &spool, &addrs)?;
@@ -105,8 +110,11 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let listed: Vec<_> = bound.iter().map(|b| (b.configured, b.local, b.mode)).collect();
     let listeners = reload::serve_listeners(&ex, bound, &hub);
     write_listening(cfg.data_dir(), &listed);
+    post_listeners(&listed);
+    crate::status::board().set_config(&cfg.source);
     announce(&cfg, &listed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let _health = health::start(&ex, runner.clone());
     let (stop, threads) = run_executor(&ex, cfg.smtp.threads);
     let sync = sync::start(&cfg);
     let mut running = reload::Running {
@@ -204,6 +212,16 @@ pub(super) fn write_listening(data: &Path, bound: &[(SocketAddr, SocketAddr, Lis
             data.join("listening").display()
         ));
     }
+}
+
+/// The listeners as `postern status` shows them.
+pub(super) fn post_listeners(bound: &[(SocketAddr, SocketAddr, ListenerMode)]) {
+    crate::status::board().set_listeners(
+        bound
+            .iter()
+            .map(|(_, local, mode)| format!("{local} ({})", mode.as_str()))
+            .collect(),
+    );
 }
 
 /// The one line that says where postern listens and where mail lands.

@@ -255,9 +255,9 @@ impl Running {
         // A new certificate is loaded now; it is put in place with the rest.
         let tls = match (&old.tls, cfg.needs_tls(), cfg.tls_files()) {
             (Some(t), true, Some((cert, key))) => {
-                let (config, _) = crate::tls::load(&cert, &key, crate::clock::now_secs())
+                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs())
                     .map_err(|e| Fatal(super::EX_CONFIG, format!("TLS certificate: {e}")))?;
-                Some((t.clone(), Some(config)))
+                Some((t.clone(), Some((config, cert.display().to_string(), info.not_after))))
             }
             (Some(t), true, None) => Some((t.clone(), None)),
             (None, true, _) => setup::tls(&cfg)?.map(|t| (t, None)),
@@ -267,11 +267,15 @@ impl Running {
         let mut made = make(&cfg, owner, &self.ex, &self.spool, &addrs)?;
         self.owner = owner;
         let tls = tls.map(|(t, config)| {
-            if let Some(c) = config {
+            if let Some((c, file, not_after)) = config {
                 t.set(c);
+                crate::status::board().set_certificate(Some((file, not_after)));
             }
             t
         });
+        if tls.is_none() {
+            crate::status::board().set_certificate(None);
+        }
         // Everything is made: swap.
         old.limits.set_limits(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client);
         let shared = shared(&cfg, &made, self.runner.clone(), tls, old.limits.clone(), old.limiter.clone());
@@ -293,6 +297,8 @@ impl Running {
         drop(old_live);
         let listed: Vec<_> = self.listeners.iter().map(|l| (l.configured, l.local, l.mode)).collect();
         super::write_listening(self.cfg.data_dir(), &listed);
+        super::post_listeners(&listed);
+        crate::status::board().set_config(&cfg.source);
         let sync_changed = format!("{:?}", self.cfg.sync) != format!("{:?}", cfg.sync);
         self.cfg = cfg;
         if sync_changed {

@@ -68,10 +68,10 @@ fn delivery_owner(cfg: &Config) -> Result<Option<(u32, u32)>, Fatal> {
     if (uid, gid) == (euid, egid) {
         return Ok(None);
     }
-    if euid != 0 {
+    if !crate::privs::can_switch_users() {
         return Err(Fatal(
             EX_CONFIG,
-            format!("{}: delivery.uid: postern runs as uid {euid} and cannot deliver as uid {uid} gid {gid}; run it as root or as that user", cfg.source),
+            format!("{}: delivery.uid: postern runs as uid {euid} and cannot deliver as uid {uid} gid {gid}; run it as root (with `user` it keeps the right to), or as that user", cfg.source),
         ));
     }
     Ok(Some((uid, gid)))
@@ -147,6 +147,44 @@ pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
         });
     }
     Ok(out)
+}
+
+/// Started as root with `[main] user`: becomes that user. Then refuses a
+/// configuration, data directory or queue that others may write to.
+pub fn least_privilege(cfg: &Config) -> Result<(), Fatal> {
+    let was_root = nix::unistd::geteuid().is_root();
+    let needs_switch = |uid: u32| {
+        let other = |name: &str| resolve_user(name).map(|(u, _)| u != uid).unwrap_or(true);
+        cfg.delivery.uid.is_some_and(|u| u != uid)
+            || cfg.transports.iter().any(|t| other(&t.user))
+            || !cfg.delivery.mailbox_command.is_empty()
+            || cfg.aliases.runs_programs()
+    };
+    match crate::privs::drop_to(cfg.main.user.as_deref(), needs_switch) {
+        Ok(Some((uid, gid, switch))) => log::started(&format!(
+            "running as {} (uid {uid}, gid {gid}), keeping only {}",
+            cfg.main.user.as_deref().unwrap_or("?"),
+            if switch {
+                "CAP_SETUID and CAP_SETGID (deliveries and commands as other users, never root) and CAP_NET_BIND_SERVICE"
+            } else {
+                "CAP_NET_BIND_SERVICE"
+            }
+        )),
+        Ok(None) if was_root => log::warning(&format!(
+            "{}: running as root; set `user` (e.g. \"postern\") to drop root's rights after binding the ports",
+            cfg.source
+        )),
+        Ok(None) => {}
+        Err(e) => return Err(Fatal(crate::sysexits::EX_NOPERM, format!("{}: user: {e}", cfg.source))),
+    }
+    let mut checks = vec![(cfg.data_dir().to_path_buf(), "data_dir"), (cfg.queue_dir(), "queue directory")];
+    if cfg.source != crate::config::EMBEDDED_NAME {
+        checks.push((std::path::PathBuf::from(&cfg.source), "configuration file"));
+    }
+    for (path, what) in checks {
+        crate::privs::check_not_writable_by_others(&path, what).map_err(|e| Fatal(EX_CONFIG, e))?;
+    }
+    Ok(())
 }
 
 /// One listening socket.
@@ -437,6 +475,7 @@ pub fn tls(cfg: &Config) -> Result<Option<Arc<crate::tls::Reloadable>>, Fatal> {
         info.fingerprint,
         crate::timefmt::rfc5322(info.not_after)
     ));
+    crate::status::board().set_certificate(Some((cert.display().to_string(), info.not_after)));
     Ok(Some(Arc::new(crate::tls::Reloadable::new(config))))
 }
 

@@ -307,6 +307,24 @@ impl Runner {
         self.lock().get(id).is_some_and(|f| !f.control)
     }
 
+    /// Messages being delivered now.
+    pub fn active_count(&self) -> usize {
+        self.lock().values().filter(|f| !f.control).count()
+    }
+
+    /// What is in the queue: being delivered, waiting, held (counted in
+    /// the spool's directories, blocking).
+    pub fn counts(&self) -> crate::status::QueueCounts {
+        let queued = self.spool.list().map(|v| v.len()).unwrap_or(0);
+        let held = self.spool.held_count();
+        let active = self.active_count().min(queued);
+        crate::status::QueueCounts {
+            active,
+            deferred: queued - active,
+            held,
+        }
+    }
+
     /// Takes `id` for a control command: waits up to `wait` for a delivery
     /// in progress to finish. `Err(())`: still busy after `wait`.
     pub async fn exclusive(&self, id: &str, wait: Duration) -> Result<Exclusive<'_>, ()> {

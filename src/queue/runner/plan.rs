@@ -254,6 +254,10 @@ impl Runner {
                         _ => parts.registry.name(kind).to_string(),
                     },
                 };
+                if let Some(name) = status_route(&t.route) {
+                    let sent = matches!(outcome.status, crate::deliver::Status::Delivered);
+                    crate::status::board().delivery(&name, sent, &outcome.text);
+                }
                 plan.results.push(Done {
                     key: Some(key),
                     orig: t.orig,
@@ -289,4 +293,17 @@ pub(crate) fn scan_headers(headers: &[u8]) -> (usize, Vec<String>) {
         }
     }
     (received, delivered)
+}
+
+/// The name `postern status` shows a route's health under: relay routes
+/// and transports by name, MX delivery by domain; Maildir deliveries are
+/// not routes.
+fn status_route(route: &Route) -> Option<String> {
+    match route {
+        Route::Smtp(r) if r.name == "mx" => Some(format!("mx:{}", r.hops.first().map(|h| h.host.as_str()).unwrap_or("?"))),
+        Route::Smtp(r) => Some(r.name.clone()),
+        Route::Pipe(p) => Some(format!("transport:{}", p.transport)),
+        Route::Filter(f) => Some(format!("filter:{}", f.hop.host)),
+        _ => None,
+    }
 }

@@ -404,6 +404,11 @@ impl Spool {
         ids_in(&self.messages)
     }
 
+    /// Messages on hold (0 when the directory cannot be read).
+    pub fn held_count(&self) -> usize {
+        ids_in(&self.hold).map(|v| v.len()).unwrap_or(0)
+    }
+
     /// IDs of queued and held messages, oldest first.
     pub fn list_all(&self) -> io::Result<Vec<(String, Place)>> {
         let mut v: Vec<(String, Place)> = ids_in(&self.messages)?
