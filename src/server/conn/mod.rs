@@ -144,23 +144,7 @@ pub async fn handle(
         },
         now_secs(),
     );
-    let mut c = Conn {
-        trusted,
-        shared,
-        listener,
-        stream,
-        ip,
-        client,
-        s,
-        out: Vec::with_capacity(512),
-        buf: vec![0u8; READ_BUF],
-        msg: Msg::None,
-        pending: Vec::new(),
-        size: 0,
-        mail_size: 0,
-        scan: None,
-        opened_with: None,
-    };
+    let mut c = Conn::new(trusted, shared, listener, stream, ip, client, s);
     if c.listener.implicit_tls && !c.start_tls().await {
         return;
     }
@@ -190,26 +174,40 @@ pub async fn handle_local(
         },
         now_secs(),
     );
-    let mut c = Conn {
-        trusted: true,
-        shared,
-        listener,
-        stream: Stream::Local(stream),
-        ip,
-        client,
-        s,
-        out: Vec::with_capacity(512),
-        buf: vec![0u8; READ_BUF],
-        msg: Msg::None,
-        pending: Vec::new(),
-        size: 0,
-        mail_size: 0,
-        scan: None,
-        opened_with: None,
-    };
+    let mut c = Conn::new(true, shared, listener, Stream::Local(stream), ip, client, s);
     while let Flow::Go = c.step().await {}
     c.discard().await;
     let _ = c.stream.close().await;
+}
+
+impl Conn {
+    fn new(
+        trusted: bool,
+        shared: Arc<Shared>,
+        listener: Arc<ListenerCtx>,
+        stream: Stream,
+        ip: IpAddr,
+        client: String,
+        s: Session,
+    ) -> Conn {
+        Conn {
+            trusted,
+            shared,
+            listener,
+            stream,
+            ip,
+            client,
+            s,
+            out: Vec::with_capacity(512),
+            buf: vec![0u8; READ_BUF],
+            msg: Msg::None,
+            pending: Vec::new(),
+            size: 0,
+            mail_size: 0,
+            scan: None,
+            opened_with: None,
+        }
+    }
 }
 
 /// Over the connection limits: say so (unless TLS is expected) and close.
