@@ -273,3 +273,268 @@ fn an_unknown_flag_is_a_usage_error() {
         assert!(ran.stderr.contains(says) && ran.stderr.contains("usage: sendmail"), "sendmail {args:?}: {}", ran.all());
     }
 }
+
+// ------------------------------------------------------ server stopped
+
+#[test]
+fn with_the_server_stopped_mail_waits_in_the_drop_directory() {
+    let (mut srv, sm) = started();
+    srv.stop();
+    let ran = sm.send(&["-v", "bob@localhost"], b"Subject: while down\n\nkept\n");
+    ok(&ran);
+    assert!(ran.stderr.contains("kept in"), "-v says where: {}", ran.all());
+    ok(&sm.send_as_nobody(&["-t"], b"To: carol@localhost\nSubject: nobody while down\n\nkept\n"));
+    assert_eq!(drop_files(&srv).len(), 2, "{:?}", drop_files(&srv));
+    // mailq says the drop directory holds them, not that all is empty.
+    let ran = sm.run("mailq", &[]);
+    ok(&ran);
+    assert!(ran.stdout.contains("2 messages in the drop directory"), "{}", ran.all());
+    // -bs needs the server: it says so in SMTP, nothing was taken.
+    let ran = sm.send(&["-bs"], b"EHLO x\r\nQUIT\r\n");
+    assert!(ran.stdout.starts_with("421 "), "{}", ran.all());
+    assert_eq!(ran.code, 69, "{}", ran.all());
+    // -q has nothing to flush without a server: it says so.
+    let ran = sm.run("sendmail", &["-q"]);
+    assert_eq!(ran.code, 69, "{}", ran.all());
+    assert!(ran.stderr.contains("not running"), "{}", ran.all());
+    // newaliases: the server reads the aliases when it starts.
+    let ran = sm.run("newaliases", &[]);
+    ok(&ran);
+    assert!(ran.stdout.contains("when it starts"), "{}", ran.all());
+
+    srv.restart();
+    let m = local(&srv, "bob", "Subject: while down");
+    assert!(received_header(&m).contains("from userid 0"), "{m}");
+    assert_eq!(field(&m, "Return-Path").as_deref(), Some("<root@example.test>"), "{m}");
+    let m = local(&srv, "carol", "Subject: nobody while down");
+    // The uid is the drop file's owner, as the file system says.
+    assert!(received_header(&m).contains(&format!("from userid {NOBODY}")), "{m}");
+    assert_eq!(field(&m, "Return-Path").as_deref(), Some("<nobody@example.test>"), "{m}");
+    // Each file goes once the server has its message (logged after).
+    assert!(srv.wait_log_count(") queued as ", 2, Duration::from_secs(10)), "{}", srv.log());
+    assert!(drop_files(&srv).is_empty(), "{:?}", drop_files(&srv));
+}
+
+#[test]
+fn exit_75_only_when_the_message_cannot_be_kept() {
+    // A drop directory that cannot be written (here: a file in its
+    // place) and no server: the one case for EX_TEMPFAIL.
+    let srv = server().set("control", "maildrop = \"not-a-directory\"").start();
+    let sm = Sendmail::new(&srv.config);
+    let mut srv = srv;
+    srv.stop();
+    std::fs::remove_dir_all(srv.data.join("not-a-directory")).unwrap();
+    std::fs::write(srv.data.join("not-a-directory"), "x").unwrap();
+    let ran = sm.send(&["bob@localhost"], b"Subject: nowhere to go\n\nx\n");
+    assert_eq!(ran.code, 75, "{}", ran.all());
+    assert!(ran.stderr.contains("cannot be kept") && ran.stderr.contains("not-a-directory"), "{}", ran.all());
+}
+
+// ------------------------------------------------- the real mail programs
+
+/// mail(1) from GNU mailutils and BSD mailx, as smartd and scripts use
+/// them, calling /usr/sbin/sendmail, which is postern's symlink here and
+/// finds /etc/postern/postern.toml: with the server running and stopped.
+#[test]
+fn mail_programs_reach_postern_as_usr_sbin_sendmail() {
+    if !root_or_skip("mail_programs_reach_postern_as_usr_sbin_sendmail", "the mount namespace needs root") {
+        return;
+    }
+    let mailutils = require("mail.mailutils");
+    let mailx = require("bsd-mailx");
+    require("unshare");
+    let mut srv = server().start();
+    let box_ = Appliance::new(&srv.config);
+    let mail = |prog: &Path, subject: &str, to: &str| {
+        let mut c = box_.cmd(prog.to_str().unwrap());
+        c.args(["-s", subject, to]);
+        run_with_input(&mut c, format!("{subject} body\n").as_bytes())
+    };
+    ok(&mail(&mailutils, "from mailutils", "bob@localhost"));
+    ok(&mail(&mailx, "from bsd-mailx", "bob@localhost"));
+    let m = local(&srv, "bob", "Subject: from mailutils");
+    assert!(received_header(&m).contains("from userid 0"), "{m}");
+    let m = local(&srv, "bob", "Subject: from bsd-mailx");
+    // mailx leaves the sender to sendmail: user@origin.
+    assert_eq!(field(&m, "Return-Path").as_deref(), Some("<root@example.test>"), "{m}");
+    assert!(body_of(&m).contains("from bsd-mailx body"), "{m}");
+
+    // The same with no server: kept, then delivered at start.
+    srv.stop();
+    ok(&mail(&mailutils, "mailutils while down", "carol@localhost"));
+    ok(&mail(&mailx, "mailx while down", "carol@localhost"));
+    assert_eq!(drop_files(&srv).len(), 2);
+    srv.restart();
+    local(&srv, "carol", "Subject: mailutils while down");
+    local(&srv, "carol", "Subject: mailx while down");
+}
+
+/// Python scripts call sendmail with subprocess: each flag, the exit
+/// codes they see.
+#[test]
+fn python_subprocess_with_each_flag() {
+    let (srv, sm) = started();
+    let script = r#"
+import subprocess, sys
+sendmail = sys.argv[1]
+calls = [
+    (["-t"], "To: bob@localhost\nSubject: py -t\n\nx\n"),
+    (["-t", "-i"], "To: bob@localhost\nSubject: py -t -i (PHP)\n\n.\nafter\n"),
+    (["-oi", "bob@localhost"], "Subject: py -oi\n\n.\nafter\n"),
+    (["-i", "bob@localhost"], "Subject: py -i\n\nx\n"),
+    (["-f", "py@example.test", "bob@localhost"], "Subject: py -f\n\nx\n"),
+    (["-r", "py@example.test", "bob@localhost"], "Subject: py -r\n\nx\n"),
+    (["-F", "Py Script", "bob@localhost"], "Subject: py -F\n\nx\n"),
+    (["-oem", "-oee", "-odb", "-odq", "bob@localhost"], "Subject: py -o\n\nx\n"),
+    (["-v", "bob@localhost"], "Subject: py -v\n\nx\n"),
+    (["-bs"], "EHLO py\r\nMAIL FROM:<py@example.test>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nSubject: py -bs\r\n\r\nx\r\n.\r\nQUIT\r\n"),
+    (["-bp"], ""),
+    (["-q"], ""),
+    (["-bi"], ""),
+    (["-Z", "bob@localhost"], "Subject: py never\n\nx\n"),
+    (["-t"], "Subject: py no recipients\n\nx\n"),
+]
+for args, text in calls:
+    p = subprocess.run([sendmail] + args, input=text.encode(), capture_output=True)
+    print(" ".join(args), "=>", p.returncode)
+"#;
+    let mut c = python();
+    c.args(["-c", script, sm.path("sendmail").to_str().unwrap()])
+        .env("POSTERN_CONFIG", &srv.config);
+    let ran = run_with_input(&mut c, b"");
+    ok(&ran);
+    let codes: Vec<(String, i32)> = ran
+        .stdout
+        .lines()
+        .map(|l| {
+            let (a, c) = l.split_once(" => ").unwrap();
+            (a.to_string(), c.parse().unwrap())
+        })
+        .collect();
+    for (args, code) in &codes {
+        let want = if args.starts_with("-Z") || args == "-t" && code != &0 { 64 } else { 0 };
+        assert_eq!(*code, want, "sendmail {args}: {}", ran.all());
+    }
+    assert_eq!(codes.iter().filter(|(a, c)| a == "-t" && *c == 64).count(), 1, "{}", ran.all());
+    for s in ["py -t\n", "py -t -i (PHP)", "py -oi", "py -i", "py -f", "py -r", "py -F", "py -o", "py -v", "py -bs"] {
+        let m = local(&srv, "bob", &format!("Subject: {s}"));
+        match s {
+            "py -f" | "py -r" | "py -bs" => assert_eq!(field(&m, "Return-Path").as_deref(), Some("<py@example.test>"), "{m}"),
+            "py -F" => assert_eq!(field(&m, "From").as_deref(), Some("Py Script <root@example.test>"), "{m}"),
+            "py -oi" | "py -t -i (PHP)" => assert!(body_of(&m).starts_with(".\nafter\n"), "{m}"),
+            _ => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------ bad input
+
+#[test]
+fn a_message_without_headers_gets_them() {
+    let (srv, sm) = started();
+    ok(&sm.send(&["bob@localhost"], b"no header here, a first line of body\nsecond: looks like a header but is body\n"));
+    let m = local(&srv, "bob", "no header here");
+    assert!(field(&m, "From").is_some() && field(&m, "Date").is_some() && field(&m, "Message-ID").is_some(), "{m}");
+    assert_eq!(body_of(&m), "no header here, a first line of body\nsecond: looks like a header but is body\n", "{m}");
+    // An empty message too.
+    ok(&sm.send(&["carol@localhost"], b""));
+    let m = local(&srv, "carol", "Message-ID:");
+    assert_eq!(body_of(&m), "", "{m}");
+}
+
+#[test]
+fn line_ends_are_converted() {
+    let (srv, sm) = started();
+    // Bare LF (every script), CRLF, a mix, and bare CR (old Mac text):
+    // all become lines, nothing is refused or lost.
+    ok(&sm.send(&["bob@localhost"], b"Subject: lf\n\none\ntwo\n"));
+    ok(&sm.send(&["bob@localhost"], b"Subject: crlf\r\n\r\none\r\ntwo\r\n"));
+    ok(&sm.send(&["bob@localhost"], b"Subject: mixed\r\n\none\r\ntwo\n"));
+    let ran = sm.send(&["bob@localhost"], b"Subject: cr\r\rone\rtwo\r");
+    ok(&ran);
+    for s in ["lf", "crlf", "mixed", "cr"] {
+        let m = local(&srv, "bob", &format!("Subject: {s}\n"));
+        assert!(!m.contains('\r'), "{s}: {m:?}");
+        assert_eq!(body_of(&m), "one\ntwo\n", "{s}: {m}");
+    }
+    // No final line end: the last line is kept.
+    ok(&sm.send(&["bob@localhost"], b"Subject: no end\n\nlast line"));
+    let m = local(&srv, "bob", "Subject: no end");
+    assert_eq!(body_of(&m), "last line\n", "{m}");
+}
+
+#[test]
+fn a_two_megabyte_line_is_split_not_lost() {
+    let (srv, sm) = started();
+    let mut msg = b"Subject: long line\n\n".to_vec();
+    let line: Vec<u8> = (0..2 * 1024 * 1024).map(|i| b"abcdefghij"[i % 10]).collect();
+    msg.extend_from_slice(&line);
+    msg.extend_from_slice(b"\nend\n");
+    ok(&sm.send(&["bob@localhost"], &msg));
+    let m = local(&srv, "bob", "Subject: long line");
+    let body = body_of(&m);
+    assert!(body.lines().all(|l| l.len() <= 998), "lines over 998 bytes");
+    let joined: String = body.lines().take_while(|l| *l != "end").collect();
+    assert_eq!(joined.as_bytes(), &line[..], "the long line's bytes, in order");
+    assert!(body.ends_with("\nend\n"));
+}
+
+#[test]
+fn binary_junk_is_delivered_as_it_came() {
+    let (srv, sm) = started();
+    // Every byte value, NUL and bare CR included, and no header.
+    let mut junk = b"JUNK-MARKER ".to_vec();
+    for round in 0..20u32 {
+        junk.extend((0..=255u8).map(|b| b.wrapping_mul(31).wrapping_add(round as u8)));
+    }
+    let ran = sm.send(&["bob@localhost"], &junk);
+    ok(&ran);
+    let f = wait_maildir(&srv.local_mailbox("bob"), 1, Duration::from_secs(10));
+    assert_eq!(f.len(), 1, "{}", srv.log());
+    let stored = std::fs::read(&f[0]).unwrap();
+    let at = stored.windows(12).position(|w| w == b"JUNK-MARKER ").expect("the junk is in the message");
+    // Line ends aside (a bare CR became one), every byte arrived.
+    let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().filter(|&c| c != b'\r' && c != b'\n').collect() };
+    assert_eq!(strip(&stored[at..]), strip(&junk));
+}
+
+#[test]
+fn t_without_recipients_is_a_usage_error_and_sends_nothing() {
+    let (srv, sm) = started();
+    for msg in [&b"Subject: nobody to send to\n\nx\n"[..], b"To: \nCc:\nSubject: empty fields\n\nx\n", b"no header at all\n"] {
+        let ran = sm.send(&["-t"], msg);
+        assert_eq!(ran.code, 64, "{}", ran.all());
+        assert!(ran.stderr.contains("-t: no recipient addresses found in the message header"), "{}", ran.all());
+    }
+    assert!(drop_files(&srv).is_empty());
+    assert!(!srv.log().contains("from=<root"), "{}", srv.log());
+}
+
+#[test]
+fn a_truncated_drop_file_is_set_aside_with_a_clear_error() {
+    let (mut srv, sm) = started();
+    srv.stop();
+    ok(&sm.send(&["bob@localhost"], b"Subject: whole\n\nx\n"));
+    ok(&sm.send(&["bob@localhost"], b"Subject: will be cut\n\nthe end of this is lost on the disk\n"));
+    let files = drop_files(&srv);
+    assert_eq!(files.len(), 2);
+    // A crash or a full disk cut the second one short.
+    let cut = &files[1];
+    let bytes = std::fs::read(cut).unwrap();
+    std::fs::write(cut, &bytes[..bytes.len() - 10]).unwrap();
+    // Not ours at all: a stray file someone left.
+    std::fs::write(srv.data.join("maildrop/stray"), b"hello\n").unwrap();
+    srv.restart();
+    local(&srv, "bob", "Subject: whole");
+    let name = cut.file_name().unwrap().to_str().unwrap();
+    assert!(srv.wait_log(&format!("{name}: the message is"), Duration::from_secs(10)), "{}", srv.log());
+    let log = srv.log();
+    let line = log.lines().find(|l| l.contains(name) && l.contains("cut short")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("corrupt"), "says where it went: {line}");
+    assert!(log.contains("stray: not a drop file"), "{log}");
+    // Nothing lost: both kept byte for byte in maildrop/corrupt/.
+    let corrupt = srv.data.join("maildrop/corrupt");
+    assert_eq!(std::fs::read(corrupt.join(name)).unwrap(), &bytes[..bytes.len() - 10]);
+    assert_eq!(std::fs::read(corrupt.join("stray")).unwrap(), b"hello\n");
+    absent(&srv.local_mailbox("bob"), "will be cut");
+}
