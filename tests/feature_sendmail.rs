@@ -538,3 +538,27 @@ fn a_truncated_drop_file_is_set_aside_with_a_clear_error() {
     assert_eq!(std::fs::read(corrupt.join("stray")).unwrap(), b"hello\n");
     absent(&srv.local_mailbox("bob"), "will be cut");
 }
+
+#[test]
+fn an_unknown_recipient_bounces_to_the_sender_the_others_get_it() {
+    // As with Postfix: sendmail cannot ask the caller, so the server
+    // takes the message and a bounce tells the sender which address failed.
+    let (srv, sm) = started();
+    let ran = sm.send(&["-f", "carol@localhost", "bob@localhost", "nosuch@example.test"], b"Subject: one good one bad\n\nx\n");
+    ok(&ran);
+    local(&srv, "bob", "Subject: one good one bad");
+    let bounce = local(&srv, "carol", "nosuch@example.test");
+    assert!(bounce.contains("5.1.1"), "{bounce}");
+}
+
+#[test]
+fn a_message_over_the_size_limit_is_refused_with_65() {
+    let srv = server().set("smtp", "message_size_limit = \"1k\"").start();
+    let sm = Sendmail::new(&srv.config);
+    let mut big = b"Subject: too big\n\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 3000));
+    let ran = sm.send(&["bob@localhost"], &big);
+    assert_eq!(ran.code, 65, "{}", ran.all());
+    assert!(ran.stderr.contains("larger than 1024 bytes"), "{}", ran.all());
+    assert!(drop_files(&srv).is_empty());
+}
