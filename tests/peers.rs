@@ -21,6 +21,9 @@ const PROGRAMS: &[&str] = &[
     "ss",
     "sh",
     "python3",
+    "mail.mailutils",
+    "bsd-mailx",
+    "unshare",
     // scripts/bench and the next issues' tests.
     "smtp-source",
     "smtp-sink",
