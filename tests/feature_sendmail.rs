@@ -369,6 +369,36 @@ fn mail_programs_reach_postern_as_usr_sbin_sendmail() {
     local(&srv, "carol", "Subject: mailx while down");
 }
 
+/// cron's MAILTO path: a job's output is mailed through /usr/sbin/sendmail.
+/// anacron is the member of the cron family that runs a job at once
+/// (`-n`) from a table of the test's own (`-t`); cron itself only starts
+/// jobs at a minute boundary from the system's crontabs. Debian cron's
+/// and cronie's argv are in `sendmail_options_callers_pass_are_accepted`.
+#[test]
+fn cron_mailto_through_anacron() {
+    if !root_or_skip("cron_mailto_through_anacron", "the mount namespace needs root") {
+        return;
+    }
+    let anacron = require("anacron");
+    require("unshare");
+    let srv = server().start();
+    let box_ = Appliance::new(&srv.config);
+    let t = TestDir::new("anacron");
+    let tab = t.path().join("anacrontab");
+    std::fs::write(&tab, "SHELL=/bin/sh\nPATH=/usr/bin:/bin\nMAILTO=ops@localhost\n1\t0\tnightly\techo backup finished; echo 2 files skipped >&2\n").unwrap();
+    let spool = t.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let mut c = box_.cmd(anacron.to_str().unwrap());
+    c.arg("-f").arg("-n").arg("-d").arg("-t").arg(&tab).arg("-S").arg(&spool);
+    let ran = run_with_input(&mut c, b"");
+    ok(&ran);
+    assert!(ran.stderr.contains("mailing output"), "{}", ran.all());
+    let m = local(&srv, "ops", "backup finished");
+    assert!(m.contains("2 files skipped") && m.contains("Anacron job 'nightly'"), "{m}");
+    assert!(received_header(&m).contains("from userid 0"), "{m}");
+    assert_eq!(field(&m, "Return-Path").as_deref(), Some("<root@example.test>"), "{m}");
+}
+
 /// Python scripts call sendmail with subprocess: each flag, the exit
 /// codes they see.
 #[test]

@@ -23,6 +23,7 @@ const PROGRAMS: &[&str] = &[
     "python3",
     "mail.mailutils",
     "bsd-mailx",
+    "anacron",
     "unshare",
     // scripts/bench and the next issues' tests.
     "smtp-source",
