@@ -12,7 +12,10 @@ pub const MAX_LINE: usize = 998;
 /// Reads the message: CRLF, and a CR alone (old Mac text, binary junk:
 /// SMTP has no way to carry it, and the server refuses it), end a line
 /// as LF does; a line holding only "." ends the message unless
-/// `ignore_dots` (`-i`). `Err` with `InvalidData` past `limit` bytes.
+/// `ignore_dots` (`-i`). A first line "From sender date", the postmark
+/// of a message taken out of an mbox file, is no header: it is left out,
+/// as Postfix's sendmail does, or the real header would become body.
+/// `Err` with `InvalidData` past `limit` bytes.
 pub fn read(mut input: impl Read, ignore_dots: bool, limit: u64) -> io::Result<Vec<u8>> {
     let mut raw = Vec::new();
     (&mut input).take(limit.saturating_add(1)).read_to_end(&mut raw)?;
@@ -32,8 +35,11 @@ pub fn read(mut input: impl Read, ignore_dots: bool, limit: u64) -> io::Result<V
         if !ignore_dots && body == b"." {
             break;
         }
-        out.extend_from_slice(body);
-        out.push(b'\n');
+        let postmark = rest.len() == raw.len() && body.starts_with(b"From ");
+        if !postmark {
+            out.extend_from_slice(body);
+            out.push(b'\n');
+        }
         rest = &rest[end + eol..];
     }
     Ok(out)
@@ -211,6 +217,9 @@ mod tests {
         // A CR alone ends a line too; CRLF is one line end, LF CR two.
         let m = read(&b"a\rb\r\nc\n\rd\r.\rnot read"[..], false, 1000).unwrap();
         assert_eq!(m, b"a\nb\nc\n\nd\n");
+        // An mbox postmark goes; a later "From " line is body.
+        let m = read(&b"From alice@example.test Tue Dec  1 10:00:00 2026\nSubject: s\n\nFrom here on\n"[..], false, 1000).unwrap();
+        assert_eq!(m, b"Subject: s\n\nFrom here on\n");
     }
 
     #[test]
