@@ -592,3 +592,32 @@ fn a_message_over_the_size_limit_is_refused_with_65() {
     assert!(ran.stderr.contains("larger than 1024 bytes"), "{}", ran.all());
     assert!(drop_files(&srv).is_empty());
 }
+
+#[test]
+fn a_message_saved_from_an_mbox_keeps_its_header() {
+    let (srv, sm) = started();
+    let msg = b"From alice@example.test Tue Dec  1 10:00:00 2026\nTo: bob@localhost\nSubject: from an mbox\n\nFrom here on, body.\n";
+    ok(&sm.send(&["-t"], msg));
+    let m = local(&srv, "bob", "Subject: from an mbox");
+    assert!(!m.contains("Tue Dec  1 10:00:00 2026"), "{m}");
+    assert_eq!(body_of(&m), "From here on, body.\n", "{m}");
+}
+
+#[test]
+fn a_uid_without_a_login_name_must_give_f() {
+    use std::os::unix::process::CommandExt;
+    if !root_or_skip("a_uid_without_a_login_name_must_give_f", "running as an unknown uid needs root") {
+        return;
+    }
+    let (srv, sm) = started();
+    let ghost = 54321;
+    assert!(nix::unistd::User::from_uid(ghost.into()).unwrap().is_none(), "uid {ghost} exists here");
+    let send = |args: &[&str], text: &[u8]| run_with_input(sm.cmd("sendmail").args(args).uid(ghost).gid(ghost), text);
+    let ran = send(&["bob@localhost"], b"Subject: ghost\n\nx\n");
+    assert_eq!(ran.code, 71, "{}", ran.all());
+    assert!(ran.stderr.contains(&format!("uid {ghost} has no entry")) && ran.stderr.contains("-f"), "{}", ran.all());
+    // With -f it goes, and Received: names the uid, not the claimed sender.
+    ok(&send(&["-f", "alice@example.test", "bob@localhost"], b"Subject: ghost with f\n\nx\n"));
+    let m = local(&srv, "bob", "Subject: ghost with f");
+    assert!(received_header(&m).contains(&format!("from userid {ghost}")), "{m}");
+}
