@@ -560,12 +560,16 @@ fn a_truncated_drop_file_is_set_aside_with_a_clear_error() {
     assert!(srv.wait_log(&format!("{name}: the message is"), Duration::from_secs(10)), "{}", srv.log());
     let log = srv.log();
     let line = log.lines().find(|l| l.contains(name) && l.contains("cut short")).unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("corrupt"), "says where it went: {line}");
+    assert!(line.contains("moved to") && line.contains("set-aside"), "says where it went: {line}");
     assert!(log.contains("stray: not a drop file"), "{log}");
-    // Nothing lost: both kept byte for byte in maildrop/corrupt/.
-    let corrupt = srv.data.join("maildrop/corrupt");
-    assert_eq!(std::fs::read(corrupt.join(name)).unwrap(), &bytes[..bytes.len() - 10]);
-    assert_eq!(std::fs::read(corrupt.join("stray")).unwrap(), b"hello\n");
+    // Nothing lost: both kept byte for byte in maildrop/set-aside/, and
+    // mailq counts them.
+    let aside = srv.data.join("maildrop/set-aside");
+    assert_eq!(std::fs::read(aside.join(name)).unwrap(), &bytes[..bytes.len() - 10]);
+    assert_eq!(std::fs::read(aside.join("stray")).unwrap(), b"hello\n");
+    let ran = sm.run("mailq", &[]);
+    ok(&ran);
+    assert!(ran.stdout.contains("2 drop file(s) the server could not submit"), "{}", ran.all());
     absent(&srv.local_mailbox("bob"), "will be cut");
 }
 

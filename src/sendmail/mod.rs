@@ -98,7 +98,7 @@ fn new_aliases(path: Option<&PathBuf>) -> i32 {
 }
 
 /// `mailq`: messages still in the drop directory (the server was down,
-/// or has not picked them up yet), and any set aside as unreadable. The
+/// or has not picked them up yet), and any set aside as unusable. The
 /// directory is not listable by users (mode 1733): only root sees this.
 fn waiting_in_drop(cfg: &Config) {
     let dir = cfg.maildrop();
@@ -111,9 +111,9 @@ fn waiting_in_drop(cfg: &Config) {
         Some(1) => println!("1 message in the drop directory {}, waiting for the server to pick it up", dir.display()),
         Some(n) => println!("{n} messages in the drop directory {}, waiting for the server to pick them up", dir.display()),
     }
-    let corrupt = dir.join("corrupt");
-    if let Some(n) = count(&corrupt).filter(|&n| n > 0) {
-        println!("{n} unreadable drop file(s) set aside in {} (the server's log says why)", corrupt.display());
+    let aside = submit::set_aside_dir(&dir);
+    if let Some(n) = count(&aside).filter(|&n| n > 0) {
+        println!("{n} drop file(s) the server could not submit, set aside in {} (its log says why)", aside.display());
     }
 }
 
