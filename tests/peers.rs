@@ -21,6 +21,10 @@ const PROGRAMS: &[&str] = &[
     "ss",
     "sh",
     "python3",
+    "mail.mailutils",
+    "bsd-mailx",
+    "anacron",
+    "unshare",
     // scripts/bench and the next issues' tests.
     "smtp-source",
     "smtp-sink",

@@ -9,9 +9,13 @@ use std::io::{self, Read};
 /// SMTP's limit on a line, without its CRLF (RFC 5321 4.5.3.1.6).
 pub const MAX_LINE: usize = 998;
 
-/// Reads the message: CRLF (and a lone CR before LF) become LF; a line
-/// holding only "." ends it unless `ignore_dots` (`-i`). `Err` with
-/// `InvalidData` past `limit` bytes.
+/// Reads the message: CRLF, and a CR alone (old Mac text, binary junk:
+/// SMTP has no way to carry it, and the server refuses it), end a line
+/// as LF does; a line holding only "." ends the message unless
+/// `ignore_dots` (`-i`). A first line "From sender date", the postmark
+/// of a message taken out of an mbox file, is no header: it is left out,
+/// as Postfix's sendmail does, or the real header would become body.
+/// `Err` with `InvalidData` past `limit` bytes.
 pub fn read(mut input: impl Read, ignore_dots: bool, limit: u64) -> io::Result<Vec<u8>> {
     let mut raw = Vec::new();
     (&mut input).take(limit.saturating_add(1)).read_to_end(&mut raw)?;
@@ -19,17 +23,24 @@ pub fn read(mut input: impl Read, ignore_dots: bool, limit: u64) -> io::Result<V
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("the message is larger than {limit} bytes")));
     }
     let mut out = Vec::with_capacity(raw.len() + 1);
-    for line in raw.split_inclusive(|&c| c == b'\n') {
-        let ended = line.ends_with(b"\n");
-        let mut body = if ended { &line[..line.len() - 1] } else { line };
-        if let Some(b) = body.strip_suffix(b"\r") {
-            body = b;
-        }
+    let mut rest = &raw[..];
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(rest.len());
+        let body = &rest[..end];
+        let eol = match rest.get(end..end + 2) {
+            Some(b"\r\n") => 2,
+            _ if end < rest.len() => 1,
+            _ => 0,
+        };
         if !ignore_dots && body == b"." {
             break;
         }
-        out.extend_from_slice(body);
-        out.push(b'\n');
+        let postmark = rest.len() == raw.len() && body.starts_with(b"From ");
+        if !postmark {
+            out.extend_from_slice(body);
+            out.push(b'\n');
+        }
+        rest = &rest[end + eol..];
     }
     Ok(out)
 }
@@ -203,6 +214,12 @@ mod tests {
         let m = read(&b"Subject: x\n\nline\n.\nafter"[..], true, 1000).unwrap();
         assert_eq!(m, b"Subject: x\n\nline\n.\nafter\n");
         assert!(read(&[b'x'; 20][..], false, 10).is_err());
+        // A CR alone ends a line too; CRLF is one line end, LF CR two.
+        let m = read(&b"a\rb\r\nc\n\rd\r.\rnot read"[..], false, 1000).unwrap();
+        assert_eq!(m, b"a\nb\nc\n\nd\n");
+        // An mbox postmark goes; a later "From " line is body.
+        let m = read(&b"From alice@example.test Tue Dec  1 10:00:00 2026\nSubject: s\n\nFrom here on\n"[..], false, 1000).unwrap();
+        assert_eq!(m, b"Subject: s\n\nFrom here on\n");
     }
 
     #[test]

@@ -22,19 +22,17 @@ use crate::config::Config;
 use crate::smtp::address::Address;
 use crate::sysexits::{EX_DATAERR, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE};
 
-/// The config sendmail reads: `-C`, else `$POSTERN_CONFIG`, else the
-/// appliance's /etc/postern/postern.toml, else the embedded default.
-fn config(a: &Args) -> Result<Config, i32> {
-    let path = a
-        .config
+/// The config file sendmail reads: `-C`, else `$POSTERN_CONFIG`, else
+/// the appliance's /etc/postern/postern.toml; `None`: the embedded default.
+fn config_path(a: &Args) -> Option<PathBuf> {
+    a.config
         .clone()
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("POSTERN_CONFIG").map(PathBuf::from))
         .or_else(|| {
             let p = PathBuf::from("/etc/postern/postern.toml");
             p.is_file().then_some(p)
-        });
-    crate::cli::client_config_for(path.as_ref(), None)
+        })
 }
 
 /// Runs as sendmail (`mode` from the program's name); the exit code.
@@ -51,31 +49,71 @@ pub fn main(mode: Mode, argv: &[String]) -> i32 {
             eprintln!("sendmail: ignoring {i}");
         }
     }
-    let cfg = match config(&a) {
+    let path = config_path(&a);
+    let cfg = match crate::cli::client_config_for(path.as_ref(), None) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let queue = |action: crate::cli::queue::QueueAction| {
         crate::cli::queue::run(crate::cli::queue::QueueCmd {
-            config: a.config.clone().map(PathBuf::from).or_else(|| std::env::var_os("POSTERN_CONFIG").map(PathBuf::from)),
+            config: path.clone(),
             data_dir: Some(cfg.data_dir().to_path_buf()),
             action,
         })
     };
     match a.mode {
-        Mode::ListQueue => queue(crate::cli::queue::QueueAction::List(crate::cli::queue::List { json: false })),
-        Mode::Flush => queue(crate::cli::queue::QueueAction::Flush(crate::cli::queue::Flush { id: None })),
-        Mode::NewAliases => {
-            // The server reads the aliases file itself: tell it to.
-            println!("newaliases: postern reads {} itself; asking the server to reload", cfg.aliases_file().map(|p| p.display().to_string()).unwrap_or_else(|| "its aliases file".into()));
-            crate::cli::reload_running(&cfg)
+        Mode::ListQueue => {
+            let code = queue(crate::cli::queue::QueueAction::List(crate::cli::queue::List { json: false }));
+            waiting_in_drop(&cfg);
+            code
         }
+        Mode::Flush => queue(crate::cli::queue::QueueAction::Flush(crate::cli::queue::Flush { id: None })),
+        Mode::NewAliases => new_aliases(path.as_ref()),
         Mode::Verify => {
             eprintln!("sendmail: -bv is not supported by postern");
             EX_USAGE
         }
         Mode::Smtp => smtp_on_stdio(&cfg),
         Mode::Deliver => deliver(&cfg, &a),
+    }
+}
+
+/// `newaliases`: postern reads the aliases file itself, at start and on
+/// reload. The file is checked here first (its errors printed, exit 78,
+/// nothing signalled); a running server is told to reload; a stopped one
+/// reads it when it starts, which is no error: package scripts run
+/// newaliases whether the MTA runs or not.
+fn new_aliases(path: Option<&PathBuf>) -> i32 {
+    let cfg = match crate::cli::config_for(path, None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let file = cfg.aliases_file().map(|p| p.display().to_string()).unwrap_or_else(|| "no aliases file".into());
+    if crate::queue::spool::Spool::owner(&cfg.queue_dir()).is_none() {
+        println!("newaliases: {file} is fine; no server is running on {}, it reads the aliases when it starts", cfg.queue_dir().display());
+        return 0;
+    }
+    println!("newaliases: {file} is fine; asking the server to reload");
+    crate::cli::reload_running(&cfg)
+}
+
+/// `mailq`: messages still in the drop directory (the server was down,
+/// or has not picked them up yet), and any set aside as unusable. The
+/// directory is not listable by users (mode 1733): only root sees this.
+fn waiting_in_drop(cfg: &Config) {
+    let dir = cfg.maildrop();
+    let count = |d: &std::path::Path| -> Option<usize> {
+        let rd = std::fs::read_dir(d).ok()?;
+        Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && !e.file_name().to_string_lossy().starts_with('.')).count())
+    };
+    match count(&dir) {
+        Some(0) | None => {}
+        Some(1) => println!("1 message in the drop directory {}, waiting for the server to pick it up", dir.display()),
+        Some(n) => println!("{n} messages in the drop directory {}, waiting for the server to pick them up", dir.display()),
+    }
+    let aside = submit::set_aside_dir(&dir);
+    if let Some(n) = count(&aside).filter(|&n| n > 0) {
+        println!("{n} drop file(s) the server could not submit, set aside in {} (its log says why)", aside.display());
     }
 }
 

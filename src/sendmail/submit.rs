@@ -20,6 +20,13 @@ use std::path::{Path, PathBuf};
 
 const DROP_MAGIC: &str = "POSTERN-DROP 1";
 
+/// Where pickup moves drop files it cannot submit (cut short, not drop
+/// files, refused by the server): kept for the administrator, never
+/// deleted. Not the queue's `corrupt`: the drop directory is no queue.
+pub fn set_aside_dir(drop_dir: &Path) -> PathBuf {
+    drop_dir.join("set-aside")
+}
+
 /// What the server said when it did not take the message.
 #[derive(Debug)]
 pub struct Refused {

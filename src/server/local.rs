@@ -7,7 +7,7 @@
 //! the rules, the filter and the queue treat it like any submission. A
 //! file is removed only once the server has the message; one that cannot
 //! be read as a drop file (cut short, not ours, a link) is moved to
-//! `maildrop/corrupt/` with a log line, never lost; one the server refuses
+//! `maildrop/set-aside/` with a log line, never lost; one the server refuses
 //! (5xx) goes there too, a 4xx leaves it for the next round.
 
 use std::os::fd::AsFd;
@@ -125,7 +125,7 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
 fn prepare_drop(dir: &Path) -> std::io::Result<()> {
     crate::fsutil::ensure_dir(dir, 0o700)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1733))?;
-    crate::fsutil::ensure_dir(&dir.join("corrupt"), 0o700)?;
+    crate::fsutil::ensure_dir(&submit::set_aside_dir(dir), 0o700)?;
     Ok(())
 }
 
@@ -146,8 +146,7 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
             Ok(Some(x)) => x,
             Ok(None) => continue,
             Err(problem) => {
-                log::error(&format!("pickup: {}: {problem}; moved to {}", path.display(), dir.join("corrupt").display()));
-                set_aside(dir, &name);
+                log::error(&format!("pickup: {}: {problem}; {}", path.display(), set_aside(dir, &name)));
                 continue;
             }
         };
@@ -175,8 +174,7 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
                 let _ = std::fs::remove_file(&path);
             }
             Err(submit::SubmitError::Refused(r)) if r.code >= 500 => {
-                log::error(&format!("pickup: {} (uid {uid}) refused: {} {}; moved to {}", path.display(), r.code, r.text, dir.join("corrupt").display()));
-                set_aside(dir, &name);
+                log::error(&format!("pickup: {} (uid {uid}) refused: {} {}; {}", path.display(), r.code, r.text, set_aside(dir, &name)));
             }
             Err(e) => {
                 log::warning(&format!("pickup: {} (uid {uid}): {e}; tried again later", path.display()));
@@ -225,6 +223,11 @@ fn read_drop(path: &Path) -> Result<Option<(u32, submit::Dropped)>, String> {
     submit::parse_drop(&bytes).map(|d| Some((meta.uid(), d)))
 }
 
-fn set_aside(dir: &Path, name: &str) {
-    let _ = std::fs::rename(dir.join(name), dir.join("corrupt").join(name));
+/// Moves a drop file out of pickup's way; what happened, for the log.
+fn set_aside(dir: &Path, name: &str) -> String {
+    let to = submit::set_aside_dir(dir);
+    match std::fs::rename(dir.join(name), to.join(name)) {
+        Ok(()) => format!("moved to {}", to.display()),
+        Err(e) => format!("cannot move it to {}: {e}; it stays where it is", to.display()),
+    }
 }
