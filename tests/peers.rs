@@ -21,6 +21,10 @@ const PROGRAMS: &[&str] = &[
     "ss",
     "sh",
     "python3",
+    // feature_appliance: the units and the overlay.
+    "systemd-analyze",
+    "systemd-sysusers",
+    "systemd-tmpfiles",
     // scripts/bench and the next issues' tests.
     "smtp-source",
     "smtp-sink",
