@@ -70,7 +70,9 @@ fn service_with_switch_users() -> String {
         .skip(1)
         .map(|l| format!("{l}\n"))
         .collect();
-    let at = unit.find("\n[Install]").expect("[Install] in postern.service");
+    let at = unit
+        .find("\n[Install]")
+        .expect("[Install] in postern.service");
     format!("{}\n{body}{}", &unit[..at], &unit[at..])
 }
 
@@ -87,13 +89,19 @@ fn units_pass_systemd_analyze_verify() {
     let tmp = TestDir::new("units-verify");
     let units = units_for_verify(tmp.path());
     let (ok, out) = run(analyze().arg("verify").args(&units));
-    assert!(ok && out.trim().is_empty(), "systemd-analyze verify complained:\n{out}");
+    assert!(
+        ok && out.trim().is_empty(),
+        "systemd-analyze verify complained:\n{out}"
+    );
 
     let merged = tmp.path().join("postern.service");
     let text = service_with_switch_users().replace("/usr/bin/postern ", &format!("{BIN} "));
     std::fs::write(&merged, text).unwrap();
     let (ok, out) = run(analyze().arg("verify").arg(&merged));
-    assert!(ok && out.trim().is_empty(), "verify with {SWITCH_USERS}:\n{out}");
+    assert!(
+        ok && out.trim().is_empty(),
+        "verify with {SWITCH_USERS}:\n{out}"
+    );
 }
 
 /// The exposure systemd-analyze gives a unit file: the number on its
@@ -122,7 +130,10 @@ fn units_score_2_5_or_better_with_systemd_analyze_security() {
     let mut scores = Vec::new();
     for (what, unit) in [
         ("postern.service", systemd_dir().join("postern.service")),
-        ("postern-sync.service", systemd_dir().join("postern-sync.service")),
+        (
+            "postern-sync.service",
+            systemd_dir().join("postern-sync.service"),
+        ),
         ("postern.service + postern-switch-users.conf", merged),
     ] {
         let (value, out) = exposure(&unit);
@@ -151,13 +162,29 @@ fn the_service_keeps_only_the_capabilities_it_documents() {
             .map(|l| l[key.len() + 1..].to_string())
             .collect()
     };
-    assert_eq!(lines(&unit, "AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"]);
-    assert_eq!(lines(&unit, "CapabilityBoundingSet"), ["CAP_NET_BIND_SERVICE"]);
+    assert_eq!(
+        lines(&unit, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
+    assert_eq!(
+        lines(&unit, "CapabilityBoundingSet"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
     assert_eq!(lines(&unit, "User"), ["postern"]);
-    assert_eq!(lines(&unit, "Type"), ["notify"], "systemd 252 ignores notify-reload");
+    assert_eq!(
+        lines(&unit, "Type"),
+        ["notify"],
+        "systemd 252 ignores notify-reload"
+    );
     let dropin = std::fs::read_to_string(systemd_dir().join(SWITCH_USERS)).unwrap();
-    assert_eq!(lines(&dropin, "AmbientCapabilities"), ["CAP_SETUID CAP_SETGID CAP_KILL"]);
-    assert_eq!(lines(&dropin, "CapabilityBoundingSet"), ["CAP_SETUID CAP_SETGID CAP_KILL"]);
+    assert_eq!(
+        lines(&dropin, "AmbientCapabilities"),
+        ["CAP_SETUID CAP_SETGID CAP_KILL"]
+    );
+    assert_eq!(
+        lines(&dropin, "CapabilityBoundingSet"),
+        ["CAP_SETUID CAP_SETGID CAP_KILL"]
+    );
 }
 
 fn install_rootfs(dest: &Path) -> String {
@@ -165,7 +192,10 @@ fn install_rootfs(dest: &Path) -> String {
     known_state(&mut cmd);
     let (ok, out) = run(cmd
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .stdin(std::process::Stdio::null())
         .arg(dest)
         .args(["--binary", BIN]));
@@ -214,26 +244,49 @@ fn install_rootfs_lays_binary_overlay_units_and_links() {
         "usr/lib/sysusers.d/postern.conf",
         "usr/lib/tmpfiles.d/postern.conf",
     ] {
-        assert!(overlay.iter().any(|o| o == Path::new(f)), "rootfs/{f} is missing");
+        assert!(
+            overlay.iter().any(|o| o == Path::new(f)),
+            "rootfs/{f} is missing"
+        );
     }
     for f in &overlay {
         let p = dest.join(f);
-        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(repo().join("rootfs").join(f)).unwrap(), "{}", f.display());
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(repo().join("rootfs").join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
         assert_eq!(mode(&p), 0o644, "{}", f.display());
     }
     // The units, from systemd/.
     for u in UNITS {
         let p = dest.join("usr/lib/systemd/system").join(u);
-        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(systemd_dir().join(u)).unwrap(), "{u}");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(systemd_dir().join(u)).unwrap(),
+            "{u}"
+        );
         assert_eq!(mode(&p), 0o644, "{u}");
     }
     let dropin = dest.join("usr/share/postern").join(SWITCH_USERS);
-    assert_eq!(std::fs::read(&dropin).unwrap(), std::fs::read(systemd_dir().join(SWITCH_USERS)).unwrap());
+    assert_eq!(
+        std::fs::read(&dropin).unwrap(),
+        std::fs::read(systemd_dir().join(SWITCH_USERS)).unwrap()
+    );
     assert!(
-        !dest.join("usr/lib/systemd/system/postern.service.d").exists(),
+        !dest
+            .join("usr/lib/systemd/system/postern.service.d")
+            .exists(),
         "the switch-users drop-in must not be active by default"
     );
-    for d in ["etc", "etc/postern", "usr/bin", "usr/lib/systemd/system", "usr/share/postern"] {
+    for d in [
+        "etc",
+        "etc/postern",
+        "usr/bin",
+        "usr/lib/systemd/system",
+        "usr/share/postern",
+    ] {
         assert_eq!(mode(&dest.join(d)), 0o755, "{d}");
     }
     if is_root() {
@@ -273,7 +326,10 @@ fn sysusers_and_tmpfiles_make_the_users_and_directories() {
     let sysusers = require("systemd-sysusers");
     let tmpfiles = require("systemd-tmpfiles");
     if !is_root() {
-        skip_unless_ci("sysusers_and_tmpfiles_make_the_users_and_directories", "not root: systemd-tmpfiles cannot set owners");
+        skip_unless_ci(
+            "sysusers_and_tmpfiles_make_the_users_and_directories",
+            "not root: systemd-tmpfiles cannot set owners",
+        );
         return;
     }
     let tmp = TestDir::new("rootfs-boot");
@@ -290,11 +346,18 @@ fn sysusers_and_tmpfiles_make_the_users_and_directories() {
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
         line.split(':').nth(i).unwrap().to_string()
     };
-    assert_eq!(field(&passwd, "vmail", 2), "5000", "vmail's uid, as the seed's virtual_uid_maps");
+    assert_eq!(
+        field(&passwd, "vmail", 2),
+        "5000",
+        "vmail's uid, as the seed's virtual_uid_maps"
+    );
     assert_eq!(field(&group, "vmail", 2), "5000");
     let postern_uid: u32 = field(&passwd, "postern", 2).parse().unwrap();
     let postern_gid: u32 = field(&group, "postern", 2).parse().unwrap();
-    assert!(postern_uid < 1000, "postern is a system user: {postern_uid}");
+    assert!(
+        postern_uid < 1000,
+        "postern is a system user: {postern_uid}"
+    );
 
     let (ok, out) = run(peer(tmpfiles.to_str().unwrap())
         .arg(format!("--root={}", dest.display()))
@@ -308,7 +371,11 @@ fn sysusers_and_tmpfiles_make_the_users_and_directories() {
     ] {
         let m = std::fs::metadata(dest.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert!(m.is_dir(), "{dir}");
-        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (uid, gid, want), "{dir}");
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (uid, gid, want),
+            "{dir}"
+        );
     }
 }
 
@@ -354,7 +421,11 @@ fn the_installed_binary_serves_mail_from_the_tree_with_root() {
     let cwd = tmp.path().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
 
-    let (ok, out) = run(postern_at(&installed).current_dir(&cwd).args(["check-config", "--root"]).arg(&dest).arg(dest.join("etc/postern/postern.toml")));
+    let (ok, out) = run(postern_at(&installed)
+        .current_dir(&cwd)
+        .args(["check-config", "--root"])
+        .arg(&dest)
+        .arg(dest.join("etc/postern/postern.toml")));
     assert!(ok, "check-config --root:\n{out}");
 
     let data = dest.join("var/lib/postern");
@@ -366,21 +437,54 @@ fn the_installed_binary_serves_mail_from_the_tree_with_root() {
     // postmaster is `root` in the shipped aliases file: a local user whose
     // Maildir is under the tree's local_mailbox_base.
     let (ok, out) = run(peer("swaks").args([
-        "--server", "127.0.0.1", "--port", &port,
-        "--from", "cron@client.test", "--to", "postmaster@mail.example.test",
-        "--header", "Subject: from the image", "--body", "delivered under --root",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--from",
+        "cron@client.test",
+        "--to",
+        "postmaster@mail.example.test",
+        "--header",
+        "Subject: from the image",
+        "--body",
+        "delivered under --root",
     ]));
     assert!(ok, "swaks:\n{out}\n{}", served.log());
     let maildir = data.join("local/root");
     let files = wait_maildir(&maildir, 1, std::time::Duration::from_secs(10));
-    assert_eq!(files.len(), 1, "no message in {}:\n{}", maildir.display(), served.log());
+    assert_eq!(
+        files.len(),
+        1,
+        "no message in {}:\n{}",
+        maildir.display(),
+        served.log()
+    );
     let text = std::fs::read_to_string(&files[0]).unwrap();
-    assert!(text.contains("Subject: from the image") && text.contains("delivered under --root"), "{text}");
+    assert!(
+        text.contains("Subject: from the image") && text.contains("delivered under --root"),
+        "{text}"
+    );
 
-    for p in ["var/spool/postern", "run/postern/control", "var/lib/postern/public/submit", "var/lib/postern/maildrop"] {
-        assert!(dest.join(p).exists(), "{p} not made under the root:\n{}", served.log());
+    for p in [
+        "var/spool/postern",
+        "run/postern/control",
+        "var/lib/postern/public/submit",
+        "var/lib/postern/maildrop",
+    ] {
+        assert!(
+            dest.join(p).exists(),
+            "{p} not made under the root:\n{}",
+            served.log()
+        );
     }
     let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
     assert!(left.is_empty(), "files in the start directory: {left:?}");
-    assert!(served.log().contains(&dest.join("var/lib/postern/local").display().to_string()), "{}", served.log());
+    assert!(
+        served
+            .log()
+            .contains(&dest.join("var/lib/postern/local").display().to_string()),
+        "{}",
+        served.log()
+    );
 }

@@ -26,7 +26,9 @@ fn under(root: &Path, p: &Path) -> PathBuf {
 /// The same for the string-valued path keys, where "" means "none".
 fn under_str(root: &Path, s: &mut String) {
     if s.starts_with('/') {
-        *s = under(root, Path::new(s.as_str())).to_string_lossy().into_owned();
+        *s = under(root, Path::new(s.as_str()))
+            .to_string_lossy()
+            .into_owned();
     }
 }
 
@@ -63,15 +65,23 @@ impl Config {
         c.maildrop = under(r, &c.maildrop);
 
         let t = &mut self.tls;
-        for p in [&mut t.cert_file, &mut t.key_file, &mut self.auth.dovecot_socket]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut t.cert_file,
+            &mut t.key_file,
+            &mut self.auth.dovecot_socket,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = under(r, p);
         }
 
         let ct = &mut self.content;
-        for s in [&mut ct.header_checks, &mut ct.body_checks, &mut ct.mime_header_checks] {
+        for s in [
+            &mut ct.header_checks,
+            &mut ct.body_checks,
+            &mut ct.mime_header_checks,
+        ] {
             under_str(r, s);
         }
         under_str(r, &mut self.quota.limits_file);
@@ -94,7 +104,10 @@ mod tests {
     #[test]
     fn absolute_paths_go_under_the_root_relative_ones_stay() {
         let r = Path::new("/img");
-        assert_eq!(under(r, Path::new("/var/lib/postern")), Path::new("/img/var/lib/postern"));
+        assert_eq!(
+            under(r, Path::new("/var/lib/postern")),
+            Path::new("/img/var/lib/postern")
+        );
         assert_eq!(under(r, Path::new("queue")), Path::new("queue"));
         let mut s = String::new();
         under_str(r, &mut s);
@@ -112,7 +125,9 @@ mod tests {
         let shown = format!("{cfg:?}");
         let mut checked = 0;
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((key, value)) = line.split_once(" = \"") else { continue };
+            let Some((key, value)) = line.split_once(" = \"") else {
+                continue;
+            };
             let value = value.trim_end_matches('"');
             // Rules text, not a path.
             if !value.starts_with('/') || key == "header_rules" {
@@ -124,7 +139,10 @@ mod tests {
                 "{key} = {value:?} is not taken under the root: add it to Config::reroot"
             );
         }
-        assert!(checked >= 15, "only {checked} path keys found in the example");
+        assert!(
+            checked >= 15,
+            "only {checked} path keys found in the example"
+        );
         assert_eq!(cfg.data_dir(), Path::new("/ROOT/var/lib/postern"));
         assert_eq!(cfg.queue_dir(), Path::new("/ROOT/var/spool/postern"));
         assert_eq!(cfg.root(), Some(Path::new("/ROOT")));
@@ -134,7 +152,11 @@ mod tests {
 
     #[test]
     fn a_relative_data_dir_is_taken_from_the_root() {
-        let mut cfg = Config::parse_client("t", "data_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n").unwrap();
+        let mut cfg = Config::parse_client(
+            "t",
+            "data_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
         cfg.reroot(Path::new("/img"));
         assert_eq!(cfg.data_dir(), Path::new("/img/data"));
         assert_eq!(cfg.queue_dir(), Path::new("/img/data/queue"));

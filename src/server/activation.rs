@@ -61,7 +61,9 @@ fn passed_fds(pid: Option<&str>, count: Option<&str>, me: u32) -> Result<Range<R
     }
     match count.trim().parse::<RawFd>() {
         Ok(n) if (0..=MAX_FDS).contains(&n) => Ok(FIRST_FD..FIRST_FD + n),
-        _ => Err(format!("LISTEN_FDS={count:?} is not a count of 0 to {MAX_FDS}")),
+        _ => Err(format!(
+            "LISTEN_FDS={count:?} is not a count of 0 to {MAX_FDS}"
+        )),
     }
 }
 
@@ -104,7 +106,9 @@ fn adopt(fd: RawFd) -> Result<(SocketAddr, TcpListener), String> {
         Err(e) => {
             // A Unix socket: not ours to serve SMTP on; leave it open.
             std::mem::forget(listener);
-            Err(format!("descriptor {fd} is not an IPv4 or IPv6 socket: {e}"))
+            Err(format!(
+                "descriptor {fd} is not an IPv4 or IPv6 socket: {e}"
+            ))
         }
     }
 }
@@ -171,7 +175,11 @@ mod tests {
         let fd = l.into_raw_fd();
         // SAFETY: fd is the listener just released above.
         let b = unsafe { BorrowedFd::borrow_raw(fd) };
-        nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        nix::fcntl::fcntl(
+            b,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
         (addr, fd)
     }
 
@@ -243,7 +251,10 @@ mod tests {
         assert!(take_for(&mut inherited, ba).is_none(), "taken once");
         assert!(take_for(&mut inherited, "127.0.0.1:0".parse().unwrap()).is_none());
         let other: SocketAddr = format!("127.0.0.2:{}", aa.port()).parse().unwrap();
-        assert!(take_for(&mut inherited, other).is_none(), "another address, same port");
+        assert!(
+            take_for(&mut inherited, other).is_none(),
+            "another address, same port"
+        );
         assert_eq!(inherited.len(), 1);
     }
 
@@ -257,6 +268,9 @@ mod tests {
         let loopback: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         assert!(take_for(&mut inherited, loopback).is_none());
         let wildcard: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
-        assert_eq!(take_for(&mut inherited, wildcard).map(|(x, _)| x), Some(passed));
+        assert_eq!(
+            take_for(&mut inherited, wildcard).map(|(x, _)| x),
+            Some(passed)
+        );
     }
 }
