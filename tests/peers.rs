@@ -25,6 +25,10 @@ const PROGRAMS: &[&str] = &[
     "bsd-mailx",
     "anacron",
     "unshare",
+    // feature_appliance: the units and the overlay.
+    "systemd-analyze",
+    "systemd-sysusers",
+    "systemd-tmpfiles",
     // scripts/bench and the next issues' tests.
     "smtp-source",
     "smtp-sink",

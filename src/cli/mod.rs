@@ -9,7 +9,7 @@ pub mod status;
 pub mod sync;
 pub mod users;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
@@ -50,6 +50,11 @@ pub struct Reload {
     /// its data directory (overrides data_dir)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
+    /// an image's root directory: the configuration is
+    /// DIR/etc/postern/postern.toml unless --config, and every path in
+    /// it is taken under DIR
+    #[argh(option)]
+    pub root: Option<PathBuf>,
 }
 
 /// Run the mail server (SMTP in, queue, delivery).
@@ -63,6 +68,11 @@ pub struct Serve {
     /// (overrides data_dir)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
+    /// an image's root directory: the configuration is
+    /// DIR/etc/postern/postern.toml unless --config, and every path in
+    /// it is taken under DIR
+    #[argh(option)]
+    pub root: Option<PathBuf>,
 }
 
 /// Check a configuration file and report every problem in it.
@@ -72,6 +82,9 @@ pub struct CheckConfig {
     /// the file to check
     #[argh(positional)]
     pub file: PathBuf,
+    /// an image's root directory: every path in the file is taken under it
+    #[argh(option)]
+    pub root: Option<PathBuf>,
 }
 
 /// Print configuration: `example` (every key, annotated) or `default`
@@ -91,10 +104,19 @@ fn print_errors(errors: &[config::ConfigError]) {
     eprintln!("postern: {} configuration error(s)", errors.len());
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, i32> {
-    let loaded = match path {
+/// The configuration file `--config` and `--root` name: `--config` as
+/// given, else the image's /etc/postern/postern.toml, else none (the
+/// embedded default).
+pub fn config_path(config: Option<&PathBuf>, root: Option<&Path>) -> Option<PathBuf> {
+    config
+        .cloned()
+        .or_else(|| root.map(|r| r.join("etc/postern/postern.toml")))
+}
+
+fn load(path: Option<&PathBuf>, root: Option<&Path>) -> Result<Config, i32> {
+    let loaded = match config_path(path, root) {
         None => Config::embedded(),
-        Some(p) => Config::load_file(p),
+        Some(p) => Config::load_file_under(&p, root),
     };
     loaded.map_err(|errs| {
         print_errors(&errs);
@@ -126,7 +148,16 @@ pub fn client_config_for(
 /// The config a command acts on: `--config` or the embedded default, with
 /// `--data-dir` applied.
 pub fn config_for(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, i32> {
-    let mut cfg = load(config)?;
+    config_under(config, data_dir, None)
+}
+
+/// [`config_for`] with `--root` ([`config_path`], [`Config::reroot`]).
+pub fn config_under(
+    config: Option<&PathBuf>,
+    data_dir: Option<PathBuf>,
+    root: Option<&Path>,
+) -> Result<Config, i32> {
+    let mut cfg = load(config, root)?;
     if let Some(d) = data_dir {
         cfg.set_data_dir(d);
     }
@@ -135,7 +166,7 @@ pub fn config_for(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> Result
 }
 
 fn reload(r: Reload) -> i32 {
-    let cfg = match config_for(r.config.as_ref(), r.data_dir) {
+    let cfg = match config_under(r.config.as_ref(), r.data_dir, r.root.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -178,7 +209,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sync(s) => sync::run(s),
         Command::Dkim(d) => dkim::run(d),
         Command::Serve(s) => {
-            let mut cfg = match load(s.config.as_ref()) {
+            let mut cfg = match load(s.config.as_ref(), s.root.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -193,7 +224,7 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::CheckConfig(c) => match Config::load_file(&c.file) {
+        Command::CheckConfig(c) => match Config::load_file_under(&c.file, c.root.as_deref()) {
             Ok(_) => {
                 println!("{}: ok", c.file.display());
                 0

@@ -15,6 +15,7 @@ pub mod dkim;
 pub mod hooks;
 pub mod relay;
 pub mod example;
+mod root;
 pub mod schema;
 mod sections;
 pub mod sync;
@@ -107,6 +108,8 @@ pub struct Config {
     hostname: String,
     local_domains: Vec<String>,
     data_dir: PathBuf,
+    /// `--root`: the directory every path of the file was taken under.
+    root: Option<PathBuf>,
     /// The aliases file, read and checked with the config.
     pub aliases: aliases::AliasMap,
 }
@@ -114,15 +117,41 @@ pub struct Config {
 impl Config {
     /// Reads and checks a config file. All problems are returned together.
     pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
-        Config::load_scoped(path, true)
+        Config::load_scoped(path, true, None)
     }
 
     /// A config file for a client command (see [`Config::parse_client`]).
     pub fn load_client(path: &Path) -> Result<Config, Vec<ConfigError>> {
-        Config::load_scoped(path, false)
+        Config::load_scoped(path, false, None)
     }
 
-    fn load_scoped(path: &Path, files: bool) -> Result<Config, Vec<ConfigError>> {
+    /// [`Config::load_file`] with `--root`: every path in the file is
+    /// taken under `root` ([`Config::reroot`]) before the files it names
+    /// are read. `path` itself is taken as given.
+    pub fn load_file_under(path: &Path, root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+        Config::load_scoped(path, true, root)
+    }
+
+    /// [`Config::load_client`] with `--root`.
+    pub fn load_client_under(path: &Path, root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+        Config::load_scoped(path, false, root)
+    }
+
+    /// The same file again, under the same root: what a reload reads.
+    pub fn reread(&self) -> Result<Config, Vec<ConfigError>> {
+        if self.source == EMBEDDED_NAME {
+            Config::embedded()
+        } else {
+            Config::load_file_under(Path::new(&self.source), self.root.as_deref())
+        }
+    }
+
+    /// The `--root` the paths were taken under, if any.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    fn load_scoped(path: &Path, files: bool, root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let name = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -133,7 +162,7 @@ impl Config {
                 allowed: String::new(),
             }]
         })?;
-        Config::parse_scoped(&name, &src, files)
+        Config::parse_scoped(&name, &src, files, root)
     }
 
     /// The embedded default. Its text is valid (a test checks), but the
@@ -151,17 +180,17 @@ impl Config {
     /// Parses and checks a config, reading the files it names (aliases,
     /// certificate, database), as the server and check-config need.
     pub fn parse(file: &str, src: &str) -> Result<Config, Vec<ConfigError>> {
-        Config::parse_scoped(file, src, true)
+        Config::parse_scoped(file, src, true, None)
     }
 
     /// For client commands (`postern queue`, later `sendmail`), which
     /// any permitted user runs: the same checks, without reading the
     /// server's files (they may not be readable to that user).
     pub fn parse_client(file: &str, src: &str) -> Result<Config, Vec<ConfigError>> {
-        Config::parse_scoped(file, src, false)
+        Config::parse_scoped(file, src, false, None)
     }
 
-    fn parse_scoped(file: &str, src: &str, files: bool) -> Result<Config, Vec<ConfigError>> {
+    fn parse_scoped(file: &str, src: &str, files: bool, image_root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut ctx = Ctx::new(file, src);
         let (doc, syntax) = DeTable::parse_recoverable(src);
         for e in syntax {
@@ -232,8 +261,12 @@ impl Config {
             hostname: String::new(),
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
+            root: None,
             aliases: Default::default(),
         };
+        if let Some(dir) = image_root {
+            cfg.reroot(dir);
+        }
         cfg.check(&mut ctx, root, files);
         cfg.check_sync(&mut ctx, root, files);
         cfg.check_dkim(&mut ctx, root, files);

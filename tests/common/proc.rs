@@ -213,7 +213,13 @@ pub fn require_python_module(module: &str) {
 /// /dev/null (so `user add` never finds a terminal it was not given), the
 /// known signal state.
 pub fn postern() -> Command {
-    let mut cmd = Command::new(BIN);
+    postern_at(Path::new(BIN))
+}
+
+/// [`postern()`] for a postern binary elsewhere: one installed into an
+/// image tree by scripts/install-rootfs, say.
+pub fn postern_at(binary: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     clean_env(&mut cmd).stdin(Stdio::null());
     known_state(&mut cmd);
     cmd
