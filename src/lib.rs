@@ -5,11 +5,6 @@
 //! per recipient. See README.md for what it does and DESIGN notes in each
 //! module for what it owns.
 
-// Socket activation for `postern serve`. It belongs in server/ (`pub mod
-// activation;` in server/mod.rs), where setup::listeners will take its
-// sockets; declared here until that wiring lands.
-#[path = "server/activation.rs"]
-pub mod activation;
 pub mod auth;
 pub mod cli;
 pub mod clock;

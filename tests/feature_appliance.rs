@@ -488,3 +488,65 @@ fn the_installed_binary_serves_mail_from_the_tree_with_root() {
         served.log()
     );
 }
+
+/// postern.socket's way: systemd (here `systemd-socket-activate`, the same
+/// fd-passing protocol) binds the port and starts postern on the first
+/// connection; postern serves on the socket it was given instead of
+/// binding its own, and says so.
+#[test]
+fn socket_activation_serves_on_the_socket_systemd_passes() {
+    let activate = require("systemd-socket-activate");
+    let dir = TestDir::new("appliance-activation");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let data = dir.path().join("data");
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nhostname = \"mx.example.test\"\nlocal_domains = [\"mx.example.test\"]\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"plain\"\n[relay]\ndns_servers = [\"127.0.0.1:1\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = dir.path().join("log");
+    let child = known_state(&mut Command::new(activate))
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(target_dir().join("debug/postern"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard::new(child);
+    // The socket exists before postern does: connecting starts it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => panic!("{addr}: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+        }
+    };
+    drop(stream);
+    let mut c = Smtp::connect(addr);
+    c.hello();
+    let r = c.send_mail("sender@client.test", &["dave@mx.example.test"], "Subject: activated\r\n\r\nhi");
+    assert_eq!(r.code, 250, "{r:?}");
+    c.expect("QUIT", "221");
+    let files = wait_maildir(&data.join("local/dave"), 1, std::time::Duration::from_secs(20));
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&format!("socket activation: 127.0.0.1:{port} taken from systemd")), "{text}");
+    assert!(!text.contains("cannot listen"), "{text}");
+    signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_timeout(child.child(), std::time::Duration::from_secs(20));
+    assert!(status.success(), "{status}\n{text}");
+}

@@ -413,7 +413,7 @@ fn the_socket_answers_garbage_with_64_and_survives_hang_ups() {
         (b"list json json\n".to_vec(), "wrong number"),
         (
             format!("hold {id} json\n").into_bytes(),
-            "only list and show",
+            "have a json form",
         ),
         ([vec![b'x'; 600], b"\n".to_vec()].concat(), "too long"),
         (vec![b'x'; 5000], "too long"),

@@ -18,7 +18,8 @@ const KIB: u64 = 1024;
 
 /// A tmpfs of `size_kib` mounted for the test, unmounted on drop (panics
 /// included).
-struct Tmpfs(PathBuf, TestDir);
+/// The TestDir is only held: removed after the unmount.
+struct Tmpfs(PathBuf, #[allow(dead_code)] TestDir);
 
 impl Tmpfs {
     fn mount(tag: &str, size_kib: u64) -> Tmpfs {

@@ -110,6 +110,8 @@ pub struct Config {
     data_dir: PathBuf,
     /// `--root`: the directory every path of the file was taken under.
     root: Option<PathBuf>,
+    /// `--data-dir` overrode data_dir: a reload keeps the override.
+    data_dir_overridden: bool,
     /// The aliases file, read and checked with the config.
     pub aliases: aliases::AliasMap,
 }
@@ -139,11 +141,15 @@ impl Config {
 
     /// The same file again, under the same root: what a reload reads.
     pub fn reread(&self) -> Result<Config, Vec<ConfigError>> {
-        if self.source == EMBEDDED_NAME {
+        let mut cfg = if self.source == EMBEDDED_NAME {
             Config::embedded()
         } else {
             Config::load_file_under(Path::new(&self.source), self.root.as_deref())
+        }?;
+        if self.data_dir_overridden {
+            cfg.set_data_dir(self.data_dir.clone());
         }
+        Ok(cfg)
     }
 
     /// The `--root` the paths were taken under, if any.
@@ -262,6 +268,7 @@ impl Config {
             local_domains: Vec::new(),
             data_dir: PathBuf::new(),
             root: None,
+            data_dir_overridden: false,
             aliases: Default::default(),
         };
         if let Some(dir) = image_root {
@@ -284,6 +291,7 @@ impl Config {
     pub fn set_data_dir(&mut self, dir: PathBuf) {
         self.main.data_dir = dir.clone();
         self.data_dir = dir;
+        self.data_dir_overridden = true;
     }
 
     /// Makes `data_dir` absolute against the current directory, once at start.

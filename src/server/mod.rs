@@ -7,6 +7,7 @@
 //! delivery; and one thread that waits for signals (they are blocked
 //! everywhere else).
 
+mod activation;
 pub mod conn;
 pub mod limits;
 mod health;
@@ -77,12 +78,20 @@ pub struct ListenerCtx {
 pub struct Fatal(pub i32, pub String);
 
 pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
+    // Sockets systemd passed (postern.socket), before any thread starts:
+    // taking them clears LISTEN_FDS from the environment.
+    let mut inherited = activation::inherited_listeners();
     let sigs = signals::block()?;
     cfg.absolutize();
     crate::status::board();
     // Ports first (root may be needed for 25), then root's rights go,
     // before anything else is made or any worker thread started.
-    let bound = setup::listeners(&cfg)?;
+    let bound = setup::listeners(&cfg, &mut inherited)?;
+    for (addr, _) in inherited.drain(..) {
+        log::warning(&format!(
+            "socket activation: systemd passed {addr}, which no [[listener]] has; closed"
+        ));
+    }
     setup::least_privilege(&cfg)?;
     let ex = Arc::new(Executor::new());
     let owner = setup::storage(&cfg)?;

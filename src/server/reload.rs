@@ -185,17 +185,15 @@ impl Running {
     /// Reads the configuration again and, if all of it can be made, puts
     /// it in place. Logs what happened; `false` when it was refused.
     pub fn reload(&mut self) -> bool {
-        let path = std::path::PathBuf::from(&self.cfg.source);
-        let loaded = if self.cfg.source == crate::config::EMBEDDED_NAME {
-            Config::embedded()
-        } else {
-            Config::load_file(&path)
-        };
-        let mut cfg = match loaded {
+        let mut cfg = match self.cfg.reread() {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors {
-                    log::error(&format!("reload: {e}"));
+                    if e.key.starts_with("tls.") {
+                        log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
+                    } else {
+                        log::error(&format!("reload: {e}"));
+                    }
                 }
                 log::error(&format!("reload refused: {} configuration error(s); the running configuration stays", errors.len()));
                 return false;
@@ -253,13 +251,25 @@ impl Running {
             .collect();
         let old = self.hub.get();
         // A new certificate is loaded now; it is put in place with the rest.
+        let mut cert_note = None;
         let tls = match (&old.tls, cfg.needs_tls(), cfg.tls_files()) {
             (Some(t), true, Some((cert, key))) => {
-                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs())
-                    .map_err(|e| Fatal(super::EX_CONFIG, format!("TLS certificate: {e}")))?;
+                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs()).map_err(|e| {
+                    log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
+                    Fatal(super::EX_CONFIG, format!("TLS certificate: {e}"))
+                })?;
+                cert_note = Some(format!(
+                    "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
+                    cert.display(),
+                    info.fingerprint,
+                    crate::timefmt::rfc5322(info.not_after)
+                ));
                 Some((t.clone(), Some((config, cert.display().to_string(), info.not_after))))
             }
-            (Some(t), true, None) => Some((t.clone(), None)),
+            (Some(t), true, None) => {
+                cert_note = Some("SIGHUP: no certificate files configured, keeping the self-signed certificate".into());
+                Some((t.clone(), None))
+            }
             (None, true, _) => setup::tls(&cfg)?.map(|t| (t, None)),
             (_, false, _) => None,
         };
@@ -298,6 +308,9 @@ impl Running {
         let listed: Vec<_> = self.listeners.iter().map(|l| (l.configured, l.local, l.mode)).collect();
         super::write_listening(self.cfg.data_dir(), &listed);
         super::post_listeners(&listed);
+        if let Some(note) = cert_note {
+            log::started(&note);
+        }
         crate::status::board().set_config(&cfg.source);
         let sync_changed = format!("{:?}", self.cfg.sync) != format!("{:?}", cfg.sync);
         self.cfg = cfg;

@@ -133,11 +133,24 @@ pub fn directory(cfg: &Config) -> Arc<Directory> {
 }
 
 /// Binds every listener (port 0: the kernel picks).
-pub fn listeners(cfg: &Config) -> Result<Vec<Bound>, Fatal> {
+/// `inherited`: sockets systemd passed; a listener whose address is among
+/// them takes its socket instead of binding.
+pub fn listeners(
+    cfg: &Config,
+    inherited: &mut Vec<(SocketAddr, std::net::TcpListener)>,
+) -> Result<Vec<Bound>, Fatal> {
     let mut out = Vec::new();
     for l in &cfg.listeners {
         let addr = l.address.expect("checked by config");
-        let (local, socket) = bind(addr)?;
+        let (local, socket) = match super::activation::take_for(inherited, addr) {
+            Some((local, sock)) => {
+                let sock = smol::Async::new(sock)
+                    .map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr} (from systemd): {e}")))?;
+                log::started(&format!("socket activation: {addr} taken from systemd"));
+                (local, smol::net::TcpListener::from(sock))
+            }
+            None => bind(addr)?,
+        };
         out.push(Bound {
             configured: addr,
             local,
