@@ -13,6 +13,7 @@ pub mod control;
 pub mod deliver;
 pub mod directory;
 pub mod dns;
+pub mod explain;
 pub mod fsutil;
 pub mod import;
 pub mod intake;

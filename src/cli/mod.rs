@@ -2,6 +2,7 @@
 //! config example|default`, `postern reload`. Only argument handling and
 //! exit codes live here; the work is done by the library modules.
 
+pub mod explain;
 mod password_input;
 pub mod queue;
 pub mod sync;
@@ -34,6 +35,7 @@ pub enum Command {
     Alias(users::AliasCmd),
     Queue(queue::QueueCmd),
     Sync(sync::SyncCmd),
+    Explain(explain::ExplainCmd),
 }
 
 /// Tell the running server to reload its TLS certificate (SIGHUP).
@@ -171,6 +173,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alias(a) => users::alias(a),
         Command::Queue(q) => queue::run(q),
         Command::Sync(s) => sync::run(s),
+        Command::Explain(e) => explain::run(e),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref()) {
                 Ok(c) => c,
