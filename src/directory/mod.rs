@@ -18,6 +18,7 @@
 pub mod memory;
 pub mod sqlite;
 mod store;
+mod trace;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use crate::smtp::address::Address;
 use sqlite::Db;
 use store::Peek;
 pub use store::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store};
+use trace::mailbox_note;
+pub use trace::{Trace, TraceStep};
 
 /// A lookup that could not be answered now (locked or damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,9 +275,8 @@ impl Directory {
             }
             DomainClass::Backup => {
                 let transport = self.domain_transport(&addr.domain)?;
-                trace.note(depth, addr, "backup_mx", || {
-                    format!("domain row {} has backupmx = 1: relayed onward (transport {transport:?})", addr.domain)
-                });
+                let why = || format!("domain row {} has backupmx = 1: relayed onward (transport {transport:?})", addr.domain);
+                trace.note(depth, addr, "backup_mx", why);
                 out.push(Dest::Remote {
                     address: addr.clone(),
                     transport,
@@ -434,9 +436,8 @@ impl Directory {
         }
         // RFC 5321 4.5.1: postmaster must always be accepted.
         if base.eq_ignore_ascii_case("postmaster") {
-            trace.note(depth, addr, "postmaster", || {
-                format!("no alias or mailbox: postmaster is always accepted (RFC 5321 4.5.1), as postmaster@{}", self.rules.origin)
-            });
+            let why = || format!("no alias or mailbox: postmaster is always accepted (RFC 5321 4.5.1), as postmaster@{}", self.rules.origin);
+            trace.note(depth, addr, "postmaster", why);
             return self.expand(&Address::new("postmaster", &self.rules.origin), chain, out, trace);
         }
         Ok(Some(FailReason::Unknown))
@@ -503,53 +504,6 @@ impl Directory {
         match local.find(|c| self.rules.delimiter.contains(c)) {
             Some(i) if i > 0 => &local[..i],
             _ => local,
-        }
-    }
-}
-
-fn mailbox_note(m: &MailboxRow) -> String {
-    format!("mailbox row {}: maildir = {}, quota = {}", m.username, m.maildir, m.quota)
-}
-
-/// One step of an expansion, as `postern explain` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceStep {
-    /// 0 for the address asked about, 1 for its alias targets, ...
-    pub depth: usize,
-    pub address: String,
-    /// What decided this step: "alias", "mailbox", "alias_domain",
-    /// "catch_all", "aliases_file", "local_user", "postmaster", "remote",
-    /// "backup_mx", "unknown", "loop".
-    pub rule: &'static str,
-    /// The row or file line, for people.
-    pub detail: String,
-}
-
-/// Where an expansion notes its steps; off (and free) in the server.
-#[derive(Default)]
-pub struct Trace(Option<Vec<TraceStep>>);
-
-impl Trace {
-    pub fn off() -> Trace {
-        Trace(None)
-    }
-
-    pub fn on() -> Trace {
-        Trace(Some(Vec::new()))
-    }
-
-    pub fn steps(self) -> Vec<TraceStep> {
-        self.0.unwrap_or_default()
-    }
-
-    fn note(&mut self, depth: usize, address: &Address, rule: &'static str, detail: impl FnOnce() -> String) {
-        if let Some(steps) = &mut self.0 {
-            steps.push(TraceStep {
-                depth,
-                address: address.to_string(),
-                rule,
-                detail: detail(),
-            });
         }
     }
 }

@@ -201,6 +201,10 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
         }
     }
     let accepted = dialog.rcpt.as_ref().is_some_and(Reply::is_positive);
+    let rule = rule.or_else(|| {
+        let last = dialog.exchanges.last()?;
+        (!accepted).then(|| ("session", format!("the SMTP session refused {} before any lookup", last.command)))
+    });
     let filter = l.content_filter(&cfg.content).map(|hop| FilterInfo {
         next_hop: hop,
         back_on: cfg
