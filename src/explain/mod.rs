@@ -230,7 +230,12 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
             Ok(_) => {}
             Err(e) => notes.push(format!("the user directory could not answer: {e}")),
         }
-        expansion = trace.steps();
+        // Refused before the directory had a say (relay, reinjection,
+        // the session): its expansion would only mislead.
+        let looked_up = accepted || matches!(rule.as_ref().map(|r| r.0), Some("unknown_user" | "alias_loop" | "quota_full"));
+        if looked_up {
+            expansion = trace.steps();
+        }
     }
     let rules = rule_tables(cfg);
     let mut seen = std::collections::HashSet::new();
