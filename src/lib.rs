@@ -14,6 +14,7 @@ pub mod deliver;
 pub mod directory;
 pub mod dkim;
 pub mod dns;
+pub mod explain;
 pub mod fsutil;
 pub mod import;
 pub mod intake;

@@ -3,6 +3,7 @@
 //! exit codes live here; the work is done by the library modules.
 
 pub mod dkim;
+pub mod explain;
 mod password_input;
 pub mod queue;
 pub mod status;
@@ -38,6 +39,7 @@ pub enum Command {
     Status(status::StatusCmd),
     Sync(sync::SyncCmd),
     Dkim(dkim::DkimCmd),
+    Explain(explain::ExplainCmd),
 }
 
 /// Tell the running server to reload its configuration (SIGHUP).
@@ -208,6 +210,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(s) => status::run(s),
         Command::Sync(s) => sync::run(s),
         Command::Dkim(d) => dkim::run(d),
+        Command::Explain(e) => explain::run(e),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref(), s.root.as_deref()) {
                 Ok(c) => c,

@@ -38,6 +38,18 @@ pub enum AliasTarget {
     File { path: PathBuf, owner: u32 },
 }
 
+impl std::fmt::Display for AliasTarget {
+    /// As the aliases file writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AliasTarget::Address(a) => write!(f, "{a}"),
+            AliasTarget::Local(n) => f.write_str(n),
+            AliasTarget::Command { command, .. } => write!(f, "|{command}"),
+            AliasTarget::File { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// Whether a file may name commands and files: `Ok(owner)` or why not.
 pub type Trust = Result<u32, String>;
 
@@ -64,11 +76,25 @@ pub fn trust_of(path: &Path, meta: &std::fs::Metadata) -> Trust {
 #[derive(Clone, Debug, Default)]
 pub struct AliasMap {
     map: HashMap<String, Vec<AliasTarget>>,
+    /// The file it was read from, and the line each alias starts on
+    /// (`postern explain` names them).
+    file: String,
+    lines: HashMap<String, usize>,
 }
 
 impl AliasMap {
     pub fn get(&self, name: &str) -> Option<&[AliasTarget]> {
         self.map.get(&name.to_lowercase()).map(|v| v.as_slice())
+    }
+
+    /// The file the aliases were read from ("" when there is none).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The line alias `name` starts on.
+    pub fn line_of(&self, name: &str) -> Option<usize> {
+        self.lines.get(&name.to_lowercase()).copied()
     }
 
     /// Does some alias name a command or a file?
@@ -108,6 +134,7 @@ impl AliasMap {
     ) -> Result<AliasMap, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut map: HashMap<String, Vec<AliasTarget>> = HashMap::new();
+        let mut lines = HashMap::new();
         // Join continuation lines, remembering where each entry started.
         let mut entries: Vec<(usize, String)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -168,10 +195,15 @@ impl AliasMap {
                 errors.push(error(file, line, &format!("alias {name}"), "defined twice"));
                 continue;
             }
+            lines.insert(name.clone(), line);
             map.insert(name, list);
         }
         if errors.is_empty() {
-            Ok(AliasMap { map })
+            Ok(AliasMap {
+                map,
+                file: file.to_string(),
+                lines,
+            })
         } else {
             Err(errors)
         }

@@ -34,16 +34,26 @@ impl Credentials {
     /// The login for `hop`: the entry for `[host]:port` (as written), else
     /// `[host]`, else `host` (Postfix's lookup order).
     pub fn for_hop(&self, hop: &NextHop) -> Option<ClientCredentials> {
+        self.entry(hop).map(|(_, (user, pw))| ClientCredentials {
+            user: user.clone(),
+            password: pw.clone(),
+        })
+    }
+
+    /// Which line serves `hop`: its key as written and the login name
+    /// (never the password), for `postern explain`.
+    pub fn entry_for(&self, hop: &NextHop) -> Option<(String, String)> {
+        self.entry(hop).map(|(key, (user, _))| (key, user.clone()))
+    }
+
+    fn entry(&self, hop: &NextHop) -> Option<(String, &(String, Secret))> {
         let host = hop.host.to_ascii_lowercase();
         let keys = if hop.mx {
             vec![format!("{host}:{}", hop.port), host]
         } else {
             vec![format!("[{host}]:{}", hop.port), format!("[{host}]"), host]
         };
-        keys.iter().find_map(|k| self.by_hop.get(k)).map(|(user, pw)| ClientCredentials {
-            user: user.clone(),
-            password: pw.clone(),
-        })
+        keys.into_iter().find_map(|k| self.by_hop.get(&k).map(|v| (k, v)))
     }
 
     /// The key a route's hop is filed under, if it has a login.

@@ -457,3 +457,23 @@ section! {
         target: String = String::new(), example "\"\"";
     }
 }
+
+impl Listener {
+    /// The after-queue content filter of mail received here: its own
+    /// `filter` ("" = none), else `[content] filter`; never on a reinject
+    /// listener (the filter's way back).
+    pub fn content_filter(&self, content: &Content) -> Option<String> {
+        match (&self.role, &self.filter) {
+            (ListenerRole::Reinject, _) => None,
+            (_, Some(f)) => Some(f.clone()),
+            (_, None) => Some(content.filter.clone()),
+        }
+        .filter(|f| !f.trim().is_empty())
+    }
+
+    /// Who counts as trusted here: its own `trusted_networks`, else
+    /// `[main] trusted_networks`.
+    pub fn trusted<'a>(&'a self, main: &'a [Cidr]) -> &'a [Cidr] {
+        self.trusted_networks.as_deref().unwrap_or(main)
+    }
+}

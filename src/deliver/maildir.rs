@@ -171,6 +171,16 @@ impl MaildirAgent {
         }
     }
 
+    /// The agent `cfg` describes: its host name, both mailbox bases, the
+    /// free-space reserve, and bounce or defer over quota.
+    pub fn for_config(cfg: &crate::config::Config) -> MaildirAgent {
+        let agent = MaildirAgent::new(cfg.hostname(), vec![cfg.mailbox_base(), cfg.local_mailbox_base()], cfg.min_free());
+        match cfg.quota.over_quota {
+            crate::config::OverQuota::Bounce => agent,
+            crate::config::OverQuota::Defer => agent.defer_over_quota(),
+        }
+    }
+
     /// Over-quota mail defers instead of bouncing.
     pub fn defer_over_quota(mut self) -> Self {
         self.bounce_over_quota = false;

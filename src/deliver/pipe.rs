@@ -323,35 +323,82 @@ impl PipeAgent {
 
     /// The macro values for one recipient.
     fn macros(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> HashMap<&'static str, String> {
-        let f = &route.flags;
-        let (mut local, mut domain) = match t.address.rsplit_once('@') {
-            Some((l, d)) => (l.to_string(), d.to_string()),
-            None => (t.address.clone(), String::new()),
+        let input = MacroInput {
+            address: &t.address,
+            orig: &t.orig,
+            sender: &msg.env.sender.to_string(),
+            size: Some(msg.body_len),
+            queue_id: Some(&msg.env.id),
         };
-        local = with_extension(&local, &t.orig, &self.delimiter);
-        if f.contains('u') {
-            local = local.to_lowercase();
-        }
-        if f.contains('h') {
-            domain = domain.to_lowercase();
-        }
-        let (user, extension) = split_extension(&local, &self.delimiter);
-        let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
-        let sender = msg.env.sender.to_string();
-        let mut m = HashMap::new();
-        m.insert("user", q(&user));
-        m.insert("extension", extension);
-        m.insert("domain", domain.clone());
-        m.insert("nexthop", domain.clone());
-        m.insert("local", q(&local));
-        m.insert("recipient", format!("{}@{domain}", q(&local)));
-        m.insert("original_recipient", t.orig.clone());
-        m.insert("mailbox", route.mailbox.as_ref().map(|b| b.path.display().to_string()).unwrap_or_default());
-        m.insert("sender", if sender.is_empty() { "MAILER-DAEMON".into() } else { sender });
-        m.insert("size", msg.body_len.to_string());
-        m.insert("queue_id", msg.env.id.clone());
-        m
+        macro_values(route, &self.delimiter, &input)
     }
+}
+
+/// What the macros of a command are made of, for one recipient.
+pub struct MacroInput<'a> {
+    /// The final address (after aliases).
+    pub address: &'a str,
+    /// The recipient as the client gave it.
+    pub orig: &'a str,
+    /// The envelope sender ("" for the null sender).
+    pub sender: &'a str,
+    /// Unknown before a message exists (`postern explain`): the macro is
+    /// then left as written.
+    pub size: Option<u64>,
+    pub queue_id: Option<&'a str>,
+}
+
+/// The macro values of `route`'s command for one recipient, as the agent
+/// expands them (flags h, q, u; the extension carried over from `orig`).
+pub fn macro_values(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> HashMap<&'static str, String> {
+    let f = &route.flags;
+    let (mut local, mut domain) = match t.address.rsplit_once('@') {
+        Some((l, d)) => (l.to_string(), d.to_string()),
+        None => (t.address.to_string(), String::new()),
+    };
+    local = with_extension(&local, t.orig, delimiter);
+    if f.contains('u') {
+        local = local.to_lowercase();
+    }
+    if f.contains('h') {
+        domain = domain.to_lowercase();
+    }
+    let (user, extension) = split_extension(&local, delimiter);
+    let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
+    let mut m = HashMap::new();
+    m.insert("user", q(&user));
+    m.insert("extension", extension);
+    m.insert("domain", domain.clone());
+    m.insert("nexthop", domain.clone());
+    m.insert("local", q(&local));
+    m.insert("recipient", format!("{}@{domain}", q(&local)));
+    m.insert("original_recipient", t.orig.to_string());
+    m.insert("mailbox", route.mailbox.as_ref().map(|b| b.path.display().to_string()).unwrap_or_default());
+    m.insert("sender", if t.sender.is_empty() { "MAILER-DAEMON".into() } else { t.sender.to_string() });
+    if let Some(size) = t.size {
+        m.insert("size", size.to_string());
+    }
+    if let Some(id) = t.queue_id {
+        m.insert("queue_id", id.to_string());
+    }
+    m
+}
+
+/// The command line the agent runs for this recipient.
+pub fn expanded_argv(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> Vec<String> {
+    let vars = macro_values(route, delimiter, t);
+    route.argv.iter().map(|a| expand(a, &vars)).collect()
+}
+
+/// Does the command run once per recipient (its argv names a
+/// per-recipient macro), or once for all recipients of a message?
+/// A mailbox (its quota), or a D or O flag (a header naming one
+/// recipient), make it per recipient too.
+pub fn runs_per_recipient(route: &PipeRoute) -> bool {
+    route.argv.iter().any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
+        || route.mailbox.is_some()
+        || route.flags.contains('D')
+        || route.flags.contains('O')
 }
 
 /// The lines the flags put in front of the message: From_ (F),
@@ -417,10 +464,7 @@ impl BlockingAgent for PipeAgent {
                     continue;
                 }
             };
-            let per_rcpt = p.argv.iter().any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
-                || p.mailbox.is_some()
-                || p.flags.contains('D')
-                || p.flags.contains('O');
+            let per_rcpt = runs_per_recipient(p);
             match groups.iter_mut().find(|(r, _)| !per_rcpt && r == p) {
                 Some(g) => g.1.push(i),
                 None => groups.push((p.clone(), vec![i])),

@@ -18,6 +18,7 @@
 pub mod memory;
 pub mod sqlite;
 mod store;
+mod trace;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use crate::smtp::address::Address;
 use sqlite::Db;
 use store::Peek;
 pub use store::{Answer, DomainRow, LoginRow, Lookup, MailboxRow, Store};
+use trace::mailbox_note;
+pub use trace::{Trace, TraceStep};
 
 /// A lookup that could not be answered now (locked or damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,9 +212,15 @@ impl Directory {
 
     /// Expands an address to its final destinations.
     pub fn resolve(&self, addr: &Address) -> Result<Resolution, TempFail> {
+        self.resolve_traced(addr, &mut Trace::off())
+    }
+
+    /// [`Directory::resolve`], noting each step in `trace` (`postern
+    /// explain`): the same rules, whether anyone is watching or not.
+    pub fn resolve_traced(&self, addr: &Address, trace: &mut Trace) -> Result<Resolution, TempFail> {
         let mut out = Vec::new();
         let mut chain = Vec::new();
-        match self.expand(addr, &mut chain, &mut out)? {
+        match self.expand(addr, &mut chain, &mut out, trace)? {
             Some(FailReason::Unknown) if out.is_empty() => return Ok(Resolution::Unknown),
             Some(FailReason::Loop) if out.is_empty() => return Ok(Resolution::Loop),
             _ => {}
@@ -237,18 +246,27 @@ impl Directory {
         addr: &Address,
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
+        trace: &mut Trace,
     ) -> Result<Option<FailReason>, TempFail> {
         let key = addr.key().to_lowercase();
+        let depth = chain.len();
         if chain.contains(&key) || chain.len() >= self.rules.depth_limit {
+            trace.note(depth, addr, "loop", || match chain.contains(&key) {
+                true => "already expanded above it: an alias loop".into(),
+                false => format!("deeper than alias_depth_limit ({})", self.rules.depth_limit),
+            });
             return Ok(Some(FailReason::Loop));
         }
         // `"a@b"@example.test`: an @ inside a local part never names a domain.
         if addr.local.contains('@') {
+            trace.note(depth, addr, "unknown", || "an @ inside the local part never names a domain".into());
             return Ok(Some(FailReason::Unknown));
         }
         chain.push(key);
+        let before = out.len();
         let r = match self.classify(&addr.domain)? {
             DomainClass::Remote => {
+                trace.note(depth, addr, "remote", || "not one of our domains: sent onward".into());
                 out.push(Dest::Remote {
                     address: addr.clone(),
                     transport: String::new(),
@@ -257,16 +275,21 @@ impl Directory {
             }
             DomainClass::Backup => {
                 let transport = self.domain_transport(&addr.domain)?;
+                let why = || format!("domain row {} has backupmx = 1: relayed onward (transport {transport:?})", addr.domain);
+                trace.note(depth, addr, "backup_mx", why);
                 out.push(Dest::Remote {
                     address: addr.clone(),
                     transport,
                 });
                 Ok(None)
             }
-            DomainClass::Local => self.expand_local(addr, chain, out),
-            DomainClass::Hosted => self.expand_hosted(addr, chain, out),
+            DomainClass::Local => self.expand_local(addr, chain, out, trace),
+            DomainClass::Hosted => self.expand_hosted(addr, chain, out, trace),
         };
         chain.pop();
+        if let (Ok(Some(FailReason::Unknown)), true) = (&r, out.len() == before) {
+            trace.note(depth, addr, "unknown", || "no alias, mailbox or catch-all for it".into());
+        }
         r
     }
 
@@ -278,18 +301,19 @@ impl Directory {
         targets: Vec<Address>,
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
-        own: impl Fn(&mut Vec<Dest>) -> Result<bool, TempFail>,
+        trace: &mut Trace,
+        own: impl Fn(&mut Vec<Dest>, &mut Trace) -> Result<bool, TempFail>,
     ) -> Result<Option<FailReason>, TempFail> {
         let before = out.len();
         let mut last_fail = None;
         for t in targets {
             if t.key().eq_ignore_ascii_case(&addr.key()) {
-                if !own(out)? {
+                if !own(out, trace)? {
                     last_fail = Some(FailReason::Unknown);
                 }
                 continue;
             }
-            if let Some(why) = self.expand(&t, chain, out)? {
+            if let Some(why) = self.expand(&t, chain, out, trace)? {
                 out.push(Dest::Fail {
                     address: t.to_string(),
                     why,
@@ -309,11 +333,18 @@ impl Directory {
         addr: &Address,
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
+        trace: &mut Trace,
     ) -> Result<Option<FailReason>, TempFail> {
         let local = addr.local.to_lowercase();
         let base = self.strip_extension(&local);
+        let depth = chain.len() - 1;
         for name in [local.as_str(), base] {
             if let Some(targets) = self.rules.aliases.get(name) {
+                trace.note(depth, addr, "aliases_file", || {
+                    let line = self.rules.aliases.line_of(name).unwrap_or(0);
+                    let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+                    format!("{}:{line}: {name}: {}", self.rules.aliases.file(), list.join(", "))
+                });
                 let alias = Address::new(name, &addr.domain).to_string();
                 let before = out.len();
                 let mut addresses = Vec::new();
@@ -338,7 +369,7 @@ impl Directory {
                 }
                 let targets = addresses;
                 let user = name.to_string();
-                let r = self.expand_targets(addr, targets, chain, out, |out| {
+                let r = self.expand_targets(addr, targets, chain, out, trace, |out, _| {
                     Ok(local_user_ok(&user) && {
                         out.push(Dest::Local {
                             user: user.clone(),
@@ -354,6 +385,10 @@ impl Directory {
         }
         let is_postmaster = base.eq_ignore_ascii_case("postmaster");
         if local_user_ok(base) && (self.rules.local_users == LocalUsers::Any || is_postmaster) {
+            trace.note(depth, addr, "local_user", || match self.rules.local_users == LocalUsers::Any {
+                true => format!("local user {base} (local_users = \"any\")"),
+                false => format!("local user {base}: postmaster is always accepted (RFC 5321 4.5.1)"),
+            });
             out.push(Dest::Local {
                 user: base.to_string(),
                 domain: addr.domain.clone(),
@@ -368,8 +403,13 @@ impl Directory {
         addr: &Address,
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
+        trace: &mut Trace,
     ) -> Result<Option<FailReason>, TempFail> {
+        let depth = chain.len() - 1;
         let target_domain = self.store.alias_domain_target(&addr.domain)?;
+        if let Some(t) = &target_domain {
+            trace.note(depth, addr, "alias_domain", || format!("alias_domain row {}: target_domain = {t}", addr.domain));
+        }
         let base = self.strip_extension(&addr.local).to_string();
         let mut locals = vec![addr.local.clone()];
         if base != addr.local {
@@ -380,7 +420,7 @@ impl Directory {
             domains.extend(target_domain.clone());
             for domain in &domains {
                 let here = Address::new(local, domain);
-                if let Some(r) = self.alias_or_mailbox(&here, chain, out)? {
+                if let Some(r) = self.alias_or_mailbox(&here, chain, out, trace)? {
                     return Ok(r);
                 }
             }
@@ -390,12 +430,15 @@ impl Directory {
         domains.extend(target_domain);
         for domain in &domains {
             if let Some(goto) = self.store.alias_goto(&format!("@{domain}"))? {
-                return self.expand_targets(addr, split_goto(&goto), chain, out, |_| Ok(false));
+                trace.note(depth, addr, "catch_all", || format!("alias row @{domain} (catch-all): goto = {goto}"));
+                return self.expand_targets(addr, split_goto(&goto), chain, out, trace, |_, _| Ok(false));
             }
         }
         // RFC 5321 4.5.1: postmaster must always be accepted.
         if base.eq_ignore_ascii_case("postmaster") {
-            return self.expand(&Address::new("postmaster", &self.rules.origin), chain, out);
+            let why = || format!("no alias or mailbox: postmaster is always accepted (RFC 5321 4.5.1), as postmaster@{}", self.rules.origin);
+            trace.note(depth, addr, "postmaster", why);
+            return self.expand(&Address::new("postmaster", &self.rules.origin), chain, out, trace);
         }
         Ok(Some(FailReason::Unknown))
     }
@@ -406,12 +449,16 @@ impl Directory {
         here: &Address,
         chain: &mut Vec<String>,
         out: &mut Vec<Dest>,
+        trace: &mut Trace,
     ) -> Result<Option<Option<FailReason>>, TempFail> {
         let key = here.key();
+        let depth = chain.len() - 1;
         if let Some(goto) = self.store.alias_goto(&key)? {
-            let r = self.expand_targets(here, split_goto(&goto), chain, out, |out| {
+            trace.note(depth, here, "alias", || format!("alias row {key}: goto = {goto}"));
+            let r = self.expand_targets(here, split_goto(&goto), chain, out, trace, |out, trace| {
                 Ok(match self.store.mailbox(&key)? {
                     Some(m) => {
+                        trace.note(depth + 1, here, "mailbox", || mailbox_note(&m));
                         out.push(self.mailbox_dest(m)?);
                         true
                     }
@@ -421,6 +468,7 @@ impl Directory {
             return Ok(Some(r));
         }
         if let Some(m) = self.store.mailbox(&key)? {
+            trace.note(depth, here, "mailbox", || mailbox_note(&m));
             out.push(self.mailbox_dest(m)?);
             return Ok(Some(None));
         }

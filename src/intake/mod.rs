@@ -106,28 +106,16 @@ impl Intake {
         let Some(Ok(Resolution::Deliver(dests))) = self.directory.from_memory(|d| d.resolve(rcpt)) else {
             return None;
         };
-        let [dest] = dests.as_slice() else {
-            return None;
-        };
-        let m = match self.router.route(dest) {
-            Route::Maildir(m) => m,
-            Route::Pipe(p) => p.mailbox?,
-            _ => return None,
-        };
-        (m.quota != crate::route::Quota::default()).then_some(m)
+        quota_mailbox(&self.router, &dests)
     }
 
     /// RCPT for a single local mailbox: refused when its quota is already
     /// used up, or would be by a message of `size` (MAIL's SIZE=).
     /// Blocking (reads maildirsize).
     pub fn quota_at_rcpt(&self, rcpt: &crate::smtp::address::Address, size: u64) -> Result<(), crate::smtp::reply::Reply> {
-        let Some(m) = self.quota_route(rcpt) else {
-            return Ok(());
-        };
-        match self.maildir.quota_check(&m, size.max(1)) {
-            Ok(Err(_)) => Err(crate::smtp::reply::mailbox_full(&rcpt.to_string(), self.maildir.bounces_over_quota())),
-            // Unknown (unreadable): decided at delivery.
-            _ => Ok(()),
+        match self.quota_route(rcpt) {
+            Some(m) => quota_verdict(&self.maildir, &m, rcpt, size),
+            None => Ok(()),
         }
     }
 
@@ -232,6 +220,36 @@ impl Intake {
             Sink::Queue(w) => self.spool.discard(w),
             Sink::Direct(d) => d.discard(&self.spool),
         }
+    }
+}
+
+/// The mailbox whose quota RCPT checks: a recipient that expands to
+/// exactly one destination, routed to a Maildir (or a pipe delivering
+/// into one) with a quota. Pure.
+pub fn quota_mailbox(router: &Router, dests: &[crate::directory::Dest]) -> Option<crate::route::MaildirRoute> {
+    let [dest] = dests else {
+        return None;
+    };
+    let m = match router.route(dest) {
+        Route::Maildir(m) => m,
+        Route::Pipe(p) => p.mailbox?,
+        _ => return None,
+    };
+    (m.quota != crate::route::Quota::default()).then_some(m)
+}
+
+/// RCPT's answer for mailbox `m`: refused (552 5.2.2, or 452 4.2.2 with
+/// over_quota = "defer") when a message of `size` would not fit. An
+/// unreadable maildirsize is decided at delivery. Blocking.
+pub fn quota_verdict(
+    maildir: &MaildirAgent,
+    m: &crate::route::MaildirRoute,
+    rcpt: &crate::smtp::address::Address,
+    size: u64,
+) -> Result<(), crate::smtp::reply::Reply> {
+    match maildir.quota_check(m, size.max(1)) {
+        Ok(Err(_)) => Err(crate::smtp::reply::mailbox_full(&rcpt.to_string(), maildir.bounces_over_quota())),
+        _ => Ok(()),
     }
 }
 

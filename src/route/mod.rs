@@ -16,7 +16,10 @@
 //! mailbox.maildir), local users to their Maildir under the local mailbox
 //! base, and every other address to the default relay (MX by default).
 
+mod build;
 pub mod transport;
+
+pub use build::tls_policy;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

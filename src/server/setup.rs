@@ -11,7 +11,6 @@ use super::{Fatal, ListenerCtx};
 use crate::auth::backend::Backend;
 use crate::clock::now_secs;
 use crate::config::{AuthBackend, Config, ListenerMode};
-use crate::config::hooks::resolve_user;
 use crate::deliver::maildir::MaildirAgent;
 use crate::deliver::pipe::{PipeAgent, ALIAS_COMMAND, LOCAL_COMMAND};
 use crate::deliver::registry::Registry;
@@ -21,7 +20,7 @@ use crate::log;
 use crate::queue::runner::Settings;
 use crate::queue::schedule::Backoff;
 use crate::queue::spool::{Recovery, Spool};
-use crate::route::{Route, Router};
+use crate::route::Router;
 use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE};
 
 /// A listener bound and ready to accept.
@@ -167,7 +166,7 @@ pub fn listeners(
 pub fn least_privilege(cfg: &Config) -> Result<(), Fatal> {
     let was_root = nix::unistd::geteuid().is_root();
     let needs_switch = |uid: u32| {
-        let other = |name: &str| resolve_user(name).map(|(u, _)| u != uid).unwrap_or(true);
+        let other = |name: &str| crate::config::hooks::resolve_user(name).map(|(u, _)| u != uid).unwrap_or(true);
         cfg.delivery.uid.is_some_and(|u| u != uid)
             || cfg.transports.iter().any(|t| other(&t.user))
             || !cfg.delivery.mailbox_command.is_empty()
@@ -218,121 +217,16 @@ pub fn listener_ctx(cfg: &Config, l: &crate::config::Listener) -> Arc<ListenerCt
         session_cfg: Arc::new(cfg.session_config(l)),
         implicit_tls: l.mode == ListenerMode::ImplicitTls,
         reinject: l.role == crate::config::ListenerRole::Reinject,
-        filter: match (&l.role, &l.filter) {
-            (crate::config::ListenerRole::Reinject, _) => None,
-            (_, Some(f)) => Some(f.clone()),
-            (_, None) => Some(cfg.content.filter.clone()),
-        }
-        .filter(|f| !f.trim().is_empty()),
+        filter: l.content_filter(&cfg.content),
         trusted: l.trusted_networks.clone(),
         local: false,
     })
 }
 
-/// Routing as configured: the default relay, `[[relay.route]]` by domain
-/// and by name, the pipe transports, virtual_transport, quotas, local
-/// users' home_mailbox or mailbox_command.
+/// Routing as configured (see route/build.rs: the same router
+/// `postern explain` reads out).
 pub fn router(cfg: &Config, owner: Option<(u32, u32)>) -> Result<Router, Fatal> {
-    use crate::route::transport::next_hop;
-    use crate::route::{DefaultRelay, SmtpRoute};
-    let mut r = Router::new(cfg.mailbox_base(), cfg.local_mailbox_base(), owner);
-    let tls = tls_policy(cfg.relay.tls);
-    let smtp = |name: String, hops: Vec<crate::route::NextHop>, fallbacks, tls| {
-        let credentials = hops.first().and_then(|h| cfg.credentials.key_for(h));
-        SmtpRoute {
-            name,
-            hops,
-            fallbacks,
-            tls,
-            credentials,
-        }
-    };
-    r.default_relay = match cfg.relay.default.as_str() {
-        "mx" => DefaultRelay::Mx {
-            port: cfg.relay.port,
-            tls,
-        },
-        hop => {
-            let h = next_hop(hop, 25).expect("checked by config");
-            DefaultRelay::Route(smtp(hop.to_string(), vec![h], Vec::new(), tls))
-        }
-    };
-    for rr in &cfg.relay_routes {
-        let target = rr.target.trim();
-        let route = if target == "discard" {
-            Route::Discard(format!("route for {}", rr.domain))
-        } else if let Some(text) = target.strip_prefix("error:") {
-            Route::Bounce(crate::smtp::reply::Esc(5, 0, 0), text.trim().to_string())
-        } else {
-            let hop = next_hop(&rr.primary, 25).expect("checked by config");
-            let fallbacks = rr
-                .fallback
-                .iter()
-                .map(|f| next_hop(f, 25).expect("checked by config"))
-                .collect();
-            let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
-            Route::Smtp(smtp(name, vec![hop], fallbacks, rr.tls.map(tls_policy).unwrap_or(tls)))
-        };
-        r.domains.push((rr.domain.to_ascii_lowercase(), route.clone()));
-        let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
-        r.named.insert(name.to_ascii_lowercase(), route);
-    }
-    for t in &cfg.transports {
-        let user = resolve_user(&t.user).map_err(|e| Fatal(EX_CONFIG, format!("{}: transport {}: user: {e}", cfg.source, t.name)))?;
-        r.named.insert(
-            t.name.to_ascii_lowercase(),
-            Route::Pipe(crate::route::PipeRoute {
-                transport: t.name.to_ascii_lowercase(),
-                argv: t.command.clone(),
-                user,
-                flags: t.flags.clone(),
-                timeout: t.timeout.0,
-                output_limit: t.output_limit.0 as usize,
-                mailbox: None,
-                home: None,
-                local_env: false,
-            }),
-        );
-    }
-    r.virtual_transport = cfg.delivery.virtual_transport.to_ascii_lowercase();
-    r.mailbox_transports = cfg
-        .delivery
-        .mailbox_transports
-        .iter()
-        .map(|(a, t)| (a.to_ascii_lowercase(), t.to_ascii_lowercase()))
-        .collect();
-    r.quota_limits = cfg.quota_limits.clone();
-    r.quota_multiplier = cfg.quota.multiplier;
-    r.home_mailbox = cfg.delivery.home_mailbox.clone();
-    r.mailbox_command = cfg.delivery.mailbox_command.clone();
-    // Commands never run as root: default_privs stands in for root.
-    let needs_privs = !r.mailbox_command.is_empty() || cfg.aliases.runs_programs();
-    let am_root = nix::unistd::geteuid().is_root();
-    let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-    r.default_privs = match resolve_user(&cfg.delivery.default_privs) {
-        Ok(u) => u,
-        Err(e) if needs_privs && am_root => {
-            return Err(Fatal(EX_CONFIG, format!("{}: delivery.default_privs: {e}", cfg.source)))
-        }
-        Err(_) => me,
-    };
-    r.command_user = match owner {
-        Some(o) => o,
-        None if am_root => r.default_privs,
-        None => me,
-    };
-    Ok(r)
-}
-
-pub fn tls_policy(m: crate::config::TlsMode) -> crate::route::TlsPolicy {
-    use crate::config::TlsMode;
-    use crate::route::TlsPolicy;
-    match m {
-        TlsMode::None => TlsPolicy::None,
-        TlsMode::May => TlsPolicy::May,
-        TlsMode::Encrypt => TlsPolicy::Encrypt,
-        TlsMode::Verify => TlsPolicy::Verify,
-    }
+    Router::from_config(cfg, owner).map_err(|e| Fatal(EX_CONFIG, e))
 }
 
 /// The delivery agents, each with its concurrency.
@@ -404,15 +298,7 @@ fn expire_idle(ex: &Arc<smol::Executor<'static>>, agent: &Arc<crate::deliver::sm
 
 /// The Maildir agent, shared by the runner and the one-write path.
 pub fn maildir_agent(cfg: &Config) -> Arc<MaildirAgent> {
-    let agent = MaildirAgent::new(
-        cfg.hostname(),
-        vec![cfg.mailbox_base(), cfg.local_mailbox_base()],
-        cfg.min_free(),
-    );
-    Arc::new(match cfg.quota.over_quota {
-        crate::config::OverQuota::Bounce => agent,
-        crate::config::OverQuota::Defer => agent.defer_over_quota(),
-    })
+    Arc::new(MaildirAgent::for_config(cfg))
 }
 
 /// The runner's settings.
@@ -586,37 +472,7 @@ const SYSTEM_ROOTS: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// Who we are, to find ourselves among MX hosts: the hostname, the
-/// listeners' addresses (every interface's, for a wildcard listener) and
-/// `[relay] own_addresses` (a NAT's public address).
+/// Who we are, to find ourselves among MX hosts (deliver/smtp/hosts.rs).
 fn me(cfg: &Config, bound: &[SocketAddr]) -> crate::dns::mx::Me {
-    use std::net::IpAddr;
-    let mut addrs: Vec<IpAddr> = bound
-        .iter()
-        .map(|b| b.ip())
-        .filter(|ip| !ip.is_unspecified())
-        .collect();
-    if bound.iter().any(|b| b.ip().is_unspecified()) {
-        if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
-            for a in ifs.filter_map(|i| i.address) {
-                if let Some(v4) = a.as_sockaddr_in() {
-                    addrs.push(IpAddr::V4(v4.ip()));
-                } else if let Some(v6) = a.as_sockaddr_in6() {
-                    addrs.push(IpAddr::V6(v6.ip()));
-                }
-            }
-        }
-    }
-    addrs.extend(
-        cfg.relay
-            .own_addresses
-            .iter()
-            .filter_map(|a| a.parse::<IpAddr>().ok()),
-    );
-    addrs.sort();
-    addrs.dedup();
-    crate::dns::mx::Me {
-        addrs,
-        names: vec![cfg.hostname().to_ascii_lowercase()],
-    }
+    crate::deliver::smtp::hosts::me(cfg, bound)
 }

@@ -80,3 +80,37 @@ pub async fn resolve(
         )),
     }
 }
+
+/// Who we are, to find ourselves among MX hosts: the hostname, the
+/// listeners' addresses `bound` (every interface's, for a wildcard
+/// listener) and `[relay] own_addresses` (a NAT's public address).
+pub fn me(cfg: &crate::config::Config, bound: &[std::net::SocketAddr]) -> Me {
+    let mut addrs: Vec<IpAddr> = bound
+        .iter()
+        .map(|b| b.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if bound.iter().any(|b| b.ip().is_unspecified()) {
+        if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+            for a in ifs.filter_map(|i| i.address) {
+                if let Some(v4) = a.as_sockaddr_in() {
+                    addrs.push(IpAddr::V4(v4.ip()));
+                } else if let Some(v6) = a.as_sockaddr_in6() {
+                    addrs.push(IpAddr::V6(v6.ip()));
+                }
+            }
+        }
+    }
+    addrs.extend(
+        cfg.relay
+            .own_addresses
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok()),
+    );
+    addrs.sort();
+    addrs.dedup();
+    Me {
+        addrs,
+        names: vec![cfg.hostname().to_ascii_lowercase()],
+    }
+}

@@ -245,6 +245,15 @@ impl Table {
         &self.file
     }
 
+    /// The (first) line of each rule and `if`, in file order.
+    pub fn rule_lines(&self) -> Vec<usize> {
+        self.rules
+            .iter()
+            .filter(|r| !matches!(r.op, Op::Endif))
+            .map(|r| r.line)
+            .collect()
+    }
+
     /// The first rule matching `input` (see the top of this file).
     pub fn first_match(&self, input: impl AsRef<[u8]>) -> Option<Hit> {
         let input = input.as_ref();
