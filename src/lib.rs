@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod convert;
 pub mod deliver;
 pub mod directory;
 pub mod dkim;

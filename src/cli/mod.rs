@@ -2,6 +2,7 @@
 //! config example|default`, `postern reload`. Only argument handling and
 //! exit codes live here; the work is done by the library modules.
 
+pub mod convert;
 pub mod dkim;
 mod password_input;
 pub mod queue;
@@ -38,6 +39,7 @@ pub enum Command {
     Status(status::StatusCmd),
     Sync(sync::SyncCmd),
     Dkim(dkim::DkimCmd),
+    Convert(convert::ConvertCmd),
 }
 
 /// Tell the running server to reload its configuration (SIGHUP).
@@ -208,6 +210,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(s) => status::run(s),
         Command::Sync(s) => sync::run(s),
         Command::Dkim(d) => dkim::run(d),
+        Command::Convert(c) => convert::run(c),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref(), s.root.as_deref()) {
                 Ok(c) => c,
