@@ -6,13 +6,31 @@
 //! and fixed, bad input gets clear errors naming file and line (output
 //! only with --force), nothing outside the given directory is read, and
 //! README's "Coming from Postfix" table is the converter's own.
+//!
+//! And the converted seed runs (part 3): with its ports on loopback, the
+//! throwaway MariaDB as its MySQL, real procmail and the aiosmtpd content
+//! filter, a LAN client relays, a stranger cannot, AUTH over TLS on 465
+//! works, a virtual user's mail passes the filter and lands via procmail
+//! without Received: headers, and mail01's mail goes to its primary, then,
+//! with the primary down, to its secondary.
 
 mod common;
+#[path = "common/hooks.rs"]
+mod hooks;
+#[path = "common/mariadb.rs"]
+mod mariadb;
+#[path = "common/smtp_peers.rs"]
+mod smtp_peers;
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
+use mariadb::MariaDb;
+use smtp_peers::{free_port, sinks_on_one_port};
 
 const EX_DATAERR: i32 = 65;
 
@@ -328,4 +346,185 @@ fn without_a_directory_it_says_what_it_needs() {
     assert!(r.stderr.contains("postern convert /etc/postfix"), "{}", r.stderr);
     let r = convert(&["/nonexistent/postfix"]);
     assert_eq!(r.code, Some(66), "{}", r.stderr);
+}
+
+/// Replaces `from` (which must be there) in the converted file: the only
+/// changes the end-to-end run makes, each one named.
+fn edit(text: &mut String, from: &str, to: &str) {
+    assert!(text.contains(from), "{from:?} not in the converted file:\n{text}");
+    *text = text.replace(from, to);
+}
+
+/// The aiosmtpd content filter (tests/common/content_filter.py) on
+/// `port`, handing back to `reinject`; killed when dropped.
+fn start_filter(port: u16, reinject: std::net::SocketAddr, dir: &Path) -> ChildGuard {
+    require_python_module("aiosmtpd");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/content_filter.py");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = python()
+        .arg(&script)
+        .args(["--port", &port.to_string(), "--reinject", &reinject.to_string(), "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("filter.log")).unwrap())
+        .spawn()
+        .expect("start the content filter");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let guard = ChildGuard::new(child);
+    assert_eq!(line.trim(), "READY", "{}", std::fs::read_to_string(dir.join("filter.log")).unwrap_or_default());
+    guard
+}
+
+/// A message with a Received: header of its own (the seed strips them all).
+fn seed_message(subject: &str) -> String {
+    format!("Received: from lan-host.test by mail.hoge.org; Mon, 1 Dec 2025 00:00:00 +0000\r\nFrom: <lan@example.test>\r\nSubject: {subject}\r\n\r\n{subject}\r\n")
+}
+
+/// Part 3: the converted seed runs. Ports moved to loopback ports the
+/// kernel picks, MySQL = the throwaway MariaDB with PostfixAdmin's
+/// fixture (the seed's own user, password and database name), procmail
+/// real with a test rcfile, the amavis filter = the aiosmtpd filter, the
+/// seed's relay domains and relays moved to .test names and loopback
+/// addresses. Everything else is the converter's output as it is.
+#[test]
+fn the_converted_seed_runs() {
+    if !hooks::root_or_skip("the_converted_seed_runs") {
+        return;
+    }
+    require("procmail");
+    let tmp = TestDir::new("convert-e2e");
+    let root = tmp.path().join("root");
+
+    // The seed's MySQL database, user and password, in the throwaway MariaDB.
+    let db = MariaDb::shared();
+    db.source("postfix-user-db");
+    db.sql(
+        None,
+        "CREATE USER IF NOT EXISTS 'postfix-mysql-user'@'localhost' IDENTIFIED BY 'postfix-mysql-pass';\n\
+         GRANT SELECT ON `postfix-user-db`.* TO 'postfix-mysql-user'@'localhost';",
+    );
+
+    let r = convert(&[p(&seed_dir()), "--root", p(&root)]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mut cfg = r.stdout.clone();
+
+    // Ports: the kernel's (read back from data_dir/listening), in order
+    // smtp (25), smtps (465), the reinjection listener (10025).
+    edit(&mut cfg, "address = \"0.0.0.0:25\"", "address = \"127.0.0.1:0\"");
+    edit(&mut cfg, "address = \"0.0.0.0:465\"", "address = \"127.0.0.1:0\"");
+    edit(&mut cfg, "address = \"127.0.0.1:10025\"", "address = \"127.0.0.1:0\"");
+    // The LAN (192.168.0.0/24) is 127.0.0.64/26 here; 127.0.0.2 is a stranger.
+    edit(&mut cfg, "\"192.168.0.0/24\"", "\"127.0.0.64/26\"");
+    let filter_port = free_port();
+    edit(&mut cfg, "filter = \"[127.0.0.1]:10026\"", &format!("filter = \"[127.0.0.1]:{filter_port}\""));
+    // MariaDB's socket (the seed's `hosts = localhost` is the socket too).
+    edit(&mut cfg, "[sync.mysql]\n", &format!("[sync.mysql]\nsocket = \"{}\"\n", db.socket.display()));
+    // procmail: the delivery uid (the seed's postfixadmin does not exist
+    // here) and a test rcfile instead of the machine's /etc/procmailrc.
+    let base = root.join("var/hoge/mail-spool");
+    let rc = tmp.path().join("procmailrc");
+    std::fs::write(&rc, format!("MAILDIR={}/$DOMAIN/$USER/\nDEFAULT=$MAILDIR\n\n:0\n./\n", base.display())).unwrap();
+    edit(&mut cfg, "user = \"postfixadmin\"", "user = \"5000:5000\"");
+    edit(&mut cfg, "\"/etc/procmailrc\"", &format!("{:?}", rc.display().to_string()));
+    // The seed's relay domains and relays: mail01.example.test, its
+    // primary on 127.0.0.2 and its secondary on 127.0.0.3, one port.
+    let (relay_port, mut relays) = sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
+    edit(&mut cfg, "\"mail01.hoge.org\"", "\"mail01.example.test\"");
+    edit(&mut cfg, "\"[mail01p.hoge.org]\"", &format!("\"[127.0.0.2]:{relay_port}\""));
+    edit(&mut cfg, "\"[mail01s.hoge.org]\"", &format!("\"[127.0.0.3]:{relay_port}\""));
+    edit(&mut cfg, "\"mail02.hoge.org\"", "\"mail02.example.test\"");
+    edit(&mut cfg, "\"[mail02p.hoge.org]\"", &format!("\"[127.0.0.2]:{relay_port}\""));
+    edit(&mut cfg, "\"[mail02s.hoge.org]\"", &format!("\"[127.0.0.3]:{relay_port}\""));
+    // Short retries, so that nothing here waits on Postfix's defaults.
+    cfg.push_str("\n[queue]\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n");
+    // The files the seed names: its certificate, /etc/aliases.
+    let ck = rcgen::generate_simple_self_signed(vec!["mail.hoge.org".to_string()]).unwrap();
+    std::fs::create_dir_all(root.join("etc/pki/tls")).unwrap();
+    std::fs::write(root.join("etc/pki/tls/mail.hoge.crt"), ck.cert.pem()).unwrap();
+    std::fs::write(root.join("etc/pki/tls/mail.hoge.key"), ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(root.join("etc/aliases"), "root: alice@example.test\n").unwrap();
+    let toml = tmp.path().join("postern.toml");
+    std::fs::write(&toml, &cfg).unwrap();
+
+    let data = root.join("var/lib/postern");
+    let log = tmp.path().join("postern.log");
+    let mut cmd = postern();
+    cmd.arg("serve").arg("--config").arg(&toml);
+    let srv = Served::start(cmd, &log, &data);
+    assert_eq!(srv.listeners.len(), 3, "{:?}", srv.listeners);
+    let (smtp, smtps, reinject) = (srv.listeners[0].addr, srv.listeners[1].addr, srv.listeners[2].addr);
+    let _filter = start_filter(filter_port, reinject, &tmp.path().join("filter"));
+
+    // A LAN client relays (to the routed mail01.example.test: its primary).
+    let mut c = Smtp::connect_from("127.0.0.65", smtp);
+    c.hello();
+    let reply = c.send_mail("lan@example.test", &["someone@mail01.example.test"], &seed_message("from the LAN"));
+    assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
+    c.expect("QUIT", "221");
+    let primary = relays.remove(0);
+    let got = primary.wait_received(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "the primary relay got the LAN's mail\n{}", srv.log());
+    assert_eq!(got[0].rcpts, ["someone@mail01.example.test"]);
+
+    // A stranger cannot relay, not even to the routed domain.
+    let mut c = Smtp::connect_from("127.0.0.2", smtp);
+    c.hello();
+    c.expect("MAIL FROM:<x@elsewhere.test>", "250");
+    c.expect("RCPT TO:<someone@mail01.example.test>", "554");
+    c.expect("QUIT", "221");
+
+    // AUTH over TLS on 465 (gail's PostfixAdmin password, mirrored from
+    // MariaDB): a logged-in stranger relays.
+    let out = python()
+        .arg("-c")
+        .arg(format!(
+            "import smtplib, ssl\n\
+             ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+             s = smtplib.SMTP_SSL('127.0.0.1', {port}, source_address=('127.0.0.2', 0), context=ctx, timeout=30)\n\
+             s.login('gail@example.test', 'gail-secret')\n\
+             s.sendmail('gail@example.test', ['after-auth@mail01.example.test'], 'Subject: over 465\\r\\n\\r\\nlogged in\\r\\n')\n\
+             s.quit()\n\
+             print('SENT')\n",
+            port = smtps.port()
+        ))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("SENT"), "AUTH on 465 failed: {said}\n{}\n{}", String::from_utf8_lossy(&out.stderr), srv.log());
+    let got = primary.wait_received(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "{}", srv.log());
+    assert_eq!(got[1].rcpts, ["after-auth@mail01.example.test"]);
+
+    // Mail for a virtual user passes the filter and lands via procmail,
+    // its Received: headers stripped by the seed's header_checks.
+    let mut c = Smtp::connect_from("127.0.0.2", smtp);
+    c.hello();
+    let reply = c.send_mail("friend@elsewhere.test", &["alice@example.test"], &seed_message("for alice"));
+    assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
+    c.expect("QUIT", "221");
+    let alice = base.join("example.test/alice");
+    let files = wait_maildir(&alice, 1, Duration::from_secs(30));
+    assert_eq!(files.len(), 1, "alice's mail landed\n{}", srv.log());
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("X-Virus-Scanned:"), "it passed the filter:\n{text}");
+    assert!(text.starts_with("Return-Path: <friend@elsewhere.test>"), "procmail's copy (flag R):\n{text}");
+    // First to the filter, then (reinjected) by the procmail pipe.
+    // (The log line follows the file: procmail wrote it before it exited.)
+    let sent = |relay: &str| srv.log().lines().any(|l| l.contains("to=<alice@example.test>") && l.contains(relay) && l.contains("status=sent"));
+    let both = || sent(&format!("relay=127.0.0.1[127.0.0.1]:{filter_port}")) && sent("relay=procmail");
+    assert!(hooks::wait_until(Duration::from_secs(30), both), "through the filter, then procmail:\n{}", srv.log());
+    assert!(!text.lines().any(|l| l.to_ascii_lowercase().starts_with("received:")), "Received: stripped:\n{text}");
+
+    // With the primary down, mail01.example.test goes to its secondary.
+    drop(primary);
+    let secondary = relays.remove(0);
+    let mut c = Smtp::connect_from("127.0.0.65", smtp);
+    c.hello();
+    let reply = c.send_mail("lan@example.test", &["later@mail01.example.test"], &seed_message("primary down"));
+    assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
+    c.expect("QUIT", "221");
+    let got = secondary.wait_received(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "the secondary took over\n{}", srv.log());
+    assert_eq!(got[0].rcpts, ["later@mail01.example.test"]);
 }
