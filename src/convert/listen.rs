@@ -198,6 +198,18 @@ impl Cx<'_> {
                  Old behaviour: none (it lost mail).",
             );
         }
+        let header_checks = self.cf.raw("header_checks").is_some_and(|v| !v.trim().is_empty());
+        let service_ro = s.get("receive_override_options").unwrap_or(&global_ro).to_string();
+        if header_checks && !service_ro.contains("no_header_body_checks") {
+            self.svc_find(
+                Kind::Lint,
+                s,
+                "receive_override_options",
+                "no no_header_body_checks here: Postfix ran header_checks a second time on what the filter handed back.\n\
+                 postern: the rules decide once, on arrival; after the filter only their rewrites (IGNORE, STRIP, REPLACE) run again, on what the filter added.\n\
+                 Old behaviour: none (a REJECT or WARN acted twice).",
+            );
+        }
         if s.get("smtpd_authorized_xforward_hosts").is_none() && self.cf.raw("smtpd_authorized_xforward_hosts").is_none() {
             self.svc_find(
                 Kind::Lint,

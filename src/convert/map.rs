@@ -493,6 +493,7 @@ impl Cx<'_> {
             None => (Kind::Unsupported, "not known to postern convert: check by hand what it does".to_string()),
             Some(r) if r.default == Some(value.trim()) => return,
             Some(r) => match r.fate {
+                Fate::BuiltIn(how) if r.default.is_some() => (Kind::Unsupported, format!("{value:?}: postern has only the default ({how})")),
                 Fate::BuiltIn(_) => return,
                 Fate::Irrelevant(why) => (Kind::Irrelevant, why.to_string()),
                 Fate::Unsupported(why) => (Kind::Unsupported, why.to_string()),
@@ -559,7 +560,7 @@ mod tests {
     #[test]
     fn every_parameter_is_accounted_for() {
         let mut src = Source::memory(&[
-            ("main.cf", "myhostname = mx.example.test\nfrobnicate = 1\nhtml_directory = /x\nmynetworks_style = host\nsmtpd_helo_restrictions = reject_invalid_helo_hostname\n"),
+            ("main.cf", "myhostname = mx.example.test\nfrobnicate = 1\nhtml_directory = /x\nmynetworks_style = host\nunknown_local_recipient_reject_code = 450\nsmtpd_helo_restrictions = reject_invalid_helo_hostname\n"),
             ("master.cf", "smtp inet n - n - - smtpd -o smtpd_tls_security_level=none -o weird_thing=1\n"),
         ]);
         let c = convert(&mut src, None, "/etc/postern");
@@ -568,6 +569,8 @@ mod tests {
         assert_eq!(about("html_directory"), Some(Kind::Irrelevant));
         assert_eq!(about("smtpd_helo_restrictions"), Some(Kind::Unsupported));
         assert_eq!(about("weird_thing"), Some(Kind::Unsupported));
+        // Built in only as Postfix's default: another value is reported.
+        assert_eq!(about("unknown_local_recipient_reject_code"), Some(Kind::Unsupported));
         // At its Postfix default: not reported.
         assert_eq!(about("mynetworks_style"), None);
         assert!(c.render(None).contains("mode = \"plain\""));

@@ -23,7 +23,8 @@ pub enum Fate {
 pub struct Row {
     pub param: &'static str,
     pub fate: Fate,
-    /// The Postfix default: a value equal to it is not reported.
+    /// The Postfix default: a value equal to it is not reported; for a
+    /// built-in row, another value is reported as not supported.
     pub default: Option<&'static str>,
 }
 
@@ -32,6 +33,10 @@ const fn key(param: &'static str, to: &'static str) -> Row {
 }
 const fn built(param: &'static str, how: &'static str) -> Row {
     Row { param, fate: Fate::BuiltIn(how), default: None }
+}
+/// Built in for the Postfix default only: another value is reported.
+const fn built_if(param: &'static str, how: &'static str, default: &'static str) -> Row {
+    Row { param, fate: Fate::BuiltIn(how), default: Some(default) }
 }
 const fn irrelevant(param: &'static str, why: &'static str) -> Row {
     Row { param, fate: Fate::Irrelevant(why), default: None }
@@ -53,7 +58,7 @@ pub const TABLE: &[Row] = &[
     unsupported("mynetworks_style", "only used without `mynetworks`; postern then trusts loopback only: list the networks in `trusted_networks`", Some("host")),
     key("inet_interfaces", "`[[listener]] address`"),
     key("inet_protocols", "`[[listener]] address` (`0.0.0.0` and/or `[::]`)"),
-    built("unknown_local_recipient_reject_code", "unknown recipients are refused at RCPT with 550 5.1.1"),
+    built_if("unknown_local_recipient_reject_code", "unknown recipients are refused at RCPT with 550 5.1.1", "550"),
     built("smtpd_banner", "always `220 <hostname> ESMTP`, no software name"),
     irrelevant("mail_name", "postern never names its software in replies or headers"),
     key("smtpd_recipient_restrictions", "built in: trusted networks and logged-in clients relay anywhere, others only to our domains; the reinject listener takes only its trusted networks"),
@@ -104,7 +109,7 @@ pub const TABLE: &[Row] = &[
     key("virtual_mailbox_domains", "`[sync.mysql]` (domain table) into `[directory] database`"),
     key("virtual_mailbox_maps", "`[sync.mysql]` (mailbox table, `maildir` column)"),
     key("virtual_alias_maps", "`[sync.mysql]` (alias table, `goto` column)"),
-    built("virtual_alias_domains", "`$virtual_alias_maps`: the domain and alias_domain tables"),
+    built_if("virtual_alias_domains", "`$virtual_alias_maps`: the domain and alias_domain tables", "$virtual_alias_maps"),
     key("virtual_mailbox_base", "`[delivery] mailbox_base`"),
     key("virtual_uid_maps", "`[delivery] uid` (`static:N` only)"),
     key("virtual_gid_maps", "`[delivery] gid` (`static:N` only)"),
