@@ -296,7 +296,9 @@ fn unsupported_parameters_are_listed_with_their_reason() {
              smtpd_sender_restrictions = reject_unknown_sender_domain\n\
              smtpd_recipient_restrictions = permit_mynetworks, check_policy_service inet:127.0.0.1:10023, reject_unauth_destination\n\
              relay_domains = $mydestination, other.test\n\
-             frobnicate_level = 3\n"
+             frobnicate_level = 3\n\
+             mailbox_command = /usr/bin/procmail -a \"$EXTENSION\"\n\
+             smtp_tls_security_level = dane\n"
     });
     std::fs::write(
         dir.join("master.cf"),
@@ -314,6 +316,8 @@ fn unsupported_parameters_are_listed_with_their_reason() {
         ("relay_domains", "other.test"),
         ("frobnicate_level", "not known to postern convert"),
         ("milter_macro_daemon_name", "not known to postern convert"),
+        ("mailbox_command", "without a shell"),
+        ("smtp_tls_security_level", "dane: not supported"),
     ] {
         let line = r.stderr.lines().find(|l| l.contains(param) && l.contains(why));
         assert!(line.is_some(), "{param}: {why:?} not on stderr:\n{}", r.stderr);

@@ -59,6 +59,10 @@ pub fn run(c: ConvertCmd) -> i32 {
             let name = p.display().to_string();
             let text = std::fs::read(p)
                 .map_err(|e| format!("{name}: cannot read: {e}"))
+                .and_then(|b| match b.len() > convert::source::FILE_LIMIT {
+                    true => Err(format!("{name}: larger than {} bytes: not a configuration file", convert::source::FILE_LIMIT)),
+                    false => Ok(b),
+                })
                 .and_then(|b| convert::source::check_text(&name, b).map_err(|f| f.to_string()));
             match text {
                 Ok(t) => Some((name, t)),
@@ -78,6 +82,10 @@ pub fn run(c: ConvertCmd) -> i32 {
     });
     let mut src = Source::dir(&dir);
     let side_dir = c.side_dir.unwrap_or_else(|| "/etc/postern".into());
+    if !side_dir.starts_with('/') {
+        eprintln!("postern convert: --side-dir {side_dir}: an absolute path, please (the configuration names the files by it)");
+        return EX_USAGE;
+    }
     let result = convert::convert(&mut src, sysconfig, &side_dir);
     for f in &result.findings {
         eprintln!("postern convert: {}", f.to_string().replace('\n', "\n    "));
