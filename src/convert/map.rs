@@ -205,7 +205,12 @@ impl Cx<'_> {
             t.push(("hostname", Val::s(h), "myhostname"));
         }
         if let Some(o) = self.get("myorigin") {
-            t.push(("origin", Val::s(o), "myorigin"));
+            if o.starts_with('/') {
+                // Debian's `myorigin = /etc/mailname`: Postfix reads the file.
+                self.find(Kind::Unsupported, "myorigin", &format!("{o}: a file, not read (outside the directory given): set `origin` to the domain it holds"));
+            } else {
+                t.push(("origin", Val::s(o), "myorigin"));
+            }
         }
         if let Some(d) = self.get("mydestination") {
             t.push(("local_domains", Val::strs(&maincf::list(&d)), "mydestination"));

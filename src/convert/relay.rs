@@ -64,6 +64,9 @@ impl Cx<'_> {
         } else if self.flag("smtp_use_tls") == Some(true) {
             self.doc.table("relay").set("tls", Val::s("may"), "smtp_use_tls = yes");
         }
+        if let Some(ca) = self.get("smtp_tls_CAfile") {
+            self.doc.table("relay").set("ca_file", Val::Path(ca), "smtp_tls_CAfile");
+        }
         self.duration("smtp_connect_timeout", "relay", "connect_timeout");
         self.duration("smtp_data_done_timeout", "relay", "data_done_timeout");
         if let Some(h) = self.get("smtp_helo_name") {
