@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
+#[cfg(feature = "convert")]
 use crate::convert::{self, Kind, Source};
-use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_USAGE};
+#[cfg(feature = "convert")]
+use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT};
+use crate::sysexits::EX_USAGE;
 
 /// Convert a Postfix configuration (main.cf, master.cf, the maps they
 /// name) into a postern configuration file.
@@ -40,6 +43,14 @@ pub struct ConvertCmd {
     pub table: bool,
 }
 
+/// Without the `convert` cargo feature: the command exists and says so.
+#[cfg(not(feature = "convert"))]
+pub fn run(_: ConvertCmd) -> i32 {
+    eprintln!("postern convert: this postern was built without it (cargo feature `convert`): convert on another machine");
+    EX_USAGE
+}
+
+#[cfg(feature = "convert")]
 pub fn run(c: ConvertCmd) -> i32 {
     if c.table {
         print!("{}", convert::table::markdown());
