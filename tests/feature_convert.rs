@@ -121,11 +121,24 @@ fn the_seed_converts_and_check_config_accepts_it() {
     }
     // Paths are under the root; the password is in a 0600 file, never in the TOML.
     let rooted = |path: &str| format!("{}{path}", root.display());
-    assert!(r.stdout.contains(&format!("mailbox_base = \"{}\"", rooted("/var/hoge/mail-spool"))), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "mailbox_base = \"{}\"",
+            rooted("/var/hoge/mail-spool")
+        )),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("postfix-mysql-pass"), "{}", r.stdout);
     let pw = root.join("etc/postern/mysql-password");
-    assert_eq!(std::fs::read_to_string(&pw).unwrap(), "postfix-mysql-pass\n");
-    assert_eq!(std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&pw).unwrap(),
+        "postfix-mysql-pass\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(root.join("etc/postern/vquota").is_file());
 
     // Irrelevant and unsupported parameters: in the comment block and on stderr.
@@ -135,9 +148,18 @@ fn the_seed_converts_and_check_config_accepts_it() {
         ("virtual_mailbox_limit_inbox", "not supported"),
         ("smtpd_hard_error_limit", "not supported"),
     ] {
-        let line = r.stderr.lines().find(|l| l.contains(want)).unwrap_or_else(|| panic!("{want} not on stderr:\n{}", r.stderr));
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("{want} not on stderr:\n{}", r.stderr));
         assert!(line.contains(why), "{line}");
-        assert!(r.stdout.lines().any(|l| l.starts_with("# - ") && l.contains(want)), "{want} not in the comment block");
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("# - ") && l.contains(want)),
+            "{want} not in the comment block"
+        );
     }
     // Postfix defaults and built-in behaviour are not copied.
     assert!(!r.stdout.contains("smtpd_banner ="));
@@ -148,12 +170,25 @@ fn the_seed_converts_and_check_config_accepts_it() {
     let ck = rcgen::generate_simple_self_signed(vec!["mail.hoge.org".to_string()]).unwrap();
     std::fs::create_dir_all(root.join("etc/pki/tls")).unwrap();
     std::fs::write(root.join("etc/pki/tls/mail.hoge.crt"), ck.cert.pem()).unwrap();
-    std::fs::write(root.join("etc/pki/tls/mail.hoge.key"), ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        root.join("etc/pki/tls/mail.hoge.key"),
+        ck.signing_key.serialize_pem(),
+    )
+    .unwrap();
     std::fs::write(root.join("etc/aliases"), "root: hoge-owner@mail.hoge.org\n").unwrap();
     let toml = tmp.path().join("postern.toml");
-    std::fs::write(&toml, r.stdout.replace("user = \"postfixadmin\"", "user = \"nobody\"")).unwrap();
+    std::fs::write(
+        &toml,
+        r.stdout
+            .replace("user = \"postfixadmin\"", "user = \"nobody\""),
+    )
+    .unwrap();
     let (ok, out) = run(postern().arg("check-config").arg(&toml));
-    assert!(ok, "check-config refused the converted seed:\n{out}\n{}", r.stdout);
+    assert!(
+        ok,
+        "check-config refused the converted seed:\n{out}\n{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -162,8 +197,14 @@ fn the_seeds_mistakes_are_reported_and_fixed() {
     let r = convert(&[p(&seed_dir()), "--root", p(tmp.path())]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     for (param, says) in [
-        ("procmail_destination_recipient_limit", "one run per recipient"),
-        ("receive_override_options", "aliases expand after the filter"),
+        (
+            "procmail_destination_recipient_limit",
+            "one run per recipient",
+        ),
+        (
+            "receive_override_options",
+            "aliases expand after the filter",
+        ),
         ("smtpd_authorized_xforward_hosts", "accepts XFORWARD"),
         ("recipient_delimiter", "EXTENSION was always empty"),
         ("virtual_mailbox_limit_maps", "no quota was ever enforced"),
@@ -177,9 +218,18 @@ fn the_seeds_mistakes_are_reported_and_fixed() {
             .unwrap_or_else(|| panic!("no finding about {param}:\n{}", r.stderr));
         // The finding, with what postern does and how to get the old
         // behaviour, on the next lines.
-        let text: String = r.stderr.lines().skip(line).take(4).collect::<Vec<_>>().join("\n");
+        let text: String = r
+            .stderr
+            .lines()
+            .skip(line)
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(text.contains(says), "{text}");
-        assert!(r.stdout.contains(says), "{says:?} not in the output's comments");
+        assert!(
+            r.stdout.contains(says),
+            "{says:?} not in the output's comments"
+        );
     }
     assert!(r.stderr.contains("Old behaviour"), "{}", r.stderr);
 }
@@ -192,8 +242,18 @@ fn bad_input(tag: &str, edit: impl Fn(&Path), wants: &[&str]) {
     edit(&dir);
     let root = tmp.path().join("root");
     let r = convert(&[p(&dir), "--root", p(&root)]);
-    assert_eq!(r.code, Some(EX_DATAERR), "{tag}: {}\n{}", r.stderr, r.stdout);
-    assert!(r.stdout.is_empty(), "{tag}: output without --force:\n{}", r.stdout);
+    assert_eq!(
+        r.code,
+        Some(EX_DATAERR),
+        "{tag}: {}\n{}",
+        r.stderr,
+        r.stdout
+    );
+    assert!(
+        r.stdout.is_empty(),
+        "{tag}: output without --force:\n{}",
+        r.stdout
+    );
     assert!(!root.exists(), "{tag}: side files written without --force");
     for w in wants {
         assert!(r.stderr.contains(w), "{tag}: {w:?} not in\n{}", r.stderr);
@@ -201,10 +261,16 @@ fn bad_input(tag: &str, edit: impl Fn(&Path), wants: &[&str]) {
     assert!(r.stderr.contains("nothing written"), "{}", r.stderr);
     let r = convert(&[p(&dir), "--root", p(&root), "--force"]);
     assert_eq!(r.code, Some(0), "{tag} --force: {}", r.stderr);
-    assert!(r.stdout.contains("# Problems: this output is INCOMPLETE"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# Problems: this output is INCOMPLETE"),
+        "{}",
+        r.stdout
+    );
     for w in wants {
         assert!(
-            r.stdout.lines().any(|l| l.starts_with("# - ") && l.contains(w)),
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("# - ") && l.contains(w)),
             "{tag} --force: {w:?} not listed in\n{}",
             r.stdout
         );
@@ -221,7 +287,12 @@ fn append(file: PathBuf, text: &str) {
 fn a_100_kb_line_is_refused_with_its_line() {
     bad_input(
         "convert-long",
-        |d| append(d.join("main.cf"), &format!("junk = {}\n", "x".repeat(100 * 1024))),
+        |d| {
+            append(
+                d.join("main.cf"),
+                &format!("junk = {}\n", "x".repeat(100 * 1024)),
+            )
+        },
         &["main.cf:243", "longer than"],
     );
 }
@@ -244,7 +315,10 @@ fn a_missing_map_file_is_an_error_naming_the_parameter() {
     bad_input(
         "convert-missing-map",
         |d| std::fs::remove_file(d.join("mysql_virtual_alias_maps.cf")).unwrap(),
-        &["main.cf:186: virtual_alias_maps: error: ", "mysql_virtual_alias_maps.cf: cannot read"],
+        &[
+            "main.cf:186: virtual_alias_maps: error: ",
+            "mysql_virtual_alias_maps.cf: cannot read",
+        ],
     );
 }
 
@@ -276,14 +350,26 @@ fn nothing_outside_the_directory_is_read() {
     let secret = tmp.path().join("outside.cf");
     std::fs::write(&secret, "/^Subject:/ REJECT outside\n").unwrap();
     let dir = seed_copy(tmp.path(), |m| {
-        m.replace("header_checks = regexp:/etc/postfix/header_checks", &format!("header_checks = regexp:{}", secret.display()))
-            .replace("regexp:/etc/postfix/header_checks", "")
+        m.replace(
+            "header_checks = regexp:/etc/postfix/header_checks",
+            &format!("header_checks = regexp:{}", secret.display()),
+        )
+        .replace("regexp:/etc/postfix/header_checks", "")
             + "body_checks = regexp:/etc/postfix/linked\n"
     });
     std::os::unix::fs::symlink(&secret, dir.join("linked")).unwrap();
     let r = convert(&[p(&dir), "--root", p(&tmp.path().join("root")), "--force"]);
-    assert!(r.stderr.contains("outside /etc/postfix, the directory given: not read"), "{}", r.stderr);
-    assert!(r.stderr.contains("outside the directory given: not read"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("outside /etc/postfix, the directory given: not read"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("outside the directory given: not read"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stdout.contains("REJECT outside"), "{}", r.stdout);
 }
 
@@ -319,9 +405,21 @@ fn unsupported_parameters_are_listed_with_their_reason() {
         ("mailbox_command", "without a shell"),
         ("smtp_tls_security_level", "dane: not supported"),
     ] {
-        let line = r.stderr.lines().find(|l| l.contains(param) && l.contains(why));
-        assert!(line.is_some(), "{param}: {why:?} not on stderr:\n{}", r.stderr);
-        assert!(r.stdout.lines().any(|l| l.starts_with("# - ") && l.contains(param)), "{param} not in the comment block");
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(param) && l.contains(why));
+        assert!(
+            line.is_some(),
+            "{param}: {why:?} not on stderr:\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("# - ") && l.contains(param)),
+            "{param} not in the comment block"
+        );
     }
     // The submission service: STARTTLS on 587, login required.
     assert!(
@@ -335,7 +433,8 @@ fn unsupported_parameters_are_listed_with_their_reason() {
 fn readme_table_is_the_converters_own() {
     let r = convert(&["--table"]);
     assert_eq!(r.code, Some(0));
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(
         readme.contains(&r.stdout),
         "README's \"Coming from Postfix\" table differs from `postern convert --table`; paste its output:\n{}",
@@ -347,7 +446,11 @@ fn readme_table_is_the_converters_own() {
 fn without_a_directory_it_says_what_it_needs() {
     let r = convert(&[]);
     assert_eq!(r.code, Some(64), "{}", r.stderr);
-    assert!(r.stderr.contains("postern convert /etc/postfix"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("postern convert /etc/postfix"),
+        "{}",
+        r.stderr
+    );
     let r = convert(&["/nonexistent/postfix"]);
     assert_eq!(r.code, Some(66), "{}", r.stderr);
 }
@@ -355,7 +458,10 @@ fn without_a_directory_it_says_what_it_needs() {
 /// Replaces `from` (which must be there) in the converted file: the only
 /// changes the end-to-end run makes, each one named.
 fn edit(text: &mut String, from: &str, to: &str) {
-    assert!(text.contains(from), "{from:?} not in the converted file:\n{text}");
+    assert!(
+        text.contains(from),
+        "{from:?} not in the converted file:\n{text}"
+    );
     *text = text.replace(from, to);
 }
 
@@ -367,7 +473,13 @@ fn start_filter(port: u16, reinject: std::net::SocketAddr, dir: &Path) -> ChildG
     std::fs::create_dir_all(dir).unwrap();
     let mut child = python()
         .arg(&script)
-        .args(["--port", &port.to_string(), "--reinject", &reinject.to_string(), "--dir"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--reinject",
+            &reinject.to_string(),
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("filter.log")).unwrap())
@@ -376,7 +488,12 @@ fn start_filter(port: u16, reinject: std::net::SocketAddr, dir: &Path) -> ChildG
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
     let guard = ChildGuard::new(child);
-    assert_eq!(line.trim(), "READY", "{}", std::fs::read_to_string(dir.join("filter.log")).unwrap_or_default());
+    assert_eq!(
+        line.trim(),
+        "READY",
+        "{}",
+        std::fs::read_to_string(dir.join("filter.log")).unwrap_or_default()
+    );
     guard
 }
 
@@ -415,38 +532,90 @@ fn the_converted_seed_runs() {
 
     // Ports: the kernel's (read back from data_dir/listening), in order
     // smtp (25), smtps (465), the reinjection listener (10025).
-    edit(&mut cfg, "address = \"0.0.0.0:25\"", "address = \"127.0.0.1:0\"");
-    edit(&mut cfg, "address = \"0.0.0.0:465\"", "address = \"127.0.0.1:0\"");
-    edit(&mut cfg, "address = \"127.0.0.1:10025\"", "address = \"127.0.0.1:0\"");
+    edit(
+        &mut cfg,
+        "address = \"0.0.0.0:25\"",
+        "address = \"127.0.0.1:0\"",
+    );
+    edit(
+        &mut cfg,
+        "address = \"0.0.0.0:465\"",
+        "address = \"127.0.0.1:0\"",
+    );
+    edit(
+        &mut cfg,
+        "address = \"127.0.0.1:10025\"",
+        "address = \"127.0.0.1:0\"",
+    );
     // The LAN (192.168.0.0/24) is 127.0.0.64/26 here; 127.0.0.2 is a stranger.
     edit(&mut cfg, "\"192.168.0.0/24\"", "\"127.0.0.64/26\"");
     let filter_port = free_port();
-    edit(&mut cfg, "filter = \"[127.0.0.1]:10026\"", &format!("filter = \"[127.0.0.1]:{filter_port}\""));
+    edit(
+        &mut cfg,
+        "filter = \"[127.0.0.1]:10026\"",
+        &format!("filter = \"[127.0.0.1]:{filter_port}\""),
+    );
     // MariaDB's socket (the seed's `hosts = localhost` is the socket too).
-    edit(&mut cfg, "[sync.mysql]\n", &format!("[sync.mysql]\nsocket = \"{}\"\n", db.socket.display()));
+    edit(
+        &mut cfg,
+        "[sync.mysql]\n",
+        &format!("[sync.mysql]\nsocket = \"{}\"\n", db.socket.display()),
+    );
     // procmail: the delivery uid (the seed's postfixadmin does not exist
     // here) and a test rcfile instead of the machine's /etc/procmailrc.
     let base = root.join("var/hoge/mail-spool");
     let rc = tmp.path().join("procmailrc");
-    std::fs::write(&rc, format!("MAILDIR={}/$DOMAIN/$USER/\nDEFAULT=$MAILDIR\n\n:0\n./\n", base.display())).unwrap();
+    std::fs::write(
+        &rc,
+        format!(
+            "MAILDIR={}/$DOMAIN/$USER/\nDEFAULT=$MAILDIR\n\n:0\n./\n",
+            base.display()
+        ),
+    )
+    .unwrap();
     edit(&mut cfg, "user = \"postfixadmin\"", "user = \"5000:5000\"");
-    edit(&mut cfg, "\"/etc/procmailrc\"", &format!("{:?}", rc.display().to_string()));
+    edit(
+        &mut cfg,
+        "\"/etc/procmailrc\"",
+        &format!("{:?}", rc.display().to_string()),
+    );
     // The seed's relay domains and relays: mail01.example.test, its
     // primary on 127.0.0.2 and its secondary on 127.0.0.3, one port.
-    let (relay_port, mut relays) = sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
+    let (relay_port, mut relays) =
+        sinks_on_one_port(&[("127.0.0.2", vec![]), ("127.0.0.3", vec![])]);
     edit(&mut cfg, "\"mail01.hoge.org\"", "\"mail01.example.test\"");
-    edit(&mut cfg, "\"[mail01p.hoge.org]\"", &format!("\"[127.0.0.2]:{relay_port}\""));
-    edit(&mut cfg, "\"[mail01s.hoge.org]\"", &format!("\"[127.0.0.3]:{relay_port}\""));
+    edit(
+        &mut cfg,
+        "\"[mail01p.hoge.org]\"",
+        &format!("\"[127.0.0.2]:{relay_port}\""),
+    );
+    edit(
+        &mut cfg,
+        "\"[mail01s.hoge.org]\"",
+        &format!("\"[127.0.0.3]:{relay_port}\""),
+    );
     edit(&mut cfg, "\"mail02.hoge.org\"", "\"mail02.example.test\"");
-    edit(&mut cfg, "\"[mail02p.hoge.org]\"", &format!("\"[127.0.0.2]:{relay_port}\""));
-    edit(&mut cfg, "\"[mail02s.hoge.org]\"", &format!("\"[127.0.0.3]:{relay_port}\""));
+    edit(
+        &mut cfg,
+        "\"[mail02p.hoge.org]\"",
+        &format!("\"[127.0.0.2]:{relay_port}\""),
+    );
+    edit(
+        &mut cfg,
+        "\"[mail02s.hoge.org]\"",
+        &format!("\"[127.0.0.3]:{relay_port}\""),
+    );
     // Short retries, so that nothing here waits on Postfix's defaults.
     cfg.push_str("\n[queue]\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n");
     // The files the seed names: its certificate, /etc/aliases.
     let ck = rcgen::generate_simple_self_signed(vec!["mail.hoge.org".to_string()]).unwrap();
     std::fs::create_dir_all(root.join("etc/pki/tls")).unwrap();
     std::fs::write(root.join("etc/pki/tls/mail.hoge.crt"), ck.cert.pem()).unwrap();
-    std::fs::write(root.join("etc/pki/tls/mail.hoge.key"), ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        root.join("etc/pki/tls/mail.hoge.key"),
+        ck.signing_key.serialize_pem(),
+    )
+    .unwrap();
     std::fs::write(root.join("etc/aliases"), "root: alice@example.test\n").unwrap();
     let toml = tmp.path().join("postern.toml");
     std::fs::write(&toml, &cfg).unwrap();
@@ -457,18 +626,31 @@ fn the_converted_seed_runs() {
     cmd.arg("serve").arg("--config").arg(&toml);
     let srv = Served::start(cmd, &log, &data);
     assert_eq!(srv.listeners.len(), 3, "{:?}", srv.listeners);
-    let (smtp, smtps, reinject) = (srv.listeners[0].addr, srv.listeners[1].addr, srv.listeners[2].addr);
+    let (smtp, smtps, reinject) = (
+        srv.listeners[0].addr,
+        srv.listeners[1].addr,
+        srv.listeners[2].addr,
+    );
     let _filter = start_filter(filter_port, reinject, &tmp.path().join("filter"));
 
     // A LAN client relays (to the routed mail01.example.test: its primary).
     let mut c = Smtp::connect_from("127.0.0.65", smtp);
     c.hello();
-    let reply = c.send_mail("lan@example.test", &["someone@mail01.example.test"], &seed_message("from the LAN"));
+    let reply = c.send_mail(
+        "lan@example.test",
+        &["someone@mail01.example.test"],
+        &seed_message("from the LAN"),
+    );
     assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
     c.expect("QUIT", "221");
     let primary = relays.remove(0);
     let got = primary.wait_received(1, Duration::from_secs(30));
-    assert_eq!(got.len(), 1, "the primary relay got the LAN's mail\n{}", srv.log());
+    assert_eq!(
+        got.len(),
+        1,
+        "the primary relay got the LAN's mail\n{}",
+        srv.log()
+    );
     assert_eq!(got[0].rcpts, ["someone@mail01.example.test"]);
 
     // A stranger cannot relay, not even to the routed domain.
@@ -495,7 +677,12 @@ fn the_converted_seed_runs() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("SENT"), "AUTH on 465 failed: {said}\n{}\n{}", String::from_utf8_lossy(&out.stderr), srv.log());
+    assert!(
+        said.contains("SENT"),
+        "AUTH on 465 failed: {said}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        srv.log()
+    );
     let got = primary.wait_received(2, Duration::from_secs(30));
     assert_eq!(got.len(), 2, "{}", srv.log());
     assert_eq!(got[1].rcpts, ["after-auth@mail01.example.test"]);
@@ -504,28 +691,56 @@ fn the_converted_seed_runs() {
     // its Received: headers stripped by the seed's header_checks.
     let mut c = Smtp::connect_from("127.0.0.2", smtp);
     c.hello();
-    let reply = c.send_mail("friend@elsewhere.test", &["alice@example.test"], &seed_message("for alice"));
+    let reply = c.send_mail(
+        "friend@elsewhere.test",
+        &["alice@example.test"],
+        &seed_message("for alice"),
+    );
     assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
     c.expect("QUIT", "221");
     let alice = base.join("example.test/alice");
     let files = wait_maildir(&alice, 1, Duration::from_secs(30));
     assert_eq!(files.len(), 1, "alice's mail landed\n{}", srv.log());
     let text = std::fs::read_to_string(&files[0]).unwrap();
-    assert!(text.contains("X-Virus-Scanned:"), "it passed the filter:\n{text}");
-    assert!(text.starts_with("Return-Path: <friend@elsewhere.test>"), "procmail's copy (flag R):\n{text}");
+    assert!(
+        text.contains("X-Virus-Scanned:"),
+        "it passed the filter:\n{text}"
+    );
+    assert!(
+        text.starts_with("Return-Path: <friend@elsewhere.test>"),
+        "procmail's copy (flag R):\n{text}"
+    );
     // First to the filter, then (reinjected) by the procmail pipe.
     // (The log line follows the file: procmail wrote it before it exited.)
-    let sent = |relay: &str| srv.log().lines().any(|l| l.contains("to=<alice@example.test>") && l.contains(relay) && l.contains("status=sent"));
-    let both = || sent(&format!("relay=127.0.0.1[127.0.0.1]:{filter_port}")) && sent("relay=procmail");
-    assert!(hooks::wait_until(Duration::from_secs(30), both), "through the filter, then procmail:\n{}", srv.log());
-    assert!(!text.lines().any(|l| l.to_ascii_lowercase().starts_with("received:")), "Received: stripped:\n{text}");
+    let sent = |relay: &str| {
+        srv.log().lines().any(|l| {
+            l.contains("to=<alice@example.test>") && l.contains(relay) && l.contains("status=sent")
+        })
+    };
+    let both =
+        || sent(&format!("relay=127.0.0.1[127.0.0.1]:{filter_port}")) && sent("relay=procmail");
+    assert!(
+        hooks::wait_until(Duration::from_secs(30), both),
+        "through the filter, then procmail:\n{}",
+        srv.log()
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("received:")),
+        "Received: stripped:\n{text}"
+    );
 
     // With the primary down, mail01.example.test goes to its secondary.
     drop(primary);
     let secondary = relays.remove(0);
     let mut c = Smtp::connect_from("127.0.0.65", smtp);
     c.hello();
-    let reply = c.send_mail("lan@example.test", &["later@mail01.example.test"], &seed_message("primary down"));
+    let reply = c.send_mail(
+        "lan@example.test",
+        &["later@mail01.example.test"],
+        &seed_message("primary down"),
+    );
     assert_eq!(reply.code, 250, "{reply:?}\n{}", srv.log());
     c.expect("QUIT", "221");
     let got = secondary.wait_received(1, Duration::from_secs(30));

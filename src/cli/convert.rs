@@ -7,9 +7,9 @@ use argh::FromArgs;
 
 #[cfg(feature = "convert")]
 use crate::convert::{self, Kind, Source};
+use crate::sysexits::EX_USAGE;
 #[cfg(feature = "convert")]
 use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT};
-use crate::sysexits::EX_USAGE;
 
 /// Convert a Postfix configuration (main.cf, master.cf, the maps they
 /// name) into a postern configuration file.
@@ -57,7 +57,9 @@ pub fn run(c: ConvertCmd) -> i32 {
         return 0;
     }
     let Some(dir) = c.dir else {
-        eprintln!("postern convert: which directory? e.g. `postern convert /etc/postfix > postern.toml`");
+        eprintln!(
+            "postern convert: which directory? e.g. `postern convert /etc/postfix > postern.toml`"
+        );
         return EX_USAGE;
     };
     if !dir.is_dir() {
@@ -71,7 +73,10 @@ pub fn run(c: ConvertCmd) -> i32 {
             let text = std::fs::read(p)
                 .map_err(|e| format!("{name}: cannot read: {e}"))
                 .and_then(|b| match b.len() > convert::source::FILE_LIMIT {
-                    true => Err(format!("{name}: larger than {} bytes: not a configuration file", convert::source::FILE_LIMIT)),
+                    true => Err(format!(
+                        "{name}: larger than {} bytes: not a configuration file",
+                        convert::source::FILE_LIMIT
+                    )),
                     false => Ok(b),
                 })
                 .and_then(|b| convert::source::check_text(&name, b).map_err(|f| f.to_string()));

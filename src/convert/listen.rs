@@ -4,8 +4,8 @@
 //! restrictions, and the content filter's way back (`-o content_filter=`
 //! on loopback) as `role = "reinject"`.
 
-use super::map::Cx;
 use super::maincf;
+use super::map::Cx;
 use super::mastercf::Service;
 use super::out::Val;
 use super::Kind;
@@ -50,7 +50,12 @@ impl Cx<'_> {
             self.listener(&s, &interfaces, &protocols);
         }
         if self.doc.count("listener") == 0 {
-            self.findings.push(super::Finding::error(&self.master_file, 0, "", "no `inet ... smtpd` service: postern needs at least one listener"));
+            self.findings.push(super::Finding::error(
+                &self.master_file,
+                0,
+                "",
+                "no `inet ... smtpd` service: postern needs at least one listener",
+            ));
         }
     }
 
@@ -60,11 +65,21 @@ impl Cx<'_> {
             None => (None, s.name.as_str()),
         };
         let Some(port) = port_of(port) else {
-            self.svc_find(Kind::Unsupported, s, "", &format!("service {:?}: not a port postern can listen on", s.name));
+            self.svc_find(
+                Kind::Unsupported,
+                s,
+                "",
+                &format!("service {:?}: not a port postern can listen on", s.name),
+            );
             return;
         };
         if s.command == "postscreen" {
-            self.svc_find(Kind::Unsupported, s, "", "postscreen: its checks are not supported; a plain listener takes its place");
+            self.svc_find(
+                Kind::Unsupported,
+                s,
+                "",
+                "postscreen: its checks are not supported; a plain listener takes its place",
+            );
         }
         let mut addresses = Vec::new();
         match host.as_deref() {
@@ -82,8 +97,12 @@ impl Cx<'_> {
                                 addresses.push(format!("[::]:{port}"));
                             }
                         }
-                        "loopback-only" | "localhost" => addresses.push(format!("127.0.0.1:{port}")),
-                        a if a.contains(':') => addresses.push(format!("[{}]:{port}", a.trim_matches(['[', ']']))),
+                        "loopback-only" | "localhost" => {
+                            addresses.push(format!("127.0.0.1:{port}"))
+                        }
+                        a if a.contains(':') => {
+                            addresses.push(format!("[{}]:{port}", a.trim_matches(['[', ']'])))
+                        }
                         a => addresses.push(format!("{a}:{port}")),
                     }
                 }
@@ -94,14 +113,30 @@ impl Cx<'_> {
         }
         let cf = self.cf.with_overrides(&s.overrides);
         let yes = |n: &str| cf.text(n).is_ok_and(|v| v == "yes");
-        let global_filter = self.cf.raw("content_filter").is_some_and(|v| !v.trim().is_empty());
+        let global_filter = self
+            .cf
+            .raw("content_filter")
+            .is_some_and(|v| !v.trim().is_empty());
         let reinject = s.get("content_filter").is_some_and(|v| v.trim().is_empty())
             && global_filter
-            && addresses.iter().all(|a| a.starts_with("127.") || a.starts_with("[::1]"));
-        for n in ["smtpd_tls_wrappermode", "smtpd_use_tls", "smtpd_tls_security_level", "smtpd_enforce_tls", "smtpd_sasl_auth_enable", "content_filter"] {
+            && addresses
+                .iter()
+                .all(|a| a.starts_with("127.") || a.starts_with("[::1]"));
+        for n in [
+            "smtpd_tls_wrappermode",
+            "smtpd_use_tls",
+            "smtpd_tls_security_level",
+            "smtpd_enforce_tls",
+            "smtpd_sasl_auth_enable",
+            "content_filter",
+        ] {
             self.consume(s, n);
         }
-        for n in ["smtpd_use_tls", "smtpd_tls_security_level", "smtpd_enforce_tls"] {
+        for n in [
+            "smtpd_use_tls",
+            "smtpd_tls_security_level",
+            "smtpd_enforce_tls",
+        ] {
             self.mark_used(n);
         }
         let level = cf.text("smtpd_tls_security_level").unwrap_or_default();
@@ -109,7 +144,11 @@ impl Cx<'_> {
             "implicit-tls"
         } else if reinject {
             "plain"
-        } else if yes("smtpd_use_tls") || yes("smtpd_enforce_tls") || level == "may" || level == "encrypt" {
+        } else if yes("smtpd_use_tls")
+            || yes("smtpd_enforce_tls")
+            || level == "may"
+            || level == "encrypt"
+        {
             "starttls"
         } else {
             "plain"
@@ -118,7 +157,12 @@ impl Cx<'_> {
             self.svc_find(Kind::Unsupported, s, "smtpd_tls_security_level", "encrypt: postern offers STARTTLS but does not refuse mail without it (AUTH still needs TLS with tls_only)");
         }
         if s.get("smtpd_sasl_auth_enable") == Some("no") {
-            self.svc_find(Kind::Unsupported, s, "smtpd_sasl_auth_enable", "no: AUTH cannot be switched off per listener; it is offered on every listener");
+            self.svc_find(
+                Kind::Unsupported,
+                s,
+                "smtpd_sasl_auth_enable",
+                "no: AUTH cannot be switched off per listener; it is offered on every listener",
+            );
         }
         let mut require_auth = false;
         if let Some(v) = s.get("smtpd_client_restrictions").map(str::to_string) {
@@ -148,12 +192,24 @@ impl Cx<'_> {
             t.set("address", Val::s(a), &from);
             t.set("mode", Val::s(mode), "");
             if require_auth {
-                t.set("require_auth", Val::Bool(true), "-o smtpd_client_restrictions=permit_sasl_authenticated,reject");
+                t.set(
+                    "require_auth",
+                    Val::Bool(true),
+                    "-o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+                );
             }
             if reinject {
-                t.set("role", Val::s("reinject"), "-o content_filter= : the content filter's way back");
+                t.set(
+                    "role",
+                    Val::s("reinject"),
+                    "-o content_filter= : the content filter's way back",
+                );
             } else if let Some(f) = s.get("content_filter") {
-                t.set("filter", Val::s(filter_address(f).unwrap_or_default()), "-o content_filter=");
+                t.set(
+                    "filter",
+                    Val::s(filter_address(f).unwrap_or_default()),
+                    "-o content_filter=",
+                );
             }
             if let Some(n) = &nets {
                 t.set("trusted_networks", Val::strs(n), "-o mynetworks=");
@@ -171,10 +227,21 @@ impl Cx<'_> {
             self.consume(s, "smtpd_recipient_restrictions");
             let items = maincf::list(v);
             if !(items == ["permit_mynetworks", "reject"] || items.is_empty()) {
-                self.svc_find(Kind::Unsupported, s, "smtpd_recipient_restrictions", &format!("{v:?}: a reinject listener takes mail from its trusted networks only"));
+                self.svc_find(
+                    Kind::Unsupported,
+                    s,
+                    "smtpd_recipient_restrictions",
+                    &format!(
+                        "{v:?}: a reinject listener takes mail from its trusted networks only"
+                    ),
+                );
             }
         }
-        for n in ["smtpd_error_sleep_time", "smtpd_soft_error_limit", "smtpd_hard_error_limit"] {
+        for n in [
+            "smtpd_error_sleep_time",
+            "smtpd_soft_error_limit",
+            "smtpd_hard_error_limit",
+        ] {
             if let Some(v) = s.get(n) {
                 self.consume(s, n);
                 self.svc_find(
@@ -185,8 +252,13 @@ impl Cx<'_> {
                 );
             }
         }
-        let global_ro = self.cf.raw("receive_override_options").unwrap_or("").to_string();
-        if global_ro.contains("no_address_mappings") && s.get("receive_override_options").is_none() {
+        let global_ro = self
+            .cf
+            .raw("receive_override_options")
+            .unwrap_or("")
+            .to_string();
+        if global_ro.contains("no_address_mappings") && s.get("receive_override_options").is_none()
+        {
             self.mark_used("receive_override_options");
             self.svc_find(
                 Kind::Lint,
@@ -198,8 +270,14 @@ impl Cx<'_> {
                  Old behaviour: none (it lost mail).",
             );
         }
-        let header_checks = self.cf.raw("header_checks").is_some_and(|v| !v.trim().is_empty());
-        let service_ro = s.get("receive_override_options").unwrap_or(&global_ro).to_string();
+        let header_checks = self
+            .cf
+            .raw("header_checks")
+            .is_some_and(|v| !v.trim().is_empty());
+        let service_ro = s
+            .get("receive_override_options")
+            .unwrap_or(&global_ro)
+            .to_string();
         if header_checks && !service_ro.contains("no_header_body_checks") {
             self.svc_find(
                 Kind::Lint,
@@ -210,7 +288,9 @@ impl Cx<'_> {
                  Old behaviour: none (a REJECT or WARN acted twice).",
             );
         }
-        if s.get("smtpd_authorized_xforward_hosts").is_none() && self.cf.raw("smtpd_authorized_xforward_hosts").is_none() {
+        if s.get("smtpd_authorized_xforward_hosts").is_none()
+            && self.cf.raw("smtpd_authorized_xforward_hosts").is_none()
+        {
             self.svc_find(
                 Kind::Lint,
                 s,
@@ -248,8 +328,14 @@ mod tests {
 
     #[test]
     fn filter_addresses() {
-        assert_eq!(filter_address("amavis:[localhost]:10026").unwrap(), "[127.0.0.1]:10026");
-        assert_eq!(filter_address("smtp:127.0.0.1:10026").unwrap(), "[127.0.0.1]:10026");
+        assert_eq!(
+            filter_address("amavis:[localhost]:10026").unwrap(),
+            "[127.0.0.1]:10026"
+        );
+        assert_eq!(
+            filter_address("smtp:127.0.0.1:10026").unwrap(),
+            "[127.0.0.1]:10026"
+        );
         assert_eq!(filter_address("").unwrap(), "");
         assert_eq!(filter_address("amavis"), None);
     }

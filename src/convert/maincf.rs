@@ -209,7 +209,9 @@ impl MainCf {
                     let close = if open == '{' { '}' } else { ')' };
                     match matching(rest, open, close) {
                         Some(end) => (&rest[1..end], &rest[end + 1..]),
-                        None => return Err(self.bad(stack, &format!("unclosed `${open}` in {text:?}"))),
+                        None => {
+                            return Err(self.bad(stack, &format!("unclosed `${open}` in {text:?}")))
+                        }
                     }
                 }
                 _ => {
@@ -227,13 +229,20 @@ impl MainCf {
             let split = inner.find(['?', ':']);
             let name = &inner[..split.unwrap_or(inner.len())];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(self.bad(stack, &format!("`{inner}` in {text:?} is not a parameter name")));
+                return Err(self.bad(
+                    stack,
+                    &format!("`{inner}` in {text:?} is not a parameter name"),
+                ));
             }
             let value = self.value_in(name, stack)?.unwrap_or_default();
             match split.map(|i| (inner.as_bytes()[i], &inner[i + 1..])) {
                 None => out.push_str(&value),
-                Some((b'?', alt)) if !value.is_empty() => out.push_str(&self.expand_in(strip_braces(alt), stack)?),
-                Some((b':', alt)) if value.is_empty() => out.push_str(&self.expand_in(strip_braces(alt), stack)?),
+                Some((b'?', alt)) if !value.is_empty() => {
+                    out.push_str(&self.expand_in(strip_braces(alt), stack)?)
+                }
+                Some((b':', alt)) if value.is_empty() => {
+                    out.push_str(&self.expand_in(strip_braces(alt), stack)?)
+                }
                 Some(_) => {}
             }
         }
@@ -248,7 +257,9 @@ impl MainCf {
 }
 
 fn strip_braces(s: &str) -> &str {
-    s.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(s)
+    s.strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or(s)
 }
 
 /// Index of the bracket closing the one at index 0.
@@ -325,7 +336,10 @@ mod tests {
     #[test]
     fn expansion_follows_chains_and_forms() {
         let c = cf("myhostname = mail.hoge.org\nmyorigin = server.$mydomain\nmydestination = $myorigin, localhost\nx = ${myorigin}/$(mydomain) $$5\ny = ${unset?yes}${unset:no}${myhostname?{set}}\n");
-        assert_eq!(c.text("mydestination").unwrap(), "server.hoge.org, localhost");
+        assert_eq!(
+            c.text("mydestination").unwrap(),
+            "server.hoge.org, localhost"
+        );
         assert_eq!(c.text("x").unwrap(), "server.hoge.org/hoge.org $5");
         assert_eq!(c.text("y").unwrap(), "noset");
     }

@@ -60,7 +60,12 @@ pub fn pairs(file: &str, text: &str) -> (Vec<Pair>, Vec<Finding>) {
                 key: k.to_string(),
                 value: v.trim().to_string(),
             }),
-            _ => problems.push(Finding::error(file, line, "", &format!("{l:?}: a key without a value"))),
+            _ => problems.push(Finding::error(
+                file,
+                line,
+                "",
+                &format!("{l:?}: a key without a value"),
+            )),
         }
     }
     (out, problems)
@@ -81,7 +86,12 @@ pub fn transport_entries(file: &str, text: &str) -> (Vec<TransportEntry>, Vec<Fi
     for p in pairs {
         let (t, n) = p.value.split_once(':').unwrap_or((p.value.as_str(), ""));
         if p.value.contains(char::is_whitespace) {
-            problems.push(Finding::error(file, p.line, "", &format!("{:?}: one `transport:nexthop` per key", p.value)));
+            problems.push(Finding::error(
+                file,
+                p.line,
+                "",
+                &format!("{:?}: one `transport:nexthop` per key", p.value),
+            ));
             continue;
         }
         out.push(TransportEntry {
@@ -142,19 +152,47 @@ pub fn mysql(file: &str, text: &str) -> (MysqlMap, Vec<Finding>) {
     if m.dbname.is_empty() {
         problems.push(missing("dbname", "the PostfixAdmin database"));
     }
-    if m.query.is_empty() && (m.table.is_empty() || m.select_field.is_empty() || m.where_field.is_empty()) {
-        problems.push(missing("query", "either `query` or `table`, `select_field` and `where_field`"));
+    if m.query.is_empty()
+        && (m.table.is_empty() || m.select_field.is_empty() || m.where_field.is_empty())
+    {
+        problems.push(missing(
+            "query",
+            "either `query` or `table`, `select_field` and `where_field`",
+        ));
     }
     for known in cf.params.iter().map(|p| p.name.as_str()) {
         if ![
-            "user", "password", "hosts", "dbname", "table", "select_field", "where_field",
-            "additional_conditions", "query", "result_format", "domain", "expansion_limit",
-            "option_file", "option_group", "tls_cert_file", "tls_key_file", "tls_CAfile",
-            "tls_CApath", "tls_verify_cert", "tls_ciphers", "idle_interval", "retry_interval",
+            "user",
+            "password",
+            "hosts",
+            "dbname",
+            "table",
+            "select_field",
+            "where_field",
+            "additional_conditions",
+            "query",
+            "result_format",
+            "domain",
+            "expansion_limit",
+            "option_file",
+            "option_group",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_CAfile",
+            "tls_CApath",
+            "tls_verify_cert",
+            "tls_ciphers",
+            "idle_interval",
+            "retry_interval",
         ]
         .contains(&known)
         {
-            problems.push(Finding::error(file, cf.line(known), known, "not a mysql_table(5) parameter"));
+            problems.push(Finding::error(
+                file,
+                cf.line(known),
+                known,
+                "not a mysql_table(5) parameter",
+            ));
         }
     }
     (m, problems)
@@ -168,7 +206,10 @@ mod tests {
     fn map_references() {
         assert_eq!(
             MapRef::parse("proxy:mysql:/etc/postfix/x.cf"),
-            Some(MapRef { kind: "mysql".into(), name: "/etc/postfix/x.cf".into() })
+            Some(MapRef {
+                kind: "mysql".into(),
+                name: "/etc/postfix/x.cf".into()
+            })
         );
         assert_eq!(MapRef::parse("static:5000").unwrap().name, "5000");
         assert!(MapRef::parse("hash:/etc/aliases").unwrap().is_indexed());
@@ -179,8 +220,14 @@ mod tests {
     fn transport_maps_with_comments() {
         let (e, p) = transport_entries("transport.maps", "# routes\nmail01.hoge.org relay-mail01:[mail01p.hoge.org]\n\nMAIL02.hoge.org  relay-mail02:[mail02p.hoge.org]:2525\nlonely\n");
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].line, e[0].transport.as_str(), e[0].nexthop.as_str()), (2, "relay-mail01", "[mail01p.hoge.org]"));
-        assert_eq!((e[1].domain.as_str(), e[1].nexthop.as_str()), ("mail02.hoge.org", "[mail02p.hoge.org]:2525"));
+        assert_eq!(
+            (e[0].line, e[0].transport.as_str(), e[0].nexthop.as_str()),
+            (2, "relay-mail01", "[mail01p.hoge.org]")
+        );
+        assert_eq!(
+            (e[1].domain.as_str(), e[1].nexthop.as_str()),
+            ("mail02.hoge.org", "[mail02p.hoge.org]:2525")
+        );
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, 5);
     }

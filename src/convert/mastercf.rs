@@ -153,9 +153,13 @@ fn service(logical: &str) -> Result<Service, String> {
             continue;
         };
         let Some((n, v)) = setting.split_once('=') else {
-            return Err(format!("service {:?}: -o {setting:?} is not name=value", s.name));
+            return Err(format!(
+                "service {:?}: -o {setting:?} is not name=value",
+                s.name
+            ));
         };
-        s.overrides.push((n.trim().to_string(), v.trim().to_string()));
+        s.overrides
+            .push((n.trim().to_string(), v.trim().to_string()));
     }
     if s.command == "pipe" && s.argv.first().is_none_or(|a| a.is_empty()) {
         return Err(format!("service {:?}: pipe without argv=", s.name));
@@ -182,7 +186,10 @@ mod tests {
         assert_eq!(s[1].get("smtp_send_xforward_command"), Some("yes"));
         assert_eq!(s[2].name, "localhost:10025");
         assert_eq!(s[2].get("content_filter"), Some(""));
-        assert_eq!(s[3].get("smtpd_client_restrictions"), Some("permit_sasl_authenticated, reject"));
+        assert_eq!(
+            s[3].get("smtpd_client_restrictions"),
+            Some("permit_sasl_authenticated, reject")
+        );
         assert_eq!(s[3].get("syslog_name"), Some("x"));
     }
 

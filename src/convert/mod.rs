@@ -13,14 +13,16 @@
 //! [`Kind::Lint`] are the old set-up's own mistakes: the converter writes
 //! what the author evidently meant and says what changes.
 
+mod content;
 mod deliver;
 mod listen;
-mod map;
 pub mod maincf;
+mod map;
 pub mod maps;
 pub mod mastercf;
 pub mod out;
 mod relay;
+mod settings;
 pub mod source;
 pub mod table;
 
@@ -120,7 +122,10 @@ pub struct Converted {
 
 impl Converted {
     pub fn errors(&self) -> usize {
-        self.findings.iter().filter(|f| f.kind == Kind::Error).count()
+        self.findings
+            .iter()
+            .filter(|f| f.kind == Kind::Error)
+            .count()
     }
 
     /// The TOML file: the findings as a comment block, then the keys.
@@ -166,7 +171,8 @@ pub fn write_side_files(files: &[SideFile], root: Option<&Path>) -> Result<(), S
     for f in files {
         let path = std::path::PathBuf::from(out::reroot(&f.path, root));
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -45,8 +45,23 @@ struct Table {
 
 /// Tables in the order of `postern config example`.
 const ORDER: &[&str] = &[
-    "", "listener", "smtp", "tls", "auth", "directory", "delivery", "transport", "content", "quota",
-    "queue", "relay", "relay.route", "control", "sync", "sync.mysql", "sync.mysql.tables",
+    "",
+    "listener",
+    "smtp",
+    "tls",
+    "auth",
+    "directory",
+    "delivery",
+    "transport",
+    "content",
+    "quota",
+    "queue",
+    "relay",
+    "relay.route",
+    "control",
+    "sync",
+    "sync.mysql",
+    "sync.mysql.tables",
     "sync.mysql.columns",
 ];
 
@@ -64,7 +79,11 @@ impl TableRef<'_> {
     /// Sets `key` (replacing an earlier value) with a comment: where it
     /// came from.
     pub fn set(&mut self, key: &str, val: Val, comment: &str) -> &mut Self {
-        let comment: Vec<String> = comment.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        let comment: Vec<String> = comment
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
         match self.t.entries.iter_mut().find(|e| e.key == key) {
             Some(e) => {
                 e.val = val;
@@ -98,7 +117,9 @@ impl Doc {
                 self.tables.len() - 1
             }
         };
-        TableRef { t: &mut self.tables[i] }
+        TableRef {
+            t: &mut self.tables[i],
+        }
     }
 
     /// A new `[[name]]` table.
@@ -115,17 +136,33 @@ impl Doc {
 
     /// The `[[name]]` tables made so far.
     pub fn count(&self, name: &str) -> usize {
-        self.tables.iter().filter(|t| t.array && t.name == name).count()
+        self.tables
+            .iter()
+            .filter(|t| t.array && t.name == name)
+            .count()
     }
 
     /// Every path value, absolute ones under `root` when given.
     pub fn render(&self, root: Option<&Path>) -> String {
-        let mut tables: Vec<&Table> = self.tables.iter().filter(|t| !t.entries.is_empty() || t.array).collect();
-        tables.sort_by_key(|t| ORDER.iter().position(|n| *n == t.name).unwrap_or(ORDER.len()));
+        let mut tables: Vec<&Table> = self
+            .tables
+            .iter()
+            .filter(|t| !t.entries.is_empty() || t.array)
+            .collect();
+        tables.sort_by_key(|t| {
+            ORDER
+                .iter()
+                .position(|n| *n == t.name)
+                .unwrap_or(ORDER.len())
+        });
         let mut out = String::new();
         for t in tables {
             if !t.name.is_empty() {
-                let header = if t.array { format!("[[{}]]", t.name) } else { format!("[{}]", t.name) };
+                let header = if t.array {
+                    format!("[[{}]]", t.name)
+                } else {
+                    format!("[{}]", t.name)
+                };
                 out.push_str(&format!("\n{header}\n"));
             }
             for e in &t.entries {
@@ -140,7 +177,10 @@ impl Doc {
 }
 
 fn key(k: &str) -> String {
-    if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         k.to_string()
     } else {
         quote(k)
@@ -161,11 +201,18 @@ fn value(v: &Val, root: Option<&Path>) -> String {
             if items.is_empty() {
                 return "{}".into();
             }
-            let items: Vec<String> = items.iter().map(|(k, v)| format!("{} = {}", quote(k), value(v, root))).collect();
+            let items: Vec<String> = items
+                .iter()
+                .map(|(k, v)| format!("{} = {}", quote(k), value(v, root)))
+                .collect();
             format!("{{ {} }}", items.join(", "))
         }
         Val::Text(t) if !t.contains("'''") && !t.contains('\r') => {
-            let t = if t.ends_with('\n') { t.clone() } else { format!("{t}\n") };
+            let t = if t.ends_with('\n') {
+                t.clone()
+            } else {
+                format!("{t}\n")
+            };
             format!("'''\n{t}'''")
         }
         Val::Text(t) => quote(t),
@@ -189,7 +236,9 @@ pub fn quote(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -204,11 +253,17 @@ mod tests {
     #[test]
     fn tables_come_in_example_order_and_paths_move_under_root() {
         let mut d = Doc::default();
-        d.table("smtp").set("helo_required", Val::Bool(true), "smtpd_helo_required = yes");
+        d.table("smtp").set(
+            "helo_required",
+            Val::Bool(true),
+            "smtpd_helo_required = yes",
+        );
         d.push("listener").set("address", Val::s("0.0.0.0:25"), "");
         d.table("").set("hostname", Val::s("a\"b"), "");
-        d.table("tls").set("cert_file", Val::Path("/etc/x.pem".into()), "");
-        d.table("content").set("header_rules", Val::Text("/^Received:/ IGNORE".into()), "");
+        d.table("tls")
+            .set("cert_file", Val::Path("/etc/x.pem".into()), "");
+        d.table("content")
+            .set("header_rules", Val::Text("/^Received:/ IGNORE".into()), "");
         let out = d.render(Some(Path::new("/tmp/r")));
         assert_eq!(
             out,

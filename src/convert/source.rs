@@ -70,7 +70,9 @@ impl Source {
         let rel = if let Some(rest) = path.strip_prefix(cd).filter(|r| r.starts_with('/')) {
             rest.trim_start_matches('/')
         } else if path.starts_with('/') {
-            return Err(format!("{path} is outside {cd}, the directory given: not read"));
+            return Err(format!(
+                "{path} is outside {cd}, the directory given: not read"
+            ));
         } else {
             path
         };
@@ -129,7 +131,9 @@ fn read_confined(dir: &Path, rel: &str) -> Result<Vec<u8>, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() > FILE_LIMIT {
-        return Err(format!("larger than {FILE_LIMIT} bytes: not a configuration file"));
+        return Err(format!(
+            "larger than {FILE_LIMIT} bytes: not a configuration file"
+        ));
     }
     Ok(bytes)
 }
@@ -144,7 +148,10 @@ pub fn check_text(name: &str, bytes: Vec<u8>) -> Result<String, Finding> {
                 name,
                 n,
                 "",
-                &format!("line of {} bytes, longer than {LINE_LIMIT}: a broken file?", line.len()),
+                &format!(
+                    "line of {} bytes, longer than {LINE_LIMIT}: a broken file?",
+                    line.len()
+                ),
             ));
         }
         if let Some(col) = line
@@ -184,9 +191,15 @@ mod tests {
     #[test]
     fn paths_outside_the_config_directory_are_not_read() {
         let s = Source::memory(&[]);
-        assert_eq!(s.relative("/etc/postfix/header_checks").unwrap(), "header_checks");
+        assert_eq!(
+            s.relative("/etc/postfix/header_checks").unwrap(),
+            "header_checks"
+        );
         assert_eq!(s.relative("transport").unwrap(), "transport");
-        assert!(s.relative("/etc/aliases").unwrap_err().contains("outside /etc/postfix"));
+        assert!(s
+            .relative("/etc/aliases")
+            .unwrap_err()
+            .contains("outside /etc/postfix"));
         assert!(s.relative("/etc/postfix/../shadow").is_err());
         assert!(s.relative("/etc/postfixx/a").is_err());
     }

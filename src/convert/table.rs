@@ -29,20 +29,40 @@ pub struct Row {
 }
 
 const fn key(param: &'static str, to: &'static str) -> Row {
-    Row { param, fate: Fate::Key(to), default: None }
+    Row {
+        param,
+        fate: Fate::Key(to),
+        default: None,
+    }
 }
 const fn built(param: &'static str, how: &'static str) -> Row {
-    Row { param, fate: Fate::BuiltIn(how), default: None }
+    Row {
+        param,
+        fate: Fate::BuiltIn(how),
+        default: None,
+    }
 }
 /// Built in for the Postfix default only: another value is reported.
 const fn built_if(param: &'static str, how: &'static str, default: &'static str) -> Row {
-    Row { param, fate: Fate::BuiltIn(how), default: Some(default) }
+    Row {
+        param,
+        fate: Fate::BuiltIn(how),
+        default: Some(default),
+    }
 }
 const fn irrelevant(param: &'static str, why: &'static str) -> Row {
-    Row { param, fate: Fate::Irrelevant(why), default: None }
+    Row {
+        param,
+        fate: Fate::Irrelevant(why),
+        default: None,
+    }
 }
 const fn unsupported(param: &'static str, why: &'static str, default: Option<&'static str>) -> Row {
-    Row { param, fate: Fate::Unsupported(why), default }
+    Row {
+        param,
+        fate: Fate::Unsupported(why),
+        default,
+    }
 }
 
 const PROGRAM: &str = "Postfix's own programs and files; postern is one binary";
@@ -217,10 +237,41 @@ pub fn lookup(param: &str) -> Option<&'static Row> {
 
 /// master.cf services that are Postfix's own machinery: nothing to convert.
 pub const INTERNAL_SERVICES: &[&str] = &[
-    "pickup", "cleanup", "qmgr", "oqmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify",
-    "flush", "proxymap", "proxywrite", "showq", "error", "retry", "discard", "local", "virtual",
-    "lmtp", "anvil", "scache", "postlog", "smtp", "relay", "maildrop", "uucp", "ifmail", "bsmtp",
-    "scalemail-backend", "mailman", "postscreen", "smtpd", "dnsblog", "tlsproxy",
+    "pickup",
+    "cleanup",
+    "qmgr",
+    "oqmgr",
+    "tlsmgr",
+    "rewrite",
+    "bounce",
+    "defer",
+    "trace",
+    "verify",
+    "flush",
+    "proxymap",
+    "proxywrite",
+    "showq",
+    "error",
+    "retry",
+    "discard",
+    "local",
+    "virtual",
+    "lmtp",
+    "anvil",
+    "scache",
+    "postlog",
+    "smtp",
+    "relay",
+    "maildrop",
+    "uucp",
+    "ifmail",
+    "bsmtp",
+    "scalemail-backend",
+    "mailman",
+    "postscreen",
+    "smtpd",
+    "dnsblog",
+    "tlsproxy",
 ];
 
 /// The README table: `| Postfix | postern |` rows, one per parameter.
