@@ -10,6 +10,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+#[cfg(feature = "convert")]
+pub mod convert;
 pub mod deliver;
 pub mod directory;
 pub mod dkim;

@@ -2,6 +2,7 @@
 //! config example|default`, `postern reload`. Only argument handling and
 //! exit codes live here; the work is done by the library modules.
 
+pub mod convert;
 pub mod dkim;
 pub mod explain;
 mod password_input;
@@ -40,6 +41,7 @@ pub enum Command {
     Sync(sync::SyncCmd),
     Dkim(dkim::DkimCmd),
     Explain(explain::ExplainCmd),
+    Convert(convert::ConvertCmd),
 }
 
 /// Tell the running server to reload its configuration (SIGHUP).
@@ -211,6 +213,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sync(s) => sync::run(s),
         Command::Dkim(d) => dkim::run(d),
         Command::Explain(e) => explain::run(e),
+        Command::Convert(c) => convert::run(c),
         Command::Serve(s) => {
             let mut cfg = match load(s.config.as_ref(), s.root.as_deref()) {
                 Ok(c) => c,
