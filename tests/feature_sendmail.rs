@@ -397,6 +397,10 @@ fn cron_mailto_through_anacron() {
     assert!(m.contains("2 files skipped") && m.contains("Anacron job 'nightly'"), "{m}");
     assert!(received_header(&m).contains("from userid 0"), "{m}");
     assert_eq!(field(&m, "Return-Path").as_deref(), Some("<root@example.test>"), "{m}");
+    // anacron writes `From: Anacron <root>`: a bare name gets the origin
+    // in the header too, as Postfix's cleanup does for local mail.
+    let from = field(&m, "From").unwrap_or_default();
+    assert!(from.contains("<root@example.test>"), "From: {from}\n{m}");
 }
 
 /// Python scripts call sendmail with subprocess: each flag, the exit

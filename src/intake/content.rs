@@ -228,6 +228,8 @@ pub struct Scanner {
     /// Headers to add where the message has none of their kind (local
     /// submissions: From:, Date:, Message-ID:), as (lower-case name, line).
     missing: Vec<(&'static str, String)>,
+    /// Local submissions: the domain bare names in address headers get.
+    qualify: Option<String>,
     pub verdict: Verdict,
     pub events: Vec<Event>,
 }
@@ -247,6 +249,7 @@ impl Scanner {
             hops: 0,
             out: Vec::new(),
             missing: Vec::new(),
+            qualify: None,
             verdict: Verdict::default(),
             events: Vec::new(),
         }
@@ -261,6 +264,12 @@ impl Scanner {
             ("date", format!("Date: {date}\n")),
             ("message-id", format!("Message-ID: <{message_id}>\n")),
         ];
+    }
+
+    /// Bare names in the message's address headers get `@origin`
+    /// (local submissions; see qualify.rs).
+    pub fn qualify_addresses(&mut self, origin: &str) {
+        self.qualify = Some(origin.to_string());
     }
 
     /// Writes the headers still missing (at the end of the section).
@@ -359,7 +368,16 @@ impl Scanner {
         if self.header.is_empty() {
             return;
         }
-        let header = std::mem::take(&mut self.header);
+        let mut header = std::mem::take(&mut self.header);
+        if let (State::Headers, Some(origin)) = (self.state, self.qualify.as_deref()) {
+            let name_end = header.iter().position(|&c| c == b':').unwrap_or(0);
+            let name = String::from_utf8_lossy(&header[..name_end]).trim().to_ascii_lowercase();
+            if super::qualify::ADDRESS_FIELDS.contains(&name.as_str()) {
+                if let Some(q) = super::qualify::qualify_field(&header, origin) {
+                    header = q;
+                }
+            }
+        }
         let text = strip_lf(&header);
         let name_end = text.iter().position(|&c| c == b':').unwrap_or(0);
         let name = String::from_utf8_lossy(&text[..name_end]).trim().to_ascii_lowercase();

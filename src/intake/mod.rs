@@ -18,6 +18,7 @@
 
 pub mod content;
 mod direct;
+mod qualify;
 pub mod rules;
 
 use std::collections::HashSet;

@@ -90,6 +90,7 @@ impl Conn {
             };
             let id = format!("{}.{qid}@{}", crate::timefmt::compact(now), self.shared.hostname);
             s.add_missing(&from, &crate::timefmt::rfc5322(now), &id);
+            s.qualify_addresses(&self.listener.session_cfg.origin);
         }
         self.opened_with = None;
         Ok(qid)
