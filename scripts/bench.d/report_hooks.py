@@ -76,23 +76,23 @@ def med(recs, key):
 def table(title, runs, figures, rounds):
     w = 11
     print(title)
-    print(f"{'round':<6}{'server':<9}" + "".join(f"{t:>{w}}" for _, t, _ in figures) + f"{'procs':>7}")
-    print(f"{'':<15}" + "".join(f"{u:>{w}}" for _, _, u in figures))
+    print(f"{'round':<7}{'server':<9}" + "".join(f"{t:>{w}}" for _, t, _ in figures) + f"{'procs':>7}")
+    print(f"{'':<16}" + "".join(f"{u:>{w}}" for _, _, u in figures))
     for i in range(rounds):
         for s in SERVERS:
             r = runs[s][i]
-            print(f"{r['round']:<6}{s:<9}" + "".join(f"{fmt(num(r.get(k))):>{w}}" for k, _, _ in figures)
+            print(f"{r['round']:<7}{s:<9}" + "".join(f"{fmt(num(r.get(k))):>{w}}" for k, _, _ in figures)
                   + f"{r.get('peak_procs', '?'):>7}")
-        print(f"{'':<6}{'ratio':<9}" + "".join(
+        print(f"{'':<7}{'ratio':<9}" + "".join(
             f"{fmt(ratio(num(runs['postern'][i].get(k)), num(runs['postfix'][i].get(k)))):>{w}}"
             for k, _, _ in figures))
     medians = {s: {k: med(runs[s][:rounds], k) for k, _, _ in figures} for s in SERVERS}
     for s in SERVERS:
         medians[s]["peak_procs"] = med(runs[s][:rounds], "peak_procs")
-    print(f"{'median':<6}{'postern':<9}" + "".join(f"{fmt(medians['postern'][k]):>{w}}" for k, _, _ in figures))
-    print(f"{'':<6}{'postfix':<9}" + "".join(f"{fmt(medians['postfix'][k]):>{w}}" for k, _, _ in figures))
+    print(f"{'median':<7}{'postern':<9}" + "".join(f"{fmt(medians['postern'][k]):>{w}}" for k, _, _ in figures))
+    print(f"{'':<7}{'postfix':<9}" + "".join(f"{fmt(medians['postfix'][k]):>{w}}" for k, _, _ in figures))
     rat = {k: ratio(medians["postern"][k], medians["postfix"][k]) for k, _, _ in figures}
-    print(f"{'':<6}{'ratio':<9}" + "".join(f"{fmt(rat[k]):>{w}}" for k, _, _ in figures))
+    print(f"{'':<7}{'ratio':<9}" + "".join(f"{fmt(rat[k]):>{w}}" for k, _, _ in figures))
     per_round = [ratio(num(runs["postern"][i].get("delivered_msgs_per_s")),
                        num(runs["postfix"][i].get("delivered_msgs_per_s"))) for i in range(rounds)]
     print("delivered msg/s ratio by round: " + " / ".join(fmt(v) for v in per_round))
