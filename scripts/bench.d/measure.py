@@ -10,7 +10,9 @@ Memory of a process set: the root pid alone (`--pid`), the root and its
 direct children (`--tree`, Postfix's master and its daemons), or the root
 and all its descendants (`--deep`: a server and the commands its pipe
 deliveries run, e.g. procmail under postern or under Postfix's pipe
-daemons). Per process,
+daemons; a descendant still running its parent's program, between its
+fork or clone and its exec, is left out: after postern's CLONE_VM spawn
+it shares its parent's memory, which would be counted twice). Per process,
 Rss and Pss come from /proc/PID/smaps_rollup; a sample is the sum over the
 set, the peak is the largest sample. For a single process the kernel's own
 high-water mark (VmHWM) at the end is taken too, and the peak is the larger
@@ -109,10 +111,32 @@ def status_kb(pid, key):
     return None
 
 
+def exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def unexeced(pid):
+    """A child caught between its fork or clone and its exec: the same
+    program as its parent. After a vfork-style clone (CLONE_VM: postern's
+    pipe, glibc's posix_spawn) it IS its parent's memory, which
+    smaps_rollup would report a second time; after a fork it is a
+    copy-on-write copy about to be replaced. Not counted."""
+    f = stat_fields(pid)
+    if f is None:
+        return False
+    mine = exe(pid)
+    return mine is not None and mine == exe(int(f[1]))
+
+
 def memory(root, tree):
     """(sum rss kb, sum pss kb, process count) over the set."""
     rss = pss = n = 0
     for pid in members(root, tree):
+        if tree == "deep" and pid != root and unexeced(pid):
+            continue
         r = rollup(pid)
         if r is None:
             continue
