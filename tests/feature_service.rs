@@ -328,3 +328,62 @@ fn started_as_root_it_drops_to_the_configured_user() {
     assert!(err.contains("is writable by everyone (mode 0666)"), "{err}");
     assert!(!Path::new(&data.join("listening")).exists() || err.contains("writable"));
 }
+
+/// Dropped to nobody with a mailbox_command (commands may run as other
+/// users): postern keeps CAP_SETUID and CAP_SETGID (and says so); the
+/// command runs as a user, never root, and inherits no capability.
+#[test]
+fn dropped_to_a_user_its_commands_inherit_no_capability() {
+    if !root_or_skip("dropped_to_a_user_its_commands_inherit_no_capability") {
+        return;
+    }
+    let t = TestDir::new("svc-drop-pipe");
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let out = open_dir(&t.path().join("out"));
+    let who = script(
+        t.path(),
+        "who.sh",
+        &format!(
+            "#!/bin/sh\nid -u > {out}/uid\ngrep CapEff /proc/self/status > {out}/caps\ncat > /dev/null\n",
+            out = out.display()
+        ),
+    );
+    let data = home.join("data");
+    let config = t.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nhostname = \"mx.example.test\"\nlocal_domains = [\"mx.example.test\"]\nuser = \"nobody\"\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\n[relay]\ndns_servers = [\"127.0.0.1:1\"]\n\
+             [delivery]\nmailbox_command = [\"{}\"]\n",
+            data.display(),
+            who.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = postern();
+    cmd.args(["serve", "-c"]).arg(&config);
+    let served = Served::start(cmd, &t.path().join("log"), &data);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
+    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_string();
+    // CAP_SETGID (6), CAP_SETUID (7), CAP_NET_BIND_SERVICE (10).
+    assert!(cap_eff.ends_with("00000000000004c0"), "{cap_eff}\n{}", served.log());
+    assert!(served.log().contains("CAP_SETUID and CAP_SETGID"), "{}", served.log());
+
+    let mut c = Smtp::connect(served.addr());
+    c.hello();
+    let r = c.send_mail("sender@client.test", &["erin@mx.example.test"], "Subject: piped\r\n\r\nhi");
+    assert_eq!(r.code, 250, "{r:?}\n{}", served.log());
+    c.expect("QUIT", "221");
+    assert!(wait_until(WAIT, || out.join("caps").exists()), "{}", served.log());
+    std::thread::sleep(Duration::from_millis(200));
+    let uid = std::fs::read_to_string(out.join("uid")).unwrap();
+    let default_privs = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    assert_eq!(uid.trim(), default_privs.to_string(), "mailbox_command runs as postern's user (nobody), never root");
+    let caps = std::fs::read_to_string(out.join("caps")).unwrap();
+    assert!(caps.trim().ends_with("0000000000000000"), "the command inherits no capability: {caps}");
+}

@@ -6,15 +6,25 @@ smtp-source (the argv after `--`) while sampling memory every ~50 ms, then
 waits (bounded) until N files are in the Maildir's new/. Prints one line of
 key=value pairs on stdout.
 
-Memory of a process set: the root pid alone (`--pid`) or the root and its
-direct children (`--tree`, Postfix's master and its daemons). Per process,
+Memory of a process set: the root pid alone (`--pid`), the root and its
+direct children (`--tree`, Postfix's master and its daemons), or the root
+and all its descendants (`--deep`: a server and the commands its pipe
+deliveries run, e.g. procmail under postern or under Postfix's pipe
+daemons; a descendant still running its parent's program, between its
+fork or clone and its exec, is left out: after postern's CLONE_VM spawn
+it shares its parent's memory, which would be counted twice). Per process,
 Rss and Pss come from /proc/PID/smaps_rollup; a sample is the sum over the
 set, the peak is the largest sample. For a single process the kernel's own
 high-water mark (VmHWM) at the end is taken too, and the peak is the larger
 of it and the sampled maximum.
 
 CPU: user+system time of the set from /proc/PID/stat, children's reaped time
-included (Postfix's exited daemons land in the master's cutime/cstime).
+included (Postfix's exited daemons land in the master's cutime/cstime, a
+finished procmail in its parent's).
+
+`--side-pid PID` (a process outside the set, e.g. the content filter both
+servers use): its own CPU per message over the same interval, reported
+apart as side_cpu_ms_per_msg.
 
 Disk flushes: the kernel's count of completed flush requests, summed over
 the block devices (/sys/block/*/stat, field 16), from just before the load
@@ -57,7 +67,19 @@ def children(pid):
     return kids
 
 
+def descendants(root):
+    seen, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        seen.append(pid)
+        todo.extend(c for c in children(pid) if c not in seen)
+    return seen
+
+
 def members(root, tree):
+    """tree: False (root only), True (and its children), "deep" (all below)."""
+    if tree == "deep":
+        return descendants(root)
     return [root] + children(root) if tree else [root]
 
 
@@ -89,10 +111,32 @@ def status_kb(pid, key):
     return None
 
 
+def exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def unexeced(pid):
+    """A child caught between its fork or clone and its exec: the same
+    program as its parent. After a vfork-style clone (CLONE_VM: postern's
+    pipe, glibc's posix_spawn) it IS its parent's memory, which
+    smaps_rollup would report a second time; after a fork it is a
+    copy-on-write copy about to be replaced. Not counted."""
+    f = stat_fields(pid)
+    if f is None:
+        return False
+    mine = exe(pid)
+    return mine is not None and mine == exe(int(f[1]))
+
+
 def memory(root, tree):
     """(sum rss kb, sum pss kb, process count) over the set."""
     rss = pss = n = 0
     for pid in members(root, tree):
+        if tree == "deep" and pid != root and unexeced(pid):
+            continue
         r = rollup(pid)
         if r is None:
             continue
@@ -163,6 +207,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pid", type=int, required=True, help="server pid (Postfix: the master)")
     ap.add_argument("--tree", action="store_true", help="count the pid's direct children too")
+    ap.add_argument("--deep", action="store_true", help="count all the pid's descendants too")
+    ap.add_argument("--side-pid", type=int, help="report this process's CPU per message apart")
     ap.add_argument("--new", required=True, help="the Maildir's new/ directory")
     ap.add_argument("-m", type=int, required=True, help="messages expected")
     ap.add_argument("--settle", type=float, default=1.0)
@@ -172,6 +218,8 @@ def main():
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    if a.deep:
+        a.tree = "deep"
 
     if count_files(a.new) != 0:
         sys.exit(f"measure: {a.new} is not empty at the start")
@@ -181,6 +229,7 @@ def main():
     if idle_procs == 0:
         sys.exit(f"measure: process {a.pid} is gone before the load")
     cpu0 = cpu_seconds(a.pid, a.tree)
+    side0 = cpu_seconds(a.side_pid, False) if a.side_pid else None
     flushes0 = disk_flushes()
 
     sampler = Sampler(a.pid, a.tree, a.interval)
@@ -226,6 +275,7 @@ def main():
     sampler.stop.set()
     sampler.join()
     cpu1 = cpu_seconds(a.pid, a.tree)
+    side1 = cpu_seconds(a.side_pid, False) if a.side_pid else None
     flushes1 = disk_flushes()
     peak_rss, peak_pss = sampler.peak_rss, sampler.peak_pss
     if not a.tree:
@@ -255,6 +305,9 @@ def main():
         else "nan",
         "samples": sampler.samples,
     }
+    if a.side_pid:
+        out["side_cpu_ms_per_msg"] = f"{(side1 - side0) * 1000 / a.m:.3f}"
+        out["side_alive"] = "yes" if rollup(a.side_pid) is not None else "no"
     print(" ".join(f"{k}={v}" for k, v in out.items()))
 
 

@@ -14,6 +14,7 @@
 pub mod macros;
 pub mod maildir;
 pub mod pipe;
+mod spawn;
 pub mod quota;
 pub mod registry;
 pub mod smtp;

@@ -36,13 +36,12 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::macros::{expand, split_extension, uses, with_extension};
 use super::maildir::MaildirAgent;
+use super::spawn;
 use super::{BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
 use crate::route::{FileRoute, PipeRoute, Route};
@@ -173,23 +172,16 @@ impl PipeAgent {
                 nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(route.user.1)).ok()
             })
             .unwrap_or_else(|| vec![nix::unistd::Gid::from_raw(route.user.1)]);
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("SHELL", "/bin/sh")
-            .current_dir(home.clone().unwrap_or_else(|| "/".into()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/bin:/bin".into()), ("SHELL".into(), "/bin/sh".into())];
         if let Some(h) = &home {
-            cmd.env("HOME", h);
+            env.push(("HOME".into(), h.display().to_string()));
         }
         if let Some(u) = &user {
-            cmd.env("USER", &u.name).env("LOGNAME", &u.name);
+            env.push(("USER".into(), u.name.clone()));
+            env.push(("LOGNAME".into(), u.name.clone()));
         }
         if let Ok(tz) = std::env::var("TZ") {
-            cmd.env("TZ", tz);
+            env.push(("TZ".into(), tz));
         }
         if route.local_env {
             for (k, v) in [
@@ -200,31 +192,24 @@ impl PipeAgent {
                 ("DOMAIN", "domain"),
                 ("EXTENSION", "extension"),
             ] {
-                cmd.env(k, vars.get(v).cloned().unwrap_or_default());
+                env.push((k.into(), vars.get(v).cloned().unwrap_or_default()));
             }
         }
         let (uid, gid) = route.user;
+        // Root, or dropped to [main] user with CAP_SETUID/CAP_SETGID kept.
         let am_root = crate::privs::can_switch_users();
-        // SAFETY: only async-signal-safe system calls (setsid, setgroups,
-        // setgid, setuid, prctl) on data prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(io::Error::from)?;
-                if am_root {
-                    nix::unistd::setgroups(&groups).map_err(io::Error::from)?;
-                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(io::Error::from)?;
-                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(io::Error::from)?;
-                }
-                // A daemon with ambient capabilities (systemd) must not pass
-                // them on to the command (capabilities(7)).
-                nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn()?;
-        let pid = child.id() as i32;
+        let cwd = home.clone().unwrap_or_else(|| "/".into());
+        // In a session of its own, as the transport's user and groups;
+        // see spawn.rs for why not std's Command.
+        let child = spawn::spawn(&spawn::Spec {
+            argv: &argv,
+            env: &env,
+            cwd: &cwd,
+            creds: am_root.then(|| (uid, gid, groups.iter().map(|g| g.as_raw()).collect())),
+        })?;
+        let pid = child.pid;
         let input = self.input(msg, route, first)?;
-        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdin = child.stdin;
         let feeder = std::thread::spawn(move || {
             // A command that stops reading (EPIPE) is judged by its exit.
             let _ = stdin.write_all(&input.0);
@@ -232,20 +217,19 @@ impl PipeAgent {
         });
         let limit = route.output_limit.max(1);
         // Standard error first: its first line is the diagnostic.
-        let readers: Vec<_> = [child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>), child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>)]
+        let readers: Vec<_> = [Box::new(child.stderr) as Box<dyn Read + Send>, Box::new(child.stdout) as Box<dyn Read + Send>]
             .into_iter()
-            .flatten()
             .map(|r| std::thread::spawn(move || keep_first(r, limit)))
             .collect();
         let deadline = Instant::now() + route.timeout;
         let (status, timed_out) = loop {
-            if let Some(s) = child.try_wait()? {
+            if let Some(s) = spawn::try_wait(pid)? {
                 break (s, false);
             }
             if Instant::now() >= deadline {
                 // The whole session: procmail's own children too.
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
-                break (child.wait()?, true);
+                break (spawn::wait(pid)?, true);
             }
             std::thread::sleep(Duration::from_millis(10));
         };
