@@ -170,7 +170,7 @@ fn misbehaving_servers_are_retried_later_or_passed_over_for_the_next_mx() {
 
 #[test]
 fn a_hundred_mx_records_only_the_best_five_are_tried() {
-    let good = PySink::start_on("127.0.0.9", smtp_peers::free_port(), &[]).unwrap();
+    let good = PySink::start_free("127.0.0.9", &[]);
     let port = good.addr.port();
     let mut records = Vec::new();
     for i in 1..=100 {

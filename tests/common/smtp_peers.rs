@@ -36,6 +36,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free on `ip` right now (a loopback address other than
+/// 127.0.0.1 may have ports taken that 127.0.0.1 has free).
+pub fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A message as the aiosmtpd sink stored it.
 #[derive(Debug)]
 pub struct Received {
@@ -72,6 +82,19 @@ impl PySink {
 
     /// Starts the sink on `ip:port` (a loopback address); Err with its
     /// log when it cannot (the log says "in use" when the port is taken).
+    /// Starts the sink on `ip` and a port free there, retried on a clash.
+    pub fn start_free(ip: &str, opts: &[&str]) -> PySink {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match PySink::start_on(ip, free_port_on(ip), opts) {
+                Ok(s) => return s,
+                Err(e) if e.contains("in use") => last = e,
+                Err(e) => panic!("an aiosmtpd sink did not start:\n{e}"),
+            }
+        }
+        panic!("no free port on {ip}:\n{last}");
+    }
+
     pub fn start_on(ip: &str, port: u16, opts: &[&str]) -> Result<PySink, String> {
         require_python_module("aiosmtpd");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/smtp_sink.py");
