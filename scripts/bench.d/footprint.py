@@ -75,7 +75,7 @@ class Server:
         self.log_path = os.path.join(self.dir, "log")
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [*runner, binary, "serve", "--config", self.conf],
+            [*runner, os.path.abspath(binary), "serve", "--config", self.conf],
             cwd=self.dir,
             stdin=subprocess.DEVNULL,
             stdout=log,
