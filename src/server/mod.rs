@@ -15,6 +15,7 @@ mod local;
 mod reload;
 mod setup;
 mod signals;
+mod trim;
 pub mod stream;
 mod sync;
 
@@ -124,6 +125,12 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     announce(&cfg, &listed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let _health = health::start(&ex, runner.clone());
+    // Start-up done (and the first threads' code run): its pages can go.
+    ex.spawn(async {
+        smol::Timer::after(Duration::from_secs(3)).await;
+        smol::unblock(trim::drop_startup_pages).await;
+    })
+    .detach();
     let (stop, threads) = run_executor(&ex, cfg.smtp.threads);
     let sync = sync::start(&cfg);
     let mut running = reload::Running {
