@@ -275,6 +275,43 @@ fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> (bool, Strin
     )
 }
 
+/// A root-started server with `user = "nobody"`, its data under a
+/// directory nobody owns; `extra` is appended to the config.
+struct Dropped {
+    t: TestDir,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+    nobody: nix::unistd::User,
+}
+
+impl Dropped {
+    fn new(tag: &str) -> Dropped {
+        let t = TestDir::new(tag);
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+        nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        let (data, config) = (home.join("data"), t.path().join("postern.toml"));
+        Dropped { t, data, config, nobody }
+    }
+
+    fn start(&self, extra: &str) -> Served {
+        std::fs::write(
+            &self.config,
+            format!(
+                "data_dir = \"{}\"\nhostname = \"mx.example.test\"\nlocal_domains = [\"mx.example.test\"]\nuser = \"nobody\"\n\
+                 [[listener]]\naddress = \"127.0.0.1:0\"\n[relay]\ndns_servers = [\"127.0.0.1:1\"]\n{extra}",
+                self.data.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&self.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = postern();
+        cmd.args(["serve", "-c"]).arg(&self.config);
+        Served::start(cmd, &self.t.path().join("log"), &self.data)
+    }
+}
+
 /// Started as root with `user = "nobody"`: bound, then running as
 /// nobody with no capability but CAP_NET_BIND_SERVICE; mail delivered by
 /// nobody. A world-writable configuration is refused.
@@ -283,26 +320,9 @@ fn started_as_root_it_drops_to_the_configured_user() {
     if !root_or_skip("started_as_root_it_drops_to_the_configured_user") {
         return;
     }
-    let t = TestDir::new("svc-drop");
-    let home = t.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
-    nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let data = home.join("data");
-    let config = t.path().join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nhostname = \"mx.example.test\"\nlocal_domains = [\"mx.example.test\"]\nuser = \"nobody\"\n\
-             [[listener]]\naddress = \"127.0.0.1:0\"\n[relay]\ndns_servers = [\"127.0.0.1:1\"]\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = postern();
-    cmd.args(["serve", "-c"]).arg(&config);
-    let served = Served::start(cmd, &t.path().join("log"), &data);
+    let d = Dropped::new("svc-drop");
+    let (data, config, nobody) = (&d.data, &d.config, &d.nobody);
+    let served = d.start("");
     let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
     let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
     let n = nobody.uid.as_raw().to_string();
@@ -321,8 +341,8 @@ fn started_as_root_it_drops_to_the_configured_user() {
     assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), nobody.uid.as_raw());
     drop(served);
 
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let o = postern().args(["serve", "-c"]).arg(&config).output().unwrap();
+    std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = postern().args(["serve", "-c"]).arg(config).output().unwrap();
     assert_eq!(o.status.code(), Some(78), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is writable by everyone (mode 0666)"), "{err}");
@@ -337,37 +357,17 @@ fn dropped_to_a_user_its_commands_inherit_no_capability() {
     if !root_or_skip("dropped_to_a_user_its_commands_inherit_no_capability") {
         return;
     }
-    let t = TestDir::new("svc-drop-pipe");
-    let home = t.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
-    nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let out = open_dir(&t.path().join("out"));
+    let d = Dropped::new("svc-drop-pipe");
+    let out = open_dir(&d.t.path().join("out"));
     let who = script(
-        t.path(),
+        d.t.path(),
         "who.sh",
         &format!(
             "#!/bin/sh\nid -u > {out}/uid\ngrep CapEff /proc/self/status > {out}/caps\ncat > /dev/null\n",
             out = out.display()
         ),
     );
-    let data = home.join("data");
-    let config = t.path().join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nhostname = \"mx.example.test\"\nlocal_domains = [\"mx.example.test\"]\nuser = \"nobody\"\n\
-             [[listener]]\naddress = \"127.0.0.1:0\"\n[relay]\ndns_servers = [\"127.0.0.1:1\"]\n\
-             [delivery]\nmailbox_command = [\"{}\"]\n",
-            data.display(),
-            who.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = postern();
-    cmd.args(["serve", "-c"]).arg(&config);
-    let served = Served::start(cmd, &t.path().join("log"), &data);
+    let served = d.start(&format!("[delivery]\nmailbox_command = [\"{}\"]\n", who.display()));
     let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
     let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_string();
     // CAP_SETGID (6), CAP_SETUID (7), CAP_NET_BIND_SERVICE (10).
