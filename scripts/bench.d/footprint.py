@@ -17,7 +17,8 @@ test scripts/build-release runs on each board binary.
 Idle RSS: `postern serve` on the embedded default config
 (src/config/default.toml, the one the README's first command runs; only
 its port is 0 here, so nothing else on 2525 matters) in a temp data dir,
-read from /proc/PID/status after it has listened and sat idle for 2 s,
+read from /proc/PID/status after it has listened and sat idle for 5 s
+(past the start-up page trim of src/server/trim.rs),
 then again 2 s after it delivered one message. VmRSS is split into
 RssAnon (what postern allocated) and RssFile (its own code pages, which
 the kernel maps in 64 KiB runs around every page touched, so most of the
@@ -186,7 +187,9 @@ def smoke(argv):
 def idle_rss(binary):
     srv = Server(binary)
     try:
-        time.sleep(2)
+        # postern lets go of its start-up pages 3 s after it is ready
+        # (src/server/trim.rs): idle is after that.
+        time.sleep(5)
         started = srv.rss()
         srv.send(starttls=False)
         time.sleep(2)
