@@ -296,6 +296,13 @@ impl Dropped {
     }
 
     fn start(&self, extra: &str) -> Served {
+        self.write(extra);
+        let mut cmd = postern();
+        cmd.args(["serve", "-c"]).arg(&self.config);
+        Served::start(cmd, &self.t.path().join("log"), &self.data)
+    }
+
+    fn write(&self, extra: &str) {
         std::fs::write(
             &self.config,
             format!(
@@ -306,9 +313,6 @@ impl Dropped {
         )
         .unwrap();
         std::fs::set_permissions(&self.config, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let mut cmd = postern();
-        cmd.args(["serve", "-c"]).arg(&self.config);
-        Served::start(cmd, &self.t.path().join("log"), &self.data)
     }
 }
 
@@ -386,4 +390,21 @@ fn dropped_to_a_user_its_commands_inherit_no_capability() {
     assert_eq!(uid.trim(), default_privs.to_string(), "mailbox_command runs as postern's user (nobody), never root");
     let caps = std::fs::read_to_string(out.join("caps")).unwrap();
     assert!(caps.trim().ends_with("0000000000000000"), "the command inherits no capability: {caps}");
+}
+
+/// `postern domain|user ...` run by root on a box whose server runs as
+/// `user`: the command becomes that user too, so the directory it writes
+/// stays the server's.
+#[test]
+fn directory_commands_run_by_root_write_as_the_service_user() {
+    if !root_or_skip("directory_commands_run_by_root_write_as_the_service_user") {
+        return;
+    }
+    let d = Dropped::new("svc-drop-cli");
+    d.write("");
+    let o = postern().args(["domain", "add", "-c"]).arg(&d.config).arg("example.test").output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let db = d.data.join("directory.sqlite");
+    let meta = std::fs::metadata(&db).unwrap_or_else(|e| panic!("{}: {e}", db.display()));
+    assert_eq!(meta.uid(), d.nobody.uid.as_raw(), "the directory belongs to the service user");
 }

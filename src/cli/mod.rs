@@ -169,6 +169,19 @@ pub fn config_under(
     Ok(cfg)
 }
 
+/// Commands that write the server's files (`postern sync`, `user`,
+/// `domain`, `alias`), run as root with `[main] user` set, become that
+/// user first, as the server does: what they write stays the server's.
+pub fn as_service_user(cmd: &str, cfg: &Config) -> Result<(), i32> {
+    match crate::privs::drop_to(cfg.main.user.as_deref(), |_| false) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!("postern {cmd}: {}: user: {e}", cfg.source);
+            Err(crate::sysexits::EX_NOPERM)
+        }
+    }
+}
+
 fn reload(r: Reload) -> i32 {
     let cfg = match config_under(r.config.as_ref(), r.data_dir, r.root.as_deref()) {
         Ok(c) => c,

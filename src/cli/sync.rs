@@ -55,6 +55,9 @@ pub fn run(s: SyncCmd) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = super::as_service_user("sync", &cfg) {
+        return code;
+    }
     if cfg.sync.mysql.is_none() && !s.status {
         eprintln!(
             "postern sync: no [sync.mysql] in {}: nothing to sync from (see `postern config example`)",

@@ -233,6 +233,7 @@ fn open(
     data_dir: Option<PathBuf>,
 ) -> Result<(Config, Db), i32> {
     let cfg = super::config_for(config, data_dir)?;
+    super::as_service_user(cmd, &cfg)?;
     let path = cfg.database_path();
     if let Some(dir) = path.parent() {
         if let Err(e) = crate::fsutil::ensure_dir(dir, 0o755) {
