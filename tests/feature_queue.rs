@@ -167,16 +167,7 @@ fn block_maildir(maildir: &std::path::Path) -> PathBuf {
 
 /// Tests that switch users need root; under CI they must not skip.
 fn is_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "{what} needs root, and CI must run it"
-    );
-    eprintln!("skipped: {what} needs root");
-    false
+    root_or_skip_because(what, "it needs root")
 }
 
 #[test]
@@ -411,10 +402,7 @@ fn the_socket_answers_garbage_with_64_and_survives_hang_ups() {
         (b"\x00\x01\xff\xfe\n".to_vec(), "not UTF-8"),
         (format!("hold {id} {id}\n").into_bytes(), "wrong number"),
         (b"list json json\n".to_vec(), "wrong number"),
-        (
-            format!("hold {id} json\n").into_bytes(),
-            "have a json form",
-        ),
+        (format!("hold {id} json\n").into_bytes(), "have a json form"),
         ([vec![b'x'; 600], b"\n".to_vec()].concat(), "too long"),
         (vec![b'x'; 5000], "too long"),
     ] {

@@ -130,7 +130,13 @@ pub fn queue_list(srv: &Server) -> (bool, String) {
 /// The one message in `maildir` (waiting for it), as bytes.
 pub fn only_message(srv: &Server, maildir: &Path) -> Vec<u8> {
     let files = wait_maildir(maildir, 1, WAIT);
-    assert_eq!(files.len(), 1, "one message in {}:\n{}", maildir.display(), srv.log());
+    assert_eq!(
+        files.len(),
+        1,
+        "one message in {}:\n{}",
+        maildir.display(),
+        srv.log()
+    );
     std::fs::read(&files[0]).unwrap()
 }
 
@@ -205,7 +211,12 @@ pub fn wait_bounce(srv: &Server, maildir: &Path, needle: &str) -> String {
             hit
         })
     });
-    assert!(ok, "no bounce mentioning {needle:?} in {}:\n{}", maildir.display(), srv.log());
+    assert!(
+        ok,
+        "no bounce mentioning {needle:?} in {}:\n{}",
+        maildir.display(),
+        srv.log()
+    );
     text
 }
 
@@ -224,7 +235,10 @@ pub fn live_processes(needle: &str) -> Vec<u32> {
         }
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
         // "pid (comm) S ...": the state after the last ')'.
-        let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start())
+            .unwrap_or("");
         if !state.starts_with('Z') && !state.is_empty() {
             out.push(pid);
         }
@@ -246,8 +260,14 @@ pub fn transport(name: &str, command: &[&str], user: &str, flags: &str, extra: &
 pub fn unnamed_ids() -> (u32, u32) {
     (47_000..48_000)
         .find(|&n| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().is_none()
-                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n)).ok().flatten().is_none()
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n))
+                .ok()
+                .flatten()
+                .is_none()
+                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n))
+                    .ok()
+                    .flatten()
+                    .is_none()
         })
         .map(|n| (n, n))
         .expect("a free uid")
@@ -256,9 +276,5 @@ pub fn unnamed_ids() -> (u32, u32) {
 /// Root runs these tests (CI does); elsewhere a test that needs to switch
 /// uids says why it skips, and fails under CI=true.
 pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip_unless_ci(test, "running commands as another uid needs root");
-    false
+    root_or_skip_because(test, "running commands as another uid needs root")
 }

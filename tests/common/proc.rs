@@ -89,6 +89,16 @@ pub fn skip_unless_ci(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// Root runs the suite (CI does): true. Elsewhere a test that needs root
+/// says why it skips, and under CI=true it fails instead of passing.
+pub fn root_or_skip_because(test: &str, why: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip_unless_ci(test, why);
+    false
+}
+
 /// The target directory (for the peers' virtual environment).
 pub fn target_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target>/tmp for integration tests.

@@ -35,7 +35,10 @@ pub struct Ran {
 impl Ran {
     /// Both streams, for assertion messages.
     pub fn all(&self) -> String {
-        format!("exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -105,7 +108,10 @@ impl Sendmail {
     /// The same, as uid/gid 65534 (nobody).
     pub fn send_as_nobody(&self, args: &[&str], input: &[u8]) -> Ran {
         use std::os::unix::process::CommandExt;
-        run_with_input(self.cmd("sendmail").args(args).uid(NOBODY).gid(NOBODY), input)
+        run_with_input(
+            self.cmd("sendmail").args(args).uid(NOBODY).gid(NOBODY),
+            input,
+        )
     }
 
     /// `name ARGS`, nothing on stdin.
@@ -148,18 +154,23 @@ impl Appliance {
              exec \"$@\""
         );
         let mut c = peer("unshare");
-        c.args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh", program]);
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            program,
+        ]);
         c
     }
 }
 
 /// Fails (CI) or skips (elsewhere) a test that needs root; true to go on.
 pub fn root_or_skip(test: &str, why: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip_unless_ci(test, why);
-    false
+    crate::common::root_or_skip_because(test, why)
 }
 
 /// The header section of a delivered message (up to its blank line).
@@ -177,7 +188,9 @@ pub fn body_of(msg: &str) -> &str {
 pub fn field(msg: &str, name: &str) -> Option<String> {
     let mut lines = head_of(msg).lines().peekable();
     while let Some(l) = lines.next() {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         if !k.eq_ignore_ascii_case(name) || l.starts_with([' ', '\t']) {
             continue;
         }
