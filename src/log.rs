@@ -223,9 +223,20 @@ pub fn queued(
 /// `ID: reject: header Subject: x from client; from=<a> to=<b> proto=ESMTP
 /// helo=<h>: 5.7.1 text`.
 pub fn content_rule(id: &str, word: &str, what: &str, client: &str, envelope: &str, detail: &str) {
-    let level = if word == "warning" { Level::Warning } else { Level::Info };
-    let tail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
-    write(level, &format!("{id}: {word}: {what} from {client}; {envelope}{tail}"));
+    let level = if word == "warning" {
+        Level::Warning
+    } else {
+        Level::Info
+    };
+    let tail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    write(
+        level,
+        &format!("{id}: {word}: {what} from {client}; {envelope}{tail}"),
+    );
 }
 
 /// A login. Never given a password: only names.
@@ -333,5 +344,8 @@ pub fn dkim_signed(id: &str, signatures: &[String]) {
 
 /// `ID: dkim: not signed: why` — the message goes out unsigned.
 pub fn dkim_failed(id: &str, why: &str) {
-    write(Level::Warning, &format!("warning: {id}: dkim: not signed: {why}"));
+    write(
+        Level::Warning,
+        &format!("warning: {id}: dkim: not signed: {why}"),
+    );
 }

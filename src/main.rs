@@ -12,7 +12,10 @@ fn main() {
         // SAFETY: single-threaded at this point; restoring a default
         // disposition installs no handler.
         unsafe {
-            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
         }
     }
     use postern::sendmail::{self, args::Mode};

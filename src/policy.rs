@@ -132,12 +132,18 @@ pub fn decide(
         // reject_unauth_destination
         DomainClass::Remote if client.trusted_network => (Rule::TrustedNetwork, Ok(())),
         DomainClass::Remote if may_relay(client) => (Rule::Authenticated, Ok(())),
-        DomainClass::Remote => (Rule::RelayDenied, Err(reply::relay_denied(&rcpt.to_string()))),
+        DomainClass::Remote => (
+            Rule::RelayDenied,
+            Err(reply::relay_denied(&rcpt.to_string())),
+        ),
         // We are its backup MX: the recipient is checked by the primary.
         DomainClass::Backup => (Rule::BackupMx, Ok(())),
         class @ (DomainClass::Local | DomainClass::Hosted) => match dir.resolve(rcpt)? {
             Resolution::Deliver(_) => (Rule::Exists(class), Ok(())),
-            Resolution::Unknown => (Rule::UnknownUser, Err(reply::unknown_user(&rcpt.to_string()))),
+            Resolution::Unknown => (
+                Rule::UnknownUser,
+                Err(reply::unknown_user(&rcpt.to_string())),
+            ),
             Resolution::Loop => (Rule::AliasLoop, Err(reply::alias_loop(&rcpt.to_string()))),
         },
     })

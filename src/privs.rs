@@ -86,7 +86,10 @@ pub fn can_switch_users() -> bool {
 /// commands that run as other users. With them root could be had back
 /// (that is what CAP_SETUID is), so they are kept only when the
 /// configuration needs them; without them, that root is gone is checked.
-pub fn drop_to(user: Option<&str>, switch_users: impl FnOnce(u32) -> bool) -> Result<Option<(u32, u32, bool)>, String> {
+pub fn drop_to(
+    user: Option<&str>,
+    switch_users: impl FnOnce(u32) -> bool,
+) -> Result<Option<(u32, u32, bool)>, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -100,9 +103,16 @@ pub fn drop_to(user: Option<&str>, switch_users: impl FnOnce(u32) -> bool) -> Re
     .map_err(|e| format!("user {name:?}: {e}"))?
     .ok_or_else(|| format!("user {name:?}: no such user (add it, e.g. with systemd-sysusers)"))?;
     if u.uid.is_root() {
-        return Err(format!("user {name:?} is root; name the unprivileged user postern runs as"));
+        return Err(format!(
+            "user {name:?} is root; name the unprivileged user postern runs as"
+        ));
     }
-    let fail = |what: &str, e: nix::Error| format!("cannot drop to {name} (uid {} gid {}): {what}: {e}", u.uid, u.gid);
+    let fail = |what: &str, e: nix::Error| {
+        format!(
+            "cannot drop to {name} (uid {} gid {}): {what}: {e}",
+            u.uid, u.gid
+        )
+    };
     nix::unistd::setgroups(&[u.gid]).map_err(|e| fail("setgroups", e))?;
     nix::unistd::setresgid(u.gid, u.gid, u.gid).map_err(|e| fail("setgid", e))?;
     // SAFETY: prctl with integer arguments only.
@@ -125,7 +135,9 @@ pub fn drop_to(user: Option<&str>, switch_users: impl FnOnce(u32) -> bool) -> Re
     let (ru, eu) = (nix::unistd::getuid(), nix::unistd::geteuid());
     let (rg, eg) = (nix::unistd::getgid(), nix::unistd::getegid());
     if ru != u.uid || eu != u.uid || rg != u.gid || eg != u.gid {
-        return Err(format!("dropping to {name} did not take: uid {ru}/{eu} gid {rg}/{eg}"));
+        return Err(format!(
+            "dropping to {name} did not take: uid {ru}/{eu} gid {rg}/{eg}"
+        ));
     }
     if !keep_switch {
         // This thread only (no libc broadcast): if it worked, the process
@@ -133,7 +145,9 @@ pub fn drop_to(user: Option<&str>, switch_users: impl FnOnce(u32) -> bool) -> Re
         // SAFETY: a plain system call with an integer argument.
         let back = unsafe { libc::syscall(libc::SYS_setuid, 0) };
         if back == 0 {
-            return Err(format!("dropping to {name} did not take: uid 0 could be had back"));
+            return Err(format!(
+                "dropping to {name} did not take: uid 0 could be had back"
+            ));
         }
     }
     Ok(Some((u.uid.as_raw(), u.gid.as_raw(), keep_switch)))

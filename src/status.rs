@@ -128,7 +128,12 @@ impl Board {
                 queue.held
             );
             if let Some((t, route, text)) = &i.last_error {
-                let _ = write!(s, "; last delivery error {} via {route}: {}", rfc3339(*t), first_line(text, 120));
+                let _ = write!(
+                    s,
+                    "; last delivery error {} via {route}: {}",
+                    rfc3339(*t),
+                    first_line(text, 120)
+                );
             }
             s
         })
@@ -195,9 +200,22 @@ impl Snapshot {
         let mut line = |k: &str, v: String| {
             let _ = writeln!(s, "{k:<12}{v}");
         };
-        line("version", format!("postern {} (pid {})", self.version, self.pid));
-        line("uptime", format!("{} (since {})", crate::import::ago(now - self.started), rfc3339(self.started)));
-        line("config", format!("{} (loaded {})", self.config, rfc3339(self.loaded_at)));
+        line(
+            "version",
+            format!("postern {} (pid {})", self.version, self.pid),
+        );
+        line(
+            "uptime",
+            format!(
+                "{} (since {})",
+                crate::import::ago(now - self.started),
+                rfc3339(self.started)
+            ),
+        );
+        line(
+            "config",
+            format!("{} (loaded {})", self.config, rfc3339(self.loaded_at)),
+        );
         line(
             "listeners",
             if self.listeners.is_empty() {
@@ -208,7 +226,10 @@ impl Snapshot {
         );
         line(
             "queue",
-            format!("{} active, {} deferred, {} held", self.queue.active, self.queue.deferred, self.queue.held),
+            format!(
+                "{} active, {} deferred, {} held",
+                self.queue.active, self.queue.deferred, self.queue.held
+            ),
         );
         line(
             "sync",
@@ -220,8 +241,15 @@ impl Snapshot {
                         None => format!("never synced from {}", y.source),
                     };
                     if !y.last_error.is_empty() {
-                        let at = y.last_attempt.map(|t| format!(" at {}", rfc3339(t))).unwrap_or_default();
-                        let _ = write!(v, "; last attempt{at} failed: {}", first_line(&y.last_error, 160));
+                        let at = y
+                            .last_attempt
+                            .map(|t| format!(" at {}", rfc3339(t)))
+                            .unwrap_or_default();
+                        let _ = write!(
+                            v,
+                            "; last attempt{at} failed: {}",
+                            first_line(&y.last_error, 160)
+                        );
                     }
                     v
                 }
@@ -232,7 +260,11 @@ impl Snapshot {
             match &self.cert {
                 None => "no TLS".into(),
                 Some((file, t)) if *t < now => format!("{file}: EXPIRED {}", rfc3339(*t)),
-                Some((file, t)) => format!("{file}: valid until {} ({} days left)", rfc3339(*t), (t - now) / 86_400),
+                Some((file, t)) => format!(
+                    "{file}: valid until {} ({} days left)",
+                    rfc3339(*t),
+                    (t - now) / 86_400
+                ),
             },
         );
         if self.routes.is_empty() {
@@ -243,7 +275,12 @@ impl Snapshot {
             let mut v = format!("{name}: ");
             match (&h.last_error, h.last_sent) {
                 (Some((te, text)), sent) if h.failing => {
-                    let _ = write!(v, "last error {}: {}", when(*te, now), first_line(text, 160));
+                    let _ = write!(
+                        v,
+                        "last error {}: {}",
+                        when(*te, now),
+                        first_line(text, 160)
+                    );
                     if let Some(ts) = sent {
                         let _ = write!(v, "; last sent {}", when(ts, now));
                     }
@@ -251,12 +288,22 @@ impl Snapshot {
                 (err, Some(ts)) => {
                     let _ = write!(v, "ok, last sent {}", when(ts, now));
                     if let Some((te, text)) = err {
-                        let _ = write!(v, "; earlier error {}: {}", when(*te, now), first_line(text, 160));
+                        let _ = write!(
+                            v,
+                            "; earlier error {}: {}",
+                            when(*te, now),
+                            first_line(text, 160)
+                        );
                     }
                 }
                 (None, None) => v.push_str("no delivery yet"),
                 (Some((te, text)), None) => {
-                    let _ = write!(v, "last error {}: {}", when(*te, now), first_line(text, 160));
+                    let _ = write!(
+                        v,
+                        "last error {}: {}",
+                        when(*te, now),
+                        first_line(text, 160)
+                    );
                 }
             }
             line(if first { "routes" } else { "" }, v);
@@ -334,7 +381,14 @@ mod tests {
         let b = board();
         b.delivery("relay-mail01", false, "4.4.1 connect refused\nmore");
         b.delivery("mx:example.test", true, "250 ok");
-        let s = b.snapshot(QueueCounts { active: 1, deferred: 2, held: 3 }, None);
+        let s = b.snapshot(
+            QueueCounts {
+                active: 1,
+                deferred: 2,
+                held: 3,
+            },
+            None,
+        );
         let text = s.text();
         assert!(text.contains("relay-mail01: last error"), "{text}");
         assert!(text.contains("4.4.1 connect refused"), "{text}");
@@ -345,9 +399,19 @@ mod tests {
         let text = b.snapshot(QueueCounts::default(), None).text();
         assert!(text.contains("relay-mail01: ok, last sent"), "{text}");
         assert!(text.contains("earlier error"), "{text}");
-        let line = b.status_line(QueueCounts { active: 1, deferred: 2, held: 0 });
-        assert!(line.starts_with("3 queued (1 active, 2 deferred), 0 held; last delivery error"), "{line}");
-        assert!(line.contains("via relay-mail01: 4.4.1 connect refused"), "{line}");
+        let line = b.status_line(QueueCounts {
+            active: 1,
+            deferred: 2,
+            held: 0,
+        });
+        assert!(
+            line.starts_with("3 queued (1 active, 2 deferred), 0 held; last delivery error"),
+            "{line}"
+        );
+        assert!(
+            line.contains("via relay-mail01: 4.4.1 connect refused"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -356,7 +420,10 @@ mod tests {
         for n in 0..MAX_ROUTES + 10 {
             b.delivery(&format!("mx:d{n}.test"), false, "no");
         }
-        assert_eq!(b.snapshot(QueueCounts::default(), None).routes.len(), MAX_ROUTES);
+        assert_eq!(
+            b.snapshot(QueueCounts::default(), None).routes.len(),
+            MAX_ROUTES
+        );
     }
 
     #[test]

@@ -112,7 +112,10 @@ pub fn mbox(unix: i64) -> String {
 /// `20261128003836` (UTC): the left part of a Message-ID postern makes.
 pub fn compact(unix: i64) -> String {
     let p = parts(unix);
-    format!("{:04}{:02}{:02}{:02}{:02}{:02}", p.year, p.month, p.day, p.hour, p.min, p.sec)
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        p.year, p.month, p.day, p.hour, p.min, p.sec
+    )
 }
 
 /// `2026-11-28T00:38:36Z`

@@ -282,7 +282,14 @@ fn builder(overrides: &[(String, String)]) -> ServerBuilder {
             .partition(|kv| kv.split('=').next().unwrap().trim() == "mode");
         let mode = mode
             .last()
-            .map(|kv| kv.split('=').nth(1).unwrap().trim().trim_matches('"').to_string())
+            .map(|kv| {
+                kv.split('=')
+                    .nth(1)
+                    .unwrap()
+                    .trim()
+                    .trim_matches('"')
+                    .to_string()
+            })
             .unwrap_or_else(|| "starttls".into());
         b = b.listener(&mode, &rest.join("\n"));
     }

@@ -32,7 +32,10 @@ fn owner(p: &Path) -> (u32, u32) {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Checks `text` starts with local(8)'s lines for a message from
@@ -42,14 +45,18 @@ fn strip_local_head<'a>(text: &'a str, orig: &str, to: &str, from: i64, until: i
     let first = text.lines().next().unwrap_or("");
     let dates: Vec<String> = (from - 1..=until).map(postern::timefmt::mbox).collect();
     assert!(
-        dates.iter().any(|d| first == format!("From sender@client.test  {d}")),
+        dates
+            .iter()
+            .any(|d| first == format!("From sender@client.test  {d}")),
         "a From_ line with the arrival date (one of {dates:?}): {first:?}\n{text}"
     );
     let rest = &text[first.len() + 1..];
-    let head = format!(
-        "Return-Path: <sender@client.test>\nX-Original-To: {orig}\nDelivered-To: {to}\n"
+    let head =
+        format!("Return-Path: <sender@client.test>\nX-Original-To: {orig}\nDelivered-To: {to}\n");
+    assert!(
+        rest.starts_with(&head),
+        "local(8)'s lines in order:\n{text}"
     );
-    assert!(rest.starts_with(&head), "local(8)'s lines in order:\n{text}");
     &rest[head.len()..]
 }
 
@@ -77,24 +84,57 @@ fn alias_command_gets_the_message_and_runs_as_default_privs() {
     // The harness's aliases file is root's, 0644: trusted, default_privs.
     let aliases = srv.dir.path().join("aliases");
     assert_eq!(owner(&aliases), (0, 0));
-    assert_eq!(std::fs::metadata(&aliases).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        std::fs::metadata(&aliases).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
 
-    let msg = mail("archive@mx.example.test", "to a program", "", "From the top: quoted\r\nbye");
+    let msg = mail(
+        "archive@mx.example.test",
+        "to a program",
+        "",
+        "From the top: quoted\r\nbye",
+    );
     let before = now_secs();
-    let id = send(&srv, "sender@client.test", &["archive@mx.example.test"], &msg);
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["archive@mx.example.test"],
+        &msg,
+    );
     let after = now_secs();
     let got = String::from_utf8(wait_file(&srv, &out.join("msg"))).unwrap();
     let line = wait_status(&srv, &id, "archive@mx.example.test", "sent");
     assert!(line.contains("relay=alias,"), "{line}");
     assert!(accepted_line(&srv, &id).ends_with("(queue active)"));
 
-    let rest = strip_local_head(&got, "archive@mx.example.test", "archive@mx.example.test", before, after);
+    let rest = strip_local_head(
+        &got,
+        "archive@mx.example.test",
+        "archive@mx.example.test",
+        before,
+        after,
+    );
     let rest = strip_received(rest, &id, "archive@mx.example.test");
-    assert_eq!(rest, stored(&msg).replace("\nFrom the top", "\n>From the top"), "From_ lines quoted");
+    assert_eq!(
+        rest,
+        stored(&msg).replace("\nFrom the top", "\n>From the top"),
+        "From_ lines quoted"
+    );
 
-    assert_eq!(std::fs::read_to_string(out.join("uid")).unwrap().trim(), PRIVS.0.to_string());
-    assert_eq!(std::fs::read_to_string(out.join("gid")).unwrap().trim(), PRIVS.1.to_string());
-    assert_eq!(owner(&out.join("msg")), PRIVS, "files the command makes are default_privs'");
+    assert_eq!(
+        std::fs::read_to_string(out.join("uid")).unwrap().trim(),
+        PRIVS.0.to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("gid")).unwrap().trim(),
+        PRIVS.1.to_string()
+    );
+    assert_eq!(
+        owner(&out.join("msg")),
+        PRIVS,
+        "files the command makes are default_privs'"
+    );
     let env = std::fs::read_to_string(out.join("env")).unwrap();
     for want in [
         "SENDER=sender@client.test",
@@ -104,7 +144,10 @@ fn alias_command_gets_the_message_and_runs_as_default_privs() {
         "DOMAIN=mx.example.test",
         "PATH=/usr/bin:/bin",
     ] {
-        assert!(env.lines().any(|l| l == want), "{want} in the environment:\n{env}");
+        assert!(
+            env.lines().any(|l| l == want),
+            "{want} in the environment:\n{env}"
+        );
     }
 }
 
@@ -120,7 +163,12 @@ fn alias_file_target_appends_mbox_entries() {
         .set("delivery", &privs())
         .aliases(&format!("box: {}\n", mbox.display()))
         .start();
-    let m1 = mail("box@mx.example.test", "first", "", "From here a line that needs quoting\r\n>From already quoted\r\nend one");
+    let m1 = mail(
+        "box@mx.example.test",
+        "first",
+        "",
+        "From here a line that needs quoting\r\n>From already quoted\r\nend one",
+    );
     let m2 = mail("box@mx.example.test", "second", "", "second body");
     let before = now_secs();
     let id1 = send(&srv, "sender@client.test", &["box@mx.example.test"], &m1);
@@ -129,22 +177,51 @@ fn alias_file_target_appends_mbox_entries() {
     let l2 = wait_status(&srv, &id2, "box@mx.example.test", "sent");
     let after = now_secs();
     for l in [&l1, &l2] {
-        assert!(l.contains("relay=local,") && l.contains("delivered to file: "), "{l}");
+        assert!(
+            l.contains("relay=local,") && l.contains("delivered to file: "),
+            "{l}"
+        );
     }
     let text = std::fs::read_to_string(&mbox).unwrap();
-    assert_eq!(text.matches("\nFrom ").count() + usize::from(text.starts_with("From ")), 2, "two From_ lines:\n{text}");
+    assert_eq!(
+        text.matches("\nFrom ").count() + usize::from(text.starts_with("From ")),
+        2,
+        "two From_ lines:\n{text}"
+    );
     // Entry one: head, Received:, the message with `From ` lines quoted
     // (only those, as Postfix's local(8) does: not `>From `), a blank line.
-    let rest = strip_local_head(&text, "box@mx.example.test", "box@mx.example.test", before, after);
+    let rest = strip_local_head(
+        &text,
+        "box@mx.example.test",
+        "box@mx.example.test",
+        before,
+        after,
+    );
     let rest = strip_received(rest, &id1, "box@mx.example.test");
     let body1 = stored(&m1).replace("\nFrom here", "\n>From here");
-    assert!(rest.starts_with(&format!("{body1}\n")), "entry one and its blank line:\n{text}");
+    assert!(
+        rest.starts_with(&format!("{body1}\n")),
+        "entry one and its blank line:\n{text}"
+    );
     let rest = &rest[body1.len() + 1..];
-    let rest = strip_local_head(rest, "box@mx.example.test", "box@mx.example.test", before, after);
+    let rest = strip_local_head(
+        rest,
+        "box@mx.example.test",
+        "box@mx.example.test",
+        before,
+        after,
+    );
     let rest = strip_received(rest, &id2, "box@mx.example.test");
-    assert_eq!(rest, format!("{}\n", stored(&m2)), "entry two, ending in a blank line");
+    assert_eq!(
+        rest,
+        format!("{}\n", stored(&m2)),
+        "entry two, ending in a blank line"
+    );
     assert_eq!(owner(&mbox), PRIVS, "appended as default_privs");
-    assert_eq!(std::fs::metadata(&mbox).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&mbox).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -181,11 +258,20 @@ fn alias_directory_target_is_a_maildir() {
 fn alias_include_file_lists_the_targets() {
     let t = TestDir::new("alias-include");
     let list = t.path().join("team.list");
-    std::fs::write(&list, "# the team\nalice@example.test\nbob@example.test, carol@example.test\n").unwrap();
+    std::fs::write(
+        &list,
+        "# the team\nalice@example.test\nbob@example.test, carol@example.test\n",
+    )
+    .unwrap();
     let srv = Server::builder()
         .aliases(&format!("team: :include:{}\n", list.display()))
         .start();
-    let msg = mail("team@mx.example.test", "to the list", "", "for everyone on it");
+    let msg = mail(
+        "team@mx.example.test",
+        "to the list",
+        "",
+        "for everyone on it",
+    );
     let id = send(&srv, "sender@client.test", &["team@mx.example.test"], &msg);
     for who in ["alice", "bob", "carol"] {
         let line = wait_status(&srv, &id, &format!("{who}@example.test"), "sent");
@@ -198,7 +284,10 @@ fn alias_include_file_lists_the_targets() {
 
 /// Writes postern.toml and an aliases file with `mode` in a fresh
 /// directory and runs `postern check-config` there.
-fn check_config_with_aliases(aliases: &str, mode: u32) -> (Option<i32>, String, std::path::PathBuf, TestDir) {
+fn check_config_with_aliases(
+    aliases: &str,
+    mode: u32,
+) -> (Option<i32>, String, std::path::PathBuf, TestDir) {
     let t = TestDir::new("alias-check");
     let al = t.path().join("aliases");
     std::fs::write(&al, aliases).unwrap();
@@ -218,7 +307,11 @@ fn check_config_with_aliases(aliases: &str, mode: u32) -> (Option<i32>, String, 
         .current_dir(t.path())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code(), text, al, t)
 }
 
@@ -230,16 +323,26 @@ fn alias_command_in_a_group_writable_aliases_file_is_a_config_error() {
     );
     assert_eq!(code, Some(78), "EX_CONFIG:\n{out}");
     let a = al.display();
-    for (line, target, what) in [(3, "|/bin/cat", "command"), (4, "/tmp/never-written", "file")] {
+    for (line, target, what) in [
+        (3, "|/bin/cat", "command"),
+        (4, "/tmp/never-written", "file"),
+    ] {
         let name = if line == 3 { "run" } else { "save" };
         let want = format!(
             "{a}:{line}: alias {name}: {target}: {what} targets are only honoured from a file owned by root or by the user postern runs as, and writable by no one else; {a} is writable by its group or by others (mode 664); allowed: "
         );
-        assert!(out.lines().any(|l| l.starts_with(&want)), "expected a line starting {want:?} in:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(&want)),
+            "expected a line starting {want:?} in:\n{out}"
+        );
     }
-    assert!(!out.contains(&format!("{a}:2:")), "the address alias is fine:\n{out}");
+    assert!(
+        !out.contains(&format!("{a}:2:")),
+        "the address alias is fine:\n{out}"
+    );
     // The same file, writable by root alone: accepted.
-    let (code, out, _, _t) = check_config_with_aliases("postmaster: alice@example.test\nrun: |/bin/cat\n", 0o644);
+    let (code, out, _, _t) =
+        check_config_with_aliases("postmaster: alice@example.test\nrun: |/bin/cat\n", 0o644);
     assert_eq!(code, Some(0), "{out}");
 }
 
@@ -259,8 +362,14 @@ fn local_home_mailbox_lands_in_the_users_mail_directory() {
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let head = "Return-Path: <sender@client.test>\nDelivered-To: carl@localhost\n";
     assert!(text.starts_with(head), "{text}");
-    assert_eq!(strip_received(&text[head.len()..], &id, "carl@localhost"), stored(&msg));
-    assert!(!srv.local_mailbox("carl").join("new").exists(), "not in the user's own directory");
+    assert_eq!(
+        strip_received(&text[head.len()..], &id, "carl@localhost"),
+        stored(&msg)
+    );
+    assert!(
+        !srv.local_mailbox("carl").join("new").exists(),
+        "not in the user's own directory"
+    );
 }
 
 #[test]
@@ -283,15 +392,26 @@ fn local_mailbox_command_script_gets_local8_lines_and_environment() {
     let srv = Server::builder()
         .set("delivery", &format!("uid = {uid}"))
         .set("delivery", &format!("gid = {gid}"))
-        .set("delivery", &format!("local_mailbox_base = \"{}\"", local.display()))
-        .set("delivery", &format!("mailbox_command = [\"{}\", \"${{user}}\"]", sh.display()))
+        .set(
+            "delivery",
+            &format!("local_mailbox_base = \"{}\"", local.display()),
+        )
+        .set(
+            "delivery",
+            &format!("mailbox_command = [\"{}\", \"${{user}}\"]", sh.display()),
+        )
         .start();
     // carl's home exists (HOME and the working directory); dora's not.
     let carl_home = local.join("carl");
     std::fs::create_dir_all(&carl_home).unwrap();
     std::os::unix::fs::chown(&carl_home, Some(uid), Some(gid)).unwrap();
 
-    let msg = mail("carl+news@localhost", "to a local user", "", "From a command's view");
+    let msg = mail(
+        "carl+news@localhost",
+        "to a local user",
+        "",
+        "From a command's view",
+    );
     let before = now_secs();
     let id = send(&srv, "sender@client.test", &["carl+news@localhost"], &msg);
     let after = now_secs();
@@ -301,8 +421,19 @@ fn local_mailbox_command_script_gets_local8_lines_and_environment() {
     let rest = strip_local_head(&got, "carl+news@localhost", "carl@localhost", before, after);
     let rest = strip_received(rest, &id, "carl+news@localhost");
     assert_eq!(rest, stored(&msg).replace("\nFrom a", "\n>From a"));
-    assert_eq!(std::fs::read_to_string(out.join("carl/uid")).unwrap().trim(), uid.to_string(), "runs as [delivery] uid");
-    assert_eq!(std::fs::read_to_string(out.join("carl/cwd")).unwrap().trim(), carl_home.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(out.join("carl/uid"))
+            .unwrap()
+            .trim(),
+        uid.to_string(),
+        "runs as [delivery] uid"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("carl/cwd"))
+            .unwrap()
+            .trim(),
+        carl_home.display().to_string()
+    );
     let mut env: Vec<String> = std::fs::read_to_string(out.join("carl/env"))
         .unwrap()
         .lines()
@@ -341,7 +472,10 @@ fn local_mailbox_command_procmail_delivers_into_a_maildir() {
     let rc = t.path().join("procmailrc");
     std::fs::write(
         &rc,
-        format!("MAILDIR={}/$LOCALUSER/\nDEFAULT=Maildir/\n", local.display()),
+        format!(
+            "MAILDIR={}/$LOCALUSER/\nDEFAULT=Maildir/\n",
+            local.display()
+        ),
     )
     .unwrap();
     let srv = Server::builder()
@@ -368,6 +502,9 @@ fn local_mailbox_command_procmail_delivers_into_a_maildir() {
     let head = "Return-Path: <sender@client.test>\nX-Original-To: carl@localhost\nDelivered-To: carl@localhost\n";
     assert!(text.starts_with(head), "{text}");
     let rest = strip_received(&text[head.len()..], &id, "carl@localhost");
-    assert_eq!(rest, stored(&msg).replace("\nFrom procmail", "\n>From procmail"));
+    assert_eq!(
+        rest,
+        stored(&msg).replace("\nFrom procmail", "\n>From procmail")
+    );
     assert_eq!(owner(&files[0]).0, VMAIL.0);
 }

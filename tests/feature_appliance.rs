@@ -531,20 +531,38 @@ fn socket_activation_serves_on_the_socket_systemd_passes() {
     let stream = loop {
         match std::net::TcpStream::connect(addr) {
             Ok(s) => break s,
-            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(50)),
-            Err(e) => panic!("{addr}: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!(
+                "{addr}: {e}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         }
     };
     drop(stream);
     let mut c = Smtp::connect(addr);
     c.hello();
-    let r = c.send_mail("sender@client.test", &["dave@mx.example.test"], "Subject: activated\r\n\r\nhi");
+    let r = c.send_mail(
+        "sender@client.test",
+        &["dave@mx.example.test"],
+        "Subject: activated\r\n\r\nhi",
+    );
     assert_eq!(r.code, 250, "{r:?}");
     c.expect("QUIT", "221");
-    let files = wait_maildir(&data.join("local/dave"), 1, std::time::Duration::from_secs(20));
+    let files = wait_maildir(
+        &data.join("local/dave"),
+        1,
+        std::time::Duration::from_secs(20),
+    );
     assert_eq!(files.len(), 1);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains(&format!("socket activation: 127.0.0.1:{port} taken from systemd")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "socket activation: 127.0.0.1:{port} taken from systemd"
+        )),
+        "{text}"
+    );
     assert!(!text.contains("cannot listen"), "{text}");
     signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = wait_timeout(child.child(), std::time::Duration::from_secs(20));

@@ -1433,7 +1433,8 @@ fn passwords_never_reach_the_log_or_the_process() {
     let failed = USERS.len() * 2 + 1;
     assert!(
         a.srv.wait_log_count(": authenticated", good, WAIT)
-            && a.srv.wait_log_count("authentication failed for user", failed, WAIT),
+            && a.srv
+                .wait_log_count("authentication failed for user", failed, WAIT),
         "expected {good} logins and {failed} failures in the log:\n{}",
         a.srv.log()
     );

@@ -32,8 +32,7 @@ impl Dovecot {
         require("dovecot");
         require("doveadm");
         let dir = TestDir::new("dovecot");
-        let (ok, hash) =
-            run(peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", SECRET]));
+        let (ok, hash) = run(peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", SECRET]));
         assert!(ok, "doveadm pw: {hash}");
         let hash = hash.trim();
         assert!(hash.starts_with("{SHA512-CRYPT}$6$"), "{hash}");

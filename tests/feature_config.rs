@@ -344,7 +344,8 @@ fn example_config_in_rootfs_is_what_config_example_prints() {
 fn example_config_passes_check_config() {
     let tmp = TestDir::new("example");
     let aliases = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/aliases");
-    let header_checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/header_checks");
+    let header_checks =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs/etc/postern/header_checks");
     assert!(aliases.is_file(), "rootfs/etc/postern/aliases is missing");
     let example = std::fs::read_to_string(example_path()).unwrap();
     assert!(
@@ -418,7 +419,14 @@ fn example_config_passes_check_config() {
     std::fs::write(tmp.path().join("postern.toml"), text).unwrap();
     // The example's [[dkim]] key, made as the user would (issue 13).
     let (ok, out) = run(postern()
-        .args(["dkim", "keygen", "example.test", "--selector", "s202611", "--out"])
+        .args([
+            "dkim",
+            "keygen",
+            "example.test",
+            "--selector",
+            "s202611",
+            "--out",
+        ])
         .arg(data.join("dkim/s202611.example.test.pem")));
     assert!(ok, "dkim keygen: {out}");
     let o = check_config_in(tmp.path(), "postern.toml");

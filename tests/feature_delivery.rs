@@ -576,10 +576,7 @@ fn serve_as_unprivileged_user_refuses_other_delivery_uid() {
     std::fs::write(&conf, cfg).unwrap();
     let mut cmd = if is_root() {
         require("setpriv");
-        let (ok, out) = run(peer("chown")
-            .arg("-R")
-            .arg("65534:65534")
-            .arg(dir.path()));
+        let (ok, out) = run(peer("chown").arg("-R").arg("65534:65534").arg(dir.path()));
         assert!(ok, "chown: {out}");
         let mut c = peer("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
@@ -617,11 +614,7 @@ fn check_config_refuses_uid_below_minimum() {
         .config_text(&data, None);
     let conf = dir.path().join("postern.toml");
     std::fs::write(&conf, &cfg).unwrap();
-    let out = postern()
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = postern().arg("check-config").arg(&conf).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "check-config exits 78: {err}");
     assert!(
@@ -643,11 +636,7 @@ fn check_config_refuses_uid_below_minimum() {
         .replace("uid = 500", "uid = 1000")
         .replace("gid = 500", "gid = 1000");
     std::fs::write(&conf, ok_cfg).unwrap();
-    let out = postern()
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = postern().arg("check-config").arg(&conf).output().unwrap();
     assert!(
         out.status.success(),
         "uid = minimum_uid is fine: {}",
@@ -831,12 +820,23 @@ fn a_bounce_never_bounces() {
     assert_eq!(delivered, 0, "nothing delivered");
     // The one report a failed bounce gets (issue 8): the local postmaster
     // hears of it once, and that report is never reported on again.
-    assert_eq!(log.matches("postmaster non-delivery notification").count(), 1, "{log}");
-    assert_eq!(log.matches("status=sent").count(), 1, "only the postmaster's report:\n{log}");
+    assert_eq!(
+        log.matches("postmaster non-delivery notification").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("status=sent").count(),
+        1,
+        "only the postmaster's report:\n{log}"
+    );
     let postmaster = maildir_files(&srv.data.join("local/postmaster"));
     assert_eq!(postmaster.len(), 1, "{log}");
     let report = std::fs::read_to_string(&postmaster[0]).unwrap();
-    assert!(report.contains("null sender loop") && report.contains("5.4.6"), "{report}");
+    assert!(
+        report.contains("null sender loop") && report.contains("5.4.6"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -49,8 +49,15 @@ impl Key {
 
 /// Parses `NAME. IN TXT "a" "b"` as keygen prints it.
 fn parse_zone_line(line: &str) -> (String, Vec<String>) {
-    let (name, rest) = line.split_once(". IN TXT ").unwrap_or_else(|| panic!("not a zone line: {line:?}"));
-    let strings: Vec<String> = rest.split('"').skip(1).step_by(2).map(String::from).collect();
+    let (name, rest) = line
+        .split_once(". IN TXT ")
+        .unwrap_or_else(|| panic!("not a zone line: {line:?}"));
+    let strings: Vec<String> = rest
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect();
     (name.to_string(), strings)
 }
 
@@ -58,12 +65,25 @@ fn parse_zone_line(line: &str) -> (String, Vec<String>) {
 fn keygen(dir: &Path, domain: &str, selector: &str, algorithm: &str) -> Key {
     let path = dir.join(format!("{selector}.{domain}.pem"));
     let (ok, out) = run(postern()
-        .args(["dkim", "keygen", domain, "--selector", selector, "--algorithm", algorithm, "--out"])
+        .args([
+            "dkim",
+            "keygen",
+            domain,
+            "--selector",
+            selector,
+            "--algorithm",
+            algorithm,
+            "--out",
+        ])
         .arg(&path));
     assert!(ok, "keygen: {out}");
     let line = out.lines().next().unwrap();
     let (name, strings) = parse_zone_line(line);
-    Key { path, name, strings }
+    Key {
+        path,
+        name,
+        strings,
+    }
 }
 
 /// Raw SMTP bytes of `content`: CRLF line ends, dot-stuffed.
@@ -111,7 +131,12 @@ fn wait_received(sink: &PySink, srv: &Server, n: usize) -> Vec<Received> {
         if got.len() >= n {
             return got;
         }
-        assert!(Instant::now() < deadline, "the sink got {} of {n} messages; postern's log:\n{}", got.len(), srv.log());
+        assert!(
+            Instant::now() < deadline,
+            "the sink got {} of {n} messages; postern's log:\n{}",
+            got.len(),
+            srv.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -126,7 +151,10 @@ fn dkimpy(dns: SocketAddr, message: &[u8]) -> Vec<String> {
     let file = dir.path().join("message.eml");
     std::fs::write(&file, message).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/dkim_verify.py");
-    let (ok, out) = run(python().arg(script).args(["--dns", &dns.to_string()]).arg(&file));
+    let (ok, out) = run(python()
+        .arg(script)
+        .args(["--dns", &dns.to_string()])
+        .arg(&file));
     assert!(ok, "dkim_verify.py: {out}");
     out.lines().map(String::from).collect()
 }
@@ -150,7 +178,11 @@ fn opendkim(keys: &[&Key], message: &[u8]) -> (bool, String) {
         conf.push('\n');
     }
     std::fs::write(dir.path().join("dnsmasq.conf"), conf).unwrap();
-    std::fs::write(dir.path().join("resolv.conf"), "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n").unwrap();
+    std::fs::write(
+        dir.path().join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("message.eml"), message).unwrap();
     let script = format!(
         "set -e\n\
@@ -177,7 +209,10 @@ fn opendkim(keys: &[&Key], message: &[u8]) -> (bool, String) {
 /// A server relaying everything remote to `sink`, with `dkim` tables.
 fn server(sink: &PySink, dns: &Dnsmasq, dkim: &str) -> Server {
     Server::builder()
-        .set("relay", &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()))
+        .set(
+            "relay",
+            &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()),
+        )
         .set("relay", "tls = \"none\"")
         .set("relay", &format!("dns_servers = [\"{}\"]", dns.addr))
         .top(dkim)
@@ -224,26 +259,59 @@ fn relayed_mail_is_signed_rsa_and_ed25519_and_both_verifiers_agree() {
     let keys = TestDir::new("dkim-keys");
     let rsa = keygen(keys.path(), "example.test", "s1", "rsa-2048");
     let ed = keygen(keys.path(), "example.test", "e1", "ed25519");
-    assert!(rsa.strings.len() >= 2, "an RSA-2048 record needs two strings: {:?}", rsa.strings);
+    assert!(
+        rsa.strings.len() >= 2,
+        "an RSA-2048 record needs two strings: {:?}",
+        rsa.strings
+    );
     assert!(rsa.strings.iter().all(|s| s.len() <= 255));
     let dns = Dnsmasq::start(&[rsa.dnsmasq(), ed.dnsmasq()]);
     let sink = PySink::start(&[]);
-    let srv = server(&sink, &dns, &(dkim_table("example.test", &rsa, "") + &dkim_table("example.test", &ed, "")));
+    let srv = server(
+        &sink,
+        &dns,
+        &(dkim_table("example.test", &rsa, "") + &dkim_table("example.test", &ed, "")),
+    );
 
-    let r = submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], &awkward_message("alice@example.test"));
+    let r = submit(
+        &srv,
+        "127.0.0.1",
+        "alice@example.test",
+        &["someone@remote.test"],
+        &awkward_message("alice@example.test"),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     let got = wait_received(&sink, &srv, 1);
     let msg = &got[0].content;
     let text = String::from_utf8_lossy(msg);
     assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
-    assert!(text.starts_with("DKIM-Signature: "), "the signatures come first:\n{text}");
+    assert!(
+        text.starts_with("DKIM-Signature: "),
+        "the signatures come first:\n{text}"
+    );
     let v = dkimpy(dns.addr, msg);
     assert!(all_ok(&v), "{v:?}\n{text}");
-    assert!(v.iter().any(|l| l.contains("a=rsa-sha256") && l.contains("s=s1")), "{v:?}");
-    assert!(v.iter().any(|l| l.contains("a=ed25519-sha256") && l.contains("s=e1")), "{v:?}");
+    assert!(
+        v.iter()
+            .any(|l| l.contains("a=rsa-sha256") && l.contains("s=s1")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter()
+            .any(|l| l.contains("a=ed25519-sha256") && l.contains("s=e1")),
+        "{v:?}"
+    );
     let (ok, out) = opendkim(&[&rsa, &ed], msg);
-    assert!(ok, "opendkim-testmsg refused postern's signatures:\n{out}\n{text}");
-    assert!(srv.log().contains("dkim: signed d=example.test s=s1 a=rsa-sha256"), "{}", srv.log());
+    assert!(
+        ok,
+        "opendkim-testmsg refused postern's signatures:\n{out}\n{text}"
+    );
+    assert!(
+        srv.log()
+            .contains("dkim: signed d=example.test s=s1 a=rsa-sha256"),
+        "{}",
+        srv.log()
+    );
 }
 
 /// Keys for example.test under every canonicalization: simple/simple and
@@ -272,7 +340,13 @@ impl CanonKeys {
             name: "rr._domainkey.example.test".into(),
             strings: ed.strings.clone(),
         };
-        CanonKeys { _dir: dir, rsa, rsa2, ed, ed2 }
+        CanonKeys {
+            _dir: dir,
+            rsa,
+            rsa2,
+            ed,
+            ed2,
+        }
     }
 
     fn all(&self) -> [&Key; 4] {
@@ -280,10 +354,23 @@ impl CanonKeys {
     }
 
     fn tables(&self) -> String {
-        dkim_table("example.test", &self.rsa, "canonicalization = \"simple/simple\"")
-            + &dkim_table("example.test", &self.rsa2, "canonicalization = \"relaxed/simple\"")
-            + &dkim_table("example.test", &self.ed, "canonicalization = \"simple/relaxed\"")
-            + &dkim_table("example.test", &self.ed2, "canonicalization = \"relaxed/relaxed\"")
+        dkim_table(
+            "example.test",
+            &self.rsa,
+            "canonicalization = \"simple/simple\"",
+        ) + &dkim_table(
+            "example.test",
+            &self.rsa2,
+            "canonicalization = \"relaxed/simple\"",
+        ) + &dkim_table(
+            "example.test",
+            &self.ed,
+            "canonicalization = \"simple/relaxed\"",
+        ) + &dkim_table(
+            "example.test",
+            &self.ed2,
+            "canonicalization = \"relaxed/relaxed\"",
+        )
     }
 }
 
@@ -300,25 +387,53 @@ fn every_canonicalization_on_awkward_empty_and_large_messages() {
     const DATE: &str = "Date: Tue, 01 Dec 2026 10:00:00 +0000";
     let mut large = format!("From: alice@example.test\n{DATE}\nSubject: large\n\n").into_bytes();
     for i in 0..6000 {
-        large.extend_from_slice(format!("line {i} of a message larger than 256 KiB, with  runs \t of blanks   \n").as_bytes());
+        large.extend_from_slice(
+            format!("line {i} of a message larger than 256 KiB, with  runs \t of blanks   \n")
+                .as_bytes(),
+        );
     }
     assert!(large.len() > 300 * 1024);
     let messages: Vec<(&str, Vec<u8>)> = vec![
         ("awkward", awkward_message("alice@example.test")),
-        ("empty body", format!("From: alice@example.test\n{DATE}\nSubject: empty body\n\n").into_bytes()),
-        ("all header", format!("From: alice@example.test\n{DATE}\nSubject: no blank line").into_bytes()),
-        ("blank body", format!("From: alice@example.test\n{DATE}\nSubject: blank lines\n\n \t\n\n\n").into_bytes()),
+        (
+            "empty body",
+            format!("From: alice@example.test\n{DATE}\nSubject: empty body\n\n").into_bytes(),
+        ),
+        (
+            "all header",
+            format!("From: alice@example.test\n{DATE}\nSubject: no blank line").into_bytes(),
+        ),
+        (
+            "blank body",
+            format!("From: alice@example.test\n{DATE}\nSubject: blank lines\n\n \t\n\n\n")
+                .into_bytes(),
+        ),
         ("large", large),
     ];
     for (i, (what, m)) in messages.iter().enumerate() {
-        let r = submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], m);
+        let r = submit(
+            &srv,
+            "127.0.0.1",
+            "alice@example.test",
+            &["someone@remote.test"],
+            m,
+        );
         assert_eq!(r.code, 250, "{what}: {r:?}");
         let got = wait_received(&sink, &srv, i + 1);
         let msg = &got[i].content;
         let v = dkimpy(dns.addr, msg);
         assert_eq!(v.len(), 4, "{what}: {v:?}");
-        assert!(all_ok(&v), "{what}: {v:?}\n{}", String::from_utf8_lossy(&msg[..msg.len().min(4000)]));
-        for c in ["c=simple/simple", "c=relaxed/simple", "c=simple/relaxed", "c=relaxed/relaxed"] {
+        assert!(
+            all_ok(&v),
+            "{what}: {v:?}\n{}",
+            String::from_utf8_lossy(&msg[..msg.len().min(4000)])
+        );
+        for c in [
+            "c=simple/simple",
+            "c=relaxed/simple",
+            "c=simple/relaxed",
+            "c=relaxed/relaxed",
+        ] {
             assert!(v.iter().any(|l| l.ends_with(c)), "{what}: no {c} in {v:?}");
         }
         let (ok, out) = opendkim(&keys.all(), msg);
@@ -334,7 +449,13 @@ fn a_changed_body_byte_fails_verification() {
     let dns = Dnsmasq::start(&keys.all().map(|k| k.dnsmasq()));
     let sink = PySink::start(&[]);
     let srv = server(&sink, &dns, &keys.tables());
-    let r = submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], &awkward_message("alice@example.test"));
+    let r = submit(
+        &srv,
+        "127.0.0.1",
+        "alice@example.test",
+        &["someone@remote.test"],
+        &awkward_message("alice@example.test"),
+    );
     assert_eq!(r.code, 250);
     let msg = wait_received(&sink, &srv, 1).remove(0).content;
     assert!(all_ok(&dkimpy(dns.addr, &msg)));
@@ -343,14 +464,22 @@ fn a_changed_body_byte_fails_verification() {
     tampered[at] = b'I';
     let v = dkimpy(dns.addr, &tampered);
     assert_eq!(v.len(), 4, "{v:?}");
-    assert!(v.iter().all(|l| l.starts_with("fail ")), "a changed body must fail every signature: {v:?}");
+    assert!(
+        v.iter().all(|l| l.starts_with("fail ")),
+        "a changed body must fail every signature: {v:?}"
+    );
     let (ok, out) = opendkim(&keys.all(), &tampered);
-    assert!(!ok && out.contains("Bad signature"), "opendkim-testmsg passed a changed body:\n{out}");
+    assert!(
+        !ok && out.contains("Bad signature"),
+        "opendkim-testmsg passed a changed body:\n{out}"
+    );
     // A header changed: fails too (the subject is signed).
     let mut tampered = msg.clone();
     let at = find(&msg, b"a subject").unwrap();
     tampered[at] = b'A';
-    assert!(dkimpy(dns.addr, &tampered).iter().all(|l| l.starts_with("fail ")));
+    assert!(dkimpy(dns.addr, &tampered)
+        .iter()
+        .all(|l| l.starts_with("fail ")));
     // A second From: added above the signed one: oversigning breaks it.
     let mut added = b"From: mallory@evil.test\r\n".to_vec();
     added.extend_from_slice(&msg);
@@ -372,18 +501,36 @@ fn which_domain_signs() {
     let sink = PySink::start(&[]);
     let srv = server(&sink, &dns, &dkim_table("example.test", &key, ""));
     let cases: [(&str, &str, bool); 4] = [
-        ("alice@example.test", "From: Alice <alice@example.test>", true),
+        (
+            "alice@example.test",
+            "From: Alice <alice@example.test>",
+            true,
+        ),
         ("alice@example.test", "From: news@lists.example.test", true),
         ("alice@example.test", "From: printer@lan.test", true),
         ("someone@other.test", "From: someone@other.test", false),
     ];
     for (i, (sender, from, signed)) in cases.iter().enumerate() {
         let m = format!("{from}\nTo: someone@remote.test\nSubject: case {i}\n\nbody {i}\n");
-        assert_eq!(submit(&srv, "127.0.0.1", sender, &["someone@remote.test"], m.as_bytes()).code, 250);
+        assert_eq!(
+            submit(
+                &srv,
+                "127.0.0.1",
+                sender,
+                &["someone@remote.test"],
+                m.as_bytes()
+            )
+            .code,
+            250
+        );
         let got = wait_received(&sink, &srv, i + 1);
         let v = dkimpy(dns.addr, &got[i].content);
         if *signed {
-            assert_eq!(v, ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"], "{from}");
+            assert_eq!(
+                v,
+                ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"],
+                "{from}"
+            );
         } else {
             assert_eq!(v, ["none"], "{from}: no key, no signature");
         }
@@ -402,30 +549,95 @@ fn mail_from_outside_is_not_signed_unless_forwards_are() {
     let sink = PySink::start(&[]);
     let srv = server(&sink, &dns, &dkim_table("example.test", &key, ""));
     let m = b"From: alice@example.test\nSubject: from outside\n\nclaims to be alice\n";
-    assert_eq!(submit(&srv, "127.0.0.2", "alice@example.test", &["user@backup.test"], m).code, 250);
-    assert_eq!(submit(&srv, "127.0.0.2", "alice@example.test", &["fwd@example.test"], m).code, 250);
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.2",
+            "alice@example.test",
+            &["user@backup.test"],
+            m
+        )
+        .code,
+        250
+    );
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.2",
+            "alice@example.test",
+            &["fwd@example.test"],
+            m
+        )
+        .code,
+        250
+    );
     let got = wait_received(&sink, &srv, 2);
     let rcpts: Vec<&str> = got.iter().map(|g| g.rcpts[0].as_str()).collect();
-    assert!(rcpts.contains(&"user@backup.test") && rcpts.contains(&"someone@remote.test"), "{rcpts:?}");
+    assert!(
+        rcpts.contains(&"user@backup.test") && rcpts.contains(&"someone@remote.test"),
+        "{rcpts:?}"
+    );
     for g in &got {
-        assert_eq!(dkimpy(dns.addr, &g.content), ["none"], "{:?} must not be signed", g.rcpts);
+        assert_eq!(
+            dkimpy(dns.addr, &g.content),
+            ["none"],
+            "{:?} must not be signed",
+            g.rcpts
+        );
     }
     // The same from a trusted client is signed: the key works.
-    assert_eq!(submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], m).code, 250);
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.1",
+            "alice@example.test",
+            &["someone@remote.test"],
+            m
+        )
+        .code,
+        250
+    );
     let got = wait_received(&sink, &srv, 3);
     assert!(all_ok(&dkimpy(dns.addr, &got[2].content)));
     drop(srv);
 
     let sink = PySink::start(&[]);
-    let srv = server(&sink, &dns, &dkim_table("example.test", &key, "forwards = true"));
+    let srv = server(
+        &sink,
+        &dns,
+        &dkim_table("example.test", &key, "forwards = true"),
+    );
     let m = b"From: friend@elsewhere.test\nSubject: for the alias\n\nhello\n";
-    assert_eq!(submit(&srv, "127.0.0.2", "friend@elsewhere.test", &["fwd@example.test"], m).code, 250);
-    assert_eq!(submit(&srv, "127.0.0.2", "friend@elsewhere.test", &["user@backup.test"], m).code, 250);
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.2",
+            "friend@elsewhere.test",
+            &["fwd@example.test"],
+            m
+        )
+        .code,
+        250
+    );
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.2",
+            "friend@elsewhere.test",
+            &["user@backup.test"],
+            m
+        )
+        .code,
+        250
+    );
     let got = wait_received(&sink, &srv, 2);
     for g in &got {
         let v = dkimpy(dns.addr, &g.content);
         match g.rcpts[0].as_str() {
-            "someone@remote.test" => assert_eq!(v, ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"]),
+            "someone@remote.test" => assert_eq!(
+                v,
+                ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"]
+            ),
             // backup.test has no key: nothing signs it.
             _ => assert_eq!(v, ["none"]),
         }
@@ -440,7 +652,10 @@ fn logged_in_clients_mail_is_signed() {
     let dns = Dnsmasq::start(&[key.dnsmasq()]);
     let sink = PySink::start(&[]);
     let srv = Server::builder()
-        .set("relay", &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()))
+        .set(
+            "relay",
+            &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()),
+        )
         .set("relay", "tls = \"none\"")
         .set("auth", "tls_only = false")
         .top(&dkim_table("example.test", &key, ""))
@@ -448,9 +663,14 @@ fn logged_in_clients_mail_is_signed() {
     let mut c = Smtp::connect_from("127.0.0.2", srv.addr());
     c.hello();
     use base64::Engine as _;
-    let token = base64::engine::general_purpose::STANDARD.encode(b"\0gail@example.test\0gail-secret");
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(b"\0gail@example.test\0gail-secret");
     c.expect(&format!("AUTH PLAIN {token}"), "235");
-    let r = c.send_mail("gail@example.test", &["someone@remote.test"], "From: gail@example.test\r\nSubject: logged in\r\n\r\nhi");
+    let r = c.send_mail(
+        "gail@example.test",
+        &["someone@remote.test"],
+        "From: gail@example.test\r\nSubject: logged in\r\n\r\nhi",
+    );
     assert_eq!(r.code, 250, "{r:?}");
     let got = wait_received(&sink, &srv, 1);
     let v = dkimpy(dns.addr, &got[0].content);
@@ -469,9 +689,15 @@ fn signed_once_after_the_content_filter() {
     let sink = PySink::start(&[]);
     let filter_port = smtp_peers::free_port();
     let srv = Server::builder()
-        .set("relay", &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()))
+        .set(
+            "relay",
+            &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()),
+        )
         .set("relay", "tls = \"none\"")
-        .set("content", &format!("filter = \"[127.0.0.1]:{filter_port}\""))
+        .set(
+            "content",
+            &format!("filter = \"[127.0.0.1]:{filter_port}\""),
+        )
         .listener("plain", "role = \"reinject\"")
         .top(&dkim_table("example.test", &key, ""))
         .start();
@@ -480,15 +706,42 @@ fn signed_once_after_the_content_filter() {
 
     let inside = b"From: alice@example.test\nSubject: from a trusted client\n\nbody\n";
     let outside = b"From: alice@example.test\nSubject: from outside\n\nbody\n";
-    assert_eq!(submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], inside).code, 250);
-    assert_eq!(submit(&srv, "127.0.0.2", "alice@example.test", &["fwd@example.test"], outside).code, 250);
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.1",
+            "alice@example.test",
+            &["someone@remote.test"],
+            inside
+        )
+        .code,
+        250
+    );
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.2",
+            "alice@example.test",
+            &["fwd@example.test"],
+            outside
+        )
+        .code,
+        250
+    );
     let got = wait_received(&sink, &srv, 2);
     for g in &got {
         let text = String::from_utf8_lossy(&g.content);
-        assert!(text.contains("X-Virus-Scanned: postern-test-filter"), "it went through the filter:\n{text}");
+        assert!(
+            text.contains("X-Virus-Scanned: postern-test-filter"),
+            "it went through the filter:\n{text}"
+        );
         let v = dkimpy(dns.addr, &g.content);
         if text.contains("Subject: from a trusted client") {
-            assert_eq!(text.matches("DKIM-Signature:").count(), 1, "signed once:\n{text}");
+            assert_eq!(
+                text.matches("DKIM-Signature:").count(),
+                1,
+                "signed once:\n{text}"
+            );
             assert_eq!(v, ["ok d=example.test s=s1 a=rsa-sha256 c=relaxed/relaxed"]);
         } else {
             assert_eq!(v, ["none"], "{text}");
@@ -501,8 +754,15 @@ fn signed_once_after_the_content_filter() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     assert_eq!(copies.len(), 2);
-    assert!(copies.iter().all(|c| !c.contains("DKIM-Signature")), "{copies:?}");
-    assert!(copies.iter().any(|c| c.contains("SOURCE=LOCAL")) && copies.iter().any(|c| c.contains("SOURCE=REMOTE")), "{copies:?}");
+    assert!(
+        copies.iter().all(|c| !c.contains("DKIM-Signature")),
+        "{copies:?}"
+    );
+    assert!(
+        copies.iter().any(|c| c.contains("SOURCE=LOCAL"))
+            && copies.iter().any(|c| c.contains("SOURCE=REMOTE")),
+        "{copies:?}"
+    );
 }
 
 /// tests/common/content_filter.py on `port`, handing back to `reinject`.
@@ -510,7 +770,13 @@ fn start_filter(port: u16, reinject: SocketAddr, dir: &Path) -> ChildGuard {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/content_filter.py");
     let mut child: Child = python()
         .arg(script)
-        .args(["--port", &port.to_string(), "--reinject", &reinject.to_string(), "--dir"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--reinject",
+            &reinject.to_string(),
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -532,12 +798,25 @@ fn bounces_are_signed() {
     let sink = PySink::start(&["--reject-rcpt", "nobody"]);
     let srv = server(&sink, &dns, &dkim_table("example.test", &key, ""));
     let m = b"From: someone@remote.test\nSubject: will bounce\n\nbody\n";
-    assert_eq!(submit(&srv, "127.0.0.1", "someone@remote.test", &["nobody@remote.test"], m).code, 250);
+    assert_eq!(
+        submit(
+            &srv,
+            "127.0.0.1",
+            "someone@remote.test",
+            &["nobody@remote.test"],
+            m
+        )
+        .code,
+        250
+    );
     let got = wait_received(&sink, &srv, 1);
     assert_eq!(got[0].from, "<>", "a bounce");
     let text = String::from_utf8_lossy(&got[0].content);
     assert!(text.contains("MAILER-DAEMON@mx.example.test"), "{text}");
-    assert_eq!(dkimpy(dns.addr, &got[0].content), ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"]);
+    assert_eq!(
+        dkimpy(dns.addr, &got[0].content),
+        ["ok d=example.test s=s1 a=ed25519-sha256 c=relaxed/relaxed"]
+    );
 }
 
 /// Several messages to one destination in a row (a kept connection): each
@@ -549,7 +828,10 @@ fn signing_keeps_connection_reuse_working() {
     let dns = Dnsmasq::start(&[key.dnsmasq()]);
     let sink = PySink::start(&[]);
     let srv = Server::builder()
-        .set("relay", &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()))
+        .set(
+            "relay",
+            &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()),
+        )
         .set("relay", "tls = \"none\"")
         .set("relay", "connection_reuse_time = \"10s\"")
         .top(&dkim_table("example.test", &key, ""))
@@ -558,7 +840,11 @@ fn signing_keeps_connection_reuse_working() {
     c.hello();
     for i in 0..5 {
         let body = format!("From: alice@example.test\r\nSubject: reuse {i}\r\n\r\nmessage {i}");
-        assert_eq!(c.send_mail("alice@example.test", &["someone@remote.test"], &body).code, 250);
+        assert_eq!(
+            c.send_mail("alice@example.test", &["someone@remote.test"], &body)
+                .code,
+            250
+        );
     }
     let got = wait_received(&sink, &srv, 5);
     for g in &got {
@@ -577,35 +863,74 @@ fn chmod(path: &Path, mode: u32) {
 #[test]
 fn keys_from_opendkim_genkey_and_openssl_pkcs1() {
     let dir = TestDir::new("dkim-foreign");
-    let (ok, out) = run(peer("opendkim-genkey").arg("-D").arg(dir.path()).args(["-d", "example.test", "-s", "og"]));
+    let (ok, out) = run(peer("opendkim-genkey").arg("-D").arg(dir.path()).args([
+        "-d",
+        "example.test",
+        "-s",
+        "og",
+    ]));
     assert!(ok, "opendkim-genkey: {out}");
     let og_txt = std::fs::read_to_string(dir.path().join("og.txt")).unwrap();
     let og = Key {
         path: dir.path().join("og.private"),
         name: "og._domainkey.example.test".into(),
-        strings: og_txt.split('"').skip(1).step_by(2).map(String::from).collect(),
+        strings: og_txt
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect(),
     };
     chmod(&og.path, 0o600);
     let pkcs1 = dir.path().join("p1.pem");
-    let (ok, out) = run(peer("openssl").args(["genrsa", "-traditional", "-out"]).arg(&pkcs1).arg("2048"));
+    let (ok, out) = run(peer("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&pkcs1)
+        .arg("2048"));
     assert!(ok, "openssl genrsa: {out}");
-    assert!(std::fs::read_to_string(&pkcs1).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(std::fs::read_to_string(&pkcs1)
+        .unwrap()
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
     chmod(&pkcs1, 0o600);
-    let p1_table = format!("\n[[dkim]]\ndomain = \"example.test\"\nselector = \"p1\"\nkey_file = \"{}\"\n", pkcs1.display());
+    let p1_table = format!(
+        "\n[[dkim]]\ndomain = \"example.test\"\nselector = \"p1\"\nkey_file = \"{}\"\n",
+        pkcs1.display()
+    );
 
     // The record of the PKCS#1 key, from the configuration.
     let cfg = dir.path().join("postern.toml");
-    std::fs::write(&cfg, format!("data_dir = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n{p1_table}", dir.path().display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n{p1_table}",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let (ok, out) = run(postern().args(["dkim", "record", "-c"]).arg(&cfg));
     assert!(ok, "dkim record: {out}");
     let (name, strings) = parse_zone_line(out.lines().next().unwrap());
     assert_eq!(name, "p1._domainkey.example.test");
-    let p1 = Key { path: pkcs1.clone(), name, strings };
+    let p1 = Key {
+        path: pkcs1.clone(),
+        name,
+        strings,
+    };
 
     let dns = Dnsmasq::start(&[og.dnsmasq(), p1.dnsmasq()]);
     let sink = PySink::start(&[]);
-    let srv = server(&sink, &dns, &(dkim_table("example.test", &og, "") + &p1_table));
-    let r = submit(&srv, "127.0.0.1", "alice@example.test", &["someone@remote.test"], &awkward_message("alice@example.test"));
+    let srv = server(
+        &sink,
+        &dns,
+        &(dkim_table("example.test", &og, "") + &p1_table),
+    );
+    let r = submit(
+        &srv,
+        "127.0.0.1",
+        "alice@example.test",
+        &["someone@remote.test"],
+        &awkward_message("alice@example.test"),
+    );
     assert_eq!(r.code, 250);
     let got = wait_received(&sink, &srv, 1);
     let v = dkimpy(dns.addr, &got[0].content);
@@ -622,19 +947,46 @@ fn keys_from_opendkim_genkey_and_openssl_pkcs1() {
 fn keygen_writes_a_private_key_and_prints_the_record() {
     let dir = TestDir::new("dkim-keygen");
     let data = dir.path().join("data");
-    let (ok, out) = run(postern().args(["dkim", "keygen", "example.test", "--data-dir"]).arg(&data));
+    let (ok, out) = run(postern()
+        .args(["dkim", "keygen", "example.test", "--data-dir"])
+        .arg(&data));
     assert!(ok, "{out}");
     let line = out.lines().next().unwrap();
     let (name, strings) = parse_zone_line(line);
     let selector = name.strip_suffix("._domainkey.example.test").expect(&name);
-    assert!(selector.len() == 7 && selector.starts_with('s') && selector[1..].bytes().all(|b| b.is_ascii_digit()), "{selector}");
-    assert!(strings.len() == 2 && strings.iter().all(|s| s.len() <= 255), "{strings:?}");
-    assert!(strings.concat().starts_with("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"));
-    let key = data.join("dkim").join(format!("{selector}.example.test.pem"));
+    assert!(
+        selector.len() == 7
+            && selector.starts_with('s')
+            && selector[1..].bytes().all(|b| b.is_ascii_digit()),
+        "{selector}"
+    );
+    assert!(
+        strings.len() == 2 && strings.iter().all(|s| s.len() <= 255),
+        "{strings:?}"
+    );
+    assert!(strings
+        .concat()
+        .starts_with("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"));
+    let key = data
+        .join("dkim")
+        .join(format!("{selector}.example.test.pem"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(data.join("dkim")).unwrap().permissions().mode() & 0o777, 0o700);
-    assert!(out.contains("[[dkim]]") && out.contains(&format!("selector = \"{selector}\"")), "{out}");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(data.join("dkim"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert!(
+        out.contains("[[dkim]]") && out.contains(&format!("selector = \"{selector}\"")),
+        "{out}"
+    );
     // openssl agrees on the public key.
     let (ok, spki) = run(peer("openssl").args(["pkey", "-pubout", "-in"]).arg(&key));
     assert!(ok, "{spki}");
@@ -643,19 +995,65 @@ fn keygen_writes_a_private_key_and_prints_the_record() {
 
     // Once more: the key is kept.
     let before = std::fs::read(&key).unwrap();
-    let again = postern().args(["dkim", "keygen", "example.test", "--selector", selector, "--data-dir"]).arg(&data).output().unwrap();
-    assert_eq!(again.status.code(), Some(73), "{}", String::from_utf8_lossy(&again.stderr));
+    let again = postern()
+        .args([
+            "dkim",
+            "keygen",
+            "example.test",
+            "--selector",
+            selector,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(73),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     assert_eq!(std::fs::read(&key).unwrap(), before);
 
-    let ed = postern().args(["dkim", "keygen", "example.test", "--algorithm", "ed25519", "--data-dir"]).arg(&data).output().unwrap();
+    let ed = postern()
+        .args([
+            "dkim",
+            "keygen",
+            "example.test",
+            "--algorithm",
+            "ed25519",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(ed.status.success());
     let (_, s) = parse_zone_line(String::from_utf8_lossy(&ed.stdout).lines().next().unwrap());
     assert_eq!(s.len(), 1);
-    assert!(s[0].starts_with("v=DKIM1; k=ed25519; p=") && s[0].len() == 66, "{s:?}");
-    for (args, code) in [(&["dkim", "keygen", "example.test", "--algorithm", "dsa"][..], 64), (&["dkim", "keygen", "not a domain"][..], 64)] {
-        let o = postern().args(args).arg("--data-dir").arg(&data).output().unwrap();
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        s[0].starts_with("v=DKIM1; k=ed25519; p=") && s[0].len() == 66,
+        "{s:?}"
+    );
+    for (args, code) in [
+        (
+            &["dkim", "keygen", "example.test", "--algorithm", "dsa"][..],
+            64,
+        ),
+        (&["dkim", "keygen", "not a domain"][..], 64),
+    ] {
+        let o = postern()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -679,8 +1077,20 @@ fn bad_keys_are_config_errors_naming_the_file() {
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a key\n").unwrap();
     chmod(&garbage, 0o600);
-    let mut text = format!("data_dir = \"{}\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n", dir.path().display());
-    for (i, (path, extra)) in [(&missing, ""), (&weak, ""), (&open, ""), (&ed, "algorithm = \"rsa-sha256\""), (&garbage, "")].iter().enumerate() {
+    let mut text = format!(
+        "data_dir = \"{}\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n",
+        dir.path().display()
+    );
+    for (i, (path, extra)) in [
+        (&missing, ""),
+        (&weak, ""),
+        (&open, ""),
+        (&ed, "algorithm = \"rsa-sha256\""),
+        (&garbage, ""),
+    ]
+    .iter()
+    .enumerate()
+    {
         text.push_str(&format!("\n[[dkim]]\ndomain = \"example.test\"\nselector = \"k{i}\"\nkey_file = \"{}\"\n{extra}\n", path.display()));
     }
     let cfg = dir.path().join("postern.toml");
@@ -689,15 +1099,37 @@ fn bad_keys_are_config_errors_naming_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(78), "{err}");
     let expect = [
-        format!("dkim[1].key_file: {}: cannot read: No such file or directory", missing.display()),
-        format!("dkim[2].key_file: {}: the RSA key is too weak: under 2048 bits", weak.display()),
-        format!("dkim[3].key_file: {}: mode 644 lets every user read the private key (chmod 600 {})", open.display(), open.display()),
-        format!("dkim[4].key_file: {}: the key is ed25519, not rsa-sha256", ed.display()),
-        format!("dkim[5].key_file: {}: no private key in it", garbage.display()),
+        format!(
+            "dkim[1].key_file: {}: cannot read: No such file or directory",
+            missing.display()
+        ),
+        format!(
+            "dkim[2].key_file: {}: the RSA key is too weak: under 2048 bits",
+            weak.display()
+        ),
+        format!(
+            "dkim[3].key_file: {}: mode 644 lets every user read the private key (chmod 600 {})",
+            open.display(),
+            open.display()
+        ),
+        format!(
+            "dkim[4].key_file: {}: the key is ed25519, not rsa-sha256",
+            ed.display()
+        ),
+        format!(
+            "dkim[5].key_file: {}: no private key in it",
+            garbage.display()
+        ),
     ];
     for e in &expect {
-        let line = err.lines().find(|l| l.contains(e.as_str())).unwrap_or_else(|| panic!("no {e:?} in:\n{err}"));
-        assert!(line.starts_with(&format!("{}:", cfg.display())), "file:line: first: {line}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(e.as_str()))
+            .unwrap_or_else(|| panic!("no {e:?} in:\n{err}"));
+        assert!(
+            line.starts_with(&format!("{}:", cfg.display())),
+            "file:line: first: {line}"
+        );
     }
     // serve refuses to start on it.
     let o = postern().args(["serve", "-c"]).arg(&cfg).output().unwrap();

@@ -46,7 +46,10 @@ fn has(text: &str, needle: &str) {
 #[test]
 fn trusted_client_relays() {
     let srv = Server::start();
-    let (code, out, _) = explain(&srv, &["x@remote.test", "--client", "127.0.0.1", "--no-dns"]);
+    let (code, out, _) = explain(
+        &srv,
+        &["x@remote.test", "--client", "127.0.0.1", "--no-dns"],
+    );
     assert_eq!(code, 0, "{out}");
     has(&out, "in the trusted networks");
     has(&out, "RCPT TO:<x@remote.test> -> 250 2.1.5");
@@ -61,7 +64,10 @@ fn trusted_client_relays() {
 #[test]
 fn unauthenticated_relay_is_denied() {
     let srv = Server::start();
-    let (code, out, _) = explain(&srv, &["x@remote.test", "--client", "127.0.0.2", "--no-dns"]);
+    let (code, out, _) = explain(
+        &srv,
+        &["x@remote.test", "--client", "127.0.0.2", "--no-dns"],
+    );
     assert_eq!(code, 1, "{out}");
     has(&out, "not in the trusted networks");
     has(&out, "RCPT TO:<x@remote.test> -> 554 5.7.1");
@@ -76,15 +82,29 @@ fn unauthenticated_relay_is_denied() {
     assert_eq!(code, 1, "{out}");
     has(&out, "550 5.1.1");
     has(&out, "[unknown_user]");
-    has(&out, "nobody@example.test: no alias, mailbox or catch-all for it");
+    has(
+        &out,
+        "nobody@example.test: no alias, mailbox or catch-all for it",
+    );
 }
 
 #[test]
 fn authenticated_client_relays_and_submission_needs_a_login() {
-    let srv = Server::builder().listener("starttls", "require_auth = true").start();
+    let srv = Server::builder()
+        .listener("starttls", "require_auth = true")
+        .start();
     let (code, out, _) = explain(
         &srv,
-        &["x@remote.test", "--client", "127.0.0.2", "--auth", "alice@example.test", "--listener", "2", "--no-dns"],
+        &[
+            "x@remote.test",
+            "--client",
+            "127.0.0.2",
+            "--auth",
+            "alice@example.test",
+            "--listener",
+            "2",
+            "--no-dns",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     has(&out, "STARTTLS -> 220");
@@ -93,12 +113,25 @@ fn authenticated_client_relays_and_submission_needs_a_login() {
     has(&out, "[authenticated]");
     has(&out, "require_auth");
     // Without a login the submission listener refuses MAIL already.
-    let (code, out, _) = explain(&srv, &["x@remote.test", "--client", "127.0.0.2", "--listener", "2"]);
+    let (code, out, _) = explain(
+        &srv,
+        &["x@remote.test", "--client", "127.0.0.2", "--listener", "2"],
+    );
     assert_eq!(code, 1, "{out}");
     has(&out, "MAIL FROM:<> -> 530 5.7.0");
     assert!(!out.contains("RCPT TO"), "{out}");
     // A login the directory would refuse is pointed out.
-    let (_, out, _) = explain(&srv, &["x@remote.test", "--auth", "hank@example.test", "--listener", "2", "--no-dns"]);
+    let (_, out, _) = explain(
+        &srv,
+        &[
+            "x@remote.test",
+            "--auth",
+            "hank@example.test",
+            "--listener",
+            "2",
+            "--no-dns",
+        ],
+    );
     has(&out, "hank@example.test has smtp_active = 0");
 }
 
@@ -108,7 +141,10 @@ fn local_maildir_with_its_quota() {
     let maildir = srv.mailbox("example.test/tiny/");
     let (code, out, _) = explain(&srv, &["tiny@example.test", "--client", "127.0.0.2"]);
     assert_eq!(code, 0, "{out}");
-    has(&out, "tiny@example.test: alias row tiny@example.test: goto = tiny@example.test");
+    has(
+        &out,
+        "tiny@example.test: alias row tiny@example.test: goto = tiny@example.test",
+    );
     has(&out, "tiny@example.test: mailbox row tiny@example.test: maildir = example.test/tiny/, quota = 20000");
     has(&out, "tiny@example.test -> maildir");
     has(&out, &format!("maildir: {}", maildir.display()));
@@ -133,18 +169,36 @@ fn alias_chain_through_the_aliases_file_and_the_alias_table() {
     let (code, out, _) = explain(&srv, &["root@localhost"]);
     assert_eq!(code, 0, "{out}");
     let file = srv.dir.path().join("aliases");
-    has(&out, &format!("root@localhost: {}:2: root: ops", file.display()));
-    has(&out, &format!("  ops@localhost: {}:3: ops: team@example.test", file.display()));
+    has(
+        &out,
+        &format!("root@localhost: {}:2: root: ops", file.display()),
+    );
+    has(
+        &out,
+        &format!(
+            "  ops@localhost: {}:3: ops: team@example.test",
+            file.display()
+        ),
+    );
     has(&out, "    team@example.test: alias row team@example.test: goto = alice@example.test,bob@example.test");
-    has(&out, "      alice@example.test: alias row alice@example.test: goto = alice@example.test");
-    has(&out, "        alice@example.test: mailbox row alice@example.test");
+    has(
+        &out,
+        "      alice@example.test: alias row alice@example.test: goto = alice@example.test",
+    );
+    has(
+        &out,
+        "        alice@example.test: mailbox row alice@example.test",
+    );
     has(&out, "alice@example.test -> maildir");
     has(&out, "bob@example.test -> maildir");
     // A loop in the alias table is refused and shown.
     let (code, out, _) = explain(&srv, &["loop1@example.test"]);
     assert_eq!(code, 1, "{out}");
     has(&out, "[alias_loop]");
-    has(&out, "loop1@example.test: already expanded above it: an alias loop");
+    has(
+        &out,
+        "loop1@example.test: already expanded above it: an alias loop",
+    );
 }
 
 #[test]
@@ -158,7 +212,10 @@ fn pipe_transport_argv_after_macro_expansion() {
             "[[transport]]\nname = \"procmail\"\nkind = \"pipe\"\ncommand = [\"{procmail}\", \"-t\", \"-m\", \"USER=${{user}}\", \"DOMAIN=${{nexthop}}\", \"EXTENSION=${{extension}}\", \"SIZE=${{size}}\", \"/etc/procmailrc\"]\nuser = \"5000:5000\"\nflags = \"R\"\n"
         ))
         .start();
-    let (code, out, _) = explain(&srv, &["alice+lists@example.test", "--from", "me@remote.test"]);
+    let (code, out, _) = explain(
+        &srv,
+        &["alice+lists@example.test", "--from", "me@remote.test"],
+    );
     assert_eq!(code, 0, "{out}");
     has(&out, "alice@example.test -> pipe");
     has(&out, "transport: procmail");
@@ -167,7 +224,10 @@ fn pipe_transport_argv_after_macro_expansion() {
     has(&out, "user: 5000:5000");
     has(&out, "flags: R");
     has(&out, "runs: once per recipient");
-    has(&out, &format!("maildir: {}", srv.mailbox("example.test/alice/").display()));
+    has(
+        &out,
+        &format!("maildir: {}", srv.mailbox("example.test/alice/").display()),
+    );
 }
 
 /// A credentials file (mode 0600).
@@ -225,7 +285,10 @@ fn mx_hosts_from_the_configured_resolver() {
     // A domain that does not exist is part of the answer, not an error.
     let (code, out, _) = explain(&srv, &["x@nowhere.test"]);
     assert_eq!(code, 0, "{out}");
-    has(&out, "lookup: Host or domain name not found. Name service error for name=nowhere.test type=MX");
+    has(
+        &out,
+        "lookup: Host or domain name not found. Name service error for name=nowhere.test type=MX",
+    );
 }
 
 #[test]
@@ -242,15 +305,24 @@ fn a_dns_failure_never_fails_the_command() {
 fn content_filter_and_header_rules_of_a_listener() {
     let srv = Server::builder()
         .listener("plain", "filter = \"[127.0.0.1]:10026\"")
-        .listener("plain", "role = \"reinject\"\ntrusted_networks = [\"127.0.0.1/32\"]")
+        .listener(
+            "plain",
+            "role = \"reinject\"\ntrusted_networks = [\"127.0.0.1/32\"]",
+        )
         .set("content", "header_rules = \"/^Received:/ IGNORE\"")
         .start();
     let config = srv.config.display().to_string();
     let (code, out, _) = explain(&srv, &["team@example.test", "--listener", "2"]);
     assert_eq!(code, 0, "{out}");
     has(&out, "listener 2 127.0.0.1:0 bound to 127.0.0.1:");
-    has(&out, "Content filter [127.0.0.1]:10026: the message goes there first");
-    has(&out, "aliases expand when it comes back on listener 3 (127.0.0.1:0)");
+    has(
+        &out,
+        "Content filter [127.0.0.1]:10026: the message goes there first",
+    );
+    has(
+        &out,
+        "aliases expand when it comes back on listener 3 (127.0.0.1:0)",
+    );
     has(&out, "alice@example.test -> maildir");
     has(&out, &format!("header: {config}:"));
     has(&out, "/^Received:/ IGNORE");
@@ -267,7 +339,16 @@ fn content_filter_and_header_rules_of_a_listener() {
     assert_eq!(code, 0, "{out}");
     has(&out, "[reinject]");
     has(&out, "only IGNORE, STRIP and REPLACE act");
-    let (code, out, _) = explain(&srv, &["team@example.test", "--listener", "3", "--client", "127.0.0.2"]);
+    let (code, out, _) = explain(
+        &srv,
+        &[
+            "team@example.test",
+            "--listener",
+            "3",
+            "--client",
+            "127.0.0.2",
+        ],
+    );
     assert_eq!(code, 1, "{out}");
     has(&out, "RCPT TO:<team@example.test> -> 554 5.7.1");
 }
@@ -275,7 +356,10 @@ fn content_filter_and_header_rules_of_a_listener() {
 #[test]
 fn json_parses_with_python() {
     let srv = Server::start();
-    let (code, out, _) = explain(&srv, &["team@example.test", "--from", "me@remote.test", "--json"]);
+    let (code, out, _) = explain(
+        &srv,
+        &["team@example.test", "--from", "me@remote.test", "--json"],
+    );
     assert_eq!(code, 0, "{out}");
     let check = r#"
 import json, sys
@@ -298,7 +382,12 @@ print("ok")
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    child.stdin.take().unwrap().write_all(out.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
     let res = child.wait_with_output().unwrap();
     assert!(
         res.status.success() && String::from_utf8_lossy(&res.stdout).trim() == "ok",
@@ -312,7 +401,10 @@ fn bad_input_gets_a_clear_error() {
     let srv = Server::start();
     let (code, _, err) = explain(&srv, &["x@remote.test", "--listener", "7"]);
     assert_eq!(code, 64, "{err}");
-    has(&err, "no listener number 7; allowed: an index 1..1 or an address (1 = 127.0.0.1:0)");
+    has(
+        &err,
+        "no listener number 7; allowed: an index 1..1 or an address (1 = 127.0.0.1:0)",
+    );
     let (code, _, err) = explain(&srv, &["x@remote.test", "--listener", "smtp"]);
     assert_eq!(code, 64, "{err}");
     has(&err, "not an index or an address");

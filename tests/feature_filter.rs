@@ -43,20 +43,33 @@ struct Record {
 impl Filter {
     /// Listens on `port`, hands back to `reinject`, records into `dir`.
     fn start(port: u16, reinject: SocketAddr, dir: &Path, opts: &[&str]) -> Filter {
-        Filter::try_start(port, reinject, dir, opts).unwrap_or_else(|log| {
-            panic!("the content filter did not start on port {port}:\n{log}")
-        })
+        Filter::try_start(port, reinject, dir, opts)
+            .unwrap_or_else(|log| panic!("the content filter did not start on port {port}:\n{log}"))
     }
 
     /// As [`Filter::start`]; `Err` with its log if it did not start.
-    fn try_start(port: u16, reinject: SocketAddr, dir: &Path, opts: &[&str]) -> Result<Filter, String> {
+    fn try_start(
+        port: u16,
+        reinject: SocketAddr,
+        dir: &Path,
+        opts: &[&str],
+    ) -> Result<Filter, String> {
         require_python_module("aiosmtpd");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/content_filter.py");
         std::fs::create_dir_all(dir).unwrap();
-        let log = dir.join(format!("filter-{}.log", std::fs::read_dir(dir).unwrap().count()));
+        let log = dir.join(format!(
+            "filter-{}.log",
+            std::fs::read_dir(dir).unwrap().count()
+        ));
         let mut child = python()
             .arg(&script)
-            .args(["--port", &port.to_string(), "--reinject", &reinject.to_string(), "--dir"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--reinject",
+                &reinject.to_string(),
+                "--dir",
+            ])
             .arg(dir)
             .args(opts)
             .stdout(Stdio::piped())
@@ -101,7 +114,10 @@ fn records(dir: &Path) -> Vec<Record> {
             Record {
                 xforward: field("XFORWARD "),
                 from: field("FROM "),
-                rcpts: field("RCPTS ").split_whitespace().map(String::from).collect(),
+                rcpts: field("RCPTS ")
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
                 content: content.to_string(),
             }
         })
@@ -113,7 +129,10 @@ fn records(dir: &Path) -> Vec<Record> {
 fn filtered_server(port: u16) -> Server {
     Server::builder()
         .set("content", &format!("filter = \"[127.0.0.1]:{port}\""))
-        .listener("plain", "role = \"reinject\"\ntrusted_networks = [\"127.0.0.1/32\"]\n")
+        .listener(
+            "plain",
+            "role = \"reinject\"\ntrusted_networks = [\"127.0.0.1/32\"]\n",
+        )
         .start()
 }
 
@@ -174,15 +193,29 @@ fn check_filtered_copy(text: &str, first: &str, second: &str, rcpt: &str, sent: 
     // The reinjection's Received: names the original client (XFORWARD
     // ADDR and HELO), not the filter on 127.0.0.1.
     let r2 = &blocks[2];
-    assert!(r2.starts_with("Received: from client.test (unknown [127.0.0.2])\n"), "{r2}");
+    assert!(
+        r2.starts_with("Received: from client.test (unknown [127.0.0.2])\n"),
+        "{r2}"
+    );
     assert!(r2.contains(&format!(" id {second}")), "{r2}");
     assert_eq!(blocks[3], "X-Virus-Scanned: postern-test-filter", "{text}");
     let r1 = &blocks[4];
-    assert!(r1.starts_with("Received: from client.test (unknown [127.0.0.2])\n"), "{r1}");
+    assert!(
+        r1.starts_with("Received: from client.test (unknown [127.0.0.2])\n"),
+        "{r1}"
+    );
     assert!(r1.contains(&format!(" id {first}")), "{r1}");
-    assert_eq!(text.matches("X-Virus-Scanned:").count(), 1, "scanned once:\n{text}");
+    assert_eq!(
+        text.matches("X-Virus-Scanned:").count(),
+        1,
+        "scanned once:\n{text}"
+    );
     let head_len: usize = blocks[..5].iter().map(|b| b.len() + 1).sum();
-    assert_eq!(&text[head_len..], stored(sent), "the message intact after the trace");
+    assert_eq!(
+        &text[head_len..],
+        stored(sent),
+        "the message intact after the trace"
+    );
 }
 
 #[test]
@@ -192,9 +225,16 @@ fn filter_scans_once_and_the_reinjected_message_is_delivered_once() {
     let msg = mail("alice@example.test", "scan me", "", "clean content");
     let id = send_untrusted(&srv, "sender@client.test", &["alice@example.test"], &msg);
     // Queued first, never written straight into the Maildir.
-    assert!(accepted_line(&srv, &id).ends_with("(queue active)"), "{}", accepted_line(&srv, &id));
+    assert!(
+        accepted_line(&srv, &id).ends_with("(queue active)"),
+        "{}",
+        accepted_line(&srv, &id)
+    );
     let line = wait_status(&srv, &id, "alice@example.test", "sent");
-    assert!(line.contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}")), "{line}");
+    assert!(
+        line.contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}")),
+        "{line}"
+    );
     let second = reinjected_id(&srv, &id);
     assert_ne!(second, id);
     let client_line = srv
@@ -216,8 +256,17 @@ fn filter_scans_once_and_the_reinjected_message_is_delivered_once() {
     // What the filter got: XFORWARD with the original client.
     let rec = f.records();
     assert_eq!(rec.len(), 1);
-    for attr in ["ADDR=127.0.0.2", "HELO=client.test", &format!("IDENT={id}"), "PROTO=ESMTP"] {
-        assert!(rec[0].xforward.split(' ').any(|a| a == attr), "{attr} in {:?}", rec[0].xforward);
+    for attr in [
+        "ADDR=127.0.0.2",
+        "HELO=client.test",
+        &format!("IDENT={id}"),
+        "PROTO=ESMTP",
+    ] {
+        assert!(
+            rec[0].xforward.split(' ').any(|a| a == attr),
+            "{attr} in {:?}",
+            rec[0].xforward
+        );
     }
     assert_eq!(rec[0].from, "<sender@client.test>");
     assert_eq!(rec[0].rcpts, ["<alice@example.test>"]);
@@ -229,19 +278,35 @@ fn filter_scans_once_and_the_reinjected_message_is_delivered_once() {
 fn filter_rejection_bounces_and_the_message_is_never_delivered() {
     let t = TestDir::new("filter-eicar");
     let (srv, f, _) = with_filter(&t.path().join("filter"), &[]);
-    let msg = mail("alice@example.test", "infected", "", &format!("X5O!P%@AP[4\\PZX54(P^)7CC)7}}${MARKER}!$H+H*"));
+    let msg = mail(
+        "alice@example.test",
+        "infected",
+        "",
+        &format!("X5O!P%@AP[4\\PZX54(P^)7CC)7}}${MARKER}!$H+H*"),
+    );
     let id = send_untrusted(&srv, "bob@example.test", &["alice@example.test"], &msg);
     let line = wait_status(&srv, &id, "alice@example.test", "bounced");
     assert!(line.contains("dsn=5.7.0, status=bounced"), "{line}");
-    assert!(line.contains(&format!("virus found: {MARKER}")), "the filter's reply in the log: {line}");
+    assert!(
+        line.contains(&format!("virus found: {MARKER}")),
+        "the filter's reply in the log: {line}"
+    );
     // The bounce reaches the sender's own mailbox (not refused by the
     // filter itself though it quotes the message).
     let bounce = wait_bounce(&srv, &srv.mailbox("example.test/bob/"), "Status: 5.7.0");
-    assert!(bounce.contains("Final-Recipient: rfc822; alice@example.test"), "{bounce}");
-    assert!(srv.wait_log(&format!("{id}: removed"), WAIT));
-    assert!(maildir_files(&srv.mailbox("example.test/alice/")).is_empty(), "never delivered");
     assert!(
-        f.records().iter().all(|r| !r.content.contains("Subject: infected")),
+        bounce.contains("Final-Recipient: rfc822; alice@example.test"),
+        "{bounce}"
+    );
+    assert!(srv.wait_log(&format!("{id}: removed"), WAIT));
+    assert!(
+        maildir_files(&srv.mailbox("example.test/alice/")).is_empty(),
+        "never delivered"
+    );
+    assert!(
+        f.records()
+            .iter()
+            .all(|r| !r.content.contains("Subject: infected")),
         "the filter never handed it back"
     );
 }
@@ -251,16 +316,28 @@ fn filter_down_keeps_the_message_queued_until_a_flush_finds_it_back() {
     let t = TestDir::new("filter-down");
     let port = smtp_peers::free_port();
     let srv = filtered_server(port);
-    let msg = mail("alice@example.test", "waits for the filter", "", "not unfiltered");
+    let msg = mail(
+        "alice@example.test",
+        "waits for the filter",
+        "",
+        "not unfiltered",
+    );
     let id = send_untrusted(&srv, "sender@client.test", &["alice@example.test"], &msg);
     let line = wait_status(&srv, &id, "alice@example.test", "deferred");
     assert!(line.contains("dsn=4."), "{line}");
     assert!(is_queued(&srv, &id));
     let alice = srv.mailbox("example.test/alice/");
-    assert!(maildir_files(&alice).is_empty(), "never delivered around the filter");
+    assert!(
+        maildir_files(&alice).is_empty(),
+        "never delivered around the filter"
+    );
 
     let f = Filter::start(port, srv.listener_addr(2), &t.path().join("filter"), &[]);
-    let (ok, out) = run(postern().arg("queue").arg("--config").arg(&srv.config).args(["flush", &id]));
+    let (ok, out) = run(postern()
+        .arg("queue")
+        .arg("--config")
+        .arg(&srv.config)
+        .args(["flush", &id]));
     assert!(ok, "postern queue flush: {out}");
     wait_status(&srv, &id, "alice@example.test", "sent");
     let second = reinjected_id(&srv, &id);
@@ -276,20 +353,36 @@ fn filter_sees_the_alias_and_expansion_happens_on_reinjection() {
     let t = TestDir::new("filter-alias");
     let (srv, f, _) = with_filter(&t.path().join("filter"), &[]);
     // team@example.test is an alias of alice and bob in the fixture.
-    let msg = mail("team@example.test", "to the alias", "", "expanded after the filter");
+    let msg = mail(
+        "team@example.test",
+        "to the alias",
+        "",
+        "expanded after the filter",
+    );
     let id = send_untrusted(&srv, "sender@client.test", &["team@example.test"], &msg);
     let line = wait_status(&srv, &id, "team@example.test", "sent");
-    assert!(!line.contains("orig_to="), "the first pass does not expand: {line}");
+    assert!(
+        !line.contains("orig_to="),
+        "the first pass does not expand: {line}"
+    );
     let second = reinjected_id(&srv, &id);
     for who in ["alice", "bob"] {
         let line = wait_status(&srv, &second, &format!("{who}@example.test"), "sent");
         assert!(line.contains("orig_to=<team@example.test>"), "{line}");
-        let text = String::from_utf8(only_message(&srv, &srv.mailbox(&format!("example.test/{who}/")))).unwrap();
+        let text = String::from_utf8(only_message(
+            &srv,
+            &srv.mailbox(&format!("example.test/{who}/")),
+        ))
+        .unwrap();
         assert_eq!(text.matches("X-Virus-Scanned:").count(), 1, "{text}");
     }
     let rec = f.records();
     assert_eq!(rec.len(), 1, "one message through the filter");
-    assert_eq!(rec[0].rcpts, ["<team@example.test>"], "the filter saw the alias, not its targets");
+    assert_eq!(
+        rec[0].rcpts,
+        ["<team@example.test>"],
+        "the filter saw the alias, not its targets"
+    );
 }
 
 /// What a Python smtplib client from `source` sees on the reinjection
@@ -320,10 +413,15 @@ fn filter_reinjection_port_refuses_untrusted_clients_and_hides_xforward() {
         out
     };
     let outside = probe("127.0.0.2");
-    assert!(outside.contains("XFORWARD no"), "XFORWARD offered to an untrusted client:\n{outside}");
+    assert!(
+        outside.contains("XFORWARD no"),
+        "XFORWARD offered to an untrusted client:\n{outside}"
+    );
     assert!(outside.contains("MAIL 250"), "{outside}");
     assert!(
-        outside.contains("RCPT 554 5.7.1 <alice@example.test>: Recipient address rejected: Access denied"),
+        outside.contains(
+            "RCPT 554 5.7.1 <alice@example.test>: Recipient address rejected: Access denied"
+        ),
         "the filter cannot be bypassed from outside:\n{outside}"
     );
     let inside = probe("127.0.0.1");
@@ -345,12 +443,19 @@ fn misbehaving_filter_defers(tag: &str, bad: &str) {
     assert!(is_queued(&srv, &id));
     let alice = srv.mailbox("example.test/alice/");
     assert!(maildir_files(&alice).is_empty(), "{bad}: nothing delivered");
-    assert!(bad_filter.records().is_empty(), "{bad}: nothing handed back");
+    assert!(
+        bad_filter.records().is_empty(),
+        "{bad}: nothing handed back"
+    );
     assert!(!srv.log().contains("status=bounced"), "{}", srv.log());
     drop(bad_filter);
 
     let good = Filter::start(port, srv.listener_addr(2), &t.path().join("good"), &[]);
-    let (ok, out) = run(postern().arg("queue").arg("--config").arg(&srv.config).args(["flush", &id]));
+    let (ok, out) = run(postern()
+        .arg("queue")
+        .arg("--config")
+        .arg(&srv.config)
+        .args(["flush", &id]));
     assert!(ok, "postern queue flush: {out}");
     wait_status(&srv, &id, "alice@example.test", "sent");
     let second = reinjected_id(&srv, &id);

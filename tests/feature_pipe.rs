@@ -69,7 +69,10 @@ fn procmail_server(t: &TestDir, column: Option<&str>) -> Server {
     let base = t.path().join("mail");
     let rc = write_procmailrc(t.path(), &base);
     let mut b = Server::builder()
-        .set("delivery", &format!("mailbox_base = \"{}\"", base.display()))
+        .set(
+            "delivery",
+            &format!("mailbox_base = \"{}\"", base.display()),
+        )
         .set("delivery", "uid = 5000")
         .set("delivery", "gid = 5000")
         .set("delivery", "virtual_transport = \"procmail\"")
@@ -91,7 +94,11 @@ fn assert_procmail_copy(file: &[u8], id: &str, rcpt: &str, sent: &str) {
     let rest = &text[rp.len()..];
     let received = format!("{}\n", header_blocks(rest)[0]);
     check_received(&received, id, rcpt);
-    assert_eq!(&rest[received.len()..], stored(sent), "the message intact after Received:");
+    assert_eq!(
+        &rest[received.len()..],
+        stored(sent),
+        "the message intact after Received:"
+    );
 }
 
 #[test]
@@ -103,8 +110,18 @@ fn procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders() {
     let srv = procmail_server(&t, Some(""));
     let alice = t.path().join("mail/example.test/alice");
 
-    let inbox = mail("alice@example.test", "for the inbox", "", "plain mail\r\nFrom here on, a From_ line");
-    let lists = mail("alice+lists@example.test", "by extension", "", "to alice+lists");
+    let inbox = mail(
+        "alice@example.test",
+        "for the inbox",
+        "",
+        "plain mail\r\nFrom here on, a From_ line",
+    );
+    let lists = mail(
+        "alice+lists@example.test",
+        "by extension",
+        "",
+        "to alice+lists",
+    );
     let announce = mail(
         "alice@example.test",
         "by header",
@@ -112,11 +129,24 @@ fn procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders() {
         "sorted by List-Id",
     );
     let id1 = send(&srv, "sender@client.test", &["alice@example.test"], &inbox);
-    let id2 = send(&srv, "sender@client.test", &["alice+lists@example.test"], &lists);
-    let id3 = send(&srv, "sender@client.test", &["alice@example.test"], &announce);
+    let id2 = send(
+        &srv,
+        "sender@client.test",
+        &["alice+lists@example.test"],
+        &lists,
+    );
+    let id3 = send(
+        &srv,
+        "sender@client.test",
+        &["alice@example.test"],
+        &announce,
+    );
     for id in [&id1, &id2, &id3] {
         let line = wait_status(&srv, id, "alice@example.test", "sent");
-        assert!(line.contains("relay=procmail,"), "relay= names the transport: {line}");
+        assert!(
+            line.contains("relay=procmail,"),
+            "relay= names the transport: {line}"
+        );
         // A pipe is not the one-write local path: the message is queued.
         let accepted = accepted_line(&srv, id);
         assert!(accepted.ends_with(", nrcpt=1 (queue active)"), "{accepted}");
@@ -131,9 +161,24 @@ fn procmail_run_as_the_seed_runs_it_sorts_into_maildir_folders() {
         "one message in each folder: {inbox_files:?} {lists_files:?} {announce_files:?}\n{}",
         srv.log()
     );
-    assert_procmail_copy(&std::fs::read(&inbox_files[0]).unwrap(), &id1, "alice@example.test", &inbox);
-    assert_procmail_copy(&std::fs::read(&lists_files[0]).unwrap(), &id2, "alice+lists@example.test", &lists);
-    assert_procmail_copy(&std::fs::read(&announce_files[0]).unwrap(), &id3, "alice@example.test", &announce);
+    assert_procmail_copy(
+        &std::fs::read(&inbox_files[0]).unwrap(),
+        &id1,
+        "alice@example.test",
+        &inbox,
+    );
+    assert_procmail_copy(
+        &std::fs::read(&lists_files[0]).unwrap(),
+        &id2,
+        "alice+lists@example.test",
+        &lists,
+    );
+    assert_procmail_copy(
+        &std::fs::read(&announce_files[0]).unwrap(),
+        &id3,
+        "alice@example.test",
+        &announce,
+    );
     // Written by procmail as the transport's user, into the Maildir
     // postern made for it (procmail makes no parents).
     // (Only the uid: Debian's procmail is set-uid root and takes the gid
@@ -149,12 +194,19 @@ fn procmail_virtual_transport_applies_to_postfixadmin_domains_whose_column_says_
     // domain.transport column with its default "virtual" (the fixture
     // too); the seed never reads that column, so a converted seed must
     // still deliver through procmail.
-    if !root_or_skip("procmail_virtual_transport_applies_to_postfixadmin_domains_whose_column_says_virtual") {
+    if !root_or_skip(
+        "procmail_virtual_transport_applies_to_postfixadmin_domains_whose_column_says_virtual",
+    ) {
         return;
     }
     let t = TestDir::new("pipe-seed-column");
     let srv = procmail_server(&t, None);
-    let msg = mail("alice@example.test", "seed routing", "", "through procmail?");
+    let msg = mail(
+        "alice@example.test",
+        "seed routing",
+        "",
+        "through procmail?",
+    );
     let id = send(&srv, "sender@client.test", &["alice@example.test"], &msg);
     let line = wait_status(&srv, &id, "alice@example.test", "sent");
     assert!(
@@ -171,8 +223,18 @@ fn procmail_two_recipients_of_one_domain_each_get_their_copy() {
     }
     let t = TestDir::new("pipe-two");
     let srv = procmail_server(&t, Some(""));
-    let msg = mail("alice@example.test, bob@example.test", "for both", "", "one message, two mailboxes");
-    let id = send(&srv, "sender@client.test", &["alice@example.test", "bob@example.test"], &msg);
+    let msg = mail(
+        "alice@example.test, bob@example.test",
+        "for both",
+        "",
+        "one message, two mailboxes",
+    );
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["alice@example.test", "bob@example.test"],
+        &msg,
+    );
     for who in ["alice", "bob"] {
         let line = wait_status(&srv, &id, &format!("{who}@example.test"), "sent");
         assert!(line.contains("relay=procmail,"), "{line}");
@@ -185,8 +247,15 @@ fn procmail_two_recipients_of_one_domain_each_get_their_copy() {
         assert!(text.starts_with(rp), "{text}");
         // Our Received: names no single recipient for a message to two.
         let received = format!("{}\n", header_blocks(&text[rp.len()..])[0]);
-        assert!(received.contains(&format!("with ESMTP id {id};")), "{received}");
-        assert_eq!(&text[rp.len() + received.len()..], stored(&msg), "{who}'s copy intact");
+        assert!(
+            received.contains(&format!("with ESMTP id {id};")),
+            "{received}"
+        );
+        assert_eq!(
+            &text[rp.len() + received.len()..],
+            stored(&msg),
+            "{who}'s copy intact"
+        );
     }
 }
 
@@ -219,13 +288,27 @@ fn exit_server(t: &TestDir) -> Server {
     Server::builder()
         .set("delivery", "uid = 5000")
         .set("delivery", "gid = 5000")
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"exits\" }")
-        .raw(&transport("exits", &[&sh.display().to_string(), "${recipient}"], "5000:5000", "", ""))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"exits\" }",
+        )
+        .raw(&transport(
+            "exits",
+            &[&sh.display().to_string(), "${recipient}"],
+            "5000:5000",
+            "",
+            "",
+        ))
         .start()
 }
 
 fn send_exit(srv: &Server, code: &str) -> String {
-    let msg = mail("alice@example.test", &format!("exit {code}"), "", "exit code test");
+    let msg = mail(
+        "alice@example.test",
+        &format!("exit {code}"),
+        "",
+        "exit code test",
+    );
     send(srv, "bob@example.test", &["alice@example.test"], &msg)
 }
 
@@ -238,17 +321,33 @@ fn pipe_exit_0_is_delivered() {
     let srv = exit_server(&t);
     let id = send_exit(&srv, "0");
     let line = wait_status(&srv, &id, "alice@example.test", "sent");
-    assert!(line.contains("relay=exits,") && line.contains("dsn=2.0.0"), "{line}");
-    assert!(srv.wait_log(&format!("{id}: removed"), WAIT), "{}", srv.log());
+    assert!(
+        line.contains("relay=exits,") && line.contains("dsn=2.0.0"),
+        "{line}"
+    );
+    assert!(
+        srv.wait_log(&format!("{id}: removed"), WAIT),
+        "{}",
+        srv.log()
+    );
     assert!(!is_queued(&srv, &id));
     // The command read the whole message (no flags: nothing prepended).
-    let got: Vec<_> = std::fs::read_dir(t.path().join("out")).unwrap().flatten().collect();
+    let got: Vec<_> = std::fs::read_dir(t.path().join("out"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(got.len(), 1);
     let text = std::fs::read_to_string(got[0].path()).unwrap();
     assert!(text.starts_with("Received: from client.test"), "{text}");
-    assert!(text.ends_with("Subject: exit 0\n\nexit code test\n"), "{text}");
+    assert!(
+        text.ends_with("Subject: exit 0\n\nexit code test\n"),
+        "{text}"
+    );
     assert!(maildir_files(&srv.mailbox("example.test/alice/")).is_empty());
-    assert!(maildir_files(&srv.mailbox("example.test/bob/")).is_empty(), "no bounce");
+    assert!(
+        maildir_files(&srv.mailbox("example.test/bob/")).is_empty(),
+        "no bounce"
+    );
 }
 
 #[test]
@@ -261,16 +360,28 @@ fn pipe_exit_75_defers_and_the_message_stays_queued() {
     let id = send_exit(&srv, "75");
     let line = wait_status(&srv, &id, "alice@example.test", "deferred");
     assert!(
-        line.contains("relay=exits,") && line.contains("dsn=4.3.0, status=deferred (temporary failure (exit 75): the script says exit 75)"),
+        line.contains("relay=exits,")
+            && line.contains(
+                "dsn=4.3.0, status=deferred (temporary failure (exit 75): the script says exit 75)"
+            ),
         "{line}"
     );
     assert!(is_queued(&srv, &id), "still queued:\n{}", srv.log());
     let (ok, out) = queue_list(&srv);
     assert!(ok, "{out}");
-    assert!(out.contains(&id) && out.contains("alice@example.test"), "queue list:\n{out}");
-    assert!(out.contains("the script says exit 75"), "the last error is listed:\n{out}");
+    assert!(
+        out.contains(&id) && out.contains("alice@example.test"),
+        "queue list:\n{out}"
+    );
+    assert!(
+        out.contains("the script says exit 75"),
+        "the last error is listed:\n{out}"
+    );
     assert!(!srv.log().contains("status=bounced"), "{}", srv.log());
-    assert!(maildir_files(&srv.mailbox("example.test/bob/")).is_empty(), "no bounce");
+    assert!(
+        maildir_files(&srv.mailbox("example.test/bob/")).is_empty(),
+        "no bounce"
+    );
 }
 
 #[test]
@@ -283,10 +394,19 @@ fn pipe_exit_73_and_the_other_temporary_codes_and_signals_defer() {
     // 73 EX_CANTCREAT, 74 EX_IOERR, 69 EX_UNAVAILABLE, 71 EX_OSERR: retried
     // (a full disk or a service down is no reason to lose mail); a
     // command killed by a signal too.
-    for (code, dsn) in [("73", "4.2.0"), ("74", "4.3.0"), ("69", "4.3.0"), ("71", "4.3.0"), ("signal", "4.3.0")] {
+    for (code, dsn) in [
+        ("73", "4.2.0"),
+        ("74", "4.3.0"),
+        ("69", "4.3.0"),
+        ("71", "4.3.0"),
+        ("signal", "4.3.0"),
+    ] {
         let id = send_exit(&srv, code);
         let line = wait_status(&srv, &id, "alice@example.test", "deferred");
-        assert!(line.contains(&format!("dsn={dsn}, status=deferred")), "exit {code}: {line}");
+        assert!(
+            line.contains(&format!("dsn={dsn}, status=deferred")),
+            "exit {code}: {line}"
+        );
         assert!(is_queued(&srv, &id), "exit {code}: still queued");
     }
     assert!(!srv.log().contains("status=bounced"), "{}", srv.log());
@@ -302,13 +422,18 @@ fn pipe_exit_67_bounces_5_1_1_with_the_first_stderr_line() {
     let id = send_exit(&srv, "67");
     let line = wait_status(&srv, &id, "alice@example.test", "bounced");
     assert!(
-        line.contains("dsn=5.1.1, status=bounced (user unknown (exit 67): the script says exit 67)"),
+        line.contains(
+            "dsn=5.1.1, status=bounced (user unknown (exit 67): the script says exit 67)"
+        ),
         "{line}"
     );
     assert!(!line.contains("second line"), "only the first line: {line}");
     let bounce = wait_bounce(&srv, &srv.mailbox("example.test/bob/"), "exit 67");
     assert!(bounce.contains("Status: 5.1.1"), "{bounce}");
-    assert!(bounce.contains("the script says exit 67"), "the diagnostic in the bounce:\n{bounce}");
+    assert!(
+        bounce.contains("the script says exit 67"),
+        "the diagnostic in the bounce:\n{bounce}"
+    );
     assert!(!bounce.contains("a second line that is not"), "{bounce}");
     assert!(srv.wait_log(&format!("{id}: removed"), WAIT));
     // 68 EX_NOHOST: 5.1.2.
@@ -324,11 +449,24 @@ fn pipe_exit_64_and_other_codes_bounce() {
     }
     let t = TestDir::new("pipe-exit64");
     let srv = exit_server(&t);
-    for (code, dsn) in [("64", "5.3.0"), ("65", "5.6.0"), ("77", "5.7.0"), ("78", "5.3.5"), ("1", "5.3.0"), ("100", "5.3.0")] {
+    for (code, dsn) in [
+        ("64", "5.3.0"),
+        ("65", "5.6.0"),
+        ("77", "5.7.0"),
+        ("78", "5.3.5"),
+        ("1", "5.3.0"),
+        ("100", "5.3.0"),
+    ] {
         let id = send_exit(&srv, code);
         let line = wait_status(&srv, &id, "alice@example.test", "bounced");
-        assert!(line.contains(&format!("dsn={dsn}, status=bounced")), "exit {code}: {line}");
-        assert!(line.contains(&format!("(exit {code}): the script says exit {code})")), "exit {code}: {line}");
+        assert!(
+            line.contains(&format!("dsn={dsn}, status=bounced")),
+            "exit {code}: {line}"
+        );
+        assert!(
+            line.contains(&format!("(exit {code}): the script says exit {code})")),
+            "exit {code}: {line}"
+        );
         assert!(srv.wait_log(&format!("{id}: removed"), WAIT), "exit {code}");
     }
     let bounces = wait_maildir(&srv.mailbox("example.test/bob/"), 6, WAIT);
@@ -352,14 +490,37 @@ fn pipe_that_hangs_is_killed_with_its_process_group_and_bounces_5_3_0() {
         ),
     );
     let srv = Server::builder()
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"hang\" }")
-        .raw(&transport("hang", &[&sh.display().to_string()], "5000:5000", "", "timeout = \"2s\"\n"))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"hang\" }",
+        )
+        .raw(&transport(
+            "hang",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "",
+            "timeout = \"2s\"\n",
+        ))
         .start();
-    let id = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "hang", "", "x"));
-    let child: u32 = String::from_utf8(wait_file(&srv, &out.join("child.pid"))).unwrap().trim().parse().unwrap();
+    let id = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "hang", "", "x"),
+    );
+    let child: u32 = String::from_utf8(wait_file(&srv, &out.join("child.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let line = wait_status(&srv, &id, "alice@example.test", "bounced");
-    assert!(line.contains("dsn=5.3.0, status=bounced (command time limit exceeded"), "{line}");
-    let gone = wait_until(Duration::from_secs(5), || live_processes("sleep 2971").is_empty());
+    assert!(
+        line.contains("dsn=5.3.0, status=bounced (command time limit exceeded"),
+        "{line}"
+    );
+    let gone = wait_until(Duration::from_secs(5), || {
+        live_processes("sleep 2971").is_empty()
+    });
     assert!(
         gone,
         "the command's child (pid {child}) survived the kill: {:?}",
@@ -377,24 +538,51 @@ fn pipe_that_exits_but_leaves_a_child_holding_its_output_finishes_in_time() {
         return;
     }
     let t = TestDir::new("pipe-orphan");
-    let sh = script(t.path(), "orphan.sh", "#!/bin/sh\ncat > /dev/null\nsleep 2972 &\nexit 0\n");
+    let sh = script(
+        t.path(),
+        "orphan.sh",
+        "#!/bin/sh\ncat > /dev/null\nsleep 2972 &\nexit 0\n",
+    );
     let srv = Server::builder()
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"orphan\" }")
-        .raw(&transport("orphan", &[&sh.display().to_string()], "5000:5000", "", "timeout = \"3s\"\n"))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"orphan\" }",
+        )
+        .raw(&transport(
+            "orphan",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "",
+            "timeout = \"3s\"\n",
+        ))
         .start();
-    let id = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "orphan", "", "x"));
+    let id = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "orphan", "", "x"),
+    );
     let head = format!("{id}: to=<alice@example.test>");
-    let done = wait_until(Duration::from_secs(15), || srv.log().lines().any(|l| l.contains(&head)));
+    let done = wait_until(Duration::from_secs(15), || {
+        srv.log().lines().any(|l| l.contains(&head))
+    });
     let leftover = live_processes("sleep 2972");
     for p in &leftover {
         let _ = signal(*p, nix::sys::signal::Signal::SIGKILL);
     }
-    assert!(done, "no result 15 s after a 3 s time limit: the agent waits for the command's orphan:\n{}", srv.log());
+    assert!(
+        done,
+        "no result 15 s after a 3 s time limit: the agent waits for the command's orphan:\n{}",
+        srv.log()
+    );
     // Judged by the command's own exit: delivered; the orphan was killed
     // with the rest of the process group at the time limit.
     let line = wait_status(&srv, &id, "alice@example.test", "sent");
     assert!(line.contains("dsn=2.0.0"), "{line}");
-    assert!(leftover.is_empty(), "the orphan outlived the delivery: {leftover:?}");
+    assert!(
+        leftover.is_empty(),
+        "the orphan outlived the delivery: {leftover:?}"
+    );
 }
 
 #[test]
@@ -409,14 +597,39 @@ fn pipe_printing_100_mb_to_stderr_is_drained_and_its_diagnostic_bounded() {
         "#!/bin/sh\ncat > /dev/null\nyes 'noise noise noise noise noise noise noise noise noise noise' | head -c 100000000 >&2\nexit 64\n",
     );
     let srv = Server::builder()
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"noise\" }")
-        .raw(&transport("noise", &[&sh.display().to_string()], "5000:5000", "", ""))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"noise\" }",
+        )
+        .raw(&transport(
+            "noise",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "",
+            "",
+        ))
         .start();
-    let id = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "noise", "", "x"));
+    let id = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "noise", "", "x"),
+    );
     let line = wait_status(&srv, &id, "alice@example.test", "bounced");
-    assert!(line.contains("dsn=5.3.0, status=bounced (command line usage error (exit 64): noise noise"), "{line}");
-    assert!(line.len() < 600, "the log line is bounded ({} bytes): {line}", line.len());
-    assert!(srv.log().len() < 64 * 1024, "the log did not take the output: {} bytes", srv.log().len());
+    assert!(
+        line.contains("dsn=5.3.0, status=bounced (command line usage error (exit 64): noise noise"),
+        "{line}"
+    );
+    assert!(
+        line.len() < 600,
+        "the log line is bounded ({} bytes): {line}",
+        line.len()
+    );
+    assert!(
+        srv.log().len() < 64 * 1024,
+        "the log did not take the output: {} bytes",
+        srv.log().len()
+    );
     // Still serving, and never held the 100 MB.
     let mut c = srv.smtp();
     c.hello();
@@ -427,9 +640,16 @@ fn pipe_printing_100_mb_to_stderr_is_drained_and_its_diagnostic_bounded() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM");
-    assert!(hwm_kb < 64 * 1024, "postern's peak RSS {hwm_kb} kB: the output was kept");
+    assert!(
+        hwm_kb < 64 * 1024,
+        "postern's peak RSS {hwm_kb} kB: the output was kept"
+    );
     let bounce = wait_bounce(&srv, &srv.mailbox("example.test/bob/"), "exit 64");
-    assert!(bounce.len() < 16 * 1024, "the bounce is small: {} bytes", bounce.len());
+    assert!(
+        bounce.len() < 16 * 1024,
+        "the bounce is small: {} bytes",
+        bounce.len()
+    );
 }
 
 /// A pipe that writes what it reads to `out/in` (via a temporary name).
@@ -437,7 +657,10 @@ fn cat_script(dir: &Path, out: &Path) -> std::path::PathBuf {
     script(
         dir,
         "cat.sh",
-        &format!("#!/bin/sh\ncat > {o}/in.tmp && mv {o}/in.tmp {o}/in\n", o = out.display()),
+        &format!(
+            "#!/bin/sh\ncat > {o}/in.tmp && mv {o}/in.tmp {o}/in\n",
+            o = out.display()
+        ),
     )
 }
 
@@ -445,13 +668,25 @@ fn cat_server(t: &TestDir, flags: &str) -> Server {
     let out = open_dir(&t.path().join("out"));
     let sh = cat_script(t.path(), &out);
     Server::builder()
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"cat\" }")
-        .raw(&transport("cat", &[&sh.display().to_string()], "5000:5000", flags, ""))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"cat\" }",
+        )
+        .raw(&transport(
+            "cat",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            flags,
+            "",
+        ))
         .start()
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
@@ -464,25 +699,44 @@ fn pipe_flags_f_r_o_d_prepend_their_lines_in_postfix_order() {
     let srv = cat_server(&t, "DORF");
     // postmaster@ is an alias of alice: X-Original-To: keeps the address
     // as sent, Delivered-To: names the mailbox.
-    let msg = mail("postmaster@example.test", "flags", "", "From the start, unquoted without >\r\nend");
+    let msg = mail(
+        "postmaster@example.test",
+        "flags",
+        "",
+        "From the start, unquoted without >\r\nend",
+    );
     let before = now_secs();
-    let id = send(&srv, "sender@client.test", &["postmaster@example.test"], &msg);
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["postmaster@example.test"],
+        &msg,
+    );
     let after = now_secs();
     let got = String::from_utf8(wait_file(&srv, &t.path().join("out/in"))).unwrap();
     wait_status(&srv, &id, "alice@example.test", "sent");
     let first = got.lines().next().unwrap();
     let dates: Vec<String> = (before - 1..=after).map(postern::timefmt::mbox).collect();
     assert!(
-        dates.iter().any(|d| first == format!("From sender@client.test  {d}")),
+        dates
+            .iter()
+            .any(|d| first == format!("From sender@client.test  {d}")),
         "From_ line with the arrival date (one of {dates:?}): {first:?}"
     );
     let rest = &got[first.len() + 1..];
     let head = "Return-Path: <sender@client.test>\nX-Original-To: postmaster@example.test\nDelivered-To: alice@example.test\n";
-    assert!(rest.starts_with(head), "F, R, O, D lines in that order:\n{got}");
+    assert!(
+        rest.starts_with(head),
+        "F, R, O, D lines in that order:\n{got}"
+    );
     let rest = &rest[head.len()..];
     let received = format!("{}\n", header_blocks(rest)[0]);
     check_received(&received, &id, "postmaster@example.test");
-    assert_eq!(&rest[received.len()..], stored(&msg), "the message intact, no quoting without >");
+    assert_eq!(
+        &rest[received.len()..],
+        stored(&msg),
+        "the message intact, no quoting without >"
+    );
 }
 
 #[test]
@@ -502,7 +756,10 @@ fn pipe_without_flags_adds_nothing_and_quoting_flags_quote() {
     let received = format!("{}\n", header_blocks(&got)[0]);
     check_received(&received, &id, "alice@example.test");
     let head = "From: sender@client.test\nTo: alice@example.test\nSubject: plain\n\n";
-    assert_eq!(&got[received.len()..], format!("{head}From the start\n..two dots\n.\nlast\n"));
+    assert_eq!(
+        &got[received.len()..],
+        format!("{head}From the start\n..two dots\n.\nlast\n")
+    );
 
     // `>` quotes From_ lines, `.` doubles leading dots, B adds a blank line.
     let t = TestDir::new("pipe-quoting");
@@ -511,7 +768,10 @@ fn pipe_without_flags_adds_nothing_and_quoting_flags_quote() {
     let got = String::from_utf8(wait_file(&srv, &t.path().join("out/in"))).unwrap();
     let received = format!("{}\n", header_blocks(&got)[0]);
     check_received(&received, &id, "alice@example.test");
-    assert_eq!(&got[received.len()..], format!("{head}>From the start\n...two dots\n..\nlast\n\n"));
+    assert_eq!(
+        &got[received.len()..],
+        format!("{head}>From the start\n...two dots\n..\nlast\n\n")
+    );
 }
 
 /// Runs a pipe as `user` that records `id`, its directory and its
@@ -530,14 +790,37 @@ fn who_runs(user: &str) -> (String, String, String, String, Vec<String>) {
     );
     let srv = Server::builder()
         .env("POSTERN_TEST_LEAK", "must-not-reach-the-pipe")
-        .set("delivery", "mailbox_transports = { \"alice@example.test\" = \"who\" }")
-        .raw(&transport("who", &[&sh.display().to_string()], user, "", ""))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"who\" }",
+        )
+        .raw(&transport(
+            "who",
+            &[&sh.display().to_string()],
+            user,
+            "",
+            "",
+        ))
         .start();
-    let id = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "who", "", "x"));
+    let id = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "who", "", "x"),
+    );
     let env = String::from_utf8(wait_file(&srv, &out.join("env"))).unwrap();
     wait_status(&srv, &id, "alice@example.test", "sent");
-    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap().trim().to_string();
-    let mut env: Vec<String> = env.lines().filter(|l| !l.starts_with("PWD=")).map(String::from).collect();
+    let read = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let mut env: Vec<String> = env
+        .lines()
+        .filter(|l| !l.starts_with("PWD="))
+        .map(String::from)
+        .collect();
     env.sort();
     (read("uid"), read("gid"), read("groups"), read("cwd"), env)
 }
@@ -550,10 +833,18 @@ fn pipe_runs_as_its_uid_with_a_clean_environment() {
     // uid:gid with no password entry: no HOME, USER or LOGNAME to give.
     let (uid, gid) = unnamed_ids();
     let (u, g, groups, cwd, env) = who_runs(&format!("{uid}:{gid}"));
-    assert_eq!((u, g, groups), (uid.to_string(), gid.to_string(), gid.to_string()), "ids and no other groups");
+    assert_eq!(
+        (u, g, groups),
+        (uid.to_string(), gid.to_string(), gid.to_string()),
+        "ids and no other groups"
+    );
     assert_eq!(cwd, "/", "no home: the command runs in /");
     // The harness runs postern with TZ=UTC, which is passed on.
-    assert_eq!(env, ["PATH=/usr/bin:/bin", "SHELL=/bin/sh", "TZ=UTC"], "nothing inherited");
+    assert_eq!(
+        env,
+        ["PATH=/usr/bin:/bin", "SHELL=/bin/sh", "TZ=UTC"],
+        "nothing inherited"
+    );
 }
 
 #[test]
@@ -564,11 +855,20 @@ fn pipe_run_as_a_named_user_gets_its_name_and_no_inherited_variables() {
     // Debian's nobody: uid 65534, group nogroup, home /nonexistent (not
     // a directory: no HOME, and / as the working directory).
     let (u, g, groups, cwd, env) = who_runs("nobody");
-    assert_eq!((u.as_str(), g.as_str(), groups.as_str()), ("65534", "65534", "65534"));
+    assert_eq!(
+        (u.as_str(), g.as_str(), groups.as_str()),
+        ("65534", "65534", "65534")
+    );
     assert_eq!(cwd, "/");
     assert_eq!(
         env,
-        ["LOGNAME=nobody", "PATH=/usr/bin:/bin", "SHELL=/bin/sh", "TZ=UTC", "USER=nobody"],
+        [
+            "LOGNAME=nobody",
+            "PATH=/usr/bin:/bin",
+            "SHELL=/bin/sh",
+            "TZ=UTC",
+            "USER=nobody"
+        ],
         "USER/LOGNAME from the password entry, nothing inherited (POSTERN_TEST_LEAK)"
     );
 }
@@ -583,14 +883,31 @@ fn pipe_chosen_by_the_domain_transport_column() {
     let sh = cat_script(t.path(), &out);
     let srv = Server::builder()
         .sql("UPDATE domain SET transport = 'cat' WHERE domain = 'example.test'")
-        .raw(&transport("cat", &[&sh.display().to_string()], "5000:5000", "R", ""))
+        .raw(&transport(
+            "cat",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "R",
+            "",
+        ))
         .start();
-    let id = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "column", "", "by domain"));
+    let id = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "column", "", "by domain"),
+    );
     let line = wait_status(&srv, &id, "alice@example.test", "sent");
     assert!(line.contains("relay=cat,"), "{line}");
     let got = String::from_utf8(wait_file(&srv, &out.join("in"))).unwrap();
-    assert!(got.starts_with("Return-Path: <bob@example.test>\nReceived: from client.test"), "{got}");
-    assert!(maildir_files(&srv.mailbox("example.test/alice/")).is_empty(), "not in the Maildir");
+    assert!(
+        got.starts_with("Return-Path: <bob@example.test>\nReceived: from client.test"),
+        "{got}"
+    );
+    assert!(
+        maildir_files(&srv.mailbox("example.test/alice/")).is_empty(),
+        "not in the Maildir"
+    );
 }
 
 #[test]
@@ -602,11 +919,30 @@ fn pipe_chosen_per_mailbox_other_mailboxes_keep_their_maildir() {
     let out = open_dir(&t.path().join("out"));
     let sh = cat_script(t.path(), &out);
     let srv = Server::builder()
-        .set("delivery", "mailbox_transports = { \"bob@example.test\" = \"cat\" }")
-        .raw(&transport("cat", &[&sh.display().to_string()], "5000:5000", "", ""))
+        .set(
+            "delivery",
+            "mailbox_transports = { \"bob@example.test\" = \"cat\" }",
+        )
+        .raw(&transport(
+            "cat",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "",
+            "",
+        ))
         .start();
-    let to_bob = send(&srv, "alice@example.test", &["bob@example.test"], &mail("bob@example.test", "to bob", "", "piped"));
-    let to_alice = send(&srv, "bob@example.test", &["alice@example.test"], &mail("alice@example.test", "to alice", "", "maildir"));
+    let to_bob = send(
+        &srv,
+        "alice@example.test",
+        &["bob@example.test"],
+        &mail("bob@example.test", "to bob", "", "piped"),
+    );
+    let to_alice = send(
+        &srv,
+        "bob@example.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "to alice", "", "maildir"),
+    );
     let line = wait_status(&srv, &to_bob, "bob@example.test", "sent");
     assert!(line.contains("relay=cat,"), "{line}");
     let got = String::from_utf8(wait_file(&srv, &out.join("in"))).unwrap();
@@ -614,6 +950,12 @@ fn pipe_chosen_per_mailbox_other_mailboxes_keep_their_maildir() {
     let alice = only_message(&srv, &srv.mailbox("example.test/alice/"));
     assert!(String::from_utf8_lossy(&alice).contains("Subject: to alice"));
     let accepted = accepted_line(&srv, &to_alice);
-    assert!(accepted.ends_with("(delivered directly)"), "alice's mail keeps the one-write path: {accepted}");
-    assert!(maildir_files(&srv.mailbox("example.test/bob/")).is_empty(), "bob's went to the pipe only");
+    assert!(
+        accepted.ends_with("(delivered directly)"),
+        "alice's mail keeps the one-write path: {accepted}"
+    );
+    assert!(
+        maildir_files(&srv.mailbox("example.test/bob/")).is_empty(),
+        "bob's went to the pipe only"
+    );
 }

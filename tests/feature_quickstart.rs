@@ -128,5 +128,9 @@ fn embedded_default_accepts_curl_and_swaks_for_localhost() {
     // Ctrl-C in the README: SIGINT stops it cleanly.
     signal(child.id(), nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_timeout(child.child(), Duration::from_secs(20));
-    assert!(status.success(), "SIGINT stops cleanly: {status}\n{}", read_log());
+    assert!(
+        status.success(),
+        "SIGINT stops cleanly: {status}\n{}",
+        read_log()
+    );
 }

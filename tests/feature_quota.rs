@@ -90,7 +90,12 @@ fn server_as_vmail() -> Server {
 
 /// Sends a message with a body of `n` stored bytes from bob to `to`.
 fn send_sized(srv: &Server, to: &str, subject: &str, n: usize) -> String {
-    send(srv, "bob@example.test", &[to], &mail(to, subject, "", &body_of(n)))
+    send(
+        srv,
+        "bob@example.test",
+        &[to],
+        &mail(to, subject, "", &body_of(n)),
+    )
 }
 
 /// Fills tiny's mailbox to exactly the limit: a first message, then one
@@ -108,9 +113,22 @@ fn fill_tiny(srv: &Server) {
     let fill = mail("tiny@example.test", "fill", "", &body_of(want));
     send(srv, "bob@example.test", &["tiny@example.test"], &fill);
     let files = wait_maildir(&tiny(srv), 2, WAIT);
-    assert_eq!(files.len(), 2, "the filling message fits exactly:\n{}", srv.log());
-    assert_eq!(file_sizes(&tiny(srv)).iter().sum::<u64>(), LIMIT, "files fill the quota to the byte");
-    assert_eq!(usage(&tiny(srv)), (LIMIT as i64, 2), "maildirsize says full");
+    assert_eq!(
+        files.len(),
+        2,
+        "the filling message fits exactly:\n{}",
+        srv.log()
+    );
+    assert_eq!(
+        file_sizes(&tiny(srv)).iter().sum::<u64>(),
+        LIMIT,
+        "files fill the quota to the byte"
+    );
+    assert_eq!(
+        usage(&tiny(srv)),
+        (LIMIT as i64, 2),
+        "maildirsize says full"
+    );
 }
 
 #[test]
@@ -146,7 +164,10 @@ fn quota_mail_under_the_limit_lands_and_maildirsize_counts_each_copy() {
     // Other mailboxes without a quota have no maildirsize.
     let c = send_sized(&srv, "alice@example.test", "no quota", 100);
     wait_status(&srv, &c, "alice@example.test", "sent");
-    assert!(!srv.mailbox("example.test/alice/").join("maildirsize").exists());
+    assert!(!srv
+        .mailbox("example.test/alice/")
+        .join("maildirsize")
+        .exists());
 }
 
 #[test]
@@ -159,12 +180,26 @@ fn quota_exceeded_bounces_552_5_2_2() {
     // then bounced: it would pass 20,000 bytes.
     let big = send_sized(&srv, "tiny@example.test", "too big", 19_000);
     let line = wait_status(&srv, &big, "tiny@example.test", "bounced");
-    assert!(line.contains("dsn=5.2.2, status=bounced (mailbox is full"), "{line}");
+    assert!(
+        line.contains("dsn=5.2.2, status=bounced (mailbox is full"),
+        "{line}"
+    );
     let bounce = wait_bounce(&srv, &srv.mailbox("example.test/bob/"), "Status: 5.2.2");
-    assert!(bounce.contains("Final-Recipient: rfc822; tiny@example.test"), "{bounce}");
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; tiny@example.test"),
+        "{bounce}"
+    );
     assert!(srv.wait_log(&format!("{big}: removed"), WAIT));
-    assert_eq!(maildir_files(&tiny(&srv)).len(), 1, "only the first message");
-    assert_eq!(std::fs::read(tiny(&srv).join("maildirsize")).unwrap(), before, "nothing counted");
+    assert_eq!(
+        maildir_files(&tiny(&srv)).len(),
+        1,
+        "only the first message"
+    );
+    assert_eq!(
+        std::fs::read(tiny(&srv).join("maildirsize")).unwrap(),
+        before,
+        "nothing counted"
+    );
 }
 
 #[test]
@@ -174,7 +209,10 @@ fn quota_exceeded_defers_4_2_2_when_configured() {
     wait_status(&srv, &a, "tiny@example.test", "sent");
     let big = send_sized(&srv, "tiny@example.test", "too big", 19_000);
     let line = wait_status(&srv, &big, "tiny@example.test", "deferred");
-    assert!(line.contains("dsn=4.2.2, status=deferred (mailbox is full"), "{line}");
+    assert!(
+        line.contains("dsn=4.2.2, status=deferred (mailbox is full"),
+        "{line}"
+    );
     assert!(is_queued(&srv, &big), "kept for a later try");
     assert_eq!(maildir_files(&tiny(&srv)).len(), 1);
     assert!(!srv.log().contains("status=bounced"), "{}", srv.log());
@@ -230,9 +268,7 @@ fn quota_size_given_at_mail_that_would_pass_the_limit_is_refused_at_rcpt() {
 fn quota_first_mail_to_a_new_mailbox_through_the_queue_is_delivered() {
     // The queue's Maildir agent checks the quota before it makes the
     // Maildir: a mailbox that never had mail has nothing to count.
-    let srv = Server::builder()
-        .set("delivery", "direct = false")
-        .start();
+    let srv = Server::builder().set("delivery", "direct = false").start();
     assert!(!tiny(&srv).exists());
     let id = send_sized(&srv, "tiny@example.test", "first ever", 500);
     let line = wait_status(&srv, &id, "tiny@example.test", "sent");
@@ -241,7 +277,11 @@ fn quota_first_mail_to_a_new_mailbox_through_the_queue_is_delivered() {
     wait_status(&srv, &id, "tiny@example.test", "sent");
     let sizes = file_sizes(&tiny(&srv));
     assert_eq!(sizes.len(), 2);
-    assert_eq!(usage(&tiny(&srv)), (sizes.iter().sum::<u64>() as i64, 2), "both counted");
+    assert_eq!(
+        usage(&tiny(&srv)),
+        (sizes.iter().sum::<u64>() as i64, 2),
+        "both counted"
+    );
 }
 
 #[test]
@@ -258,18 +298,29 @@ fn quota_limits_file_gives_address_and_domain_limits() {
         .start();
     // From outside: the bounces must not land in the mailboxes measured.
     let send_sized = |_: &Server, to: &str, subject: &str, n: usize| {
-        send(&srv, "sender@client.test", &[to], &mail(to, subject, "", &body_of(n)))
+        send(
+            &srv,
+            "sender@client.test",
+            &[to],
+            &mail(to, subject, "", &body_of(n)),
+        )
     };
     // alice: her own line, 3,000.
     let a = send_sized(&srv, "alice@example.test", "alice big", 3200);
     let line = wait_status(&srv, &a, "alice@example.test", "bounced");
-    assert!(line.contains("dsn=5.2.2") && line.contains("of 3000 bytes used"), "{line}");
+    assert!(
+        line.contains("dsn=5.2.2") && line.contains("of 3000 bytes used"),
+        "{line}"
+    );
     // bob: the @domain line, 5,000: one fits, a second does not.
     let b1 = send_sized(&srv, "bob@example.test", "bob one", 3200);
     wait_status(&srv, &b1, "bob@example.test", "sent");
     let b2 = send_sized(&srv, "bob@example.test", "bob two", 2000);
     let line = wait_status(&srv, &b2, "bob@example.test", "bounced");
-    assert!(line.contains("dsn=5.2.2") && line.contains("of 5000 bytes used"), "{line}");
+    assert!(
+        line.contains("dsn=5.2.2") && line.contains("of 5000 bytes used"),
+        "{line}"
+    );
     assert_eq!(maildirsize(&srv.mailbox("example.test/bob/")).0, "5000S");
     // tiny: mailbox.quota is its own (20,000), the table does not lower it.
     let c = send_sized(&srv, "tiny@example.test", "tiny", 6000);
@@ -295,10 +346,16 @@ fn procmail_quota_server(t: &TestDir) -> Server {
     )
     .unwrap();
     Server::builder()
-        .set("delivery", &format!("mailbox_base = \"{}\"", base.display()))
+        .set(
+            "delivery",
+            &format!("mailbox_base = \"{}\"", base.display()),
+        )
         .set("delivery", "uid = 5000")
         .set("delivery", "gid = 5000")
-        .set("delivery", "mailbox_transports = { \"tiny@example.test\" = \"procmail\" }")
+        .set(
+            "delivery",
+            "mailbox_transports = { \"tiny@example.test\" = \"procmail\" }",
+        )
         .raw(&transport(
             "procmail",
             &[
@@ -343,15 +400,30 @@ fn quota_holds_for_procmail_pipe_deliveries() {
     assert_eq!(files.len(), 1);
     let (head, _) = maildirsize(&maildir);
     assert_eq!(head, "20000S");
-    assert_eq!(usage(&maildir), (files[0] as i64, 1), "maildirsize counts the copy as written");
+    assert_eq!(
+        usage(&maildir),
+        (files[0] as i64, 1),
+        "maildirsize counts the copy as written"
+    );
 
     // Over the quota: bounced before procmail ever sees it.
     let big = send_sized(&srv, "tiny@example.test", "too big for procmail", 17_000);
     let line = wait_status(&srv, &big, "tiny@example.test", "bounced");
-    assert!(line.contains("dsn=5.2.2, status=bounced (mailbox is full"), "{line}");
-    assert_eq!(procmail_runs(&t), 1, "over-quota mail never reached procmail");
+    assert!(
+        line.contains("dsn=5.2.2, status=bounced (mailbox is full"),
+        "{line}"
+    );
+    assert_eq!(
+        procmail_runs(&t),
+        1,
+        "over-quota mail never reached procmail"
+    );
     assert_eq!(file_sizes(&maildir).len(), 1);
-    wait_bounce(&srv, &t.path().join("mail/example.test/bob"), "Status: 5.2.2");
+    wait_bounce(
+        &srv,
+        &t.path().join("mail/example.test/bob"),
+        "Status: 5.2.2",
+    );
 }
 
 /// doveadm with Dovecot's quota plugin over `maildir` (quota=maildir, the
@@ -439,19 +511,36 @@ fn quota_dovecot_agrees_on_the_usage_of_the_same_maildir() {
     let (bytes, count) = usage(&md);
     assert_eq!(bytes as u64, file_sizes(&md).iter().sum::<u64>());
     // Dovecot reads postern's maildirsize as it is.
-    assert_eq!(dovecot_quota(&t, &md), (kb(bytes), count as u64), "doveadm quota get");
+    assert_eq!(
+        dovecot_quota(&t, &md),
+        (kb(bytes), count as u64),
+        "doveadm quota get"
+    );
     // Dovecot counts the files itself and writes its own maildirsize:
     // the same bytes and messages.
     doveadm(&t, &md, &["quota", "recalc"]);
     let text = std::fs::read_to_string(md.join("maildirsize")).unwrap();
-    assert_eq!(text, format!("{LIMIT}S\n{bytes} {count}\n"), "Dovecot's recount");
+    assert_eq!(
+        text,
+        format!("{LIMIT}S\n{bytes} {count}\n"),
+        "Dovecot's recount"
+    );
     // postern goes on from Dovecot's file, and Dovecot from postern's.
     let id = send_sized(&srv, "tiny@example.test", "after recalc", 2000);
     wait_status(&srv, &id, "tiny@example.test", "sent");
     let (bytes3, count3) = usage(&md);
     assert_eq!(count3, 3);
-    assert_eq!(bytes3 as u64, file_sizes(&md).iter().sum::<u64>(), "{}", std::fs::read_to_string(md.join("maildirsize")).unwrap());
-    assert_eq!(dovecot_quota(&t, &md), (kb(bytes3), 3), "doveadm quota get after postern appended");
+    assert_eq!(
+        bytes3 as u64,
+        file_sizes(&md).iter().sum::<u64>(),
+        "{}",
+        std::fs::read_to_string(md.join("maildirsize")).unwrap()
+    );
+    assert_eq!(
+        dovecot_quota(&t, &md),
+        (kb(bytes3), 3),
+        "doveadm quota get after postern appended"
+    );
 }
 
 #[test]
@@ -476,4 +565,3 @@ fn quota_dovecot_agrees_after_procmail_deliveries() {
         "Dovecot's recount of what procmail wrote equals what postern counted"
     );
 }
-

@@ -63,8 +63,7 @@ fn the_fallback_takes_over_when_the_primary_cannot_be_reached() {
     })
     .unwrap();
     let silent = RawSmtp::start("127.0.0.2:0", |_| Answer::Silent).unwrap();
-    let dropping =
-        PySink::start_free("127.0.0.2", &["--drop-at-mail"]);
+    let dropping = PySink::start_free("127.0.0.2", &["--drop-at-mail"]);
     let srv = with_routes(
         builder(d.addr, port).set("relay", "command_timeout = \"2s\""),
         &[
@@ -138,7 +137,10 @@ fn answers_from_the_primary_are_final_and_never_tried_at_the_fallback() {
         ("127.0.0.4", vec![]),
     ]);
     let (primary, fallback, mx) = (&sinks[0], &sinks[1], &sinks[2]);
-    let spam = PySink::start_free("127.0.0.2", &["--data-reply", "554 5.7.1 Message rejected as spam"]);
+    let spam = PySink::start_free(
+        "127.0.0.2",
+        &["--data-reply", "554 5.7.1 Message rejected as spam"],
+    );
     let srv = with_routes(
         builder(d.addr, port),
         &[

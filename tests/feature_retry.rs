@@ -205,7 +205,12 @@ fn mail_still_deferred_at_the_end_of_its_lifetime_bounces_to_the_sender() {
     let sent_at = Instant::now();
     let id = send(&srv, "bob@example.test", "alice@example.test", "too late");
 
-    let notified = watch(&srv, &format!("{id}: sender non-delivery notification: "), 1, WAIT)[0];
+    let notified = watch(
+        &srv,
+        &format!("{id}: sender non-delivery notification: "),
+        1,
+        WAIT,
+    )[0];
     assert!(
         srv.wait_log(&format!("{id}: removed"), WAIT),
         "{}",
@@ -231,7 +236,10 @@ fn mail_still_deferred_at_the_end_of_its_lifetime_bounces_to_the_sender() {
     // "over" may come up to 1 s early (seen here: 3.09 s for 4 s).
     let age = secs(notified - sent_at);
     eprintln!("bounced {age:.2} s after acceptance, lifetime {lifetime} s");
-    assert!(age >= lifetime - 1.0, "bounced after {age:.2} s, lifetime {lifetime} s");
+    assert!(
+        age >= lifetime - 1.0,
+        "bounced after {age:.2} s, lifetime {lifetime} s"
+    );
     assert!(
         age <= lifetime + 2.0 + 4.0,
         "bounced only after {age:.2} s, lifetime {lifetime} s"
@@ -279,10 +287,20 @@ fn mail_still_deferred_at_the_end_of_its_lifetime_bounces_to_the_sender() {
         parts.starts_with("text/plain message/delivery-status "),
         "RFC 3464 2: human text, then the status, then the original: {parts}"
     );
-    assert_eq!(field("blocks"), "2", "per-message block and one recipient: {out}");
+    assert_eq!(
+        field("blocks"),
+        "2",
+        "per-message block and one recipient: {out}"
+    );
     assert!(field("reporting-mta").starts_with("dns;"), "{out}");
-    assert_eq!(field("rcpt final-recipient").replace(' ', ""), "rfc822;alice@example.test");
+    assert_eq!(
+        field("rcpt final-recipient").replace(' ', ""),
+        "rfc822;alice@example.test"
+    );
     assert_eq!(field("rcpt action"), "failed");
     assert_eq!(field("rcpt status"), "5.4.7");
-    assert!(field("returned-subject").contains("Subject: too late"), "{out}");
+    assert!(
+        field("returned-subject").contains("Subject: too late"),
+        "{out}"
+    );
 }

@@ -30,7 +30,9 @@ fn alice(srv: &Server) -> std::path::PathBuf {
 #[test]
 fn the_seeds_rule_leaves_no_received_header_in_a_maildir_on_either_road() {
     for direct in ["true", "false"] {
-        let srv = seed_rule().set("delivery", &format!("direct = {direct}")).start();
+        let srv = seed_rule()
+            .set("delivery", &format!("direct = {direct}"))
+            .start();
         let body = mail(
             "alice@example.test",
             "trace",
@@ -40,10 +42,20 @@ fn the_seeds_rule_leaves_no_received_header_in_a_maildir_on_either_road() {
         let id = send(&srv, "sender@client.test", &["alice@example.test"], &body);
         let got = String::from_utf8(only_message(&srv, &alice(&srv))).unwrap();
         let head = got.split("\n\n").next().unwrap();
-        assert!(!head.to_ascii_lowercase().contains("received:"), "direct={direct}: {got}");
+        assert!(
+            !head.to_ascii_lowercase().contains("received:"),
+            "direct={direct}: {got}"
+        );
         assert!(got.starts_with("Return-Path: <sender@client.test>\nDelivered-To: alice@example.test\nFrom: sender@client.test\n"), "{got}");
-        assert!(got.ends_with("\n\nbody line\nReceived: in the body is kept\n"), "{got}");
-        let road = if direct == "true" { "(delivered directly)" } else { "(queue active)" };
+        assert!(
+            got.ends_with("\n\nbody line\nReceived: in the body is kept\n"),
+            "{got}"
+        );
+        let road = if direct == "true" {
+            "(delivered directly)"
+        } else {
+            "(queue active)"
+        };
         assert!(accepted_line(&srv, &id).contains(road), "{}", srv.log());
     }
 }
@@ -52,10 +64,18 @@ fn the_seeds_rule_leaves_no_received_header_in_a_maildir_on_either_road() {
 fn relayed_mail_leaves_without_any_received_header() {
     let sink = smtp_peers::PySink::start(&[]);
     let srv = seed_rule()
-        .set("relay", &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()))
+        .set(
+            "relay",
+            &format!("default = \"[127.0.0.1]:{}\"", sink.addr.port()),
+        )
         .set("relay", "tls = \"none\"")
         .start();
-    let body = mail("friend@remote.test", "out", "Received: from lan.test by router.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n", "hi");
+    let body = mail(
+        "friend@remote.test",
+        "out",
+        "Received: from lan.test by router.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n",
+        "hi",
+    );
     // Trusted (loopback) clients relay.
     let id = send(&srv, "alice@example.test", &["friend@remote.test"], &body);
     wait_status(&srv, &id, "friend@remote.test", "sent");
@@ -71,11 +91,24 @@ fn relayed_mail_leaves_without_any_received_header() {
 fn loops_are_caught_although_the_received_headers_are_removed() {
     let srv = seed_rule().start();
     let trace: String = (0..60)
-        .map(|i| format!("Received: from hop{i}.test by hop{}.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n", i + 1))
+        .map(|i| {
+            format!(
+                "Received: from hop{i}.test by hop{}.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n",
+                i + 1
+            )
+        })
         .collect();
-    let id = send(&srv, "sender@client.test", &["alice@example.test"], &mail("alice@example.test", "loop", &trace, "x"));
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "loop", &trace, "x"),
+    );
     let line = wait_status(&srv, &id, "alice@example.test", "bounced");
-    assert!(line.contains("dsn=5.4.6") && line.contains("hops"), "{line}");
+    assert!(
+        line.contains("dsn=5.4.6") && line.contains("hops"),
+        "{line}"
+    );
     assert!(maildir_files(&alice(&srv)).is_empty());
 }
 
@@ -95,7 +128,10 @@ fn reject_discard_hold_and_rewrites() {
     )
     .unwrap();
     let srv = Server::builder()
-        .set("content", &format!("header_checks = \"{}\"", file.display()))
+        .set(
+            "content",
+            &format!("header_checks = \"{}\"", file.display()),
+        )
         // Inline rules too: consulted after the file's.
         .set("content", "header_rules = \"/^X-Inline:/ IGNORE\"")
         .start();
@@ -104,21 +140,52 @@ fn reject_discard_hold_and_rewrites() {
     // REJECT: refused at the end of DATA with the rule's text; nothing kept.
     let mut c = srv.smtp();
     c.hello();
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "buy now!", "", "x"));
-    assert_eq!((r.code, r.first.contains("5.7.1 no advertising, please")), (550, true), "{r:?}");
-    assert!(srv.wait_log(&format!("reject: header Subject: buy now! ({}:3)", file.display()), WAIT), "{}", srv.log());
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "buy now!", "", "x"),
+    );
+    assert_eq!(
+        (r.code, r.first.contains("5.7.1 no advertising, please")),
+        (550, true),
+        "{r:?}"
+    );
+    assert!(
+        srv.wait_log(
+            &format!("reject: header Subject: buy now! ({}:3)", file.display()),
+            WAIT
+        ),
+        "{}",
+        srv.log()
+    );
 
     // DISCARD: accepted, logged, delivered nowhere.
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "for nobody", "", "x"));
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "for nobody", "", "x"),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     let id = queue_id_in(&r.first).unwrap();
-    assert!(srv.wait_log(&format!("{id}: discard: header Subject: for nobody"), WAIT), "{}", srv.log());
+    assert!(
+        srv.wait_log(&format!("{id}: discard: header Subject: for nobody"), WAIT),
+        "{}",
+        srv.log()
+    );
 
     // HOLD: in the hold queue until released, then delivered.
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "held", "X-Review: please\r\n", "x"));
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "held", "X-Review: please\r\n", "x"),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     let held = queue_id_in(&r.first).unwrap();
-    assert!(accepted_line(&srv, &held).contains("(queue hold)"), "{}", srv.log());
+    assert!(
+        accepted_line(&srv, &held).contains("(queue hold)"),
+        "{}",
+        srv.log()
+    );
     assert!(srv.queue_dir().join("hold").join(&held).is_file());
     let (ok, list) = queue_list(&srv);
     assert!(ok && list.contains(&format!("{held}!")), "{list}");
@@ -127,7 +194,12 @@ fn reject_discard_hold_and_rewrites() {
     let r = c.send_mail(
         "sender@client.test",
         &["alice@example.test"],
-        &mail("alice@example.test", "tag me", "X-Old-Header: 1\r\nX-Inline: gone\r\n", "body"),
+        &mail(
+            "alice@example.test",
+            "tag me",
+            "X-Old-Header: 1\r\nX-Inline: gone\r\n",
+            "body",
+        ),
     );
     assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(only_message(&srv, &box_)).unwrap();
@@ -138,7 +210,11 @@ fn reject_discard_hold_and_rewrites() {
     c.expect("QUIT", "221");
 
     // The held message: released, delivered.
-    let (ok, out) = run(postern().arg("queue").arg("--config").arg(&srv.config).args(["release", &held]));
+    let (ok, out) = run(postern()
+        .arg("queue")
+        .arg("--config")
+        .arg(&srv.config)
+        .args(["release", &held]));
     assert!(ok, "{out}");
     wait_status(&srv, &held, "alice@example.test", "sent");
     assert_eq!(wait_maildir(&box_, 2, WAIT).len(), 2);
@@ -153,24 +229,69 @@ fn body_checks_and_attachment_part_headers() {
     std::fs::write(&mime, "/^Content-(Type|Disposition):.*name=\"?[^\"]*\\.(exe|scr)\"?/ REJECT 5.7.1 no programs as attachments\n").unwrap();
     let srv = Server::builder()
         .set("content", &format!("body_checks = \"{}\"", body.display()))
-        .set("content", &format!("mime_header_checks = \"{}\"", mime.display()))
+        .set(
+            "content",
+            &format!("mime_header_checks = \"{}\"", mime.display()),
+        )
         .start();
     let mut c = srv.smtp();
     c.hello();
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "creds", "", "user: me\r\npassword: hunter2\r\nbye"));
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail(
+            "alice@example.test",
+            "creds",
+            "",
+            "user: me\r\npassword: hunter2\r\nbye",
+        ),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(only_message(&srv, &alice(&srv))).unwrap();
-    assert!(got.ends_with("\n\nuser: me\npassword: [removed]\nbye\n"), "{got}");
+    assert!(
+        got.ends_with("\n\nuser: me\npassword: [removed]\nbye\n"),
+        "{got}"
+    );
 
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "stop", "", "a\r\nSTOP-THIS-MESSAGE\r\nb"));
-    assert_eq!((r.code, r.first.contains("stopped by body rule")), (550, true), "{r:?}");
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail(
+            "alice@example.test",
+            "stop",
+            "",
+            "a\r\nSTOP-THIS-MESSAGE\r\nb",
+        ),
+    );
+    assert_eq!(
+        (r.code, r.first.contains("stopped by body rule")),
+        (550, true),
+        "{r:?}"
+    );
 
     let attachment = "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n";
     let parts = "--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\nContent-Type: application/octet-stream; name=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b1--";
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "program", attachment, parts));
-    assert_eq!((r.code, r.first.contains("no programs as attachments")), (550, true), "{r:?}");
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "program", attachment, parts),
+    );
+    assert_eq!(
+        (r.code, r.first.contains("no programs as attachments")),
+        (550, true),
+        "{r:?}"
+    );
     // The same name in the message's own headers is no part header.
-    let r = c.send_mail("sender@client.test", &["alice@example.test"], &mail("alice@example.test", "plain", "X-Note: name=\"setup.exe\"\r\n", "x"));
+    let r = c.send_mail(
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail(
+            "alice@example.test",
+            "plain",
+            "X-Note: name=\"setup.exe\"\r\n",
+            "x",
+        ),
+    );
     assert_eq!(r.code, 250, "{r:?}");
     c.expect("QUIT", "221");
     assert_eq!(wait_maildir(&alice(&srv), 2, WAIT).len(), 2);
@@ -185,7 +306,10 @@ fn check_config(dir: &Path, config: &str) -> (Option<i32>, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -201,12 +325,24 @@ fn a_bad_table_is_a_config_error_with_its_file_and_line() {
     let (code, err) = check_config(dir.path(), &base);
     assert_eq!(code, Some(78), "{err}");
     for line in [12, 13, 14] {
-        assert!(err.contains(&format!("header_checks:{line}: ")), "no line {line}:\n{err}");
+        assert!(
+            err.contains(&format!("header_checks:{line}: ")),
+            "no line {line}:\n{err}"
+        );
     }
-    assert!(err.contains("back-reference") || err.contains("\\1"), "{err}");
+    assert!(
+        err.contains("back-reference") || err.contains("\\1"),
+        "{err}"
+    );
     assert!(err.contains("unknown action"), "{err}");
     // Inline rules: lines of the config file.
-    let inline = format!("{}header_rules = \"\"\"\n/^A:/ IGNORE\n/^B:(/ IGNORE\n\"\"\"\n", base.replace(&format!("header_checks = \"{}\"\n", table_path.display()), ""));
+    let inline = format!(
+        "{}header_rules = \"\"\"\n/^A:/ IGNORE\n/^B:(/ IGNORE\n\"\"\"\n",
+        base.replace(
+            &format!("header_checks = \"{}\"\n", table_path.display()),
+            ""
+        )
+    );
     let (code, err) = check_config(dir.path(), &inline);
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("postern.toml:7: "), "{err}");

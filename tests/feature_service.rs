@@ -53,11 +53,21 @@ fn a_good_reload_takes_effect_and_sessions_on_a_removed_listener_finish() {
     // New host name; the second listener removed.
     let text = std::fs::read_to_string(&srv.config).unwrap();
     let first_listener = text.find("[[listener]]").unwrap();
-    let second_listener = first_listener + 1 + text[first_listener + 1..].find("[[listener]]").unwrap();
-    let end = second_listener + text[second_listener..].find("\n[").unwrap_or(text.len() - second_listener);
+    let second_listener =
+        first_listener + 1 + text[first_listener + 1..].find("[[listener]]").unwrap();
+    let end = second_listener
+        + text[second_listener..]
+            .find("\n[")
+            .unwrap_or(text.len() - second_listener);
     let mut new = format!("{}{}", &text[..second_listener], &text[end..]);
-    new = new.replace("hostname = \"mx.example.test\"", "hostname = \"mx2.example.test\"");
-    assert!(new.contains("mx2.example.test") && new.matches("[[listener]]").count() == 1, "{new}");
+    new = new.replace(
+        "hostname = \"mx.example.test\"",
+        "hostname = \"mx2.example.test\"",
+    );
+    assert!(
+        new.contains("mx2.example.test") && new.matches("[[listener]]").count() == 1,
+        "{new}"
+    );
     rewrite_config(&srv, &new);
     sighup(&srv);
     assert!(srv.wait_log("reloaded ", WAIT), "{}", srv.log());
@@ -68,7 +78,11 @@ fn a_good_reload_takes_effect_and_sessions_on_a_removed_listener_finish() {
         srv.log()
     );
     let listening = std::fs::read_to_string(srv.data.join("listening")).unwrap();
-    assert_eq!(listening.lines().count(), 1, "data_dir/listening rewritten: {listening}");
+    assert_eq!(
+        listening.lines().count(),
+        1,
+        "data_dir/listening rewritten: {listening}"
+    );
     assert!(
         std::net::TcpStream::connect(second).is_err(),
         "the removed listener no longer accepts"
@@ -90,27 +104,54 @@ fn a_bad_reload_is_refused_with_the_reason_and_the_old_config_serves_on() {
     let good = std::fs::read_to_string(&srv.config).unwrap();
     rewrite_config(
         &srv,
-        &format!("{}\n[smtp]\nmesage_size_limit = \"1M\"\n", good.replace("hostname = \"mx.example.test\"", "hostname = \"other.example.test\"")),
+        &format!(
+            "{}\n[smtp]\nmesage_size_limit = \"1M\"\n",
+            good.replace(
+                "hostname = \"mx.example.test\"",
+                "hostname = \"other.example.test\""
+            )
+        ),
     );
     sighup(&srv);
     assert!(srv.wait_log("reload refused", WAIT), "{}", srv.log());
     let log = srv.log();
     let file = srv.config.display().to_string();
     assert!(
-        log.lines().any(|l| l.contains(&file) && l.contains("mesage_size_limit") && l.contains("unknown key")),
+        log.lines().any(|l| l.contains(&file)
+            && l.contains("mesage_size_limit")
+            && l.contains("unknown key")),
         "the journal names the file, line and key:\n{log}"
     );
-    assert!(greeting(srv.addr()).contains("mx.example.test"), "the old configuration serves on");
-    let id = send(&srv, "sender@client.test", &["alice@example.test"], &mail("alice@example.test", "after a bad reload", "", "ok"));
+    assert!(
+        greeting(srv.addr()).contains("mx.example.test"),
+        "the old configuration serves on"
+    );
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "after a bad reload", "", "ok"),
+    );
     wait_status(&srv, &id, "alice@example.test", "sent");
 
     // A new listener that cannot be bound refuses the whole reload too.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap();
-    rewrite_config(&srv, &format!("{good}\n[[listener]]\naddress = \"{busy}\"\n"));
+    rewrite_config(
+        &srv,
+        &format!("{good}\n[[listener]]\naddress = \"{busy}\"\n"),
+    );
     sighup(&srv);
-    assert!(srv.wait_log_count("reload refused", 2, WAIT), "{}", srv.log());
-    assert!(srv.log().contains(&format!("cannot listen on {busy}")), "{}", srv.log());
+    assert!(
+        srv.wait_log_count("reload refused", 2, WAIT),
+        "{}",
+        srv.log()
+    );
+    assert!(
+        srv.log().contains(&format!("cannot listen on {busy}")),
+        "{}",
+        srv.log()
+    );
     let listening = std::fs::read_to_string(srv.data.join("listening")).unwrap();
     assert_eq!(listening.lines().count(), 1, "{listening}");
 }
@@ -136,21 +177,49 @@ fn sigterm_during_a_delivery_delivers_the_message_once() {
     let mut srv = Server::builder()
         .set("delivery", "virtual_transport = \"slow\"")
         .sql("UPDATE domain SET transport = '' WHERE domain = 'example.test'")
-        .raw(&transport("slow", &[&slow.display().to_string()], "nobody", "", ""))
+        .raw(&transport(
+            "slow",
+            &[&slow.display().to_string()],
+            "nobody",
+            "",
+            "",
+        ))
         .start();
-    let id = send(&srv, "sender@client.test", &["alice@example.test"], &mail("alice@example.test", "slow one", "", "body"));
-    assert!(wait_until(WAIT, || out.join("started").exists()), "the command started:\n{}", srv.log());
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["alice@example.test"],
+        &mail("alice@example.test", "slow one", "", "body"),
+    );
+    assert!(
+        wait_until(WAIT, || out.join("started").exists()),
+        "the command started:\n{}",
+        srv.log()
+    );
     let status = srv.stop();
     assert!(status.success(), "{status}\n{}", srv.log());
     let log = std::fs::read_to_string(&srv.log_path).unwrap();
     assert!(log.contains("SIGTERM: stopping"), "{log}");
-    let copies = || std::fs::read_to_string(out.join("delivered")).unwrap_or_default().matches("--end--").count();
+    let copies = || {
+        std::fs::read_to_string(out.join("delivered"))
+            .unwrap_or_default()
+            .matches("--end--")
+            .count()
+    };
     assert_eq!(copies(), 1, "delivered during the stop:\n{log}");
-    assert!(log.contains(&format!("{id}: to=<alice@example.test>")) && log.contains("status=sent"), "{log}");
+    assert!(
+        log.contains(&format!("{id}: to=<alice@example.test>")) && log.contains("status=sent"),
+        "{log}"
+    );
 
     srv.restart();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(copies(), 1, "not delivered again after the restart:\n{}", srv.log());
+    assert_eq!(
+        copies(),
+        1,
+        "not delivered again after the restart:\n{}",
+        srv.log()
+    );
     assert!(!is_queued(&srv, &id), "nothing left in the queue");
 }
 
@@ -162,7 +231,8 @@ fn notify_socket_gets_ready_watchdog_status_reload_and_stopping() {
     let t = TestDir::new("svc-notify");
     let sock_path = t.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let usec = 600_000u64;
     let mut srv = Server::builder()
         .env("NOTIFY_SOCKET", &sock_path.display().to_string())
@@ -174,22 +244,43 @@ fn notify_socket_gets_ready_watchdog_status_reload_and_stopping() {
         let mut buf = [0u8; 4096];
         while Instant::now() < end {
             if let Ok(n) = sock.recv(&mut buf) {
-                got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
             }
         }
     };
     read_for(Duration::from_millis(3000), &mut got);
     let all: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
-    assert!(all.first().is_some_and(|m| m.contains("READY=1")), "READY=1 first: {all:?}");
-    let pings: Vec<Instant> = got.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect();
+    assert!(
+        all.first().is_some_and(|m| m.contains("READY=1")),
+        "READY=1 first: {all:?}"
+    );
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
     // Every 300 ms: about ten in three seconds; far fewer means the
     // interval is not taken from WATCHDOG_USEC, far more that it is not
     // halved.
-    assert!((4..=16).contains(&pings.len()), "{} pings in 3 s with WATCHDOG_USEC={usec}: {all:?}", pings.len());
-    let late = pings.windows(2).filter(|w| w[1] - w[0] >= Duration::from_micros(usec)).count();
-    assert!(late <= 1, "pings must come before the watchdog's deadline: {late} late");
     assert!(
-        all.iter().any(|m| m.contains("STATUS=0 queued (0 active, 0 deferred), 0 held")),
+        (4..=16).contains(&pings.len()),
+        "{} pings in 3 s with WATCHDOG_USEC={usec}: {all:?}",
+        pings.len()
+    );
+    let late = pings
+        .windows(2)
+        .filter(|w| w[1] - w[0] >= Duration::from_micros(usec))
+        .count();
+    assert!(
+        late <= 1,
+        "pings must come before the watchdog's deadline: {late} late"
+    );
+    assert!(
+        all.iter()
+            .any(|m| m.contains("STATUS=0 queued (0 active, 0 deferred), 0 held")),
         "STATUS= with the queue: {all:?}"
     );
 
@@ -197,7 +288,9 @@ fn notify_socket_gets_ready_watchdog_status_reload_and_stopping() {
     got.clear();
     read_for(Duration::from_millis(1500), &mut got);
     let all: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
-    let reloading = all.iter().position(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="));
+    let reloading = all
+        .iter()
+        .position(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="));
     let ready = all.iter().position(|m| m.contains("READY=1"));
     assert!(
         matches!((reloading, ready), (Some(a), Some(b)) if a < b),
@@ -216,7 +309,12 @@ fn status_shows_the_server_and_its_routes_and_fails_when_it_is_down() {
     let mut srv = Server::builder()
         .raw("[[relay.route]]\ndomain = \"down.test\"\nname = \"relay-down\"\nprimary = \"[127.0.0.1]:1\"\n")
         .start();
-    let id = send(&srv, "sender@client.test", &["bob@down.test"], &mail("bob@down.test", "to a dead relay", "", "x"));
+    let id = send(
+        &srv,
+        "sender@client.test",
+        &["bob@down.test"],
+        &mail("bob@down.test", "to a dead relay", "", "x"),
+    );
     wait_status(&srv, &id, "bob@down.test", "deferred");
     let config = srv.config.clone();
     let status = |json: bool| {
@@ -256,7 +354,10 @@ fn status_shows_the_server_and_its_routes_and_fails_when_it_is_down() {
     srv.stop();
     let o = status(false);
     assert_eq!(o.status.code(), Some(69), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not running"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not running"),
+        "{o:?}"
+    );
 }
 
 fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> (bool, String) {
@@ -271,7 +372,11 @@ fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> (bool, Strin
     let o = child.wait_with_output().unwrap();
     (
         o.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
     )
 }
 
@@ -289,10 +394,17 @@ impl Dropped {
         let t = TestDir::new(tag);
         let home = t.path().join("home");
         std::fs::create_dir(&home).unwrap();
-        let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("a nobody user");
         nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
         let (data, config) = (home.join("data"), t.path().join("postern.toml"));
-        Dropped { t, data, config, nobody }
+        Dropped {
+            t,
+            data,
+            config,
+            nobody,
+        }
     }
 
     fn start(&self, extra: &str) -> Served {
@@ -328,25 +440,53 @@ fn started_as_root_it_drops_to_the_configured_user() {
     let (data, config, nobody) = (&d.data, &d.config, &d.nobody);
     let served = d.start("");
     let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
-    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let n = nobody.uid.as_raw().to_string();
     assert_eq!(field("Uid:"), [n.as_str(); 4].join(" "), "{status}");
-    assert_eq!(field("CapEff:"), "0000000000000400", "CAP_NET_BIND_SERVICE only:\n{status}");
+    assert_eq!(
+        field("CapEff:"),
+        "0000000000000400",
+        "CAP_NET_BIND_SERVICE only:\n{status}"
+    );
     assert_eq!(field("CapPrm:"), "0000000000000400", "{status}");
-    assert!(served.log().contains("running as nobody"), "{}", served.log());
+    assert!(
+        served.log().contains("running as nobody"),
+        "{}",
+        served.log()
+    );
 
     let mut c = Smtp::connect(served.addr());
     c.hello();
-    let r = c.send_mail("sender@client.test", &["carol@mx.example.test"], "Subject: as nobody\r\n\r\nhi");
+    let r = c.send_mail(
+        "sender@client.test",
+        &["carol@mx.example.test"],
+        "Subject: as nobody\r\n\r\nhi",
+    );
     assert_eq!(r.code, 250, "{r:?}\n{}", served.log());
     c.expect("QUIT", "221");
     let files = wait_maildir(&data.join("local/carol"), 1, WAIT);
     assert_eq!(files.len(), 1, "{}", served.log());
-    assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), nobody.uid.as_raw());
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
     drop(served);
 
     std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let o = postern().args(["serve", "-c"]).arg(config).output().unwrap();
+    let o = postern()
+        .args(["serve", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(78), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is writable by everyone (mode 0666)"), "{err}");
@@ -371,25 +511,59 @@ fn dropped_to_a_user_its_commands_inherit_no_capability() {
             out = out.display()
         ),
     );
-    let served = d.start(&format!("[delivery]\nmailbox_command = [\"{}\"]\n", who.display()));
+    let served = d.start(&format!(
+        "[delivery]\nmailbox_command = [\"{}\"]\n",
+        who.display()
+    ));
     let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
-    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_string();
+    let cap_eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .to_string();
     // CAP_SETGID (6), CAP_SETUID (7), CAP_NET_BIND_SERVICE (10).
-    assert!(cap_eff.ends_with("00000000000004c0"), "{cap_eff}\n{}", served.log());
-    assert!(served.log().contains("CAP_SETUID and CAP_SETGID"), "{}", served.log());
+    assert!(
+        cap_eff.ends_with("00000000000004c0"),
+        "{cap_eff}\n{}",
+        served.log()
+    );
+    assert!(
+        served.log().contains("CAP_SETUID and CAP_SETGID"),
+        "{}",
+        served.log()
+    );
 
     let mut c = Smtp::connect(served.addr());
     c.hello();
-    let r = c.send_mail("sender@client.test", &["erin@mx.example.test"], "Subject: piped\r\n\r\nhi");
+    let r = c.send_mail(
+        "sender@client.test",
+        &["erin@mx.example.test"],
+        "Subject: piped\r\n\r\nhi",
+    );
     assert_eq!(r.code, 250, "{r:?}\n{}", served.log());
     c.expect("QUIT", "221");
-    assert!(wait_until(WAIT, || out.join("caps").exists()), "{}", served.log());
+    assert!(
+        wait_until(WAIT, || out.join("caps").exists()),
+        "{}",
+        served.log()
+    );
     std::thread::sleep(Duration::from_millis(200));
     let uid = std::fs::read_to_string(out.join("uid")).unwrap();
-    let default_privs = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
-    assert_eq!(uid.trim(), default_privs.to_string(), "mailbox_command runs as postern's user (nobody), never root");
+    let default_privs = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        uid.trim(),
+        default_privs.to_string(),
+        "mailbox_command runs as postern's user (nobody), never root"
+    );
     let caps = std::fs::read_to_string(out.join("caps")).unwrap();
-    assert!(caps.trim().ends_with("0000000000000000"), "the command inherits no capability: {caps}");
+    assert!(
+        caps.trim().ends_with("0000000000000000"),
+        "the command inherits no capability: {caps}"
+    );
 }
 
 /// `postern domain|user ...` run by root on a box whose server runs as
@@ -402,9 +576,18 @@ fn directory_commands_run_by_root_write_as_the_service_user() {
     }
     let d = Dropped::new("svc-drop-cli");
     d.write("");
-    let o = postern().args(["domain", "add", "-c"]).arg(&d.config).arg("example.test").output().unwrap();
+    let o = postern()
+        .args(["domain", "add", "-c"])
+        .arg(&d.config)
+        .arg("example.test")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{o:?}");
     let db = d.data.join("directory.sqlite");
     let meta = std::fs::metadata(&db).unwrap_or_else(|e| panic!("{}: {e}", db.display()));
-    assert_eq!(meta.uid(), d.nobody.uid.as_raw(), "the directory belongs to the service user");
+    assert_eq!(
+        meta.uid(),
+        d.nobody.uid.as_raw(),
+        "the directory belongs to the service user"
+    );
 }

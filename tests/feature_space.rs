@@ -27,7 +27,13 @@ impl Tmpfs {
         let at = dir.path().join("fs");
         std::fs::create_dir(&at).unwrap();
         let (ok, out) = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_kib}k,mode=0755"),
+                "tmpfs",
+            ])
             .arg(&at));
         assert!(ok, "mount tmpfs at {}: {out}", at.display());
         Tmpfs(at, dir)
@@ -55,13 +61,23 @@ fn root_or_skip(test: &str) -> bool {
 
 /// A message body of about `kib` KiB.
 fn big(kib: u64, n: usize) -> String {
-    let line = format!("{n:06} ........................................................................\r\n");
-    message(&format!("space {n}"), &line.repeat((kib * KIB / line.len() as u64) as usize))
+    let line = format!(
+        "{n:06} ........................................................................\r\n"
+    );
+    message(
+        &format!("space {n}"),
+        &line.repeat((kib * KIB / line.len() as u64) as usize),
+    )
 }
 
 /// One transaction; the first reply that is not a success, with what it
 /// answered (`"MAIL"` or `"DATA"`), or the queue ID.
-fn send(c: &mut Smtp, n: usize, kib: u64, size_param: Option<u64>) -> Result<String, (&'static str, Reply)> {
+fn send(
+    c: &mut Smtp,
+    n: usize,
+    kib: u64,
+    size_param: Option<u64>,
+) -> Result<String, (&'static str, Reply)> {
     let mail = match size_param {
         Some(s) => format!("MAIL FROM:<sender@client.test> SIZE={s}"),
         None => "MAIL FROM:<sender@client.test>".to_string(),
@@ -92,9 +108,15 @@ fn mail_is_refused_at_the_reserve_before_any_data_and_nothing_is_lost() {
     }
     let fs = Tmpfs::mount("space-mail", 4096);
     let srv = Server::builder()
-        .set("queue", &format!("directory = \"{}/queue\"", fs.0.display()))
+        .set(
+            "queue",
+            &format!("directory = \"{}/queue\"", fs.0.display()),
+        )
         .set("queue", "min_free = \"1M\"")
-        .set("delivery", &format!("mailbox_base = \"{}/mail\"", fs.0.display()))
+        .set(
+            "delivery",
+            &format!("mailbox_base = \"{}/mail\"", fs.0.display()),
+        )
         .start();
     let alice = fs.0.join("mail/example.test/alice");
     let mut c = srv.smtp();
@@ -105,18 +127,37 @@ fn mail_is_refused_at_the_reserve_before_any_data_and_nothing_is_lost() {
             Ok(_) => accepted += 1,
             Err(r) => break r,
         }
-        assert!(accepted < 40, "a 4 MiB filesystem took {accepted} messages of 150 KiB");
+        assert!(
+            accepted < 40,
+            "a 4 MiB filesystem took {accepted} messages of 150 KiB"
+        );
     };
     assert_eq!(refused.0, "MAIL", "refused before any data: {refused:?}");
     assert!(refused.1.first.starts_with("452 4.3.1"), "{refused:?}");
-    assert!(accepted >= 10, "the reserve (1 MiB) still let most of 4 MiB fill: {accepted}");
-    assert_eq!(maildir_count(&alice), accepted, "every accepted message is delivered");
-    assert!(fs.free() >= 512 * KIB, "the last blocks stay free: {} bytes", fs.free());
+    assert!(
+        accepted >= 10,
+        "the reserve (1 MiB) still let most of 4 MiB fill: {accepted}"
+    );
+    assert_eq!(
+        maildir_count(&alice),
+        accepted,
+        "every accepted message is delivered"
+    );
+    assert!(
+        fs.free() >= 512 * KIB,
+        "the last blocks stay free: {} bytes",
+        fs.free()
+    );
     // More refusals: one log line for the shortage, not one per message.
     for n in 0..3 {
         assert_eq!(send(&mut c, 100 + n, 150, None).unwrap_err().0, "MAIL");
     }
-    assert_eq!(srv.log().matches("below the reserve").count(), 1, "{}", srv.log());
+    assert_eq!(
+        srv.log().matches("below the reserve").count(),
+        1,
+        "{}",
+        srv.log()
+    );
 
     // Free some space: without SIZE= a MAIL fits again; a SIZE= larger than
     // what is above the reserve does not.
@@ -143,7 +184,10 @@ fn maildir_deliveries_defer_instead_of_filling_their_filesystem() {
     let fs = Tmpfs::mount("space-deliver", 2048);
     let mut srv = Server::builder()
         .set("queue", "min_free = \"1M\"")
-        .set("delivery", &format!("mailbox_base = \"{}/mail\"", fs.0.display()))
+        .set(
+            "delivery",
+            &format!("mailbox_base = \"{}/mail\"", fs.0.display()),
+        )
         .start();
     let alice = fs.0.join("mail/example.test/alice");
     let mut c = srv.smtp();
@@ -153,18 +197,48 @@ fn maildir_deliveries_defer_instead_of_filling_their_filesystem() {
         ids.push(send(&mut c, n, 150, None).expect("the queue has room"));
     }
     c.expect("QUIT", "221");
-    let deferred = ids.iter().filter(|id| srv.wait_log(&format!("{id}: to=<alice@example.test>, relay=maildir"), WAIT)).count();
-    assert_eq!(deferred, ids.len(), "every message was tried:\n{}", srv.log());
+    let deferred = ids
+        .iter()
+        .filter(|id| {
+            srv.wait_log(
+                &format!("{id}: to=<alice@example.test>, relay=maildir"),
+                WAIT,
+            )
+        })
+        .count();
+    assert_eq!(
+        deferred,
+        ids.len(),
+        "every message was tried:\n{}",
+        srv.log()
+    );
     let log = srv.log();
-    let short: Vec<&str> = log.lines().filter(|l| l.contains("status=deferred")).collect();
-    assert!(!short.is_empty(), "some deliveries must defer on a 2 MiB filesystem:\n{log}");
+    let short: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("status=deferred"))
+        .collect();
+    assert!(
+        !short.is_empty(),
+        "some deliveries must defer on a 2 MiB filesystem:\n{log}"
+    );
     for l in &short {
-        assert!(l.contains("dsn=4.3.1") && l.contains("not enough free space"), "{l}");
+        assert!(
+            l.contains("dsn=4.3.1") && l.contains("not enough free space"),
+            "{l}"
+        );
     }
     assert_eq!(log.matches("below the reserve").count(), 1, "{log}");
-    assert!(fs.free() >= 512 * KIB, "the last blocks stay free: {} bytes", fs.free());
+    assert!(
+        fs.free() >= 512 * KIB,
+        "the last blocks stay free: {} bytes",
+        fs.free()
+    );
     let delivered = maildir_count(&alice);
-    assert_eq!(delivered + short.len(), ids.len(), "each message delivered or deferred, once");
+    assert_eq!(
+        delivered + short.len(),
+        ids.len(),
+        "each message delivered or deferred, once"
+    );
 
     // Room again: what waited is delivered, every message exactly once.
     for f in maildir_files(&alice) {

@@ -791,11 +791,16 @@ fn a_source_that_lost_most_mailboxes_is_refused_until_forced() {
     assert_eq!(usernames(tmp.path()).len(), 29);
 
     // A database restored from the wrong dump: 20 of 29 mailboxes gone.
-    db.sql(Some("emptied"), "DELETE FROM mailbox WHERE username REGEXP '^m[0-9]+@';");
+    db.sql(
+        Some("emptied"),
+        "DELETE FROM mailbox WHERE username REGEXP '^m[0-9]+@';",
+    );
     let o = sync(&cfg, &[]);
     assert_eq!(o.code, 65, "refused: {o:#?}");
     assert!(
-        o.stderr.contains("would remove 20 of the mirror's 29 mailbox rows") && o.stderr.contains("--force"),
+        o.stderr
+            .contains("would remove 20 of the mirror's 29 mailbox rows")
+            && o.stderr.contains("--force"),
         "{o:#?}"
     );
     assert_eq!(usernames(tmp.path()).len(), 29, "nothing changed");

@@ -693,10 +693,7 @@ fn self_signed_certificate_is_made_at_first_start() {
     drop(c);
 
     // SIGHUP with no certificate files configured keeps the self-signed one.
-    let (ok, out) = run(postern()
-        .arg("reload")
-        .arg("--config")
-        .arg(&t.srv.config));
+    let (ok, out) = run(postern().arg("reload").arg("--config").arg(&t.srv.config));
     assert!(ok, "{out}");
     assert!(
         t.srv
@@ -765,11 +762,7 @@ fn bad_cert_case(cert: &Path, key: &Path, key_line: &str, needle: &[&str]) {
         .position(|l| l.starts_with(&format!("{key_line} =")))
         .unwrap()
         + 1;
-    let out = postern()
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = postern().arg("check-config").arg(&conf).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(78), "check-config: {err}");
     let prefix = format!("{}:{line_no}: tls.{key_line}: ", conf.display());
@@ -893,10 +886,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
 
     // `postern reload --config FILE` sends SIGHUP to the running server.
     copy_cert(&b, &cur);
-    let (ok, out) = run(postern()
-        .arg("reload")
-        .arg("--config")
-        .arg(&t.srv.config));
+    let (ok, out) = run(postern().arg("reload").arg("--config").arg(&t.srv.config));
     assert!(ok, "postern reload: {out}");
     assert!(
         out.contains(&format!("sent SIGHUP to {}", t.srv.pid())),
@@ -945,10 +935,7 @@ fn sighup_and_reload_pick_up_a_new_certificate_without_dropping_sessions() {
         (&(c.0.clone(), other_key.clone()), "does not match", 2),
     ] {
         copy_cert(bad, &cur);
-        let (ok, out) = run(postern()
-            .arg("reload")
-            .arg("--config")
-            .arg(&t.srv.config));
+        let (ok, out) = run(postern().arg("reload").arg("--config").arg(&t.srv.config));
         assert!(
             !ok,
             "postern reload signalled with a bad certificate: {out}"
@@ -1139,7 +1126,11 @@ fn starttls_injection_pipelined_plaintext_is_discarded() {
     // own "disconnect from" line (written after anything it would have
     // logged about discarding) proves it is over.
     // The three sessions above are over first.
-    assert!(t.srv.wait_log_count("disconnect from", 3, WAIT), "{}", t.srv.log());
+    assert!(
+        t.srv.wait_log_count("disconnect from", 3, WAIT),
+        "{}",
+        t.srv.log()
+    );
     let before = t.srv.log().matches("discarded").count();
     let disconnects = t.srv.log().matches("disconnect from").count();
     assert_eq!(disconnects, 3, "{}", t.srv.log());

@@ -88,27 +88,49 @@ fn keygen(k: Keygen) -> i32 {
         "rsa-3072" => Some(3072),
         "rsa-4096" => Some(4096),
         "ed25519" => None,
-        other => return fail(EX_USAGE, format!("unknown algorithm {other:?}; allowed: rsa-2048, rsa-3072, rsa-4096, ed25519")),
+        other => {
+            return fail(
+                EX_USAGE,
+                format!(
+                    "unknown algorithm {other:?}; allowed: rsa-2048, rsa-3072, rsa-4096, ed25519"
+                ),
+            )
+        }
     };
     let selector = k.selector.unwrap_or_else(|| {
         let (y, m, _) = crate::timefmt::civil(crate::clock::now_secs());
         format!("{}{y}{m:02}", if rsa_bits.is_some() { 's' } else { 'e' })
     });
     let valid = selector.split('.').all(|l| {
-        !l.is_empty() && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !valid {
-        return fail(EX_USAGE, format!("{selector:?} is not a selector; allowed: letters, digits and hyphens"));
+        return fail(
+            EX_USAGE,
+            format!("{selector:?} is not a selector; allowed: letters, digits and hyphens"),
+        );
     }
     let path = match k.out {
         Some(p) => p,
         None => match crate::cli::client_config_for(k.config.as_ref(), k.data_dir) {
-            Ok(cfg) => cfg.data_dir().join("dkim").join(format!("{selector}.{domain}.pem")),
+            Ok(cfg) => cfg
+                .data_dir()
+                .join("dkim")
+                .join(format!("{selector}.{domain}.pem")),
             Err(code) => return code,
         },
     };
     if path.exists() {
-        return fail(EX_CANTCREAT, format!("{} exists; keep it, or choose another --selector or --out", path.display()));
+        return fail(
+            EX_CANTCREAT,
+            format!(
+                "{} exists; keep it, or choose another --selector or --out",
+                path.display()
+            ),
+        );
     }
     let (pem, how) = match rsa_bits {
         Some(bits) => match key::generate_rsa(bits) {
@@ -125,8 +147,14 @@ fn keygen(k: Keygen) -> i32 {
         Ok(k) => k,
         Err(e) => return fail(EX_SOFTWARE, format!("the new key does not load: {e}")),
     };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // A new directory for keys is private; its parents (the data
     // directory itself, say) are made as any other directory.
     let parents = dir.parent().filter(|p| !p.as_os_str().is_empty());
@@ -135,7 +163,10 @@ fn keygen(k: Keygen) -> i32 {
         .and_then(|_| crate::fsutil::ensure_dir(dir, 0o700))
         .and_then(|_| crate::fsutil::write_durable(dir, &name, pem.as_bytes(), 0o600));
     if let Err(e) = written {
-        return fail(EX_CANTCREAT, format!("cannot write {}: {e}", path.display()));
+        return fail(
+            EX_CANTCREAT,
+            format!("cannot write {}: {e}", path.display()),
+        );
     }
     println!("{}", key::zone_line(&selector, &domain, &key.record()));
     let shown = std::fs::canonicalize(&path).unwrap_or(path);
@@ -159,7 +190,10 @@ fn record(r: Record) -> i32 {
         return EX_CONFIG;
     };
     for e in signer.entries() {
-        println!("{}", key::zone_line(&e.key.selector, &e.key.domain, &e.key.key.record()));
+        println!(
+            "{}",
+            key::zone_line(&e.key.selector, &e.key.domain, &e.key.key.record())
+        );
     }
     0
 }

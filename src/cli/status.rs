@@ -43,7 +43,9 @@ pub fn run(s: StatusCmd) -> i32 {
             r.code
         }
         Err(Unreachable::Denied(why)) => {
-            eprintln!("postern status: {why}: only root, postern's user and members of its group may ask");
+            eprintln!(
+                "postern status: {why}: only root, postern's user and members of its group may ask"
+            );
             EX_NOPERM
         }
         Err(Unreachable::NotRunning(why)) => {

@@ -33,9 +33,15 @@ pub enum AliasTarget {
     /// A local name, resolved in the same local domain.
     Local(String),
     /// `|command`, run as `owner` (the trusted file's owner; 0: default_privs).
-    Command { command: String, owner: u32 },
+    Command {
+        command: String,
+        owner: u32,
+    },
     /// `/path` (mbox) or `/path/` (Maildir), written as `owner`.
-    File { path: PathBuf, owner: u32 },
+    File {
+        path: PathBuf,
+        owner: u32,
+    },
 }
 
 impl std::fmt::Display for AliasTarget {
@@ -99,7 +105,10 @@ impl AliasMap {
 
     /// Does some alias name a command or a file?
     pub fn runs_programs(&self) -> bool {
-        self.map.values().flatten().any(|t| matches!(t, AliasTarget::Command { .. } | AliasTarget::File { .. }))
+        self.map
+            .values()
+            .flatten()
+            .any(|t| matches!(t, AliasTarget::Command { .. } | AliasTarget::File { .. }))
     }
 
     pub fn len(&self) -> usize {
@@ -112,7 +121,8 @@ impl AliasMap {
 
     /// Reads and parses an aliases file and the files it includes.
     pub fn read(path: &Path) -> Result<AliasMap, Vec<ConfigError>> {
-        let (text, trust) = read_trusted(path).map_err(|e| vec![error(&path.display().to_string(), 0, "(aliases)", e)])?;
+        let (text, trust) = read_trusted(path)
+            .map_err(|e| vec![error(&path.display().to_string(), 0, "(aliases)", e)])?;
         let mut include = |p: &Path, depth: usize| read_include(p, depth);
         AliasMap::parse_with(&path.display().to_string(), &text, &trust, &mut include)
     }
@@ -120,7 +130,9 @@ impl AliasMap {
     /// Parses text that may not name commands, files or includes (tests).
     pub fn parse(file: &str, text: &str) -> Result<AliasMap, Vec<ConfigError>> {
         let untrusted: Trust = Err("it was not read from a file".into());
-        let mut include = |_: &Path, _: usize| -> Result<Vec<AliasTarget>, String> { Err("includes are not read here".into()) };
+        let mut include = |_: &Path, _: usize| -> Result<Vec<AliasTarget>, String> {
+            Err("includes are not read here".into())
+        };
         AliasMap::parse_with(file, text, &untrusted, &mut include)
     }
 
@@ -238,7 +250,10 @@ fn split_targets(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Nested `:include:` files deeper than this are refused (and so are
@@ -251,7 +266,11 @@ fn parse_target(
     depth: usize,
     include: &mut dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String>,
 ) -> Result<Vec<AliasTarget>, String> {
-    let unquoted = t.strip_prefix('"').and_then(|u| u.strip_suffix('"')).unwrap_or(t).trim();
+    let unquoted = t
+        .strip_prefix('"')
+        .and_then(|u| u.strip_suffix('"'))
+        .unwrap_or(t)
+        .trim();
     let privileged = |what: &str| {
         trust
             .as_ref()
@@ -264,7 +283,9 @@ fn parse_target(
             return Err(format!("{t}: an :include: file needs an absolute path"));
         }
         if depth >= MAX_INCLUDE_DEPTH {
-            return Err(format!("{t}: includes nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)"));
+            return Err(format!(
+                "{t}: includes nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)"
+            ));
         }
         return include(p, depth + 1).map_err(|e| format!("{t}: {e}"));
     }
@@ -273,14 +294,20 @@ fn parse_target(
         if c.trim().is_empty() {
             return Err(format!("{t}: an empty command"));
         }
-        return Ok(vec![AliasTarget::Command { command: c.trim().to_string(), owner }]);
+        return Ok(vec![AliasTarget::Command {
+            command: c.trim().to_string(),
+            owner,
+        }]);
     }
     if unquoted.starts_with('/') {
         let owner = privileged("file")?;
         if unquoted.contains("/../") || unquoted.ends_with("/..") {
             return Err(format!("{t}: a file path may not contain .."));
         }
-        return Ok(vec![AliasTarget::File { path: PathBuf::from(unquoted), owner }]);
+        return Ok(vec![AliasTarget::File {
+            path: PathBuf::from(unquoted),
+            owner,
+        }]);
     }
     if t.contains('@') {
         return Address::parse(t, true)
@@ -296,11 +323,18 @@ fn parse_target(
 
 /// A file's text and whether it may name commands and files.
 fn read_trusted(path: &Path) -> Result<(String, Trust), String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let meta = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut &f, &mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), trust_of(path, &meta)))
+    std::io::Read::read_to_end(&mut &f, &mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((
+        String::from_utf8_lossy(&bytes).into_owned(),
+        trust_of(path, &meta),
+    ))
 }
 
 /// The targets of an `:include:` file: one or more per line, `#` comments.
@@ -385,7 +419,11 @@ mod tests {
     fn a_trusted_file_names_commands_files_and_includes() {
         let d = tempdir("trusted");
         let list = d.join("list");
-        write(&list, "# members\nalice@example.test, bob\n\"|/usr/bin/logger -t list\"\n", 0o644);
+        write(
+            &list,
+            "# members\nalice@example.test, bob\n\"|/usr/bin/logger -t list\"\n",
+            0o644,
+        );
         let al = d.join("aliases");
         write(&al, &format!("log: |/usr/bin/tee -a /tmp/x, \"/var/mail/log\"\nbox: /srv/box/\nlist: :include:{}\n", list.display()), 0o644);
         let m = AliasMap::read(&al).unwrap();
@@ -393,15 +431,29 @@ mod tests {
         assert_eq!(
             m.get("log").unwrap(),
             &[
-                AliasTarget::Command { command: "/usr/bin/tee -a /tmp/x".into(), owner: me },
-                AliasTarget::File { path: "/var/mail/log".into(), owner: me },
+                AliasTarget::Command {
+                    command: "/usr/bin/tee -a /tmp/x".into(),
+                    owner: me
+                },
+                AliasTarget::File {
+                    path: "/var/mail/log".into(),
+                    owner: me
+                },
             ]
         );
-        assert_eq!(m.get("box").unwrap(), &[AliasTarget::File { path: "/srv/box/".into(), owner: me }]);
+        assert_eq!(
+            m.get("box").unwrap(),
+            &[AliasTarget::File {
+                path: "/srv/box/".into(),
+                owner: me
+            }]
+        );
         let l = m.get("list").unwrap();
         assert_eq!(l.len(), 3, "{l:?}");
         assert_eq!(l[1], AliasTarget::Local("bob".into()));
-        assert!(matches!(&l[2], AliasTarget::Command { command, .. } if command == "/usr/bin/logger -t list"));
+        assert!(
+            matches!(&l[2], AliasTarget::Command { command, .. } if command == "/usr/bin/logger -t list")
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -411,7 +463,12 @@ mod tests {
         let al = d.join("aliases");
         write(&al, "x: |/bin/true\n", 0o666);
         let e = AliasMap::read(&al).unwrap_err();
-        assert!(e[0].to_string().contains("writable by its group or by others"), "{}", e[0]);
+        assert!(
+            e[0].to_string()
+                .contains("writable by its group or by others"),
+            "{}",
+            e[0]
+        );
         let me = d.join("self");
         write(&me, &format!(":include:{}\n", me.display()), 0o644);
         write(&al, &format!("x: :include:{}\n", me.display()), 0o644);

@@ -19,8 +19,18 @@ use crate::section;
 
 fn default_headers() -> Vec<String> {
     [
-        "From", "From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "MIME-Version",
-        "Content-Type", "In-Reply-To", "References",
+        "From",
+        "From",
+        "To",
+        "Cc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Reply-To",
+        "MIME-Version",
+        "Content-Type",
+        "In-Reply-To",
+        "References",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -116,7 +126,12 @@ pub fn read(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> DkimSettings {
         return DkimSettings::default();
     };
     let DeValue::Array(arr) = v.get_ref() else {
-        ctx.error(v.span().start, "dkim", "expected [[dkim]] tables", "one or more [[dkim]] tables");
+        ctx.error(
+            v.span().start,
+            "dkim",
+            "expected [[dkim]] tables",
+            "one or more [[dkim]] tables",
+        );
         return DkimSettings::default();
     };
     for (i, item) in arr.iter().enumerate() {
@@ -125,7 +140,10 @@ pub fn read(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> DkimSettings {
             entries.push(Dkim::read(ctx, &prefix, t, &[]));
         }
     }
-    DkimSettings { entries, signer: None }
+    DkimSettings {
+        entries,
+        signer: None,
+    }
 }
 
 impl Config {
@@ -140,17 +158,44 @@ impl Config {
             let errors = ctx.errors.len();
             let domain = d.domain.to_ascii_lowercase();
             if domain.is_empty() {
-                ctx.error(at("domain"), &key("domain"), "missing", "the signing domain, such as \"example.test\"");
+                ctx.error(
+                    at("domain"),
+                    &key("domain"),
+                    "missing",
+                    "the signing domain, such as \"example.test\"",
+                );
             } else if !is_domain(&domain) || !domain.is_ascii() {
-                ctx.error(at("domain"), &key("domain"), format!("{:?} is not a domain", d.domain), "a domain name in ASCII (xn-- for an international one)");
+                ctx.error(
+                    at("domain"),
+                    &key("domain"),
+                    format!("{:?} is not a domain", d.domain),
+                    "a domain name in ASCII (xn-- for an international one)",
+                );
             }
             if !is_selector(&d.selector) {
-                let problem = if d.selector.is_empty() { "missing".to_string() } else { format!("{:?} is not a selector", d.selector) };
-                ctx.error(at("selector"), &key("selector"), problem, "letters, digits and hyphens, such as \"s202611\"");
+                let problem = if d.selector.is_empty() {
+                    "missing".to_string()
+                } else {
+                    format!("{:?} is not a selector", d.selector)
+                };
+                ctx.error(
+                    at("selector"),
+                    &key("selector"),
+                    problem,
+                    "letters, digits and hyphens, such as \"s202611\"",
+                );
             }
             let pair = (domain.clone(), d.selector.to_ascii_lowercase());
             if !pair.0.is_empty() && seen.contains(&pair) {
-                ctx.error(at("selector"), &key("selector"), format!("{}._domainkey.{} is already used by another [[dkim]]", pair.1, pair.0), "one key per selector and domain");
+                ctx.error(
+                    at("selector"),
+                    &key("selector"),
+                    format!(
+                        "{}._domainkey.{} is already used by another [[dkim]]",
+                        pair.1, pair.0
+                    ),
+                    "one key per selector and domain",
+                );
             }
             seen.push(pair);
             let algorithm = match &d.algorithm {
@@ -158,7 +203,12 @@ impl Config {
                 Some(a) => match Algorithm::parse(a) {
                     Some(a) => Some(a),
                     None => {
-                        ctx.error(at("algorithm"), &key("algorithm"), format!("unknown algorithm {a:?}"), Algorithm::ALLOWED);
+                        ctx.error(
+                            at("algorithm"),
+                            &key("algorithm"),
+                            format!("unknown algorithm {a:?}"),
+                            Algorithm::ALLOWED,
+                        );
                         None
                     }
                 },
@@ -171,21 +221,41 @@ impl Config {
                 } else if !bad_name {
                     // One error per key: the first bad name is enough.
                     bad_name = true;
-                    ctx.error(at("headers"), &key("headers"), format!("{h:?} is not a header field name"), "names such as \"From\", \"Subject\"");
+                    ctx.error(
+                        at("headers"),
+                        &key("headers"),
+                        format!("{h:?} is not a header field name"),
+                        "names such as \"From\", \"Subject\"",
+                    );
                 }
             }
             if !bad_name && !headers.iter().any(|h| h == "from") {
-                ctx.error(at("headers"), &key("headers"), "From is not in the list", "a list with \"From\" (RFC 6376 5.4: From must be signed)");
+                ctx.error(
+                    at("headers"),
+                    &key("headers"),
+                    "From is not in the list",
+                    "a list with \"From\" (RFC 6376 5.4: From must be signed)",
+                );
             }
             let canon = Canonicalization::parse(&d.canonicalization);
             if canon.is_none() {
                 ctx.error(at("canonicalization"), &key("canonicalization"), format!("unknown canonicalization {:?}", d.canonicalization), "\"relaxed/relaxed\", \"relaxed/simple\", \"simple/relaxed\", \"simple/simple\"");
             }
             if d.expire.is_some_and(|e| e.0.as_secs() == 0) {
-                ctx.error(at("expire"), &key("expire"), "0 would expire every signature at once", "a duration such as \"7d\", or no expire");
+                ctx.error(
+                    at("expire"),
+                    &key("expire"),
+                    "0 would expire every signature at once",
+                    "a duration such as \"7d\", or no expire",
+                );
             }
             let Some(path) = &d.key_file else {
-                ctx.error(at("key_file"), &key("key_file"), "missing", "the private key in PEM (postern dkim keygen makes one)");
+                ctx.error(
+                    at("key_file"),
+                    &key("key_file"),
+                    "missing",
+                    "the private key in PEM (postern dkim keygen makes one)",
+                );
                 continue;
             };
             if !files {
@@ -193,11 +263,21 @@ impl Config {
             }
             let path = self.resolve(path);
             let loaded = read_key(&path).and_then(|k| match algorithm {
-                Some(a) if a != k.algorithm() => Err(format!("{}: the key is {}, not {}", path.display(), k.describe(), a.tag())),
+                Some(a) if a != k.algorithm() => Err(format!(
+                    "{}: the key is {}, not {}",
+                    path.display(),
+                    k.describe(),
+                    a.tag()
+                )),
                 _ => Ok(k),
             });
             match loaded {
-                Err(problem) => ctx.error(at("key_file"), &key("key_file"), problem, "a PEM private key (RSA of 2048 to 4096 bits, or Ed25519), mode 0600 or 0640"),
+                Err(problem) => ctx.error(
+                    at("key_file"),
+                    &key("key_file"),
+                    problem,
+                    "a PEM private key (RSA of 2048 to 4096 bits, or Ed25519), mode 0600 or 0640",
+                ),
                 Ok(k) if ctx.errors.len() == errors => ready.push(Entry {
                     key: SigningKey {
                         domain,

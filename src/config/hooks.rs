@@ -18,7 +18,9 @@ use super::{Config, TransportKind};
 use crate::route::transport::next_hop;
 
 /// Transport names that mean something built in.
-const BUILT_IN: &[&str] = &["maildir", "virtual", "smtp", "relay", "error", "retry", "discard"];
+const BUILT_IN: &[&str] = &[
+    "maildir", "virtual", "smtp", "relay", "error", "retry", "discard",
+];
 
 /// Quota limits by address and by `@domain`.
 #[derive(Clone, Debug, Default)]
@@ -48,7 +50,10 @@ impl QuotaLimits {
             }
             let mut w = line.split_whitespace();
             let (Some(key), Some(size), None) = (w.next(), w.next(), w.next()) else {
-                errors.push((i + 1, "expected \"address bytes\" or \"@domain bytes\"".into()));
+                errors.push((
+                    i + 1,
+                    "expected \"address bytes\" or \"@domain bytes\"".into(),
+                ));
                 continue;
             };
             if !key.contains('@') {
@@ -90,15 +95,21 @@ fn parse_size(s: &str) -> Option<u64> {
 /// Root is refused: a pipe never runs as root.
 pub fn resolve_user(s: &str) -> Result<(u32, u32), String> {
     let (uid, gid) = if let Some((u, g)) = s.split_once(':') {
-        let uid = u.parse::<u32>().map_err(|_| format!("{u:?} is not a uid"))?;
-        let gid = g.parse::<u32>().map_err(|_| format!("{g:?} is not a gid"))?;
+        let uid = u
+            .parse::<u32>()
+            .map_err(|_| format!("{u:?} is not a uid"))?;
+        let gid = g
+            .parse::<u32>()
+            .map_err(|_| format!("{g:?} is not a gid"))?;
         (uid, gid)
     } else if let Ok(uid) = s.parse::<u32>() {
         let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
             .map(|u| u.gid.as_raw())
-            .ok_or_else(|| format!("uid {uid} has no entry in the password database: give uid:gid"))?;
+            .ok_or_else(|| {
+                format!("uid {uid} has no entry in the password database: give uid:gid")
+            })?;
         (uid, gid)
     } else {
         let u = nix::unistd::User::from_name(s)
@@ -120,32 +131,75 @@ impl Config {
             let at = array_offset(root, "transport", i);
             let key = |k: &str| format!("transport[{}].{k}", i + 1);
             let name = t.name.to_ascii_lowercase();
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                ctx.error(at, &key("name"), format!("{:?} is not a name", t.name), "letters, digits, - _ .");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                ctx.error(
+                    at,
+                    &key("name"),
+                    format!("{:?} is not a name", t.name),
+                    "letters, digits, - _ .",
+                );
             } else if BUILT_IN.contains(&name.as_str()) {
-                ctx.error(at, &key("name"), format!("{name:?} is a built-in transport"), format!("another name than {}", BUILT_IN.join(", ")));
+                ctx.error(
+                    at,
+                    &key("name"),
+                    format!("{name:?} is a built-in transport"),
+                    format!("another name than {}", BUILT_IN.join(", ")),
+                );
             } else if names.contains(&name) {
-                ctx.error(at, &key("name"), format!("{name:?} is used by another transport"), "one transport per name");
+                ctx.error(
+                    at,
+                    &key("name"),
+                    format!("{name:?} is used by another transport"),
+                    "one transport per name",
+                );
             } else {
                 names.push(name);
             }
             let TransportKind::Pipe = t.kind;
             match t.command.first() {
-                None => ctx.error(at, &key("command"), "missing", "the program and its arguments"),
-                Some(p) if !Path::new(p).is_absolute() => ctx.error(at, &key("command"), format!("{p:?} is not an absolute path"), "an absolute path such as \"/usr/bin/procmail\""),
+                None => ctx.error(
+                    at,
+                    &key("command"),
+                    "missing",
+                    "the program and its arguments",
+                ),
+                Some(p) if !Path::new(p).is_absolute() => ctx.error(
+                    at,
+                    &key("command"),
+                    format!("{p:?} is not an absolute path"),
+                    "an absolute path such as \"/usr/bin/procmail\"",
+                ),
                 Some(_) => {}
             }
             if let Err(e) = resolve_user(&t.user) {
                 ctx.error(at, &key("user"), e, "a user name, or uid[:gid], not root");
             }
             if let Some(c) = t.flags.chars().find(|c| !"RDOFBhqu>.X".contains(*c)) {
-                ctx.error(at, &key("flags"), format!("unknown flag {c:?}"), "R D O F B h q u > . X");
+                ctx.error(
+                    at,
+                    &key("flags"),
+                    format!("unknown flag {c:?}"),
+                    "R D O F B h q u > . X",
+                );
             }
             if t.concurrency == 0 || t.concurrency > 256 {
-                ctx.error(at, &key("concurrency"), format!("{} is out of range", t.concurrency), "1 to 256");
+                ctx.error(
+                    at,
+                    &key("concurrency"),
+                    format!("{} is out of range", t.concurrency),
+                    "1 to 256",
+                );
             }
         }
-        let known = |n: &str| n.eq_ignore_ascii_case("maildir") || n.eq_ignore_ascii_case("virtual") || names.contains(&n.to_ascii_lowercase());
+        let known = |n: &str| {
+            n.eq_ignore_ascii_case("maildir")
+                || n.eq_ignore_ascii_case("virtual")
+                || names.contains(&n.to_ascii_lowercase())
+        };
         if !known(&self.delivery.virtual_transport) {
             ctx.error(
                 key_offset(root, &["delivery", "virtual_transport"]),
@@ -156,30 +210,60 @@ impl Config {
         }
         for (addr, t) in &self.delivery.mailbox_transports {
             if !known(t) {
-                ctx.error(key_offset(root, &["delivery", "mailbox_transports"]), "delivery.mailbox_transports", format!("{addr}: no transport {t:?}"), "\"maildir\" or the name of a [[transport]]");
+                ctx.error(
+                    key_offset(root, &["delivery", "mailbox_transports"]),
+                    "delivery.mailbox_transports",
+                    format!("{addr}: no transport {t:?}"),
+                    "\"maildir\" or the name of a [[transport]]",
+                );
             }
         }
         if let Some(p) = self.delivery.mailbox_command.first() {
             if !Path::new(p).is_absolute() {
-                ctx.error(key_offset(root, &["delivery", "mailbox_command"]), "delivery.mailbox_command", format!("{p:?} is not an absolute path"), "an absolute path such as \"/usr/bin/procmail\"");
+                ctx.error(
+                    key_offset(root, &["delivery", "mailbox_command"]),
+                    "delivery.mailbox_command",
+                    format!("{p:?} is not an absolute path"),
+                    "an absolute path such as \"/usr/bin/procmail\"",
+                );
             }
         }
         let f = &self.content.filter;
         if !f.is_empty() && next_hop(f, 25).is_none_or(|h| h.mx) {
-            ctx.error(key_offset(root, &["content", "filter"]), "content.filter", format!("{f:?} is not a filter address"), "\"[127.0.0.1]:10026\" (in brackets: no MX lookup)");
+            ctx.error(
+                key_offset(root, &["content", "filter"]),
+                "content.filter",
+                format!("{f:?} is not a filter address"),
+                "\"[127.0.0.1]:10026\" (in brackets: no MX lookup)",
+            );
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if let Some(f) = &l.filter {
                 if !f.is_empty() && next_hop(f, 25).is_none_or(|h| h.mx) {
-                    ctx.error(array_offset(root, "listener", i), &format!("listener[{}].filter", i + 1), format!("{f:?} is not a filter address"), "\"[127.0.0.1]:10026\" (in brackets: no MX lookup), or \"\"");
+                    ctx.error(
+                        array_offset(root, "listener", i),
+                        &format!("listener[{}].filter", i + 1),
+                        format!("{f:?} is not a filter address"),
+                        "\"[127.0.0.1]:10026\" (in brackets: no MX lookup), or \"\"",
+                    );
                 }
                 if !f.is_empty() && l.role == crate::config::ListenerRole::Reinject {
-                    ctx.error(array_offset(root, "listener", i), &format!("listener[{}].filter", i + 1), "a reinject listener never filters (it is the filter's way back)", "\"\", or another role");
+                    ctx.error(
+                        array_offset(root, "listener", i),
+                        &format!("listener[{}].filter", i + 1),
+                        "a reinject listener never filters (it is the filter's way back)",
+                        "\"\", or another role",
+                    );
                 }
             }
         }
         if self.content.filter_concurrency == 0 {
-            ctx.error(key_offset(root, &["content", "filter_concurrency"]), "content.filter_concurrency", "0 would never filter", "1 or more");
+            ctx.error(
+                key_offset(root, &["content", "filter_concurrency"]),
+                "content.filter_concurrency",
+                "0 would never filter",
+                "1 or more",
+            );
         }
         if files && !self.quota.limits_file.is_empty() {
             self.read_quota_limits(ctx, root);
@@ -200,20 +284,52 @@ impl Config {
             let path = self.resolve(Path::new(file));
             match std::fs::read(&path) {
                 Err(e) => {
-                    ctx.error(key_offset(root, &["content", key]), &format!("content.{key}"), format!("cannot read {}: {e}", path.display()), "a readable file of Postfix regexp: rules, or \"\"");
+                    ctx.error(
+                        key_offset(root, &["content", key]),
+                        &format!("content.{key}"),
+                        format!("cannot read {}: {e}", path.display()),
+                        "a readable file of Postfix regexp: rules, or \"\"",
+                    );
                     None
                 }
-                Ok(bytes) => rule_table(ctx, Table::parse(&path.display().to_string(), &String::from_utf8_lossy(&bytes), kind), key),
+                Ok(bytes) => rule_table(
+                    ctx,
+                    Table::parse(
+                        &path.display().to_string(),
+                        &String::from_utf8_lossy(&bytes),
+                        kind,
+                    ),
+                    key,
+                ),
             }
         };
-        rules.header.0.extend(load(ctx, "header_checks", &self.content.header_checks, Kind::Header));
-        rules.mime_header.0.extend(load(ctx, "mime_header_checks", &self.content.mime_header_checks, Kind::Header));
-        rules.body.0.extend(load(ctx, "body_checks", &self.content.body_checks, Kind::Body));
+        rules.header.0.extend(load(
+            ctx,
+            "header_checks",
+            &self.content.header_checks,
+            Kind::Header,
+        ));
+        rules.mime_header.0.extend(load(
+            ctx,
+            "mime_header_checks",
+            &self.content.mime_header_checks,
+            Kind::Header,
+        ));
+        rules.body.0.extend(load(
+            ctx,
+            "body_checks",
+            &self.content.body_checks,
+            Kind::Body,
+        ));
         // Inline rules after the file's, as a second table.
         if !self.content.header_rules.is_empty() {
             let first_line = value_line(root, &["content", "header_rules"], ctx);
             let file = ctx.file.to_string();
-            rules.header.0.extend(rule_table(ctx, Table::parse_at(&file, first_line, &self.content.header_rules, Kind::Header), "header_rules"));
+            rules.header.0.extend(rule_table(
+                ctx,
+                Table::parse_at(&file, first_line, &self.content.header_rules, Kind::Header),
+                "header_rules",
+            ));
         }
         self.content_rules = std::sync::Arc::new(rules);
     }
@@ -222,12 +338,22 @@ impl Config {
         let at = key_offset(root, &["quota", "limits_file"]);
         let path = self.resolve(Path::new(&self.quota.limits_file));
         match std::fs::read_to_string(&path) {
-            Err(e) => ctx.error(at, "quota.limits_file", format!("cannot read {}: {e}", path.display()), "a readable file of \"address bytes\" lines"),
+            Err(e) => ctx.error(
+                at,
+                "quota.limits_file",
+                format!("cannot read {}: {e}", path.display()),
+                "a readable file of \"address bytes\" lines",
+            ),
             Ok(text) => match QuotaLimits::parse(&text) {
                 Ok(q) => self.quota_limits = q,
                 Err(errors) => {
                     for (line, problem) in errors {
-                        ctx.error(at, "quota.limits_file", format!("{}:{line}: {problem}", path.display()), "lines \"address bytes\" or \"@domain bytes\"");
+                        ctx.error(
+                            at,
+                            "quota.limits_file",
+                            format!("{}:{line}: {problem}", path.display()),
+                            "lines \"address bytes\" or \"@domain bytes\"",
+                        );
                     }
                 }
             },
@@ -287,7 +413,9 @@ fn value_line(root: &DeTable<'_>, path: &[&str], ctx: &Ctx<'_>) -> usize {
         if i + 1 == path.len() {
             let start = v.span().start;
             let rest = ctx.source().get(start..).unwrap_or("");
-            let multi = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"].iter().any(|m| rest.starts_with(m));
+            let multi = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+                .iter()
+                .any(|m| rest.starts_with(m));
             return ctx.line_of(start) + usize::from(multi);
         }
         match v.get_ref() {
@@ -311,7 +439,9 @@ mod tests {
 
     #[test]
     fn quota_table_by_address_then_domain() {
-        let q = QuotaLimits::parse("# vquota\nalice@example.test 50M\n@example.test 20M # default\n").unwrap();
+        let q =
+            QuotaLimits::parse("# vquota\nalice@example.test 50M\n@example.test 20M # default\n")
+                .unwrap();
         assert_eq!(q.for_address("Alice@Example.test"), Some(50 << 20));
         assert_eq!(q.for_address("bob@example.test"), Some(20 << 20));
         assert_eq!(q.for_address("x@other.test"), None);

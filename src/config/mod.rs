@@ -12,9 +12,9 @@
 pub mod aliases;
 mod check;
 pub mod dkim;
+pub mod example;
 pub mod hooks;
 pub mod relay;
-pub mod example;
 mod root;
 pub mod schema;
 mod sections;
@@ -157,7 +157,11 @@ impl Config {
         self.root.as_deref()
     }
 
-    fn load_scoped(path: &Path, files: bool, root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+    fn load_scoped(
+        path: &Path,
+        files: bool,
+        root: Option<&Path>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let name = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -196,7 +200,12 @@ impl Config {
         Config::parse_scoped(file, src, false, None)
     }
 
-    fn parse_scoped(file: &str, src: &str, files: bool, image_root: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+    fn parse_scoped(
+        file: &str,
+        src: &str,
+        files: bool,
+        image_root: Option<&Path>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let mut ctx = Ctx::new(file, src);
         let (doc, syntax) = DeTable::parse_recoverable(src);
         for e in syntax {

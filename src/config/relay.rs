@@ -53,7 +53,8 @@ impl Credentials {
         } else {
             vec![format!("[{host}]:{}", hop.port), format!("[{host}]"), host]
         };
-        keys.into_iter().find_map(|k| self.by_hop.get(&k).map(|v| (k, v)))
+        keys.into_iter()
+            .find_map(|k| self.by_hop.get(&k).map(|v| (k, v)))
     }
 
     /// The key a route's hop is filed under, if it has a login.
@@ -99,7 +100,10 @@ impl Credentials {
                 continue;
             };
             let Some((user, password)) = login.split_once(':') else {
-                errors.push((i + 1, "the login has no \":password\" after the name".to_string()));
+                errors.push((
+                    i + 1,
+                    "the login has no \":password\" after the name".to_string(),
+                ));
                 continue;
             };
             if user.is_empty() {
@@ -107,13 +111,18 @@ impl Credentials {
                 continue;
             }
             let Some(parsed) = next_hop(hop, 25) else {
-                errors.push((i + 1, format!("{hop:?} is not a next hop such as [smtp.isp.test]:587")));
+                errors.push((
+                    i + 1,
+                    format!("{hop:?} is not a next hop such as [smtp.isp.test]:587"),
+                ));
                 continue;
             };
             let key = hop.to_ascii_lowercase();
             let _ = parsed;
-            c.by_hop
-                .insert(key, (user.to_string(), Secret::new(password.as_bytes().to_vec())));
+            c.by_hop.insert(
+                key,
+                (user.to_string(), Secret::new(password.as_bytes().to_vec())),
+            );
         }
         if errors.is_empty() {
             Ok(c)
@@ -137,11 +146,21 @@ impl Config {
             );
         }
         if let Err(e) = crate::dns::hosts::HostLookup::parse_list(&r.host_lookup) {
-            ctx.error(at("host_lookup"), "relay.host_lookup", e, "a list of \"dns\", \"native\"");
+            ctx.error(
+                at("host_lookup"),
+                "relay.host_lookup",
+                e,
+                "a list of \"dns\", \"native\"",
+            );
         }
         for (i, s) in r.dns_servers.iter().enumerate() {
             if let Err(e) = crate::dns::conf::parse_nameserver(s) {
-                ctx.error(at("dns_servers"), "relay.dns_servers", format!("item {}: {e}", i + 1), "");
+                ctx.error(
+                    at("dns_servers"),
+                    "relay.dns_servers",
+                    format!("item {}: {e}", i + 1),
+                    "",
+                );
             }
         }
         for (i, a) in r.own_addresses.iter().enumerate() {
@@ -159,7 +178,12 @@ impl Config {
             ("concurrency_per_destination", r.concurrency_per_destination),
         ] {
             if v == 0 || v > 1000 {
-                ctx.error(at(key), &format!("relay.{key}"), format!("{v} is out of range"), "1 to 1000");
+                ctx.error(
+                    at(key),
+                    &format!("relay.{key}"),
+                    format!("{v} is out of range"),
+                    "1 to 1000",
+                );
             }
         }
         self.check_routes(ctx, root);
@@ -174,24 +198,46 @@ impl Config {
             let key = |k: &str| format!("relay.route[{}].{k}", i + 1);
             let d = route.domain.strip_prefix('.').unwrap_or(&route.domain);
             if !is_domain(d) {
-                ctx.error(at, &key("domain"), format!("{:?} is not a domain", route.domain), "\"mail01.example.test\" or \".example.test\"");
+                ctx.error(
+                    at,
+                    &key("domain"),
+                    format!("{:?} is not a domain", route.domain),
+                    "\"mail01.example.test\" or \".example.test\"",
+                );
             }
             let target = route.target.trim();
             let target_ok = target.is_empty()
                 || target == "discard"
-                || target.strip_prefix("error:").is_some_and(|t| !t.trim().is_empty());
+                || target
+                    .strip_prefix("error:")
+                    .is_some_and(|t| !t.trim().is_empty());
             if !target_ok {
-                ctx.error(at, &key("target"), format!("{target:?} is not a target"), "\"discard\" or \"error: text\"");
+                ctx.error(
+                    at,
+                    &key("target"),
+                    format!("{target:?} is not a target"),
+                    "\"discard\" or \"error: text\"",
+                );
             }
             if target.is_empty() && route.primary.is_empty() {
-                ctx.error(at, &key("primary"), "missing", "a relay \"[host]:port\", or a target");
+                ctx.error(
+                    at,
+                    &key("primary"),
+                    "missing",
+                    "a relay \"[host]:port\", or a target",
+                );
             }
             for (k, hop) in std::iter::once(("primary", &route.primary))
                 .filter(|(_, h)| !h.is_empty())
                 .chain(route.fallback.iter().map(|h| ("fallback", h)))
             {
                 if next_hop(hop, 25).is_none() {
-                    ctx.error(at, &key(k), format!("{hop:?} is not a next hop"), "\"[host]:port\", \"[host]\" or \"host\"");
+                    ctx.error(
+                        at,
+                        &key(k),
+                        format!("{hop:?} is not a next hop"),
+                        "\"[host]:port\", \"[host]\" or \"host\"",
+                    );
                 }
             }
         }
@@ -211,7 +257,12 @@ impl Config {
                         } else {
                             format!("{}:{line}: {problem}", path.display())
                         };
-                        ctx.error(at("credentials_file"), "relay.credentials_file", where_, "lines \"[host]:port login:password\", mode 0600");
+                        ctx.error(
+                            at("credentials_file"),
+                            "relay.credentials_file",
+                            where_,
+                            "lines \"[host]:port login:password\", mode 0600",
+                        );
                     }
                 }
             }
@@ -219,7 +270,12 @@ impl Config {
         if !self.relay.ca_file.is_empty() {
             let path = self.resolve(Path::new(&self.relay.ca_file));
             if let Err(e) = crate::outbound::tls::roots_from_pem_file(&path) {
-                ctx.error(at("ca_file"), "relay.ca_file", format!("{}: {e}", path.display()), "a PEM file of CA certificates");
+                ctx.error(
+                    at("ca_file"),
+                    "relay.ca_file",
+                    format!("{}: {e}", path.display()),
+                    "a PEM file of CA certificates",
+                );
             }
         }
     }
@@ -267,14 +323,23 @@ mod tests {
 
     #[test]
     fn credentials_by_hop_and_their_errors() {
-        let p = write(0o600, "# comment\n[smtp.isp.test]:587 alice:s3cr:et\n[relay.test] bob:pw\n");
+        let p = write(
+            0o600,
+            "# comment\n[smtp.isp.test]:587 alice:s3cr:et\n[relay.test] bob:pw\n",
+        );
         let c = Credentials::read(&p).unwrap();
         let hop = |s: &str| next_hop(s, 25).unwrap();
         let a = c.for_hop(&hop("[smtp.isp.test]:587")).unwrap();
-        assert_eq!((a.user.as_str(), a.password.expose()), ("alice", &b"s3cr:et"[..]));
+        assert_eq!(
+            (a.user.as_str(), a.password.expose()),
+            ("alice", &b"s3cr:et"[..])
+        );
         assert_eq!(c.for_hop(&hop("[relay.test]:2525")).unwrap().user, "bob");
         assert!(c.for_hop(&hop("[other.test]:587")).is_none());
-        assert!(!format!("{c:?}").contains("s3cr"), "Debug never shows a password");
+        assert!(
+            !format!("{c:?}").contains("s3cr"),
+            "Debug never shows a password"
+        );
         std::fs::remove_file(&p).unwrap();
 
         let p = write(0o644, "[a.test]:25 u:p\n");

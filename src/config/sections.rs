@@ -10,8 +10,8 @@ use super::values::{
     AuthBackend, Cidr, ListenerMode, ListenerRole, LocalUsers, OverQuota, PasswordScheme, Secs,
     Size, TlsMode, TransportKind,
 };
-use std::collections::BTreeMap;
 use crate::section;
+use std::collections::BTreeMap;
 
 fn loopback() -> Vec<Cidr> {
     vec![

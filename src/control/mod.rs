@@ -36,15 +36,22 @@ pub enum Target {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    List { json: bool },
-    Show { id: String, json: bool },
+    List {
+        json: bool,
+    },
+    Show {
+        id: String,
+        json: bool,
+    },
     Flush(Target),
     Hold(Target),
     Release(Target),
     Delete(Target),
     Requeue(String),
     /// `postern status`: what the server says about itself.
-    Status { json: bool },
+    Status {
+        json: bool,
+    },
 }
 
 /// A request that cannot be carried out: its exit code and why.
@@ -129,7 +136,12 @@ impl Request {
             }
             _ => return Err(bad("unknown command")),
         };
-        if json && !matches!(r, Request::List { .. } | Request::Show { .. } | Request::Status { .. }) {
+        if json
+            && !matches!(
+                r,
+                Request::List { .. } | Request::Show { .. } | Request::Status { .. }
+            )
+        {
             return Err(bad("only list, show and status have a json form"));
         }
         Ok(r)
@@ -137,7 +149,10 @@ impl Request {
 
     /// Does this request change the queue (and so need the server)?
     pub fn changes(&self) -> bool {
-        !matches!(self, Request::List { .. } | Request::Show { .. } | Request::Status { .. })
+        !matches!(
+            self,
+            Request::List { .. } | Request::Show { .. } | Request::Status { .. }
+        )
     }
 }
 

@@ -41,9 +41,9 @@ pub fn with_extension(local: &str, orig: &str, delimiter: &str) -> String {
 pub fn uses(arg: &str, name: &str) -> bool {
     arg.contains(&format!("${{{name}}}"))
         || arg.contains(&format!("$({name})"))
-        || arg
-            .match_indices(&format!("${name}"))
-            .any(|(i, m)| !arg[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+        || arg.match_indices(&format!("${name}")).any(|(i, m)| {
+            !arg[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// Expands `$name`, `${name}`, `$(name)` and `$$`; unknown names are kept.
@@ -69,7 +69,9 @@ pub fn expand(arg: &str, vars: &HashMap<&'static str, String>) -> String {
                 None => ("", 0),
             }
         } else {
-            let e = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let e = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..e], e)
         };
         match vars.get(name) {
@@ -99,27 +101,58 @@ mod tests {
         assert_eq!(expand("USER=${user}", &v), "USER=bob");
         assert_eq!(expand("$user+$(extension)", &v), "bob+lists");
         assert_eq!(expand("$$5 and $nosuch", &v), "$5 and $nosuch");
-        assert!(uses("USER=${user}", "user") && uses("$user", "user") && !uses("$username", "user"));
+        assert!(
+            uses("USER=${user}", "user") && uses("$user", "user") && !uses("$username", "user")
+        );
     }
 
     #[test]
     fn an_extension_the_directory_dropped_goes_on_to_the_macros() {
-        assert_eq!(with_extension("alice", "Alice-Lists@example.test", "+-"), "alice-Lists");
-        assert_eq!(with_extension("alice", "alice+lists@example.test", "+"), "alice+lists");
-        assert_eq!(with_extension("alice", "postmaster@example.test", "+"), "alice");
-        assert_eq!(with_extension("alice", "alice+lists@example.test", ""), "alice", "extensions off");
-        assert_eq!(with_extension("bob+own", "alice+lists@example.test", "+"), "bob+own", "its own stays");
+        assert_eq!(
+            with_extension("alice", "Alice-Lists@example.test", "+-"),
+            "alice-Lists"
+        );
+        assert_eq!(
+            with_extension("alice", "alice+lists@example.test", "+"),
+            "alice+lists"
+        );
+        assert_eq!(
+            with_extension("alice", "postmaster@example.test", "+"),
+            "alice"
+        );
+        assert_eq!(
+            with_extension("alice", "alice+lists@example.test", ""),
+            "alice",
+            "extensions off"
+        );
+        assert_eq!(
+            with_extension("bob+own", "alice+lists@example.test", "+"),
+            "bob+own",
+            "its own stays"
+        );
     }
 
     #[test]
     fn extensions_split_at_the_delimiter() {
-        assert_eq!(split_extension("Bob+List", "+"), ("Bob".into(), "List".into()));
+        assert_eq!(
+            split_extension("Bob+List", "+"),
+            ("Bob".into(), "List".into())
+        );
         assert_eq!(split_extension("bob", "+"), ("bob".into(), String::new()));
         assert_eq!(split_extension("+x", "+"), ("+x".into(), String::new()));
-        assert_eq!(split_extension("postmaster+x", "+"), ("postmaster".into(), "x".into()));
+        assert_eq!(
+            split_extension("postmaster+x", "+"),
+            ("postmaster".into(), "x".into())
+        );
         // As in Postfix, only the whole names are kept apart, so that a
         // `-` delimiter leaves MAILER-DAEMON alone.
-        assert_eq!(split_extension("MAILER-DAEMON", "-"), ("MAILER-DAEMON".into(), String::new()));
-        assert_eq!(split_extension("bob-list", "+-"), ("bob".into(), "list".into()));
+        assert_eq!(
+            split_extension("MAILER-DAEMON", "-"),
+            ("MAILER-DAEMON".into(), String::new())
+        );
+        assert_eq!(
+            split_extension("bob-list", "+-"),
+            ("bob".into(), "list".into())
+        );
     }
 }

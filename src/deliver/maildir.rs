@@ -28,13 +28,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{BlockingAgent, Outcome, Target};
 use super::quota;
+use super::{BlockingAgent, Outcome, Target};
 use crate::fsutil::{self, DirSyncs};
-use crate::space::Reserve;
 use crate::queue::spool::QueuedMessage;
 use crate::route::{MaildirRoute, Route};
 use crate::smtp::reply::Esc;
+use crate::space::Reserve;
 
 pub struct MaildirAgent {
     /// Host part of file names, with `/` and `:` escaped as the spec asks.
@@ -163,7 +163,12 @@ impl MaildirAgent {
             bounce_over_quota: true,
             reserves: bases
                 .iter()
-                .map(|b| (b.clone(), Reserve::new(b.clone(), min_free, "Maildir deliveries")))
+                .map(|b| {
+                    (
+                        b.clone(),
+                        Reserve::new(b.clone(), min_free, "Maildir deliveries"),
+                    )
+                })
                 .collect(),
             bases,
             syncs: DirSyncs::default(),
@@ -174,7 +179,11 @@ impl MaildirAgent {
     /// The agent `cfg` describes: its host name, both mailbox bases, the
     /// free-space reserve, and bounce or defer over quota.
     pub fn for_config(cfg: &crate::config::Config) -> MaildirAgent {
-        let agent = MaildirAgent::new(cfg.hostname(), vec![cfg.mailbox_base(), cfg.local_mailbox_base()], cfg.min_free());
+        let agent = MaildirAgent::new(
+            cfg.hostname(),
+            vec![cfg.mailbox_base(), cfg.local_mailbox_base()],
+            cfg.min_free(),
+        );
         match cfg.quota.over_quota {
             crate::config::OverQuota::Bounce => agent,
             crate::config::OverQuota::Defer => agent.defer_over_quota(),
@@ -319,7 +328,13 @@ impl MaildirAgent {
     /// Links a complete, fsynced copy into `new/` under `name` (and
     /// removes its `tmp/` name, if it has one). `Ok(false)`: a copy of the
     /// same size was already there (a redelivery). Does not sync `new/`.
-    pub fn publish(&self, m: &MaildirRoute, tmp: &TmpFile, name: &str, size: u64) -> io::Result<bool> {
+    pub fn publish(
+        &self,
+        m: &MaildirRoute,
+        tmp: &TmpFile,
+        name: &str,
+        size: u64,
+    ) -> io::Result<bool> {
         let new_path = m.path.join("new").join(name);
         let linked = match &tmp.path {
             None => link_anonymous(&tmp.file, &new_path),
@@ -449,7 +464,9 @@ pub fn write_failure(place: &Path, e: &io::Error) -> Outcome {
         _ => Esc(4, 3, 0),
     };
     let why = match e.raw_os_error() {
-        Some(nix::libc::ENOSPC) => "not enough free space (queue.min_free is kept free)".to_string(),
+        Some(nix::libc::ENOSPC) => {
+            "not enough free space (queue.min_free is kept free)".to_string()
+        }
         _ => e.to_string(),
     };
     Outcome::deferred(

@@ -14,10 +14,10 @@
 pub mod macros;
 pub mod maildir;
 pub mod pipe;
-mod spawn;
 pub mod quota;
 pub mod registry;
 pub mod smtp;
+mod spawn;
 
 use std::future::Future;
 use std::net::SocketAddr;

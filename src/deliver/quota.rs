@@ -43,7 +43,11 @@ pub fn fits(maildir: &Path, q: Quota, size: u64) -> io::Result<Result<(), Usage>
     let u = usage(maildir, q)?;
     let over_bytes = q.bytes > 0 && u.bytes.saturating_add(size as i64) > q.bytes as i64;
     let over_count = q.messages > 0 && u.messages.saturating_add(1) > q.messages as i64;
-    Ok(if over_bytes || over_count { Err(u) } else { Ok(()) })
+    Ok(if over_bytes || over_count {
+        Err(u)
+    } else {
+        Ok(())
+    })
 }
 
 /// The usage: from maildirsize when it can be trusted, else counted anew
@@ -54,11 +58,9 @@ pub fn usage(maildir: &Path, q: Quota) -> io::Result<Usage> {
         Ok(Some((u, lines, len, modified))) => {
             let over = (q.bytes > 0 && u.bytes > q.bytes as i64)
                 || (q.messages > 0 && u.messages > q.messages as i64);
-            let old = modified
-                .elapsed()
-                .map(|age| age > STALE)
-                .unwrap_or(true);
-            let fresh = len < FOLD_AT && u.bytes >= 0 && u.messages >= 0 && !(over && (lines > 1 || old));
+            let old = modified.elapsed().map(|age| age > STALE).unwrap_or(true);
+            let fresh =
+                len < FOLD_AT && u.bytes >= 0 && u.messages >= 0 && !(over && (lines > 1 || old));
             if fresh {
                 return Ok(u);
             }
@@ -99,7 +101,10 @@ fn read(file: &Path) -> io::Result<Option<(Usage, usize, u64, SystemTime)>> {
     let Some(head) = lines.next() else {
         return Ok(None);
     };
-    if !head.split(',').all(|p| p.trim().trim_end_matches(['S', 'C']).parse::<i64>().is_ok()) {
+    if !head
+        .split(',')
+        .all(|p| p.trim().trim_end_matches(['S', 'C']).parse::<i64>().is_ok())
+    {
         return Ok(None);
     }
     let mut u = Usage::default();
@@ -157,7 +162,10 @@ pub fn count(maildir: &Path) -> io::Result<Usage> {
 /// The `S=<bytes>` of a Maildir file name (`...,S=1234:2,S`).
 fn size_in_name(name: &str) -> Option<u64> {
     let i = name.find(",S=")?;
-    let digits: String = name[i + 3..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = name[i + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -204,11 +212,29 @@ mod tests {
         fs::write(d.join("new/1.M1P1Q1.h,S=1000"), vec![b'x'; 10]).unwrap();
         fs::write(d.join("cur/2.M1P1Q1.h,S=2000:2,S"), b"y").unwrap();
         fs::write(d.join(".Sent/cur/3.x"), vec![b'z'; 300]).unwrap();
-        let q = Quota { bytes: 20_000, messages: 0 };
-        assert_eq!(usage(&d, q).unwrap(), Usage { bytes: 3300, messages: 3 });
-        assert_eq!(fs::read_to_string(d.join("maildirsize")).unwrap(), "20000S\n3300 3\n");
+        let q = Quota {
+            bytes: 20_000,
+            messages: 0,
+        };
+        assert_eq!(
+            usage(&d, q).unwrap(),
+            Usage {
+                bytes: 3300,
+                messages: 3
+            }
+        );
+        assert_eq!(
+            fs::read_to_string(d.join("maildirsize")).unwrap(),
+            "20000S\n3300 3\n"
+        );
         add(&d, 700).unwrap();
-        assert_eq!(usage(&d, q).unwrap(), Usage { bytes: 4000, messages: 4 });
+        assert_eq!(
+            usage(&d, q).unwrap(),
+            Usage {
+                bytes: 4000,
+                messages: 4
+            }
+        );
         assert_eq!(fits(&d, q, 16_000).unwrap(), Ok(()));
         assert!(fits(&d, q, 16_001).unwrap().is_err());
         assert_eq!(fits(&d, Quota::default(), u64::MAX / 2).unwrap(), Ok(()));
@@ -219,7 +245,10 @@ mod tests {
     fn a_maildir_not_made_yet_is_empty() {
         let d = std::env::temp_dir().join(format!("postern-quota-missing-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        let q = Quota { bytes: 1000, messages: 0 };
+        let q = Quota {
+            bytes: 1000,
+            messages: 0,
+        };
         assert_eq!(usage(&d, q).unwrap(), Usage::default());
         assert!(fits(&d, q, 1001).unwrap().is_err());
         assert_eq!(fits(&d, q, 1000).unwrap(), Ok(()));
@@ -230,12 +259,22 @@ mod tests {
     fn damaged_or_big_files_are_counted_again() {
         let d = maildir("damaged");
         fs::write(d.join("new/1.M1P1Q1.h,S=500"), b"x").unwrap();
-        let q = Quota { bytes: 1000, messages: 0 };
+        let q = Quota {
+            bytes: 1000,
+            messages: 0,
+        };
         fs::write(d.join("maildirsize"), "garbage\nnot numbers\n").unwrap();
         assert_eq!(usage(&d, q).unwrap().bytes, 500);
         let many: String = std::iter::repeat("1 1\n").take(2000).collect();
         fs::write(d.join("maildirsize"), format!("1000S\n{many}")).unwrap();
-        assert_eq!(usage(&d, q).unwrap(), Usage { bytes: 500, messages: 1 }, "folded");
+        assert_eq!(
+            usage(&d, q).unwrap(),
+            Usage {
+                bytes: 500,
+                messages: 1
+            },
+            "folded"
+        );
         fs::remove_dir_all(d).unwrap();
     }
 }

@@ -78,15 +78,24 @@ struct ChildArgs {
 #[cfg(any(target_arch = "arm", target_arch = "x86"))]
 mod ids {
     // 32-bit ARM and x86: the plain calls take 16-bit ids.
-    pub use nix::libc::{SYS_setgroups32 as SETGROUPS, SYS_setresgid32 as SETRESGID, SYS_setresuid32 as SETRESUID};
+    pub use nix::libc::{
+        SYS_setgroups32 as SETGROUPS, SYS_setresgid32 as SETRESGID, SYS_setresuid32 as SETRESUID,
+    };
 }
 #[cfg(not(any(target_arch = "arm", target_arch = "x86")))]
 mod ids {
-    pub use nix::libc::{SYS_setgroups as SETGROUPS, SYS_setresgid as SETRESGID, SYS_setresuid as SETRESUID};
+    pub use nix::libc::{
+        SYS_setgroups as SETGROUPS, SYS_setresgid as SETRESGID, SYS_setresuid as SETRESUID,
+    };
 }
 
 fn cstring(s: &[u8]) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a command argument or the environment"))
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in a command argument or the environment",
+        )
+    })
 }
 
 /// argv[0] as execve needs it: a name without a slash is looked up in
@@ -95,7 +104,11 @@ fn resolve(program: &str, env: &[(String, String)]) -> String {
     if program.contains('/') {
         return program.to_string();
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(program);
         if let Ok(m) = std::fs::metadata(&p) {
@@ -110,10 +123,17 @@ fn resolve(program: &str, env: &[(String, String)]) -> String {
 
 pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
     if spec.argv.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty command"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an empty command",
+        ));
     }
     let path = cstring(resolve(&spec.argv[0], spec.env).as_bytes())?;
-    let args: Vec<CString> = spec.argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?;
+    let args: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
     let envs: Vec<CString> = spec
         .env
         .iter()
@@ -231,7 +251,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         // A daemon with ambient capabilities (systemd) must not pass them
         // on to the command (capabilities(7)); fails harmlessly on old kernels.
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
         // Signals: caught ones (and the two postern ignores) back to their
         // default, then none blocked, as std's spawn leaves them.
         let mut act: libc::sigaction = std::mem::zeroed();

@@ -73,9 +73,17 @@ pub enum Dest {
     Local { user: String, domain: String },
     /// An aliases-file `|command` of the alias `alias` (an address), run
     /// as `owner` (0: default_privs).
-    Command { alias: String, command: String, owner: u32 },
+    Command {
+        alias: String,
+        command: String,
+        owner: u32,
+    },
     /// An aliases-file `/file` (mbox) or `/dir/` (Maildir) target.
-    File { alias: String, path: std::path::PathBuf, owner: u32 },
+    File {
+        alias: String,
+        path: std::path::PathBuf,
+        owner: u32,
+    },
     /// Somewhere else (a forward, a backup-MX domain, a relayed recipient).
     /// `transport`: the domain's `transport` column when the domain is in
     /// the directory (a backup-MX domain), else "".
@@ -217,7 +225,11 @@ impl Directory {
 
     /// [`Directory::resolve`], noting each step in `trace` (`postern
     /// explain`): the same rules, whether anyone is watching or not.
-    pub fn resolve_traced(&self, addr: &Address, trace: &mut Trace) -> Result<Resolution, TempFail> {
+    pub fn resolve_traced(
+        &self,
+        addr: &Address,
+        trace: &mut Trace,
+    ) -> Result<Resolution, TempFail> {
         let mut out = Vec::new();
         let mut chain = Vec::new();
         match self.expand(addr, &mut chain, &mut out, trace)? {
@@ -259,14 +271,18 @@ impl Directory {
         }
         // `"a@b"@example.test`: an @ inside a local part never names a domain.
         if addr.local.contains('@') {
-            trace.note(depth, addr, "unknown", || "an @ inside the local part never names a domain".into());
+            trace.note(depth, addr, "unknown", || {
+                "an @ inside the local part never names a domain".into()
+            });
             return Ok(Some(FailReason::Unknown));
         }
         chain.push(key);
         let before = out.len();
         let r = match self.classify(&addr.domain)? {
             DomainClass::Remote => {
-                trace.note(depth, addr, "remote", || "not one of our domains: sent onward".into());
+                trace.note(depth, addr, "remote", || {
+                    "not one of our domains: sent onward".into()
+                });
                 out.push(Dest::Remote {
                     address: addr.clone(),
                     transport: String::new(),
@@ -275,7 +291,12 @@ impl Directory {
             }
             DomainClass::Backup => {
                 let transport = self.domain_transport(&addr.domain)?;
-                let why = || format!("domain row {} has backupmx = 1: relayed onward (transport {transport:?})", addr.domain);
+                let why = || {
+                    format!(
+                        "domain row {} has backupmx = 1: relayed onward (transport {transport:?})",
+                        addr.domain
+                    )
+                };
                 trace.note(depth, addr, "backup_mx", why);
                 out.push(Dest::Remote {
                     address: addr.clone(),
@@ -288,7 +309,9 @@ impl Directory {
         };
         chain.pop();
         if let (Ok(Some(FailReason::Unknown)), true) = (&r, out.len() == before) {
-            trace.note(depth, addr, "unknown", || "no alias, mailbox or catch-all for it".into());
+            trace.note(depth, addr, "unknown", || {
+                "no alias, mailbox or catch-all for it".into()
+            });
         }
         r
     }
@@ -343,7 +366,11 @@ impl Directory {
                 trace.note(depth, addr, "aliases_file", || {
                     let line = self.rules.aliases.line_of(name).unwrap_or(0);
                     let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-                    format!("{}:{line}: {name}: {}", self.rules.aliases.file(), list.join(", "))
+                    format!(
+                        "{}:{line}: {name}: {}",
+                        self.rules.aliases.file(),
+                        list.join(", ")
+                    )
                 });
                 let alias = Address::new(name, &addr.domain).to_string();
                 let before = out.len();
@@ -379,15 +406,21 @@ impl Directory {
                     })
                 })?;
                 // Commands and files of the alias count as deliveries.
-                let delivers = out[before..].iter().any(|d| !matches!(d, Dest::Fail { .. }));
+                let delivers = out[before..]
+                    .iter()
+                    .any(|d| !matches!(d, Dest::Fail { .. }));
                 return Ok(if delivers { None } else { r });
             }
         }
         let is_postmaster = base.eq_ignore_ascii_case("postmaster");
         if local_user_ok(base) && (self.rules.local_users == LocalUsers::Any || is_postmaster) {
-            trace.note(depth, addr, "local_user", || match self.rules.local_users == LocalUsers::Any {
-                true => format!("local user {base} (local_users = \"any\")"),
-                false => format!("local user {base}: postmaster is always accepted (RFC 5321 4.5.1)"),
+            trace.note(depth, addr, "local_user", || {
+                match self.rules.local_users == LocalUsers::Any {
+                    true => format!("local user {base} (local_users = \"any\")"),
+                    false => {
+                        format!("local user {base}: postmaster is always accepted (RFC 5321 4.5.1)")
+                    }
+                }
             });
             out.push(Dest::Local {
                 user: base.to_string(),
@@ -408,7 +441,9 @@ impl Directory {
         let depth = chain.len() - 1;
         let target_domain = self.store.alias_domain_target(&addr.domain)?;
         if let Some(t) = &target_domain {
-            trace.note(depth, addr, "alias_domain", || format!("alias_domain row {}: target_domain = {t}", addr.domain));
+            trace.note(depth, addr, "alias_domain", || {
+                format!("alias_domain row {}: target_domain = {t}", addr.domain)
+            });
         }
         let base = self.strip_extension(&addr.local).to_string();
         let mut locals = vec![addr.local.clone()];
@@ -430,15 +465,25 @@ impl Directory {
         domains.extend(target_domain);
         for domain in &domains {
             if let Some(goto) = self.store.alias_goto(&format!("@{domain}"))? {
-                trace.note(depth, addr, "catch_all", || format!("alias row @{domain} (catch-all): goto = {goto}"));
-                return self.expand_targets(addr, split_goto(&goto), chain, out, trace, |_, _| Ok(false));
+                trace.note(depth, addr, "catch_all", || {
+                    format!("alias row @{domain} (catch-all): goto = {goto}")
+                });
+                return self
+                    .expand_targets(addr, split_goto(&goto), chain, out, trace, |_, _| Ok(false));
             }
         }
         // RFC 5321 4.5.1: postmaster must always be accepted.
         if base.eq_ignore_ascii_case("postmaster") {
-            let why = || format!("no alias or mailbox: postmaster is always accepted (RFC 5321 4.5.1), as postmaster@{}", self.rules.origin);
+            let why = || {
+                format!("no alias or mailbox: postmaster is always accepted (RFC 5321 4.5.1), as postmaster@{}", self.rules.origin)
+            };
             trace.note(depth, addr, "postmaster", why);
-            return self.expand(&Address::new("postmaster", &self.rules.origin), chain, out, trace);
+            return self.expand(
+                &Address::new("postmaster", &self.rules.origin),
+                chain,
+                out,
+                trace,
+            );
         }
         Ok(Some(FailReason::Unknown))
     }
@@ -454,17 +499,20 @@ impl Directory {
         let key = here.key();
         let depth = chain.len() - 1;
         if let Some(goto) = self.store.alias_goto(&key)? {
-            trace.note(depth, here, "alias", || format!("alias row {key}: goto = {goto}"));
-            let r = self.expand_targets(here, split_goto(&goto), chain, out, trace, |out, trace| {
-                Ok(match self.store.mailbox(&key)? {
-                    Some(m) => {
-                        trace.note(depth + 1, here, "mailbox", || mailbox_note(&m));
-                        out.push(self.mailbox_dest(m)?);
-                        true
-                    }
-                    None => false,
-                })
-            })?;
+            trace.note(depth, here, "alias", || {
+                format!("alias row {key}: goto = {goto}")
+            });
+            let r =
+                self.expand_targets(here, split_goto(&goto), chain, out, trace, |out, trace| {
+                    Ok(match self.store.mailbox(&key)? {
+                        Some(m) => {
+                            trace.note(depth + 1, here, "mailbox", || mailbox_note(&m));
+                            out.push(self.mailbox_dest(m)?);
+                            true
+                        }
+                        None => false,
+                    })
+                })?;
             return Ok(Some(r));
         }
         if let Some(m) = self.store.mailbox(&key)? {
@@ -528,171 +576,5 @@ pub fn local_user_ok(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIXTURE: &str = include_str!("../../tests/fixtures/postfixadmin-mysql.sql");
-
-    /// A directory over a fresh database holding the PostfixAdmin fixture's
-    /// rows (its INSERT/UPDATE statements, unchanged) and an aliases file.
-    fn directory(tag: &str, aliases: &str) -> (Directory, Arc<Db>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("postern-dir-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (db, problem) = Db::open(&dir.join("d.sqlite"), std::time::Duration::from_secs(1));
-        assert!(problem.is_none(), "{problem:?}");
-        let data: String = FIXTURE
-            .lines()
-            .filter(|l| !l.starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        for stmt in data
-            .split(";\n")
-            .map(str::trim)
-            .filter(|s| s.starts_with("INSERT") || s.starts_with("UPDATE"))
-        {
-            db.execute_script(&format!("{stmt};")).unwrap();
-        }
-        let db = Arc::new(db);
-        let d = Directory {
-            store: db.clone(),
-            rules: Arc::new(Rules {
-                aliases: AliasMap::parse("aliases", aliases).unwrap(),
-                local_domains: vec!["mx.example.test".into(), "localhost".into()],
-                local_users: LocalUsers::Any,
-                origin: "mx.example.test".into(),
-                delimiter: "+".into(),
-                depth_limit: 20,
-            }),
-        };
-        (d, db, dir)
-    }
-
-    fn resolve(d: &Directory, a: &str) -> Resolution {
-        d.resolve(&Address::parse(a, true).unwrap()).unwrap()
-    }
-
-    fn mailboxes(r: &Resolution) -> Vec<String> {
-        match r {
-            Resolution::Deliver(v) => v.iter().map(|d| d.key()).collect(),
-            other => panic!("not delivered: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn expansion_follows_postfixadmin_rules() {
-        let (d, _db, dir) = directory(
-            "rules",
-            "root: alice@example.test\nops: root, bob@example.test\n",
-        );
-        // An alias to itself means the mailbox.
-        assert_eq!(
-            mailboxes(&resolve(&d, "alice@example.test")),
-            ["mailbox:alice@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "ALICE@Example.TEST")),
-            ["mailbox:alice@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "alice+news@example.test")),
-            ["mailbox:alice@example.test"]
-        );
-        // Multi-target alias.
-        assert_eq!(
-            mailboxes(&resolve(&d, "team@example.test")),
-            ["mailbox:alice@example.test", "mailbox:bob@example.test"]
-        );
-        // Alias domain, catch-all, postmaster alias, forward.
-        assert_eq!(
-            mailboxes(&resolve(&d, "bob@alias.test")),
-            ["mailbox:bob@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "anyone@catchall.test")),
-            ["mailbox:alice@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "postmaster@example.test")),
-            ["mailbox:alice@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "fwd@example.test")),
-            ["remote:someone@remote.test"]
-        );
-        // Local domain: aliases file (recursively), then local users.
-        assert_eq!(
-            mailboxes(&resolve(&d, "root@localhost")),
-            ["mailbox:alice@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "ops@localhost")),
-            ["mailbox:alice@example.test", "mailbox:bob@example.test"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "zed@mx.example.test")),
-            ["local:zed"]
-        );
-        // Backup MX domains are relayed, inactive things do not exist.
-        assert_eq!(
-            mailboxes(&resolve(&d, "x@backup.test")),
-            ["remote:x@backup.test"]
-        );
-        assert_eq!(resolve(&d, "frank@example.test"), Resolution::Unknown);
-        assert_eq!(resolve(&d, "old@example.test"), Resolution::Unknown);
-        assert_eq!(resolve(&d, "nobody@example.test"), Resolution::Unknown);
-        assert_eq!(d.classify("inactive.test").unwrap(), DomainClass::Remote);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn loops_and_depth_are_caught() {
-        let (mut d, _db, dir) = directory("loops", "a: b\nb: c\nc: a\n");
-        assert_eq!(resolve(&d, "loop1@example.test"), Resolution::Loop);
-        assert_eq!(resolve(&d, "a@localhost"), Resolution::Loop);
-        let rules = Arc::get_mut(&mut d.rules).unwrap();
-        rules.depth_limit = 2;
-        rules.aliases = AliasMap::parse("aliases", "a: b\nb: c\nc: alice@example.test\n").unwrap();
-        assert_eq!(
-            resolve(&d, "a@localhost"),
-            Resolution::Loop,
-            "deeper than the limit"
-        );
-        Arc::get_mut(&mut d.rules).unwrap().depth_limit = 5;
-        assert_eq!(
-            mailboxes(&resolve(&d, "a@localhost")),
-            ["mailbox:alice@example.test"]
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn address_tricks_stay_local_parts() {
-        let (d, _db, dir) = directory("tricks", "");
-        for a in [
-            "\"user@remote.test\"@example.test",
-            "user%remote.test@example.test",
-            "remote.test!user@example.test",
-        ] {
-            assert_eq!(resolve(&d, a), Resolution::Unknown, "{a}");
-        }
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn postmaster_of_a_hosted_domain_without_alias_goes_to_local_postmaster() {
-        let (d, db, dir) = directory("pm", "");
-        db.execute_script("INSERT INTO domain (domain) VALUES ('bare.test');")
-            .unwrap();
-        assert_eq!(resolve(&d, "someone@bare.test"), Resolution::Unknown);
-        assert_eq!(
-            mailboxes(&resolve(&d, "POSTMASTER@bare.test")),
-            ["local:postmaster"]
-        );
-        assert_eq!(
-            mailboxes(&resolve(&d, "Postmaster@mx.example.test")),
-            ["local:postmaster"]
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+#[path = "lookup_tests.rs"]
+mod tests;

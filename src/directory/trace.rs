@@ -5,7 +5,10 @@ use super::MailboxRow;
 use crate::smtp::address::Address;
 
 pub(super) fn mailbox_note(m: &MailboxRow) -> String {
-    format!("mailbox row {}: maildir = {}, quota = {}", m.username, m.maildir, m.quota)
+    format!(
+        "mailbox row {}: maildir = {}, quota = {}",
+        m.username, m.maildir, m.quota
+    )
 }
 
 /// One step of an expansion, as `postern explain` shows it.
@@ -39,7 +42,13 @@ impl Trace {
         self.0.unwrap_or_default()
     }
 
-    pub(super) fn note(&mut self, depth: usize, address: &Address, rule: &'static str, detail: impl FnOnce() -> String) {
+    pub(super) fn note(
+        &mut self,
+        depth: usize,
+        address: &Address,
+        rule: &'static str,
+        detail: impl FnOnce() -> String,
+    ) {
         if let Some(steps) = &mut self.0 {
             steps.push(TraceStep {
                 depth,

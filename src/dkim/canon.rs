@@ -101,7 +101,11 @@ impl Field {
             Some(i) => &self.raw[i + 1..],
             None => &[][..],
         };
-        let unfolded: Vec<u8> = v.iter().copied().filter(|&c| c != b'\r' && c != b'\n').collect();
+        let unfolded: Vec<u8> = v
+            .iter()
+            .copied()
+            .filter(|&c| c != b'\r' && c != b'\n')
+            .collect();
         String::from_utf8_lossy(&unfolded).trim().to_string()
     }
 
@@ -415,13 +419,30 @@ mod tests {
 
     #[test]
     fn empty_bodies() {
-        for msg in [&b"Subject: x\n"[..], b"Subject: x\n\n", b"Subject: x\n\n\n\n", b"Subject: x\r\n\r\n \t\r\n"] {
+        for msg in [
+            &b"Subject: x\n"[..],
+            b"Subject: x\n\n",
+            b"Subject: x\n\n\n\n",
+            b"Subject: x\r\n\r\n \t\r\n",
+        ] {
             let s = scan(msg);
-            assert_eq!(b64(s.relaxed.unwrap().as_ref()), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", "{msg:?}");
+            assert_eq!(
+                b64(s.relaxed.unwrap().as_ref()),
+                "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+                "{msg:?}"
+            );
         }
-        for msg in [&b"Subject: x\n"[..], b"Subject: x\n\n", b"Subject: x\n\n\n\n"] {
+        for msg in [
+            &b"Subject: x\n"[..],
+            b"Subject: x\n\n",
+            b"Subject: x\n\n\n\n",
+        ] {
             let s = scan(msg);
-            assert_eq!(b64(s.simple.unwrap().as_ref()), "frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN/XKdLCPjaYaY=", "{msg:?}");
+            assert_eq!(
+                b64(s.simple.unwrap().as_ref()),
+                "frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN/XKdLCPjaYaY=",
+                "{msg:?}"
+            );
         }
         // Simple keeps a line of blanks: it is not empty.
         let s = scan(b"Subject: x\n\n \n");
@@ -506,8 +527,14 @@ mod tests {
             s.update(&msg[cut..]);
             let s = s.finish();
             assert_eq!(s.fields, whole.fields);
-            assert_eq!(s.simple.unwrap().as_ref(), whole.simple.as_ref().unwrap().as_ref());
-            assert_eq!(s.relaxed.unwrap().as_ref(), whole.relaxed.as_ref().unwrap().as_ref());
+            assert_eq!(
+                s.simple.unwrap().as_ref(),
+                whole.simple.as_ref().unwrap().as_ref()
+            );
+            assert_eq!(
+                s.relaxed.unwrap().as_ref(),
+                whole.relaxed.as_ref().unwrap().as_ref()
+            );
         }
         assert_eq!(whole.fields.len(), 2);
         assert_eq!(whole.fields[1].name, "subject");

@@ -95,7 +95,10 @@ impl PrivateKey {
 
     pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, String> {
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-            rustls::pki_types::pem::Error::NoItemsFound => "no private key in it (expected PEM: BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)".to_string(),
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no private key in it (expected PEM: BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)"
+                    .to_string()
+            }
             other => format!("bad PEM: {other:?}"),
         })?;
         match der {
@@ -162,7 +165,11 @@ impl PrivateKey {
 
     /// `v=DKIM1; k=rsa; p=...`
     pub fn record(&self) -> String {
-        format!("v=DKIM1; k={}; p={}", self.algorithm().key_type(), self.public_b64())
+        format!(
+            "v=DKIM1; k={}; p={}",
+            self.algorithm().key_type(),
+            self.public_b64()
+        )
     }
 }
 
@@ -171,7 +178,11 @@ fn der_len(n: usize, out: &mut Vec<u8>) {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend_from_slice(&bytes);
     }
@@ -210,8 +221,14 @@ pub fn txt_strings(record: &str) -> Vec<&str> {
 
 /// The record as a zone-file line: `sel._domainkey.example.test. IN TXT "..." "..."`.
 pub fn zone_line(selector: &str, domain: &str, record: &str) -> String {
-    let strings: Vec<String> = txt_strings(record).iter().map(|s| format!("\"{s}\"")).collect();
-    format!("{selector}._domainkey.{domain}. IN TXT {}", strings.join(" "))
+    let strings: Vec<String> = txt_strings(record)
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    format!(
+        "{selector}._domainkey.{domain}. IN TXT {}",
+        strings.join(" ")
+    )
 }
 
 /// PEM around a DER document.
@@ -232,12 +249,15 @@ fn pem(label: &str, der: &[u8]) -> String {
 /// STRING seed } }.
 pub fn generate_ed25519(rng: &dyn SecureRandom) -> Result<String, String> {
     let mut der = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
     ];
     let mut seed = [0u8; 32];
-    rng.fill(&mut seed).map_err(|_| "no randomness for an Ed25519 key".to_string())?;
+    rng.fill(&mut seed)
+        .map_err(|_| "no randomness for an Ed25519 key".to_string())?;
     der.extend_from_slice(&seed);
-    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| format!("cannot make an Ed25519 key: {e}"))?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map_err(|e| format!("cannot make an Ed25519 key: {e}"))?;
     Ok(pem("PRIVATE KEY", &der))
 }
 
@@ -311,7 +331,11 @@ mod tests {
         assert_eq!(a.describe(), "rsa-2048");
         assert_eq!(a.record(), b.record());
         // The record is about 410 bytes: two TXT strings.
-        assert!((400..420).contains(&a.record().len()), "{}", a.record().len());
+        assert!(
+            (400..420).contains(&a.record().len()),
+            "{}",
+            a.record().len()
+        );
         let rng = ring::rand::SystemRandom::new();
         let sig = b.sign(&rng, b"data").unwrap();
         assert_eq!(sig.len(), 256);
@@ -330,7 +354,9 @@ mod tests {
 
     #[test]
     fn not_keys() {
-        assert!(PrivateKey::from_pem(b"hello").unwrap_err().contains("no private key"));
+        assert!(PrivateKey::from_pem(b"hello")
+            .unwrap_err()
+            .contains("no private key"));
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let e = PrivateKey::from_pem(ec.serialize_pem().as_bytes()).unwrap_err();
         assert!(e.contains("RSA or Ed25519"), "{e}");

@@ -63,7 +63,12 @@ pub struct Signer {
 /// `reinject`: the listener is the content filter's way back, whose
 /// clients are all trusted; there only the filter's word counts, the
 /// XFORWARD `SOURCE` postern sent it (`LOCAL` for mail of our side).
-pub fn from_our_side(trusted: bool, authenticated: bool, reinject: bool, forwarded_source: Option<&str>) -> bool {
+pub fn from_our_side(
+    trusted: bool,
+    authenticated: bool,
+    reinject: bool,
+    forwarded_source: Option<&str>,
+) -> bool {
     if reinject {
         return forwarded_source.is_some_and(|s| s.eq_ignore_ascii_case("LOCAL"));
     }
@@ -130,15 +135,29 @@ impl Signer {
             scan: MessageScan::new(simple, relaxed),
             ours,
             sender,
-            rcpt_domains: env.recipients.iter().map(|r| r.domain.to_ascii_lowercase()).collect(),
+            rcpt_domains: env
+                .recipients
+                .iter()
+                .map(|r| r.domain.to_ascii_lowercase())
+                .collect(),
         })
     }
 
     /// The keys for a message (see the module comment for the order).
-    fn choose(&self, ours: bool, from: Option<&str>, sender: Option<&str>, rcpts: &[String]) -> Vec<&Entry> {
+    fn choose(
+        &self,
+        ours: bool,
+        from: Option<&str>,
+        sender: Option<&str>,
+        rcpts: &[String],
+    ) -> Vec<&Entry> {
         let pick = |domain: &str, ok: &dyn Fn(&Entry) -> bool| -> Vec<&Entry> {
             let domain = domain.trim_end_matches('.');
-            let exact: Vec<&Entry> = self.entries.iter().filter(|e| e.key.domain == domain && ok(e)).collect();
+            let exact: Vec<&Entry> = self
+                .entries
+                .iter()
+                .filter(|e| e.key.domain == domain && ok(e))
+                .collect();
             if !exact.is_empty() {
                 return exact;
             }
@@ -183,7 +202,9 @@ fn from_domain(value: &str) -> Option<String> {
     let list = mailparse::addrparse(value).ok()?;
     let mut domain: Option<String> = None;
     let mut one = |addr: &str| -> bool {
-        let Some((_, d)) = addr.rsplit_once('@') else { return false };
+        let Some((_, d)) = addr.rsplit_once('@') else {
+            return false;
+        };
         let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
         match &domain {
             Some(x) => *x == d,
@@ -215,16 +236,23 @@ impl Job {
     pub fn finish(self, now: i64) -> Signed {
         let scanned = self.scan.finish();
         if scanned.overflow {
-            return Signed::Failed(format!("header larger than {} bytes", canon::MAX_HEADER_BYTES));
+            return Signed::Failed(format!(
+                "header larger than {} bytes",
+                canon::MAX_HEADER_BYTES
+            ));
         }
-        let froms: Vec<&canon::Field> = scanned.fields.iter().filter(|f| f.name == "from").collect();
+        let froms: Vec<&canon::Field> =
+            scanned.fields.iter().filter(|f| f.name == "from").collect();
         let [from] = froms[..] else {
             return Signed::Not;
         };
         let from = from_domain(&from.value());
-        let chosen = self
-            .signer
-            .choose(self.ours, from.as_deref(), self.sender.as_deref(), &self.rcpt_domains);
+        let chosen = self.signer.choose(
+            self.ours,
+            from.as_deref(),
+            self.sender.as_deref(),
+            &self.rcpt_domains,
+        );
         if chosen.is_empty() {
             return Signed::Not;
         }
@@ -238,11 +266,24 @@ impl Job {
             let Some(bh) = bh else {
                 return Signed::Failed("no body hash".into());
             };
-            match e.key.sign(&scanned.fields, bh.as_ref(), now, &self.signer.rng) {
+            match e
+                .key
+                .sign(&scanned.fields, bh.as_ref(), now, &self.signer.rng)
+            {
                 Ok(h) => header.push_str(&h),
-                Err(err) => return Signed::Failed(format!("d={} s={}: {err}", e.key.domain, e.key.selector)),
+                Err(err) => {
+                    return Signed::Failed(format!(
+                        "d={} s={}: {err}",
+                        e.key.domain, e.key.selector
+                    ))
+                }
             }
-            names.push(format!("d={} s={} a={}", e.key.domain, e.key.selector, e.key.key.algorithm().tag()));
+            names.push(format!(
+                "d={} s={} a={}",
+                e.key.domain,
+                e.key.selector,
+                e.key.key.algorithm().tag()
+            ));
         }
         Signed::Header(header.replace("\r\n", "\n").into_bytes(), names)
     }
@@ -256,7 +297,13 @@ mod tests {
     use crate::queue::envelope::Handling;
     use crate::smtp::address::Address;
 
-    fn entry(domain: &str, selector: &str, subdomains: bool, sender: bool, forwards: bool) -> Entry {
+    fn entry(
+        domain: &str,
+        selector: &str,
+        subdomains: bool,
+        sender: bool,
+        forwards: bool,
+    ) -> Entry {
         let pem = include_str!("../../tests/fixtures/dkim/ed25519.pem");
         Entry {
             key: SigningKey {
@@ -323,7 +370,10 @@ mod tests {
 
     #[test]
     fn by_from_domain_then_parent_then_sender() {
-        let both = ["d=example.test s=rsa a=ed25519-sha256", "d=example.test s=ed a=ed25519-sha256"];
+        let both = [
+            "d=example.test s=rsa a=ed25519-sha256",
+            "d=example.test s=ed a=ed25519-sha256",
+        ];
         let m = b"From: A <a@Example.Test>\nSubject: x\n\nhi\n";
         assert_eq!(run(true, "x@other.test", "r@far.test", m), both);
         let m = b"From: a@lists.example.test\n\nhi\n";
@@ -332,16 +382,33 @@ mod tests {
         let m = b"From: printer@lan.test\n\nhi\n";
         assert_eq!(run(true, "x@example.test", "r@far.test", m), both);
         // strict.test signs neither subdomains nor by sender.
-        assert!(run(true, "x@other.test", "r@far.test", b"From: a@sub.strict.test\n\n").is_empty());
+        assert!(run(
+            true,
+            "x@other.test",
+            "r@far.test",
+            b"From: a@sub.strict.test\n\n"
+        )
+        .is_empty());
         assert!(run(true, "x@strict.test", "r@far.test", b"From: a@lan.test\n\n").is_empty());
-        assert_eq!(run(true, "x@other.test", "r@far.test", b"From: a@strict.test\n\n"), ["d=strict.test s=s a=ed25519-sha256"]);
+        assert_eq!(
+            run(
+                true,
+                "x@other.test",
+                "r@far.test",
+                b"From: a@strict.test\n\n"
+            ),
+            ["d=strict.test s=s a=ed25519-sha256"]
+        );
     }
 
     #[test]
     fn mail_from_outside_only_by_keys_that_sign_forwards() {
         let m = b"From: a@example.test\n\nspoofed\n";
         assert!(run(false, "a@example.test", "r@far.test", m).is_empty());
-        assert_eq!(run(false, "a@gmail.test", "alias@forwarder.test", m), ["d=forwarder.test s=f a=ed25519-sha256"]);
+        assert_eq!(
+            run(false, "a@gmail.test", "alias@forwarder.test", m),
+            ["d=forwarder.test s=f a=ed25519-sha256"]
+        );
         // No key signs forwards: not even read.
         let s = Signer::new(vec![entry("example.test", "s", true, true, false)]).unwrap();
         assert!(s.start(&env(false, "a@x.test", "b@example.test")).is_none());
@@ -354,8 +421,14 @@ mod tests {
         assert!(run(true, "x@example.test", "r@far.test", two).is_empty());
         // One field, two domains: no From: domain; the sender's key then.
         assert_eq!(from_domain("a@x.test, b@y.test"), None);
-        assert_eq!(from_domain("\"Name, Inc\" <a@X.test.>"), Some("x.test".into()));
-        assert_eq!(from_domain("group: a@x.test, b@x.test;"), Some("x.test".into()));
+        assert_eq!(
+            from_domain("\"Name, Inc\" <a@X.test.>"),
+            Some("x.test".into())
+        );
+        assert_eq!(
+            from_domain("group: a@x.test, b@x.test;"),
+            Some("x.test".into())
+        );
     }
 
     #[test]

@@ -90,7 +90,13 @@ impl SigningKey {
     /// The DKIM-Signature field (with CRLF line ends, the last one
     /// included) for a message with `fields` and body hash `bh`, at Unix
     /// time `now`.
-    pub fn sign(&self, fields: &[Field], bh: &[u8], now: i64, rng: &dyn SecureRandom) -> Result<String, String> {
+    pub fn sign(
+        &self,
+        fields: &[Field],
+        bh: &[u8],
+        now: i64,
+        rng: &dyn SecureRandom,
+    ) -> Result<String, String> {
         let names = self.signed_names(fields);
         let alg = self.key.algorithm();
         let mut f = Folder::new("DKIM-Signature:");
@@ -185,25 +191,44 @@ mod tests {
 
     #[test]
     fn names_are_counted_and_oversigned() {
-        let k = key(&["from", "from", "to", "cc", "received"], Canonicalization::RELAXED);
+        let k = key(
+            &["from", "from", "to", "cc", "received"],
+            Canonicalization::RELAXED,
+        );
         let f = fields(b"From: a@example.test\nTo: x@y.test\nReceived: 1\nReceived: 2\n\nbody\n");
-        assert_eq!(k.signed_names(&f), ["from", "from", "to", "received", "received"]);
+        assert_eq!(
+            k.signed_names(&f),
+            ["from", "from", "to", "received", "received"]
+        );
     }
 
     #[test]
     fn header_is_folded_and_ends_with_the_signature() {
-        let k = key(&["from", "from", "to", "subject", "date", "message-id"], Canonicalization::RELAXED);
-        let f = fields(b"From: a@example.test\nTo: x@y.test\nSubject: s\nDate: d\nMessage-ID: <m@x>\n\n");
+        let k = key(
+            &["from", "from", "to", "subject", "date", "message-id"],
+            Canonicalization::RELAXED,
+        );
+        let f = fields(
+            b"From: a@example.test\nTo: x@y.test\nSubject: s\nDate: d\nMessage-ID: <m@x>\n\n",
+        );
         let rng = ring::rand::SystemRandom::new();
         let h = k.sign(&f, &[0u8; 32], 1_800_000_000, &rng).unwrap();
-        assert!(h.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.test;"), "{h}");
+        assert!(
+            h.starts_with(
+                "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.test;"
+            ),
+            "{h}"
+        );
         assert!(h.contains(" t=1800000000; x=1800003600;"), "{h}");
         assert!(h.ends_with("\r\n"));
         for line in h.split("\r\n") {
             assert!(line.len() <= WIDTH, "{line:?} in\n{h}");
         }
         let unfolded = h.replace("\r\n\t", "");
-        assert!(unfolded.contains("h=from:from:to:subject:date:message-id;"), "{unfolded}");
+        assert!(
+            unfolded.contains("h=from:from:to:subject:date:message-id;"),
+            "{unfolded}"
+        );
         let b = unfolded.rsplit_once("b=").unwrap().1.trim_end();
         assert_eq!(B64.decode(b).unwrap().len(), 64);
     }

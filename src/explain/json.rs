@@ -97,6 +97,9 @@ mod tests {
             ("b", J::s("a\"b\\c\nd\u{1}")),
             ("a", J::List(vec![J::Num(1), J::Bool(false), J::Null])),
         ]);
-        assert_eq!(j.render(), r#"{"b": "a\"b\\c\nd\u0001", "a": [1, false, null]}"#);
+        assert_eq!(
+            j.render(),
+            r#"{"b": "a\"b\\c\nd\u0001", "a": [1, false, null]}"#
+        );
     }
 }

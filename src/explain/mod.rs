@@ -127,7 +127,8 @@ pub struct Failure(pub i32, pub String);
 
 /// Explains `req` under `cfg` (absolutized).
 pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
-    let (index, l, chosen) = pick_listener(cfg, req.listener.as_deref()).map_err(|e| Failure(crate::sysexits::EX_USAGE, e))?;
+    let (index, l, chosen) = pick_listener(cfg, req.listener.as_deref())
+        .map_err(|e| Failure(crate::sysexits::EX_USAGE, e))?;
     let ip = crate::server::conn::canonical(req.client);
     let trusted = Client::new(ip, l.trusted(&cfg.main.trusted_networks)).trusted_network;
     let (directory, damaged) = Directory::open(cfg);
@@ -135,7 +136,8 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
         (Some(u), Some(g)) => Some((u, g)),
         _ => None,
     };
-    let router = Router::from_config(cfg, owner).map_err(|e| Failure(crate::sysexits::EX_CONFIG, e))?;
+    let router =
+        Router::from_config(cfg, owner).map_err(|e| Failure(crate::sysexits::EX_CONFIG, e))?;
     let maildir = MaildirAgent::for_config(cfg);
     let reinject = l.role == ListenerRole::Reinject;
     let mut notes: Vec<String> = damaged
@@ -158,7 +160,10 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
         };
         match policy::decide(&directory, &who, addr) {
             Err(e) => {
-                rule = Some(("lookup_failed", format!("the user directory could not answer: {e}")));
+                rule = Some((
+                    "lookup_failed",
+                    format!("the user directory could not answer: {e}"),
+                ));
                 Err(reply::LOOKUP_TEMPFAIL)
             }
             Ok((r, Err(reply))) => {
@@ -175,7 +180,13 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
                     return Ok(());
                 };
                 crate::intake::quota_verdict(&maildir, &m, addr, 0).inspect_err(|_| {
-                    rule = Some(("quota_full", format!("the mailbox {} is over its quota ([quota] over_quota)", m.path.display())));
+                    rule = Some((
+                        "quota_full",
+                        format!(
+                            "the mailbox {} is over its quota ([quota] over_quota)",
+                            m.path.display()
+                        ),
+                    ));
                 })
             }
         }
@@ -192,18 +203,32 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
     if let (Some(user), None) = (&req.auth, &dialog.logged_in) {
         notes.push(format!("{user} cannot log in on this listener: AUTH is not offered here ([auth] backend, tls_only)"));
     }
-    if let (Some(user), Some(_), crate::config::AuthBackend::Sqlite) = (&req.auth, &dialog.logged_in, cfg.auth.backend) {
+    if let (Some(user), Some(_), crate::config::AuthBackend::Sqlite) =
+        (&req.auth, &dialog.logged_in, cfg.auth.backend)
+    {
         match directory.login(user) {
             Ok(Some(row)) if row.smtp_active => {}
-            Ok(Some(_)) => notes.push(format!("{user} has smtp_active = 0: a real login would be refused")),
-            Ok(None) => notes.push(format!("{user} is not an active mailbox: a real login would be refused")),
+            Ok(Some(_)) => notes.push(format!(
+                "{user} has smtp_active = 0: a real login would be refused"
+            )),
+            Ok(None) => notes.push(format!(
+                "{user} is not an active mailbox: a real login would be refused"
+            )),
             Err(e) => notes.push(format!("cannot look up the login {user}: {e}")),
         }
     }
     let accepted = dialog.rcpt.as_ref().is_some_and(Reply::is_positive);
     let rule = rule.or_else(|| {
         let last = dialog.exchanges.last()?;
-        (!accepted).then(|| ("session", format!("the SMTP session refused {} before any lookup", last.command)))
+        (!accepted).then(|| {
+            (
+                "session",
+                format!(
+                    "the SMTP session refused {} before any lookup",
+                    last.command
+                ),
+            )
+        })
     });
     let filter = l.content_filter(&cfg.content).map(|hop| FilterInfo {
         next_hop: hop,
@@ -211,7 +236,13 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
             .listeners
             .iter()
             .position(|x| x.role == ListenerRole::Reinject)
-            .map(|i| format!("listener {} ({})", i + 1, show_addr(cfg.listeners[i].address))),
+            .map(|i| {
+                format!(
+                    "listener {} ({})",
+                    i + 1,
+                    show_addr(cfg.listeners[i].address)
+                )
+            }),
     });
 
     // Aliases and routes: as the queue runner expands and routes the
@@ -232,7 +263,11 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
         }
         // Refused before the directory had a say (relay, reinjection,
         // the session): its expansion would only mislead.
-        let looked_up = accepted || matches!(rule.as_ref().map(|r| r.0), Some("unknown_user" | "alias_loop" | "quota_full"));
+        let looked_up = accepted
+            || matches!(
+                rule.as_ref().map(|r| r.0),
+                Some("unknown_user" | "alias_loop" | "quota_full")
+            );
         if looked_up {
             expansion = trace.steps();
         }
@@ -287,7 +322,10 @@ fn bound_address(cfg: &Config, index: usize) -> Option<String> {
 
 /// `--listener`: an index from 1, a configured address, or an address
 /// the running server is bound to; none: the first listener.
-fn pick_listener<'a>(cfg: &'a Config, want: Option<&str>) -> Result<(usize, &'a Listener, String), String> {
+fn pick_listener<'a>(
+    cfg: &'a Config,
+    want: Option<&str>,
+) -> Result<(usize, &'a Listener, String), String> {
     let n = cfg.listeners.len();
     let allowed = || {
         let addrs: Vec<String> = cfg
@@ -296,32 +334,60 @@ fn pick_listener<'a>(cfg: &'a Config, want: Option<&str>) -> Result<(usize, &'a 
             .enumerate()
             .map(|(i, l)| format!("{} = {}", i + 1, show_addr(l.address)))
             .collect();
-        format!("allowed: an index 1..{n} or an address ({})", addrs.join(", "))
+        format!(
+            "allowed: an index 1..{n} or an address ({})",
+            addrs.join(", ")
+        )
     };
     if n == 0 {
         return Err("the configuration has no [[listener]]".into());
     }
     let Some(want) = want.map(str::trim) else {
-        return Ok((1, &cfg.listeners[0], "the first listener (no --listener given)".into()));
+        return Ok((
+            1,
+            &cfg.listeners[0],
+            "the first listener (no --listener given)".into(),
+        ));
     };
     if let Ok(i) = want.parse::<usize>() {
         return match i {
-            1.. if i <= n => Ok((i, &cfg.listeners[i - 1], format!("--listener {i}: by index"))),
-            _ => Err(format!("--listener {want}: no listener number {i}; {}", allowed())),
+            1.. if i <= n => Ok((
+                i,
+                &cfg.listeners[i - 1],
+                format!("--listener {i}: by index"),
+            )),
+            _ => Err(format!(
+                "--listener {want}: no listener number {i}; {}",
+                allowed()
+            )),
         };
     }
     let Ok(addr) = want.parse::<SocketAddr>() else {
-        return Err(format!("--listener {want:?}: not an index or an address such as 127.0.0.1:25; {}", allowed()));
+        return Err(format!(
+            "--listener {want:?}: not an index or an address such as 127.0.0.1:25; {}",
+            allowed()
+        ));
     };
     if let Some(i) = cfg.listeners.iter().position(|l| l.address == Some(addr)) {
-        return Ok((i + 1, &cfg.listeners[i], format!("--listener {want}: its configured address")));
+        return Ok((
+            i + 1,
+            &cfg.listeners[i],
+            format!("--listener {want}: its configured address"),
+        ));
     }
     for i in 1..=n {
         if bound_address(cfg, i).as_deref() == Some(want) {
-            return Ok((i, &cfg.listeners[i - 1], format!("--listener {want}: where the running server is bound")));
+            return Ok((
+                i,
+                &cfg.listeners[i - 1],
+                format!("--listener {want}: where the running server is bound"),
+            ));
         }
     }
-    Err(format!("--listener {want}: no listener has this address; {}", allowed()))
+    Err(format!(
+        "--listener {want}: no listener has this address; {}",
+        allowed()
+    ))
 }
 
 /// The rule tables of `[content]`, each rule with its line.
@@ -338,7 +404,14 @@ fn rule_tables(cfg: &Config) -> Vec<RuleTable> {
                 rules: t
                     .rule_lines()
                     .into_iter()
-                    .map(|n| (n, lines.get(n.wrapping_sub(1)).map_or(String::new(), |l| l.trim().to_string())))
+                    .map(|n| {
+                        (
+                            n,
+                            lines
+                                .get(n.wrapping_sub(1))
+                                .map_or(String::new(), |l| l.trim().to_string()),
+                        )
+                    })
                     .collect(),
             });
         }

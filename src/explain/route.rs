@@ -41,7 +41,12 @@ impl<'a> Ctx<'a> {
             cfg,
             router,
             maildir,
-            sender: req.from.trim().trim_start_matches('<').trim_end_matches('>').to_string(),
+            sender: req
+                .from
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string(),
             orig: orig.to_string(),
             resolver,
         }
@@ -64,7 +69,10 @@ impl<'a> Ctx<'a> {
                     queue_id: None,
                 };
                 fields.push(("transport", J::s(&p.transport)));
-                fields.push(("argv", J::strs(expanded_argv(p, &self.cfg.main.recipient_delimiter, &input))));
+                fields.push((
+                    "argv",
+                    J::strs(expanded_argv(p, &self.cfg.main.recipient_delimiter, &input)),
+                ));
                 fields.push(("user", J::s(format!("{}:{}", p.user.0, p.user.1))));
                 fields.push(("flags", J::s(&p.flags)));
                 fields.push(("timeout", J::s(format!("{}s", p.timeout.as_secs()))));
@@ -164,8 +172,14 @@ impl<'a> Ctx<'a> {
                 TlsPolicy::Verify => "verify",
             }),
         ));
-        fields.push(("primary", J::List(s.hops.iter().map(|h| self.hop(s, h)).collect())));
-        fields.push(("fallback", J::List(s.fallbacks.iter().map(|h| self.hop(s, h)).collect())));
+        fields.push((
+            "primary",
+            J::List(s.hops.iter().map(|h| self.hop(s, h)).collect()),
+        ));
+        fields.push((
+            "fallback",
+            J::List(s.fallbacks.iter().map(|h| self.hop(s, h)).collect()),
+        ));
     }
 
     /// One next hop: the login it would use and where DNS says it leads.
@@ -219,13 +233,20 @@ impl<'a> Ctx<'a> {
                         ])],
                         Vec::new(),
                     )),
-                    Lookup::NxDomain | Lookup::NoData => Err(format!("relay host {} not found", h.host)),
-                    Lookup::TempFail(e) => Err(format!("cannot look up relay host {}: {e}", h.host)),
+                    Lookup::NxDomain | Lookup::NoData => {
+                        Err(format!("relay host {} not found", h.host))
+                    }
+                    Lookup::TempFail(e) => {
+                        Err(format!("cannot look up relay host {}: {e}", h.host))
+                    }
                 }
             }
         });
         match found {
-            Ok((hosts, warnings)) => J::Obj(vec![("hosts", J::List(hosts)), ("warnings", J::strs(warnings))]),
+            Ok((hosts, warnings)) => J::Obj(vec![
+                ("hosts", J::List(hosts)),
+                ("warnings", J::strs(warnings)),
+            ]),
             Err(e) => J::Obj(vec![("error", J::s(e))]),
         }
     }
@@ -233,7 +254,8 @@ impl<'a> Ctx<'a> {
 
 /// The resolver of `[relay]`, as the SMTP agent makes it.
 fn resolver(cfg: &Config) -> Result<(Resolver, Vec<HostLookup>, crate::dns::mx::Me), String> {
-    let (rc, _warnings) = crate::dns::ResolverConfig::load(&cfg.relay.dns_servers).map_err(|e| format!("relay.dns_servers: {e}"))?;
+    let (rc, _warnings) = crate::dns::ResolverConfig::load(&cfg.relay.dns_servers)
+        .map_err(|e| format!("relay.dns_servers: {e}"))?;
     let order = HostLookup::parse_list(&cfg.relay.host_lookup)?;
     let bound: Vec<std::net::SocketAddr> = cfg.listeners.iter().filter_map(|l| l.address).collect();
     let me = crate::deliver::smtp::hosts::me(cfg, &bound);

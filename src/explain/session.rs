@@ -77,7 +77,8 @@ pub fn play(
             }));
             d.run(Some("EHLO explain.invalid"));
         }
-        let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0(not checked)"));
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0(not checked)"));
         let r = d.run(Some(&format!("AUTH PLAIN {plain}")));
         dialog.exchanges.extend(r.map(|reply| Exchange {
             command: format!("AUTH PLAIN ({user})"),
@@ -90,7 +91,10 @@ pub fn play(
         return dialog;
     };
     let ok = r.is_positive();
-    dialog.exchanges.push(Exchange { command: mail, reply: r });
+    dialog.exchanges.push(Exchange {
+        command: mail,
+        reply: r,
+    });
     if !ok {
         return dialog;
     }
@@ -108,7 +112,9 @@ pub fn play(
 
 fn strip_brackets(a: &str) -> &str {
     let a = a.trim();
-    a.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(a)
+    a.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(a)
 }
 
 /// What the session is told about a TLS layer it does not really have.
@@ -157,7 +163,9 @@ impl Driver<'_, '_> {
                 self.recipient = Some(addr);
                 Answer::Recipient(v)
             }
-            Question::Authenticate { credentials, .. } => Answer::Auth(Ok(credentials.authcid.clone())),
+            Question::Authenticate { credentials, .. } => {
+                Answer::Auth(Ok(credentials.authcid.clone()))
+            }
             Question::StartData => Answer::DataStart(Err(crate::smtp::reply::LOCAL_ERROR)),
             Question::Commit => Answer::Commit(Err(crate::smtp::reply::LOCAL_ERROR)),
         }

@@ -15,10 +15,17 @@ pub fn render(r: &Report) -> String {
         o,
         "  from {from}, client {} ({}), listener {} {}{} ({}, role {}{}): {}",
         r.client,
-        if r.trusted { "in the trusted networks" } else { "not in the trusted networks" },
+        if r.trusted {
+            "in the trusted networks"
+        } else {
+            "not in the trusted networks"
+        },
         l.index,
         l.address,
-        l.bound.as_ref().map(|b| format!(" bound to {b}")).unwrap_or_default(),
+        l.bound
+            .as_ref()
+            .map(|b| format!(" bound to {b}"))
+            .unwrap_or_default(),
         l.mode,
         l.role,
         if l.require_auth { ", require_auth" } else { "" },
@@ -31,10 +38,14 @@ pub fn render(r: &Report) -> String {
     for e in &r.dialog {
         let _ = writeln!(o, "  {} -> {}", e.command, e.reply.summary());
     }
-    let _ = writeln!(o, "\n{}", match r.accepted {
-        true => "Accepted",
-        false => "Refused",
-    });
+    let _ = writeln!(
+        o,
+        "\n{}",
+        match r.accepted {
+            true => "Accepted",
+            false => "Refused",
+        }
+    );
     if let Some((name, why)) = &r.rule {
         let _ = writeln!(o, "  {why} [{name}]");
     }
@@ -65,7 +76,11 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "\nHeader and body rules (matched against each message as it arrives{}):",
-            if r.rewrites_only { "; on this listener only IGNORE, STRIP and REPLACE act" } else { "" }
+            if r.rewrites_only {
+                "; on this listener only IGNORE, STRIP and REPLACE act"
+            } else {
+                ""
+            }
         );
         for t in &r.rules {
             for (n, text) in &t.rules {
@@ -107,7 +122,11 @@ fn field(o: &mut String, key: &str, v: &J) {
 /// A next hop of an SMTP route and what its lookup gave.
 fn hop(o: &mut String, h: &J) {
     let get = |j: &'_ J, k: &str| match j {
-        J::Obj(v) => v.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone()).unwrap_or(J::Null),
+        J::Obj(v) => v
+            .iter()
+            .find(|(x, _)| *x == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(J::Null),
         _ => J::Null,
     };
     let creds = match get(h, "credentials") {
@@ -151,7 +170,10 @@ fn scalar(v: &J) -> String {
 
 /// A word as a shell would need it quoted to see it as one.
 fn shell_word(w: &str) -> String {
-    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-${}".contains(&b)) {
+    if !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-${}".contains(&b))
+    {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
@@ -184,7 +206,12 @@ pub fn json(r: &Report) -> J {
             J::List(
                 r.dialog
                     .iter()
-                    .map(|e| J::Obj(vec![("command", J::s(&e.command)), ("reply", J::s(e.reply.summary()))]))
+                    .map(|e| {
+                        J::Obj(vec![
+                            ("command", J::s(&e.command)),
+                            ("reply", J::s(e.reply.summary())),
+                        ])
+                    })
                     .collect(),
             ),
         ),
@@ -211,7 +238,10 @@ pub fn json(r: &Report) -> J {
             "content_filter",
             match &r.filter {
                 None => J::Null,
-                Some(f) => J::Obj(vec![("next_hop", J::s(&f.next_hop)), ("back_on", J::opt(f.back_on.clone()))]),
+                Some(f) => J::Obj(vec![
+                    ("next_hop", J::s(&f.next_hop)),
+                    ("back_on", J::opt(f.back_on.clone())),
+                ]),
             },
         ),
         (
@@ -241,7 +271,12 @@ pub fn json(r: &Report) -> J {
                                 J::List(
                                     t.rules
                                         .iter()
-                                        .map(|(n, text)| J::Obj(vec![("line", J::Num(*n as u64)), ("text", J::s(text))]))
+                                        .map(|(n, text)| {
+                                            J::Obj(vec![
+                                                ("line", J::Num(*n as u64)),
+                                                ("text", J::s(text)),
+                                            ])
+                                        })
                                         .collect(),
                                 ),
                             ),

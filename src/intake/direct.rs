@@ -207,13 +207,16 @@ impl Writer {
         // The first copy is on disk already; the others are still to come.
         let total = self.head0 + self.body_len;
         let short = self.locals.iter().enumerate().any(|(i, l)| {
-            !self.maildir.has_room(&l.route, if i == 0 { 0 } else { total })
+            !self
+                .maildir
+                .has_room(&l.route, if i == 0 { 0 } else { total })
         });
         // Below the reserve, or a mailbox over its quota: the queue keeps
         // it (and bounces or defers what is over quota, as configured).
-        let over = self.locals.iter().any(|l| {
-            !matches!(self.maildir.quota_check(&l.route, total), Ok(Ok(())))
-        });
+        let over = self
+            .locals
+            .iter()
+            .any(|l| !matches!(self.maildir.quota_check(&l.route, total), Ok(Ok(()))));
         if short || over {
             return self.queue_rest(spool, &[]);
         }

@@ -86,7 +86,11 @@ impl Intake {
             router,
             maildir,
             direct: cfg.delivery.direct,
-            reserve: crate::space::Reserve::new(cfg.queue_dir(), cfg.min_free(), "new mail and Maildir deliveries"),
+            reserve: crate::space::Reserve::new(
+                cfg.queue_dir(),
+                cfg.min_free(),
+                "new mail and Maildir deliveries",
+            ),
             max_received: cfg.delivery.max_received_headers,
         }
     }
@@ -103,8 +107,12 @@ impl Intake {
         self.quota_route(rcpt).is_some()
     }
 
-    fn quota_route(&self, rcpt: &crate::smtp::address::Address) -> Option<crate::route::MaildirRoute> {
-        let Some(Ok(Resolution::Deliver(dests))) = self.directory.from_memory(|d| d.resolve(rcpt)) else {
+    fn quota_route(
+        &self,
+        rcpt: &crate::smtp::address::Address,
+    ) -> Option<crate::route::MaildirRoute> {
+        let Some(Ok(Resolution::Deliver(dests))) = self.directory.from_memory(|d| d.resolve(rcpt))
+        else {
             return None;
         };
         quota_mailbox(&self.router, &dests)
@@ -113,7 +121,11 @@ impl Intake {
     /// RCPT for a single local mailbox: refused when its quota is already
     /// used up, or would be by a message of `size` (MAIL's SIZE=).
     /// Blocking (reads maildirsize).
-    pub fn quota_at_rcpt(&self, rcpt: &crate::smtp::address::Address, size: u64) -> Result<(), crate::smtp::reply::Reply> {
+    pub fn quota_at_rcpt(
+        &self,
+        rcpt: &crate::smtp::address::Address,
+        size: u64,
+    ) -> Result<(), crate::smtp::reply::Reply> {
         match self.quota_route(rcpt) {
             Some(m) => quota_verdict(&self.maildir, &m, rcpt, size),
             None => Ok(()),
@@ -206,7 +218,12 @@ impl Intake {
                 match d.take_queued() {
                     Some(q) => Ok(Sink::Queue(q)),
                     None => {
-                        let e = d.failed().map(|e| io::Error::new(e.kind(), e.to_string())).unwrap_or_else(|| io::Error::other("cannot move the message to the queue"));
+                        let e = d
+                            .failed()
+                            .map(|e| io::Error::new(e.kind(), e.to_string()))
+                            .unwrap_or_else(|| {
+                                io::Error::other("cannot move the message to the queue")
+                            });
                         d.discard(&self.spool);
                         Err(e)
                     }
@@ -227,7 +244,10 @@ impl Intake {
 /// The mailbox whose quota RCPT checks: a recipient that expands to
 /// exactly one destination, routed to a Maildir (or a pipe delivering
 /// into one) with a quota. Pure.
-pub fn quota_mailbox(router: &Router, dests: &[crate::directory::Dest]) -> Option<crate::route::MaildirRoute> {
+pub fn quota_mailbox(
+    router: &Router,
+    dests: &[crate::directory::Dest],
+) -> Option<crate::route::MaildirRoute> {
     let [dest] = dests else {
         return None;
     };
@@ -249,7 +269,10 @@ pub fn quota_verdict(
     size: u64,
 ) -> Result<(), crate::smtp::reply::Reply> {
     match maildir.quota_check(m, size.max(1)) {
-        Ok(Err(_)) => Err(crate::smtp::reply::mailbox_full(&rcpt.to_string(), maildir.bounces_over_quota())),
+        Ok(Err(_)) => Err(crate::smtp::reply::mailbox_full(
+            &rcpt.to_string(),
+            maildir.bounces_over_quota(),
+        )),
         _ => Ok(()),
     }
 }

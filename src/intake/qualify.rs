@@ -70,7 +70,12 @@ fn insertion_point(v: &[u8], start: usize, end: usize) -> Option<usize> {
             c if c.is_ascii_whitespace() => {}
             _ if angle_open.is_none() => {
                 let s = i;
-                while i < end && !matches!(v[i], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b'<' | b'"' | b',') {
+                while i < end
+                    && !matches!(
+                        v[i],
+                        b' ' | b'\t' | b'\r' | b'\n' | b'(' | b'<' | b'"' | b','
+                    )
+                {
                     match v[i] {
                         b'@' => at = true,
                         b':' | b';' => return None,
@@ -155,13 +160,22 @@ mod tests {
     #[test]
     fn bare_names_get_the_origin() {
         assert_eq!(q("To: root\n"), "To: root@host.example.test\n");
-        assert_eq!(q("From: Anacron <root>\n"), "From: Anacron <root@host.example.test>\n");
-        assert_eq!(q("Cc: root (Cron Daemon)\n"), "Cc: root@host.example.test (Cron Daemon)\n");
+        assert_eq!(
+            q("From: Anacron <root>\n"),
+            "From: Anacron <root@host.example.test>\n"
+        );
+        assert_eq!(
+            q("Cc: root (Cron Daemon)\n"),
+            "Cc: root@host.example.test (Cron Daemon)\n"
+        );
         assert_eq!(
             q("To: alice, bob@example.test,\n \"Carol, C.\" <carol>\n"),
             "To: alice@host.example.test, bob@example.test,\n \"Carol, C.\" <carol@host.example.test>\n"
         );
-        assert_eq!(q("To: \"odd name\"\n"), "To: \"odd name\"@host.example.test\n");
+        assert_eq!(
+            q("To: \"odd name\"\n"),
+            "To: \"odd name\"@host.example.test\n"
+        );
     }
 
     #[test]

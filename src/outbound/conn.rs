@@ -174,7 +174,10 @@ impl Connection {
                 return Err(SessionFailure::Connect(format!("{}: {e}", target.addr)))
             }
             Wait::TimedOut => {
-                return Err(SessionFailure::Connect(format!("{}: timed out", target.addr)))
+                return Err(SessionFailure::Connect(format!(
+                    "{}: timed out",
+                    target.addr
+                )))
             }
         };
         let _ = tcp.set_nodelay(true);
@@ -240,10 +243,13 @@ impl Connection {
                 }
                 Step::Ready => {
                     return result.ok_or_else(|| {
-                        (None, SessionFailure::Smtp(crate::smtp::client::ConnFailure::Protocol {
-                            stage: crate::smtp::client::Stage::DataDone,
-                            problem: "the transaction ended without a result".into(),
-                        }))
+                        (
+                            None,
+                            SessionFailure::Smtp(crate::smtp::client::ConnFailure::Protocol {
+                                stage: crate::smtp::client::Stage::DataDone,
+                                problem: "the transaction ended without a result".into(),
+                            }),
+                        )
                     })
                 }
                 Step::Closed(f) => {

@@ -25,7 +25,9 @@ pub struct Failure {
 pub enum Kind {
     Bounce,
     /// Still undelivered; tried until `until` (Unix time).
-    Delay { until: i64 },
+    Delay {
+        until: i64,
+    },
     /// To the postmaster: a notice that could not be delivered.
     DoubleBounce,
 }
@@ -236,6 +238,9 @@ mod delay_tests {
         let text = String::from_utf8(body).unwrap();
         assert!(text.contains("Subject: Delayed Mail"), "{text}");
         assert!(text.contains("Action: delayed\nStatus: 4.4.1\n"), "{text}");
-        assert!(text.contains("Will-Retry-Until: Fri, 2 Jan 1970 00:00:00 +0000"), "{text}");
+        assert!(
+            text.contains("Will-Retry-Until: Fri, 2 Jan 1970 00:00:00 +0000"),
+            "{text}"
+        );
     }
 }

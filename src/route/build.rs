@@ -61,14 +61,21 @@ impl Router {
                     .map(|f| next_hop(f, 25).expect("checked by config"))
                     .collect();
                 let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
-                Route::Smtp(smtp(name, vec![hop], fallbacks, rr.tls.map(tls_policy).unwrap_or(tls)))
+                Route::Smtp(smtp(
+                    name,
+                    vec![hop],
+                    fallbacks,
+                    rr.tls.map(tls_policy).unwrap_or(tls),
+                ))
             };
-            r.domains.push((rr.domain.to_ascii_lowercase(), route.clone()));
+            r.domains
+                .push((rr.domain.to_ascii_lowercase(), route.clone()));
             let name = rr.name.clone().unwrap_or_else(|| rr.domain.clone());
             r.named.insert(name.to_ascii_lowercase(), route);
         }
         for t in &cfg.transports {
-            let user = resolve_user(&t.user).map_err(|e| format!("{}: transport {}: user: {e}", cfg.source, t.name))?;
+            let user = resolve_user(&t.user)
+                .map_err(|e| format!("{}: transport {}: user: {e}", cfg.source, t.name))?;
             r.named.insert(
                 t.name.to_ascii_lowercase(),
                 Route::Pipe(PipeRoute {
@@ -98,10 +105,15 @@ impl Router {
         // Commands never run as root: default_privs stands in for root.
         let needs_privs = !r.mailbox_command.is_empty() || cfg.aliases.runs_programs();
         let am_root = nix::unistd::geteuid().is_root();
-        let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
         r.default_privs = match resolve_user(&cfg.delivery.default_privs) {
             Ok(u) => u,
-            Err(e) if needs_privs && am_root => return Err(format!("{}: delivery.default_privs: {e}", cfg.source)),
+            Err(e) if needs_privs && am_root => {
+                return Err(format!("{}: delivery.default_privs: {e}", cfg.source))
+            }
             Err(_) => me,
         };
         r.command_user = match owner {

@@ -112,7 +112,12 @@ impl PipeRoute {
     /// A local(8)-style command: `/bin/sh -c` for aliases, the argv of
     /// mailbox_command; `From ` line, Return-Path:, X-Original-To: and
     /// Delivered-To: (with its loop check), Postfix's command_time_limit.
-    pub fn local(transport: &str, argv: Vec<String>, user: (u32, u32), home: Option<PathBuf>) -> PipeRoute {
+    pub fn local(
+        transport: &str,
+        argv: Vec<String>,
+        user: (u32, u32),
+        home: Option<PathBuf>,
+    ) -> PipeRoute {
         PipeRoute {
             transport: transport.to_string(),
             argv,
@@ -277,7 +282,9 @@ impl Router {
     /// domain's maxquota; without one, the quota table's entry for the
     /// address or its @domain; else the domain's maxquota.
     pub fn quota_bytes(&self, username: &str, quota: i64, maxquota_mb: i64) -> u64 {
-        let max = u64::try_from(maxquota_mb).unwrap_or(0).saturating_mul(self.quota_multiplier);
+        let max = u64::try_from(maxquota_mb)
+            .unwrap_or(0)
+            .saturating_mul(self.quota_multiplier);
         let own = u64::try_from(quota).unwrap_or(0);
         match (own, max) {
             (0, max) => self.quota_limits.for_address(username).unwrap_or(max),
@@ -325,7 +332,8 @@ impl Router {
                 };
                 let per_mailbox = self.mailbox_transports.get(&username.to_ascii_lowercase());
                 // The column's "" and "virtual" mean virtual_transport.
-                let column = (transport::parse(transport) != transport::Spec::Default).then_some(transport.as_str());
+                let column = (transport::parse(transport) != transport::Spec::Default)
+                    .then_some(transport.as_str());
                 let how = per_mailbox
                     .map(String::as_str)
                     .or(column)
@@ -367,7 +375,10 @@ impl Router {
                         owner: Some(user),
                     })
                 } else {
-                    Route::File(FileRoute { path: path.clone(), user })
+                    Route::File(FileRoute {
+                        path: path.clone(),
+                        user,
+                    })
                 }
             }
             Dest::Remote { address, transport } => {
@@ -461,12 +472,9 @@ impl Router {
     /// `[[relay.route]]` whose domain it is (the transport column may name
     /// a route either way).
     fn named_route(&self, name: &str) -> Option<&Route> {
-        self.named.get(name).or_else(|| {
-            self.domains
-                .iter()
-                .find(|(d, _)| d == name)
-                .map(|(_, r)| r)
-        })
+        self.named
+            .get(name)
+            .or_else(|| self.domains.iter().find(|(d, _)| d == name).map(|(_, r)| r))
     }
 
     /// The default relay toward `domain`.

@@ -252,28 +252,53 @@ fn relay_routes_by_domain_exact_then_longest_suffix() {
     assert_eq!(name("x@mail01.example.test"), "exact.test");
     assert_eq!(name("x@a.sub.example.test"), "narrow.test");
     assert_eq!(name("x@other.example.test"), "wide.test");
-    assert_eq!(name("x@example.test"), "mx", "a .suffix route is for subdomains only");
-    assert!(matches!(r.route(&remote("x@drop.test", "")), Route::Discard(_)));
+    assert_eq!(
+        name("x@example.test"),
+        "mx",
+        "a .suffix route is for subdomains only"
+    );
+    assert!(matches!(
+        r.route(&remote("x@drop.test", "")),
+        Route::Discard(_)
+    ));
 }
 
 #[test]
 fn quota_from_mailbox_domain_max_and_the_table() {
     let mut r = router();
     r.quota_limits =
-        crate::config::hooks::QuotaLimits::parse("@example.test 5000\nbig@example.test 9000\n").unwrap();
+        crate::config::hooks::QuotaLimits::parse("@example.test 5000\nbig@example.test 9000\n")
+            .unwrap();
     r.quota_multiplier = 1000;
     assert_eq!(r.quota_bytes("a@example.test", 20_000, 0), 20_000);
-    assert_eq!(r.quota_bytes("a@example.test", 20_000, 10), 10_000, "capped by maxquota");
-    assert_eq!(r.quota_bytes("big@example.test", 0, 10), 9000, "the table's own line");
-    assert_eq!(r.quota_bytes("a@example.test", 0, 10), 5000, "the table's @domain default");
-    assert_eq!(r.quota_bytes("a@other.test", 0, 10), 10_000, "maxquota as default");
+    assert_eq!(
+        r.quota_bytes("a@example.test", 20_000, 10),
+        10_000,
+        "capped by maxquota"
+    );
+    assert_eq!(
+        r.quota_bytes("big@example.test", 0, 10),
+        9000,
+        "the table's own line"
+    );
+    assert_eq!(
+        r.quota_bytes("a@example.test", 0, 10),
+        5000,
+        "the table's @domain default"
+    );
+    assert_eq!(
+        r.quota_bytes("a@other.test", 0, 10),
+        10_000,
+        "maxquota as default"
+    );
     assert_eq!(r.quota_bytes("a@other.test", 0, 0), 0);
 }
 
 #[test]
 fn mailbox_transports_win_over_the_domain_column() {
     let mut r = router();
-    r.mailbox_transports.insert("alice@example.test".into(), "procmail".into());
+    r.mailbox_transports
+        .insert("alice@example.test".into(), "procmail".into());
     assert!(matches!(r.route(&mailbox("virtual")), Route::Pipe(_)));
 }
 
@@ -290,7 +315,10 @@ fn the_transport_column_names_a_route_by_name_or_by_domain() {
     r.domains = vec![("mail01.example.test".into(), relay.clone())];
     r.named.insert("relay-mail01".into(), relay.clone());
     assert_eq!(r.route(&remote("x@backup.test", "relay-mail01")), relay);
-    assert_eq!(r.route(&remote("x@backup.test", "mail01.example.test")), relay);
+    assert_eq!(
+        r.route(&remote("x@backup.test", "mail01.example.test")),
+        relay
+    );
     assert!(matches!(
         r.route(&remote("x@backup.test", "relay-mail02")),
         Route::Defer(..)

@@ -101,7 +101,10 @@ pub fn parse(mode: Mode, args: &[String]) -> Result<Args, String> {
                 if !rest.is_empty() {
                     return Ok(rest.to_string());
                 }
-                let v = args.get(i).cloned().ok_or_else(|| format!("option -{c} needs a value"))?;
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("option -{c} needs a value"))?;
                 i += 1;
                 Ok(v)
             };
@@ -171,7 +174,11 @@ pub fn parse(mode: Mode, args: &[String]) -> Result<Args, String> {
     }
     if let Some(s) = &mut a.sender {
         let t = s.trim();
-        *s = t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t).to_string();
+        *s = t
+            .strip_prefix('<')
+            .and_then(|x| x.strip_suffix('>'))
+            .unwrap_or(t)
+            .to_string();
     }
     Ok(a)
 }
@@ -184,18 +191,41 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Args, String> {
-        parse(Mode::Deliver, &args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        parse(
+            Mode::Deliver,
+            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
     }
 
     #[test]
     fn what_callers_pass() {
         // cronie
-        let a = p(&["-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root"]).unwrap();
+        let a = p(&[
+            "-FCronDaemon",
+            "-i",
+            "-odi",
+            "-oem",
+            "-oi",
+            "-t",
+            "-f",
+            "root",
+        ])
+        .unwrap();
         assert!(a.from_headers && a.ignore_dots);
-        assert_eq!((a.sender.as_deref(), a.full_name.as_deref()), (Some("root"), Some("CronDaemon")));
+        assert_eq!(
+            (a.sender.as_deref(), a.full_name.as_deref()),
+            (Some("root"), Some("CronDaemon"))
+        );
         assert!(a.recipients.is_empty());
         // Debian cron
-        let a = p(&["-i", "-FCronDaemon", "-B8BITMIME", "-oem", "admin@example.test"]).unwrap();
+        let a = p(&[
+            "-i",
+            "-FCronDaemon",
+            "-B8BITMIME",
+            "-oem",
+            "admin@example.test",
+        ])
+        .unwrap();
         assert_eq!(a.body.as_deref(), Some("8BITMIME"));
         assert_eq!(a.recipients, ["admin@example.test"]);
         // mailx, git send-email, PHP

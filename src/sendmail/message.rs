@@ -18,14 +18,22 @@ pub const MAX_LINE: usize = 998;
 /// `Err` with `InvalidData` past `limit` bytes.
 pub fn read(mut input: impl Read, ignore_dots: bool, limit: u64) -> io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    (&mut input).take(limit.saturating_add(1)).read_to_end(&mut raw)?;
+    (&mut input)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut raw)?;
     if raw.len() as u64 > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("the message is larger than {limit} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the message is larger than {limit} bytes"),
+        ));
     }
     let mut out = Vec::with_capacity(raw.len() + 1);
     let mut rest = &raw[..];
     while !rest.is_empty() {
-        let end = rest.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|&c| c == b'\n' || c == b'\r')
+            .unwrap_or(rest.len());
         let body = &rest[..end];
         let eol = match rest.get(end..end + 2) {
             Some(b"\r\n") => 2,
@@ -66,7 +74,10 @@ pub fn header_end(msg: &[u8]) -> usize {
 }
 
 fn is_field(line: &[u8]) -> bool {
-    let n = line.iter().take_while(|&&c| (33..=126).contains(&c) && c != b':').count();
+    let n = line
+        .iter()
+        .take_while(|&&c| (33..=126).contains(&c) && c != b':')
+        .count();
     n > 0 && line[n..].iter().find(|&&c| c != b' ' && c != b'\t') == Some(&b':')
 }
 
@@ -92,8 +103,14 @@ fn fields(msg: &[u8]) -> Vec<(String, String)> {
 /// Resent-Cc: and Resent-Bcc: when there are any (as Postfix does).
 pub fn recipients_from_headers(msg: &[u8]) -> Vec<String> {
     let f = fields(msg);
-    let resent = f.iter().any(|(k, _)| k.starts_with("resent-to") || k.starts_with("resent-cc") || k.starts_with("resent-bcc"));
-    let wanted: &[&str] = if resent { &["resent-to", "resent-cc", "resent-bcc"] } else { &["to", "cc", "bcc"] };
+    let resent = f.iter().any(|(k, _)| {
+        k.starts_with("resent-to") || k.starts_with("resent-cc") || k.starts_with("resent-bcc")
+    });
+    let wanted: &[&str] = if resent {
+        &["resent-to", "resent-cc", "resent-bcc"]
+    } else {
+        &["to", "cc", "bcc"]
+    };
     let mut out: Vec<String> = Vec::new();
     for (k, v) in &f {
         if !wanted.contains(&k.as_str()) {
@@ -125,7 +142,9 @@ pub fn recipients_from_headers(msg: &[u8]) -> Vec<String> {
 
 /// Does the header section have this field?
 pub fn has_field(msg: &[u8], name: &str) -> bool {
-    fields(msg).iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    fields(msg)
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(name))
 }
 
 /// Removes the fields Postfix's cleanup drops (message_drop_headers):
@@ -142,7 +161,11 @@ pub fn drop_fields(msg: &[u8]) -> Vec<u8> {
             }
             continue;
         }
-        let name = line.iter().position(|&c| c == b':').map(|i| String::from_utf8_lossy(&line[..i]).trim().to_ascii_lowercase());
+        let name = line.iter().position(|&c| c == b':').map(|i| {
+            String::from_utf8_lossy(&line[..i])
+                .trim()
+                .to_ascii_lowercase()
+        });
         dropping = name.is_some_and(|n| DROP.contains(&n.as_str()));
         if !dropping {
             out.extend_from_slice(line);
@@ -218,35 +241,65 @@ mod tests {
         let m = read(&b"a\rb\r\nc\n\rd\r.\rnot read"[..], false, 1000).unwrap();
         assert_eq!(m, b"a\nb\nc\n\nd\n");
         // An mbox postmark goes; a later "From " line is body.
-        let m = read(&b"From alice@example.test Tue Dec  1 10:00:00 2026\nSubject: s\n\nFrom here on\n"[..], false, 1000).unwrap();
+        let m = read(
+            &b"From alice@example.test Tue Dec  1 10:00:00 2026\nSubject: s\n\nFrom here on\n"[..],
+            false,
+            1000,
+        )
+        .unwrap();
         assert_eq!(m, b"Subject: s\n\nFrom here on\n");
     }
 
     #[test]
     fn recipients_from_to_cc_bcc_or_resent() {
         let m = b"To: A <a@example.test>, b@example.test\nCc: c@example.test,\n d@example.test\nBcc: e@example.test\nSubject: s\n\nTo: not@example.test\n";
-        assert_eq!(recipients_from_headers(m), ["a@example.test", "b@example.test", "c@example.test", "d@example.test", "e@example.test"]);
+        assert_eq!(
+            recipients_from_headers(m),
+            [
+                "a@example.test",
+                "b@example.test",
+                "c@example.test",
+                "d@example.test",
+                "e@example.test"
+            ]
+        );
         let m = b"To: a@example.test\nResent-To: r@example.test\n\nx\n";
         assert_eq!(recipients_from_headers(m), ["r@example.test"]);
         let m = b"To: root, Bob <bob@remote.test>\n\n";
         assert_eq!(recipients_from_headers(m), ["root", "bob@remote.test"]);
         let m = b"To: team: x@example.test, y@example.test;\n\n";
-        assert_eq!(recipients_from_headers(m), ["x@example.test", "y@example.test"]);
+        assert_eq!(
+            recipients_from_headers(m),
+            ["x@example.test", "y@example.test"]
+        );
         assert!(recipients_from_headers(b"no headers here\n").is_empty());
     }
 
     #[test]
     fn bcc_and_friends_are_dropped_with_their_folds() {
         let m = b"To: a@example.test\nBcc: secret@example.test,\n other@example.test\nReturn-Path: <x@y>\nSubject: s\n\nBcc: in the body stays\n";
-        assert_eq!(drop_fields(m), b"To: a@example.test\nSubject: s\n\nBcc: in the body stays\n");
+        assert_eq!(
+            drop_fields(m),
+            b"To: a@example.test\nSubject: s\n\nBcc: in the body stays\n"
+        );
     }
 
     #[test]
     fn from_with_the_full_name() {
-        let m = add_from(b"Subject: s\n\nx\n".to_vec(), "cron@example.test", "Cron Daemon");
-        assert_eq!(m, b"From: Cron Daemon <cron@example.test>\nSubject: s\n\nx\n");
+        let m = add_from(
+            b"Subject: s\n\nx\n".to_vec(),
+            "cron@example.test",
+            "Cron Daemon",
+        );
+        assert_eq!(
+            m,
+            b"From: Cron Daemon <cron@example.test>\nSubject: s\n\nx\n"
+        );
         let m = add_from(b"just a body\n".to_vec(), "me@example.test", "Me, Myself");
-        assert_eq!(m, b"From: \"Me, Myself\" <me@example.test>\n\njust a body\n");
+        assert_eq!(
+            m,
+            b"From: \"Me, Myself\" <me@example.test>\n\njust a body\n"
+        );
         let m = add_from(b"From: x@y\n\nb\n".to_vec(), "me@example.test", "Me");
         assert_eq!(m, b"From: x@y\n\nb\n");
     }

@@ -63,11 +63,15 @@ pub fn main(mode: Mode, argv: &[String]) -> i32 {
     };
     match a.mode {
         Mode::ListQueue => {
-            let code = queue(crate::cli::queue::QueueAction::List(crate::cli::queue::List { json: false }));
+            let code = queue(crate::cli::queue::QueueAction::List(
+                crate::cli::queue::List { json: false },
+            ));
             waiting_in_drop(&cfg);
             code
         }
-        Mode::Flush => queue(crate::cli::queue::QueueAction::Flush(crate::cli::queue::Flush { id: None })),
+        Mode::Flush => queue(crate::cli::queue::QueueAction::Flush(
+            crate::cli::queue::Flush { id: None },
+        )),
         Mode::NewAliases => new_aliases(path.as_ref()),
         Mode::Verify => {
             eprintln!("sendmail: -bv is not supported by postern");
@@ -88,7 +92,10 @@ fn new_aliases(path: Option<&PathBuf>) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let file = cfg.aliases_file().map(|p| p.display().to_string()).unwrap_or_else(|| "no aliases file".into());
+    let file = cfg
+        .aliases_file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "no aliases file".into());
     if crate::queue::spool::Spool::owner(&cfg.queue_dir()).is_none() {
         println!("newaliases: {file} is fine; no server is running on {}, it reads the aliases when it starts", cfg.queue_dir().display());
         return 0;
@@ -104,16 +111,32 @@ fn waiting_in_drop(cfg: &Config) {
     let dir = cfg.maildrop();
     let count = |d: &std::path::Path| -> Option<usize> {
         let rd = std::fs::read_dir(d).ok()?;
-        Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && !e.file_name().to_string_lossy().starts_with('.')).count())
+        Some(
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_type().is_ok_and(|t| t.is_file())
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                })
+                .count(),
+        )
     };
     match count(&dir) {
         Some(0) | None => {}
-        Some(1) => println!("1 message in the drop directory {}, waiting for the server to pick it up", dir.display()),
-        Some(n) => println!("{n} messages in the drop directory {}, waiting for the server to pick them up", dir.display()),
+        Some(1) => println!(
+            "1 message in the drop directory {}, waiting for the server to pick it up",
+            dir.display()
+        ),
+        Some(n) => println!(
+            "{n} messages in the drop directory {}, waiting for the server to pick them up",
+            dir.display()
+        ),
     }
     let aside = submit::set_aside_dir(&dir);
     if let Some(n) = count(&aside).filter(|&n| n > 0) {
-        println!("{n} drop file(s) the server could not submit, set aside in {} (its log says why)", aside.display());
+        println!(
+            "{n} drop file(s) the server could not submit, set aside in {} (its log says why)",
+            aside.display()
+        );
     }
 }
 
@@ -132,8 +155,14 @@ fn default_sender(cfg: &Config) -> Result<String, i32> {
 /// `user` alone means user@origin, as for Postfix's local submissions.
 fn qualify(addr: &str, origin: &str) -> Result<String, String> {
     let a = addr.trim().trim_start_matches('<').trim_end_matches('>');
-    let full = if a.contains('@') { a.to_string() } else { format!("{a}@{origin}") };
-    Address::parse(&full, true).map(|p| p.to_string()).map_err(|_| format!("bad address {addr:?}"))
+    let full = if a.contains('@') {
+        a.to_string()
+    } else {
+        format!("{a}@{origin}")
+    };
+    Address::parse(&full, true)
+        .map(|p| p.to_string())
+        .map_err(|_| format!("bad address {addr:?}"))
 }
 
 fn deliver(cfg: &Config, a: &Args) -> i32 {
@@ -180,7 +209,12 @@ fn deliver(cfg: &Config, a: &Args) -> i32 {
         return EX_USAGE;
     }
     let mut rcpts: Vec<String> = Vec::new();
-    for r in wanted.iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
+    for r in wanted
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
         match qualify(r, cfg.origin()) {
             Ok(q) if !rcpts.contains(&q) => rcpts.push(q),
             Ok(_) => {}
@@ -192,7 +226,15 @@ fn deliver(cfg: &Config, a: &Args) -> i32 {
     }
     msg = message::drop_fields(&msg);
     if let Some(name) = &a.full_name {
-        msg = message::add_from(msg, if sender.is_empty() { "MAILER-DAEMON" } else { &sender }, name);
+        msg = message::add_from(
+            msg,
+            if sender.is_empty() {
+                "MAILER-DAEMON"
+            } else {
+                &sender
+            },
+            name,
+        );
     }
     msg = message::split_long_lines(&msg);
     let socket = cfg.submit_socket();
@@ -207,19 +249,43 @@ fn deliver(cfg: &Config, a: &Args) -> i32 {
                     0
                 }
                 Err(submit::SubmitError::Refused(r)) if r.code >= 500 => {
-                    eprintln!("sendmail: the mail system refused the message: {} {}", r.code, r.text);
+                    eprintln!(
+                        "sendmail: the mail system refused the message: {} {}",
+                        r.code, r.text
+                    );
                     EX_DATAERR
                 }
                 // A temporary refusal or a broken conversation: keep it.
-                Err(e) => keep(cfg, &sender, rcpts, msg, a.verbose, &format!("the server answered {e}")),
+                Err(e) => keep(
+                    cfg,
+                    &sender,
+                    rcpts,
+                    msg,
+                    a.verbose,
+                    &format!("the server answered {e}"),
+                ),
             }
         }
-        Err(e) => keep(cfg, &sender, rcpts, msg, a.verbose, &format!("{}: {e}", socket.display())),
+        Err(e) => keep(
+            cfg,
+            &sender,
+            rcpts,
+            msg,
+            a.verbose,
+            &format!("{}: {e}", socket.display()),
+        ),
     }
 }
 
 /// The server cannot take it now: the drop directory keeps it.
-fn keep(cfg: &Config, sender: &str, rcpts: Vec<String>, message: Vec<u8>, verbose: bool, why: &str) -> i32 {
+fn keep(
+    cfg: &Config,
+    sender: &str,
+    rcpts: Vec<String>,
+    message: Vec<u8>,
+    verbose: bool,
+    why: &str,
+) -> i32 {
     let dir = cfg.maildrop();
     let d = submit::Dropped {
         sender: sender.to_string(),
@@ -229,7 +295,10 @@ fn keep(cfg: &Config, sender: &str, rcpts: Vec<String>, message: Vec<u8>, verbos
     match submit::drop_file(&dir, &d) {
         Ok(p) => {
             if verbose {
-                eprintln!("sendmail: the server is not taking mail ({why}); kept in {} for it", p.display());
+                eprintln!(
+                    "sendmail: the server is not taking mail ({why}); kept in {} for it",
+                    p.display()
+                );
             }
             0
         }
@@ -246,7 +315,10 @@ fn smtp_on_stdio(cfg: &Config) -> i32 {
     let stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e) => {
-            println!("421 4.3.0 mail system not running ({}: {e})\r", socket.display());
+            println!(
+                "421 4.3.0 mail system not running ({}: {e})\r",
+                socket.display()
+            );
             return EX_UNAVAILABLE;
         }
     };

@@ -63,13 +63,19 @@ fn reply(r: &mut impl BufRead, verbose: bool) -> io::Result<(u16, String)> {
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
         }
         if verbose {
             eprint!("<<< {line}");
         }
         let l = line.trim_end();
-        let code = l.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| io::Error::other(format!("not an SMTP reply: {l:?}")))?;
+        let code = l
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| io::Error::other(format!("not an SMTP reply: {l:?}")))?;
         if !text.is_empty() {
             text.push(' ');
         }
@@ -80,7 +86,12 @@ fn reply(r: &mut impl BufRead, verbose: bool) -> io::Result<(u16, String)> {
     }
 }
 
-fn command(w: &mut impl Write, r: &mut impl BufRead, line: &str, verbose: bool) -> io::Result<(u16, String)> {
+fn command(
+    w: &mut impl Write,
+    r: &mut impl BufRead,
+    line: &str,
+    verbose: bool,
+) -> io::Result<(u16, String)> {
     if verbose {
         eprintln!(">>> {line}");
     }
@@ -94,13 +105,22 @@ fn expect(got: (u16, String), want: u16) -> Result<String, SubmitError> {
     if got.0 / 100 == want / 100 {
         Ok(got.1)
     } else {
-        Err(SubmitError::Refused(Refused { code: got.0, text: got.1 }))
+        Err(SubmitError::Refused(Refused {
+            code: got.0,
+            text: got.1,
+        }))
     }
 }
 
 /// Sends one message (LF line ends) over an SMTP stream; the queue ID the
 /// server gave it.
-pub fn smtp(stream: &std::os::unix::net::UnixStream, sender: &str, rcpts: &[String], msg: &[u8], verbose: bool) -> Result<String, SubmitError> {
+pub fn smtp(
+    stream: &std::os::unix::net::UnixStream,
+    sender: &str,
+    rcpts: &[String],
+    msg: &[u8],
+    verbose: bool,
+) -> Result<String, SubmitError> {
     let mut w = io::BufWriter::new(stream);
     let mut r = BufReader::new(stream);
     expect(reply(&mut r, verbose)?, 220)?;
@@ -116,7 +136,10 @@ pub fn smtp(stream: &std::os::unix::net::UnixStream, sender: &str, rcpts: &[Stri
     }
     expect(command(&mut w, &mut r, &mail, verbose)?, 250)?;
     for rcpt in rcpts {
-        expect(command(&mut w, &mut r, &format!("RCPT TO:<{rcpt}>"), verbose)?, 250)?;
+        expect(
+            command(&mut w, &mut r, &format!("RCPT TO:<{rcpt}>"), verbose)?,
+            250,
+        )?;
     }
     expect(command(&mut w, &mut r, "DATA", verbose)?, 354)?;
     let mut data = Vec::with_capacity(msg.len() + msg.len() / 40 + 8);
@@ -160,7 +183,12 @@ pub fn drop_file(dir: &Path, d: &Dropped) -> io::Result<PathBuf> {
     }
     head.push_str(&format!("size {}\n.\n", d.message.len()));
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(nix::libc::O_NOFOLLOW).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(head.as_bytes())?;
         f.write_all(&d.message)?;
         f.sync_all()?;
@@ -183,7 +211,10 @@ pub fn parse_drop(bytes: &[u8]) -> Result<Dropped, String> {
     let mut pos = 0;
     let mut line = || -> Result<String, String> {
         let rest = &bytes[pos..];
-        let n = rest.iter().position(|&c| c == b'\n').ok_or("the header is cut short")?;
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or("the header is cut short")?;
         pos += n + 1;
         String::from_utf8(rest[..n].to_vec()).map_err(|_| "the header is not UTF-8".to_string())
     };
@@ -212,7 +243,10 @@ pub fn parse_drop(bytes: &[u8]) -> Result<Dropped, String> {
     let size = size.ok_or("no size line")?;
     let message = &bytes[pos..];
     if message.len() != size {
-        return Err(format!("the message is {} bytes, the file says {size}: cut short", message.len()));
+        return Err(format!(
+            "the message is {} bytes, the file says {size}: cut short",
+            message.len()
+        ));
     }
     if d.rcpts.is_empty() {
         return Err("no recipients".into());
@@ -237,7 +271,9 @@ mod tests {
         let p = drop_file(&dir, &d).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(parse_drop(&bytes).unwrap(), d);
-        assert!(parse_drop(&bytes[..bytes.len() - 3]).unwrap_err().contains("cut short"));
+        assert!(parse_drop(&bytes[..bytes.len() - 3])
+            .unwrap_err()
+            .contains("cut short"));
         assert!(parse_drop(b"garbage\n").is_err());
         assert!(parse_drop(&bytes[..20]).unwrap_err().contains("cut short"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -19,7 +19,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(30);
 pub fn start(ex: &Arc<Executor<'static>>, runner: Arc<Runner>) -> Option<smol::Task<()>> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled();
-    let period = watchdog.map(|w| w / 2).unwrap_or(STATUS_EVERY).max(Duration::from_millis(10));
+    let period = watchdog
+        .map(|w| w / 2)
+        .unwrap_or(STATUS_EVERY)
+        .max(Duration::from_millis(10));
     Some(ex.spawn(async move {
         let mut said = String::new();
         loop {

@@ -80,9 +80,12 @@ pub fn start(cfg: &Config, ex: &Arc<Executor<'static>>, hub: Arc<Hub>) -> Result
                     Some(uid) => {
                         let shared = h2.get();
                         let ctx = shared.local_ctx.clone();
-                        ex2.spawn(conn::handle_local(shared, ctx, stream, uid)).detach();
+                        ex2.spawn(conn::handle_local(shared, ctx, stream, uid))
+                            .detach();
                     }
-                    None => log::warning("submission socket: a client without credentials was turned away"),
+                    None => log::warning(
+                        "submission socket: a client without credentials was turned away",
+                    ),
                 },
                 Err(e) => {
                     log::warning(&format!("submission socket: accept: {e}"));
@@ -112,7 +115,12 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ))
+        }
         Err(_) => {}
     }
     let l = std::os::unix::net::UnixListener::bind(path)?;
@@ -131,7 +139,9 @@ fn prepare_drop(dir: &Path) -> std::io::Result<()> {
 
 fn uid_of(stream: &UnixStream) -> Option<u32> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    getsockopt(&stream.as_fd(), PeerCredentials).ok().map(|c| c.uid())
+    getsockopt(&stream.as_fd(), PeerCredentials)
+        .ok()
+        .map(|c| c.uid())
 }
 
 /// One round over the drop directory.
@@ -146,7 +156,11 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
             Ok(Some(x)) => x,
             Ok(None) => continue,
             Err(problem) => {
-                log::error(&format!("pickup: {}: {problem}; {}", path.display(), set_aside(dir, &name)));
+                log::error(&format!(
+                    "pickup: {}: {problem}; {}",
+                    path.display(),
+                    set_aside(dir, &name)
+                ));
                 continue;
             }
         };
@@ -162,22 +176,41 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
         };
         let shared = hub.get();
         let ctx = shared.local_ctx.clone();
-        ex.spawn(conn::handle_local(shared, ctx, theirs, uid)).detach();
+        ex.spawn(conn::handle_local(shared, ctx, theirs, uid))
+            .detach();
         let result = smol::unblock(move || {
             let _ = ours.set_read_timeout(Some(Duration::from_secs(600)));
-            submit::smtp(&ours, &dropped.sender, &dropped.rcpts, &dropped.message, false)
+            submit::smtp(
+                &ours,
+                &dropped.sender,
+                &dropped.rcpts,
+                &dropped.message,
+                false,
+            )
         })
         .await;
         match result {
             Ok(id) => {
-                log::started(&format!("pickup: {} (uid {uid}) queued as {id}", path.display()));
+                log::started(&format!(
+                    "pickup: {} (uid {uid}) queued as {id}",
+                    path.display()
+                ));
                 let _ = std::fs::remove_file(&path);
             }
             Err(submit::SubmitError::Refused(r)) if r.code >= 500 => {
-                log::error(&format!("pickup: {} (uid {uid}) refused: {} {}; {}", path.display(), r.code, r.text, set_aside(dir, &name)));
+                log::error(&format!(
+                    "pickup: {} (uid {uid}) refused: {} {}; {}",
+                    path.display(),
+                    r.code,
+                    r.text,
+                    set_aside(dir, &name)
+                ));
             }
             Err(e) => {
-                log::warning(&format!("pickup: {} (uid {uid}): {e}; tried again later", path.display()));
+                log::warning(&format!(
+                    "pickup: {} (uid {uid}): {e}; tried again later",
+                    path.display()
+                ));
                 return;
             }
         }
@@ -219,7 +252,9 @@ fn read_drop(path: &Path) -> Result<Option<(u32, submit::Dropped)>, String> {
         return Err("has other names (a hard link to someone else's file?)".into());
     }
     let mut bytes = Vec::new();
-    (&f).take(256 << 20).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    (&f).take(256 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
     submit::parse_drop(&bytes).map(|d| Some((meta.uid(), d)))
 }
 
@@ -228,6 +263,9 @@ fn set_aside(dir: &Path, name: &str) -> String {
     let to = submit::set_aside_dir(dir);
     match std::fs::rename(dir.join(name), to.join(name)) {
         Ok(()) => format!("moved to {}", to.display()),
-        Err(e) => format!("cannot move it to {}: {e}; it stays where it is", to.display()),
+        Err(e) => format!(
+            "cannot move it to {}: {e}; it stays where it is",
+            to.display()
+        ),
     }
 }

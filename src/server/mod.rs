@@ -9,15 +9,15 @@
 
 mod activation;
 pub mod conn;
-pub mod limits;
 mod health;
+pub mod limits;
 mod local;
 mod reload;
 mod setup;
 mod signals;
-mod trim;
 pub mod stream;
 mod sync;
+mod trim;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -103,7 +103,10 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let (runner, channels) = Runner::new(spool.clone(), made.take_parts());
     let runner = Arc::new(runner);
     let recovery = setup::recover(&spool)?;
-    let limits = ConnLimits::new(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client);
+    let limits = ConnLimits::new(
+        cfg.smtp.max_connections,
+        cfg.smtp.max_connections_per_client,
+    );
     let limiter = Arc::new(Limiter::new(
         cfg.auth.max_failures,
         cfg.auth.failure_window.0,
@@ -117,7 +120,10 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     let control = crate::control::server::start(&cfg, &ex, runner.clone(), spool.clone())
         .map_err(|e| Fatal(EX_CANTCREAT, e))?;
     let submit = local::start(&cfg, &ex, hub.clone()).map_err(|e| Fatal(EX_CANTCREAT, e))?;
-    let listed: Vec<_> = bound.iter().map(|b| (b.configured, b.local, b.mode)).collect();
+    let listed: Vec<_> = bound
+        .iter()
+        .map(|b| (b.configured, b.local, b.mode))
+        .collect();
     let listeners = reload::serve_listeners(&ex, bound, &hub);
     write_listening(cfg.data_dir(), &listed);
     post_listeners(&listed);

@@ -92,7 +92,13 @@ pub fn make(
     let maildir = setup::maildir_agent(cfg);
     let router = setup::router(cfg, owner)?;
     let registry = setup::registry(cfg, maildir.clone(), ex, addrs)?;
-    let intake = Arc::new(Intake::new(cfg, spool.clone(), directory.clone(), router.clone(), maildir));
+    let intake = Arc::new(Intake::new(
+        cfg,
+        spool.clone(),
+        directory.clone(),
+        router.clone(),
+        maildir,
+    ));
     let auth = setup::auth(cfg, &directory);
     Ok(Made {
         parts: Some(Parts {
@@ -135,7 +141,11 @@ pub fn shared(
 }
 
 /// Starts an accept loop per listener.
-pub fn serve_listeners(ex: &Arc<Executor<'static>>, bound: Vec<setup::Bound>, hub: &Arc<Hub>) -> Vec<Live> {
+pub fn serve_listeners(
+    ex: &Arc<Executor<'static>>,
+    bound: Vec<setup::Bound>,
+    hub: &Arc<Hub>,
+) -> Vec<Live> {
     bound
         .into_iter()
         .map(|b| {
@@ -165,9 +175,12 @@ async fn accept_loop(
                 let lctx = ctx.read().unwrap_or_else(|e| e.into_inner()).clone();
                 ex.spawn(async move {
                     use smol::future::FutureExt;
-                    let session = std::panic::AssertUnwindSafe(conn::handle(shared, lctx, stream, peer));
+                    let session =
+                        std::panic::AssertUnwindSafe(conn::handle(shared, lctx, stream, peer));
                     if session.catch_unwind().await.is_err() {
-                        log::error(&format!("session with {peer} crashed; the connection was closed"));
+                        log::error(&format!(
+                            "session with {peer} crashed; the connection was closed"
+                        ));
                     }
                 })
                 .detach();
@@ -195,7 +208,10 @@ impl Running {
                         log::error(&format!("reload: {e}"));
                     }
                 }
-                log::error(&format!("reload refused: {} configuration error(s); the running configuration stays", errors.len()));
+                log::error(&format!(
+                    "reload refused: {} configuration error(s); the running configuration stays",
+                    errors.len()
+                ));
                 return false;
             }
         };
@@ -203,7 +219,9 @@ impl Running {
         match self.put_in_place(cfg) {
             Ok(()) => true,
             Err(Fatal(_, why)) => {
-                log::error(&format!("reload refused: {why}; the running configuration stays"));
+                log::error(&format!(
+                    "reload refused: {why}; the running configuration stays"
+                ));
                 false
             }
         }
@@ -211,7 +229,9 @@ impl Running {
 
     fn put_in_place(&mut self, cfg: Config) -> Result<(), Fatal> {
         for (what, old, new) in restart_only(&self.cfg, &cfg) {
-            log::warning(&format!("reload: {what} changed ({old} -> {new}): that takes a restart; still {old}"));
+            log::warning(&format!(
+                "reload: {what} changed ({old} -> {new}): that takes a restart; still {old}"
+            ));
         }
         // Listeners: the same configured address keeps its socket (and
         // the sessions on it); new ones are bound now, before anything is
@@ -223,8 +243,9 @@ impl Running {
         for l in &cfg.listeners {
             let addr = l.address.expect("checked by config");
             let ctx = setup::listener_ctx(&cfg, l);
-            let found = (0..self.listeners.len())
-                .find(|&i| !used[i] && self.listeners[i].configured == addr && self.listeners[i].mode == l.mode);
+            let found = (0..self.listeners.len()).find(|&i| {
+                !used[i] && self.listeners[i].configured == addr && self.listeners[i].mode == l.mode
+            });
             match found {
                 Some(i) => {
                     used[i] = true;
@@ -254,20 +275,27 @@ impl Running {
         let mut cert_note = None;
         let tls = match (&old.tls, cfg.needs_tls(), cfg.tls_files()) {
             (Some(t), true, Some((cert, key))) => {
-                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs()).map_err(|e| {
-                    log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
-                    Fatal(super::EX_CONFIG, format!("TLS certificate: {e}"))
-                })?;
+                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs())
+                    .map_err(|e| {
+                        log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
+                        Fatal(super::EX_CONFIG, format!("TLS certificate: {e}"))
+                    })?;
                 cert_note = Some(format!(
                     "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
                     cert.display(),
                     info.fingerprint,
                     crate::timefmt::rfc5322(info.not_after)
                 ));
-                Some((t.clone(), Some((config, cert.display().to_string(), info.not_after))))
+                Some((
+                    t.clone(),
+                    Some((config, cert.display().to_string(), info.not_after)),
+                ))
             }
             (Some(t), true, None) => {
-                cert_note = Some("SIGHUP: no certificate files configured, keeping the self-signed certificate".into());
+                cert_note = Some(
+                    "SIGHUP: no certificate files configured, keeping the self-signed certificate"
+                        .into(),
+                );
                 Some((t.clone(), None))
             }
             (None, true, _) => setup::tls(&cfg)?.map(|t| (t, None)),
@@ -287,11 +315,24 @@ impl Running {
             crate::status::board().set_certificate(None);
         }
         // Everything is made: swap.
-        old.limits.set_limits(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client);
-        let shared = shared(&cfg, &made, self.runner.clone(), tls, old.limits.clone(), old.limiter.clone());
+        old.limits.set_limits(
+            cfg.smtp.max_connections,
+            cfg.smtp.max_connections_per_client,
+        );
+        let shared = shared(
+            &cfg,
+            &made,
+            self.runner.clone(),
+            tls,
+            old.limits.clone(),
+            old.limiter.clone(),
+        );
         self.runner.reconfigure(made.take_parts());
         self.hub.set(shared);
-        let mut old_live: Vec<Option<Live>> = std::mem::take(&mut self.listeners).into_iter().map(Some).collect();
+        let mut old_live: Vec<Option<Live>> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
         for slot in slots {
             match slot {
                 Slot::Kept(i, ctx) => {
@@ -299,13 +340,20 @@ impl Running {
                     *live.ctx.write().unwrap_or_else(|e| e.into_inner()) = ctx;
                     self.listeners.push(live);
                 }
-                Slot::Fresh(b) => self.listeners.extend(serve_listeners(&self.ex, vec![b], &self.hub)),
+                Slot::Fresh(b) => {
+                    self.listeners
+                        .extend(serve_listeners(&self.ex, vec![b], &self.hub))
+                }
             }
         }
         // What is left in old_live is dropped here: those accept loops
         // stop; their sessions run on to the end.
         drop(old_live);
-        let listed: Vec<_> = self.listeners.iter().map(|l| (l.configured, l.local, l.mode)).collect();
+        let listed: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| (l.configured, l.local, l.mode))
+            .collect();
         super::write_listening(self.cfg.data_dir(), &listed);
         super::post_listeners(&listed);
         if let Some(note) = cert_note {
@@ -319,7 +367,11 @@ impl Running {
             self.sync = super::sync::start(&self.cfg);
         }
         let addrs: Vec<String> = self.listeners.iter().map(|l| l.local.to_string()).collect();
-        log::started(&format!("reloaded {}: serving {}", self.cfg.source, addrs.join(", ")));
+        log::started(&format!(
+            "reloaded {}: serving {}",
+            self.cfg.source,
+            addrs.join(", ")
+        ));
         Ok(())
     }
 }
@@ -338,11 +390,35 @@ fn restart_only(old: &Config, new: &Config) -> Vec<(&'static str, String, String
             out.push((what, a, b));
         }
     };
-    check("data_dir", old.data_dir().display().to_string(), new.data_dir().display().to_string());
-    check("queue directory", old.queue_dir().display().to_string(), new.queue_dir().display().to_string());
-    check("[control] socket", old.control_socket().display().to_string(), new.control_socket().display().to_string());
-    check("[control] submit_socket", old.submit_socket().display().to_string(), new.submit_socket().display().to_string());
-    check("[smtp] threads", old.smtp.threads.to_string(), new.smtp.threads.to_string());
-    check("[queue] active_limit", old.queue.active_limit.to_string(), new.queue.active_limit.to_string());
+    check(
+        "data_dir",
+        old.data_dir().display().to_string(),
+        new.data_dir().display().to_string(),
+    );
+    check(
+        "queue directory",
+        old.queue_dir().display().to_string(),
+        new.queue_dir().display().to_string(),
+    );
+    check(
+        "[control] socket",
+        old.control_socket().display().to_string(),
+        new.control_socket().display().to_string(),
+    );
+    check(
+        "[control] submit_socket",
+        old.submit_socket().display().to_string(),
+        new.submit_socket().display().to_string(),
+    );
+    check(
+        "[smtp] threads",
+        old.smtp.threads.to_string(),
+        new.smtp.threads.to_string(),
+    );
+    check(
+        "[queue] active_limit",
+        old.queue.active_limit.to_string(),
+        new.queue.active_limit.to_string(),
+    );
     out
 }

@@ -166,7 +166,11 @@ pub fn listeners(
 pub fn least_privilege(cfg: &Config) -> Result<(), Fatal> {
     let was_root = nix::unistd::geteuid().is_root();
     let needs_switch = |uid: u32| {
-        let other = |name: &str| crate::config::hooks::resolve_user(name).map(|(u, _)| u != uid).unwrap_or(true);
+        let other = |name: &str| {
+            crate::config::hooks::resolve_user(name)
+                .map(|(u, _)| u != uid)
+                .unwrap_or(true)
+        };
         cfg.delivery.uid.is_some_and(|u| u != uid)
             || cfg.transports.iter().any(|t| other(&t.user))
             || !cfg.delivery.mailbox_command.is_empty()
@@ -189,7 +193,10 @@ pub fn least_privilege(cfg: &Config) -> Result<(), Fatal> {
         Ok(None) => {}
         Err(e) => return Err(Fatal(crate::sysexits::EX_NOPERM, format!("{}: user: {e}", cfg.source))),
     }
-    let mut checks = vec![(cfg.data_dir().to_path_buf(), "data_dir"), (cfg.queue_dir(), "queue directory")];
+    let mut checks = vec![
+        (cfg.data_dir().to_path_buf(), "data_dir"),
+        (cfg.queue_dir(), "queue directory"),
+    ];
     if cfg.source != crate::config::EMBEDDED_NAME {
         checks.push((std::path::PathBuf::from(&cfg.source), "configuration file"));
     }
@@ -206,8 +213,7 @@ pub fn bind(addr: SocketAddr) -> Result<(SocketAddr, smol::net::TcpListener), Fa
     let local = sock
         .local_addr()
         .map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
-    let sock =
-        smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
+    let sock = smol::Async::new(sock).map_err(|e| Fatal(EX_UNAVAILABLE, format!("{addr}: {e}")))?;
     Ok((local, smol::net::TcpListener::from(sock)))
 }
 
@@ -276,13 +282,21 @@ pub fn registry(
     filter.0.dkim = None;
     let filter = Arc::new(crate::deliver::smtp::SmtpAgent::new(filter.0, filter.1));
     expire_idle(ex, &filter, reuse);
-    r.add(AgentKind::Filter, Agent::Async(filter), cfg.content.filter_concurrency);
+    r.add(
+        AgentKind::Filter,
+        Agent::Async(filter),
+        cfg.content.filter_concurrency,
+    );
     Ok(r)
 }
 
 /// Closes an agent's idle connections every `every`, for as long as the
 /// agent is in use (a reload replaces it: the task then ends).
-fn expire_idle(ex: &Arc<smol::Executor<'static>>, agent: &Arc<crate::deliver::smtp::SmtpAgent>, every: std::time::Duration) {
+fn expire_idle(
+    ex: &Arc<smol::Executor<'static>>,
+    agent: &Arc<crate::deliver::smtp::SmtpAgent>,
+    every: std::time::Duration,
+) {
     let weak = Arc::downgrade(agent);
     ex.spawn(async move {
         loop {
@@ -390,7 +404,10 @@ pub fn auth(cfg: &Config, directory: &Arc<Directory>) -> Option<Arc<Backend>> {
 }
 
 /// The outbound SMTP agent: resolver, TLS roots, our own addresses.
-fn smtp_agent(cfg: &Config, bound: &[SocketAddr]) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
+fn smtp_agent(
+    cfg: &Config,
+    bound: &[SocketAddr],
+) -> Result<crate::deliver::smtp::SmtpAgent, Fatal> {
     let (settings, resolver) = smtp_settings(cfg, bound)?;
     Ok(crate::deliver::smtp::SmtpAgent::new(settings, resolver))
 }

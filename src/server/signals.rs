@@ -56,7 +56,8 @@ pub fn wait_for_stop(sigs: &SigSet, running: &mut Running) {
 fn reload(running: &mut Running) {
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Reloading,
-        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading")),
+        sd_notify::NotifyState::monotonic_usec_now()
+            .unwrap_or(sd_notify::NotifyState::Status("reloading")),
     ]);
     running.reload();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

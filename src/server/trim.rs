@@ -29,7 +29,13 @@ pub fn drop_startup_pages() -> u64 {
         // all clean copies of the file: MADV_DONTNEED only unmaps them, and
         // the next access maps the same bytes again from the page cache
         // (the kernel keeps a running binary from being written).
-        let r = unsafe { libc::madvise(range.0 as *mut libc::c_void, range.1 - range.0, libc::MADV_DONTNEED) };
+        let r = unsafe {
+            libc::madvise(
+                range.0 as *mut libc::c_void,
+                range.1 - range.0,
+                libc::MADV_DONTNEED,
+            )
+        };
         if r == 0 {
             dropped += rss;
         }
@@ -50,20 +56,31 @@ fn regions(smaps: &str, exe: &str) -> Vec<((usize, usize), u64, bool)> {
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-').filter(|(a, _)| a.chars().all(|c| c.is_ascii_hexdigit())) {
+        if let Some((a, b)) = first
+            .split_once('-')
+            .filter(|(a, _)| a.chars().all(|c| c.is_ascii_hexdigit()))
+        {
             flush(&mut cur, rss, dirty, anon);
             (rss, dirty, anon) = (0, 0, 0);
             let perms = f.next().unwrap_or("");
             let path = f.nth(3).unwrap_or("");
             if path == exe {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                    let readonly = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-') && perms.ends_with('p');
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    let readonly = perms.starts_with('r')
+                        && perms.as_bytes().get(1) == Some(&b'-')
+                        && perms.ends_with('p');
                     cur = Some(((a, b), readonly));
                 }
             }
             continue;
         }
-        let value = || f.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        let value = || {
+            f.clone()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
         match first {
             "Rss:" => rss = value(),
             "Private_Dirty:" | "Shared_Dirty:" => dirty = dirty.saturating_add(value()),

@@ -534,8 +534,14 @@ mod tests {
             );
         }
         // A route needs its colon, and a mailbox that is there is checked.
-        assert_eq!(parse_path("<@a.test>", false).unwrap_err(), PathError::Syntax);
-        assert_eq!(parse_path("<@a.test:b@>", false).unwrap_err(), PathError::Syntax);
+        assert_eq!(
+            parse_path("<@a.test>", false).unwrap_err(),
+            PathError::Syntax
+        );
+        assert_eq!(
+            parse_path("<@a.test:b@>", false).unwrap_err(),
+            PathError::Syntax
+        );
     }
 
     #[test]

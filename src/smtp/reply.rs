@@ -224,8 +224,11 @@ pub const BAD_BODY_PARAMETER: Reply =
 /// alone, gets SYNTAX_MAIL / SYNTAX_RCPT: 501 5.5.4.)
 pub const SENDER_PATH_EMPTY: Reply =
     Reply::fixed(501, Esc(5, 1, 7), "Error: the sender path names no mailbox");
-pub const RECIPIENT_PATH_EMPTY: Reply =
-    Reply::fixed(501, Esc(5, 1, 3), "Error: the recipient path names no mailbox");
+pub const RECIPIENT_PATH_EMPTY: Reply = Reply::fixed(
+    501,
+    Esc(5, 1, 3),
+    "Error: the recipient path names no mailbox",
+);
 
 // --- 5xx: addresses and policy --------------------------------------------
 /// RFC 5321 4.2.2: 553 "mailbox name not allowed (e.g., mailbox syntax
@@ -338,7 +341,11 @@ pub fn relay_denied(rcpt: &str) -> Reply {
 /// A reinjection listener, from outside its trusted networks
 /// (`smtpd_recipient_restrictions = permit_mynetworks, reject`).
 pub fn reinject_denied(rcpt: &str) -> Reply {
-    Reply::new(554, Esc(5, 7, 1), format!("<{rcpt}>: Recipient address rejected: Access denied"))
+    Reply::new(
+        554,
+        Esc(5, 7, 1),
+        format!("<{rcpt}>: Recipient address rejected: Access denied"),
+    )
 }
 
 /// A single local mailbox over its quota, known at RCPT time.

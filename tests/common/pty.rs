@@ -37,8 +37,8 @@ pub struct PtyChild {
 /// Opens a pty pair; both ends close-on-exec (so no other test's child,
 /// forked meanwhile, keeps the slave open and the master from seeing EOF).
 fn open_pair() -> (File, OwnedFd) {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .expect("posix_openpt");
+    let master =
+        posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
     grantpt(&master).expect("grantpt");
     unlockpt(&master).expect("unlockpt");
     let name = ptsname_r(&master).expect("ptsname");
@@ -132,7 +132,10 @@ impl PtyChild {
             if std::time::Instant::now() > deadline {
                 // Still running, so its group can be killed whole.
                 self.child.kill();
-                panic!("process did not exit within {timeout:?}; the terminal showed {:?}", self.seen());
+                panic!(
+                    "process did not exit within {timeout:?}; the terminal showed {:?}",
+                    self.seen()
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };

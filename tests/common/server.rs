@@ -30,8 +30,7 @@ pub struct Bound {
 /// line, n from 1 in config order).
 pub fn read_listening(data: &Path) -> Vec<Bound> {
     let path = data.join("listening");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .enumerate()
         .map(|(i, l)| {
@@ -70,7 +69,11 @@ pub fn wait_listening(child: &mut Child, log: &Path, data: &Path, count: usize) 
         if let Some(status) = child.try_wait().unwrap() {
             panic!("postern exited ({status}) at start:\n{}", read());
         }
-        assert!(Instant::now() < deadline, "postern did not start:\n{}", read());
+        assert!(
+            Instant::now() < deadline,
+            "postern did not start:\n{}",
+            read()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -297,10 +300,7 @@ impl Server {
                 "local_domains = [\"mx.example.test\", \"localhost\"]".into(),
             ],
             sections: BTreeMap::from([
-                (
-                    "smtp".to_string(),
-                    vec!["error_delay = \"0s\"".to_string()],
-                ),
+                ("smtp".to_string(), vec!["error_delay = \"0s\"".to_string()]),
                 // Never the machine's resolver: a closed loopback port, so
                 // mail for other domains defers at once (DNS failure)
                 // unless a test points this at its own dnsmasq.
@@ -493,4 +493,3 @@ pub fn wait_timeout(c: &mut Child, t: Duration) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-

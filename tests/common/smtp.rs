@@ -154,7 +154,6 @@ impl Smtp {
     }
 }
 
-
 /// Whether a swaks transcript shows a reply from the server with `code`:
 /// swaks marks server lines `<-` (`<~` inside TLS, with `*` on errors).
 /// A bare `out.contains("535")` also matches a port such as 43535 in
@@ -165,8 +164,6 @@ pub fn swaks_replied(out: &str, code: &str) -> bool {
             return false;
         };
         let rest = rest.trim_start_matches(['-', '~', '*']).trim_start();
-        rest.len() > 3
-            && rest.starts_with(code)
-            && matches!(rest.as_bytes()[3], b' ' | b'-')
+        rest.len() > 3 && rest.starts_with(code) && matches!(rest.as_bytes()[3], b' ' | b'-')
     })
 }

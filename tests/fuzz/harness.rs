@@ -788,7 +788,8 @@ impl Driver {
                     if self.bits.next() || self.bits.next() {
                         self.s.answer(Answer::Mail(Ok(())));
                     } else {
-                        self.s.answer(Answer::Mail(Err(reply::INSUFFICIENT_STORAGE)));
+                        self.s
+                            .answer(Answer::Mail(Err(reply::INSUFFICIENT_STORAGE)));
                     }
                 }
                 Step::Ask(Question::Recipient(a)) => {

@@ -28,7 +28,11 @@ pub fn rules(data: &[u8]) {
     let Some((&head, rest)) = data.split_first() else {
         return;
     };
-    let kind = if head & 1 == 1 { Kind::Body } else { Kind::Header };
+    let kind = if head & 1 == 1 {
+        Kind::Body
+    } else {
+        Kind::Header
+    };
     let (table, samples) = match rest.iter().position(|&b| b == 0xFF) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
@@ -45,7 +49,9 @@ pub fn rules(data: &[u8]) {
             for (e, m) in errors.iter().zip(&moved) {
                 assert_eq!((e.line + 999, &e.problem), (m.line, &m.problem));
             }
-            let again = Table::parse(FILE, &text, kind).err().expect("parse is deterministic");
+            let again = Table::parse(FILE, &text, kind)
+                .err()
+                .expect("parse is deterministic");
             assert_eq!(errors, again, "parse is not deterministic");
             return;
         }
@@ -57,7 +63,11 @@ pub fn rules(data: &[u8]) {
     for sample in samples.split(|&b| b == 0xFE) {
         let hit = t.first_match(sample);
         if let Some(h) = &hit {
-            assert!((1..=lines).contains(&h.line), "hit at line {} of {lines}", h.line);
+            assert!(
+                (1..=lines).contains(&h.line),
+                "hit at line {} of {lines}",
+                h.line
+            );
             check_action(&h.action, kind);
         }
         let mut cut = sample.to_vec();
@@ -89,12 +99,19 @@ fn check_errors(errors: &[postern::intake::rules::RuleError], lines: usize) {
     let mut last = 0;
     for e in errors {
         assert_eq!(e.file, FILE);
-        assert!((1..=lines).contains(&e.line), "error at line {} of {lines}", e.line);
+        assert!(
+            (1..=lines).contains(&e.line),
+            "error at line {} of {lines}",
+            e.line
+        );
         assert!(e.line >= last, "errors out of order");
         last = e.line;
         assert!(!e.problem.is_empty());
         let shown = e.to_string();
-        assert!(shown.starts_with(&format!("{FILE}:{}: ", e.line)), "{shown}");
+        assert!(
+            shown.starts_with(&format!("{FILE}:{}: ", e.line)),
+            "{shown}"
+        );
     }
 }
 
@@ -110,7 +127,9 @@ fn check_action(a: &Action, kind: Kind) {
         Action::Filter(t) => assert!(t.contains(':'), "FILTER {t:?}"),
         Action::Redirect(t) | Action::Bcc(t) => assert!(t.contains('@'), "{a:?}"),
         Action::Replace(t) | Action::Prepend(t) if kind == Kind::Header => {
-            let name = t.find(|c: char| !c.is_ascii_graphic() || c == ':').unwrap_or(t.len());
+            let name = t
+                .find(|c: char| !c.is_ascii_graphic() || c == ':')
+                .unwrap_or(t.len());
             let rest = t[name..].trim_start_matches([' ', '\t']);
             assert!(name > 0 && rest.starts_with(':'), "not a header: {t:?}");
         }

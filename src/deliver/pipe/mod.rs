@@ -39,16 +39,25 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod file;
+
 use super::macros::{expand, split_extension, uses, with_extension};
 use super::maildir::MaildirAgent;
 use super::spawn;
 use super::{BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
-use crate::route::{FileRoute, PipeRoute, Route};
+use crate::route::{PipeRoute, Route};
 use crate::smtp::reply::Esc;
 
 /// Macros whose value differs between recipients.
-const PER_RECIPIENT: &[&str] = &["user", "extension", "domain", "recipient", "original_recipient", "mailbox"];
+const PER_RECIPIENT: &[&str] = &[
+    "user",
+    "extension",
+    "domain",
+    "recipient",
+    "original_recipient",
+    "mailbox",
+];
 
 pub struct PipeAgent {
     maildir: Arc<MaildirAgent>,
@@ -101,7 +110,11 @@ struct Ran {
 
 impl PipeAgent {
     /// `limits`: each transport's name and concurrency.
-    pub fn new(maildir: Arc<MaildirAgent>, delimiter: &str, limits: &[(String, usize)]) -> PipeAgent {
+    pub fn new(
+        maildir: Arc<MaildirAgent>,
+        delimiter: &str,
+        limits: &[(String, usize)],
+    ) -> PipeAgent {
         PipeAgent {
             maildir,
             delimiter: delimiter.to_string(),
@@ -112,7 +125,12 @@ impl PipeAgent {
         }
     }
 
-    fn deliver_group(&self, msg: &QueuedMessage, route: &PipeRoute, group: &[&Target]) -> Vec<Outcome> {
+    fn deliver_group(
+        &self,
+        msg: &QueuedMessage,
+        route: &PipeRoute,
+        group: &[&Target],
+    ) -> Vec<Outcome> {
         // Quotas first: a full mailbox never sees the command.
         let mut out: Vec<Option<Outcome>> = vec![None; group.len()];
         for (i, t) in group.iter().enumerate() {
@@ -128,7 +146,10 @@ impl PipeAgent {
                 }
             }
             if route.flags.contains('D') && delivered_to_us(msg, &t.address) {
-                out[i] = Some(Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop for {}", t.address)));
+                out[i] = Some(Outcome::failed(
+                    Esc(5, 4, 6),
+                    format!("mail forwarding loop for {}", t.address),
+                ));
             }
         }
         let todo: Vec<usize> = (0..group.len()).filter(|&i| out[i].is_none()).collect();
@@ -136,7 +157,10 @@ impl PipeAgent {
             return out.into_iter().map(Option::unwrap).collect();
         }
         let targets: Vec<&Target> = todo.iter().map(|&i| group[i]).collect();
-        let limit = self.limits.get(&route.transport.to_ascii_lowercase()).cloned();
+        let limit = self
+            .limits
+            .get(&route.transport.to_ascii_lowercase())
+            .cloned();
         let _permit = limit.as_ref().map(|l| l.acquire());
         let outcome = match self.run(msg, route, &targets) {
             Ok(ran) => judge(&ran),
@@ -159,7 +183,9 @@ impl PipeAgent {
         let first = targets[0];
         let vars = self.macros(msg, route, first);
         let argv: Vec<String> = route.argv.iter().map(|a| expand(a, &vars)).collect();
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(route.user.0)).ok().flatten();
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(route.user.0))
+            .ok()
+            .flatten();
         let home = route
             .home
             .clone()
@@ -172,7 +198,10 @@ impl PipeAgent {
                 nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(route.user.1)).ok()
             })
             .unwrap_or_else(|| vec![nix::unistd::Gid::from_raw(route.user.1)]);
-        let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/bin:/bin".into()), ("SHELL".into(), "/bin/sh".into())];
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("SHELL".into(), "/bin/sh".into()),
+        ];
         if let Some(h) = &home {
             env.push(("HOME".into(), h.display().to_string()));
         }
@@ -217,10 +246,13 @@ impl PipeAgent {
         });
         let limit = route.output_limit.max(1);
         // Standard error first: its first line is the diagnostic.
-        let readers: Vec<_> = [Box::new(child.stderr) as Box<dyn Read + Send>, Box::new(child.stdout) as Box<dyn Read + Send>]
-            .into_iter()
-            .map(|r| std::thread::spawn(move || keep_first(r, limit)))
-            .collect();
+        let readers: Vec<_> = [
+            Box::new(child.stderr) as Box<dyn Read + Send>,
+            Box::new(child.stdout) as Box<dyn Read + Send>,
+        ]
+        .into_iter()
+        .map(|r| std::thread::spawn(move || keep_first(r, limit)))
+        .collect();
         let deadline = Instant::now() + route.timeout;
         let (status, timed_out) = loop {
             if let Some(s) = spawn::try_wait(pid)? {
@@ -228,7 +260,10 @@ impl PipeAgent {
             }
             if Instant::now() >= deadline {
                 // The whole session: procmail's own children too.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(-pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 break (spawn::wait(pid)?, true);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -243,7 +278,10 @@ impl PipeAgent {
         };
         while !drained(&feeder, &readers) {
             if Instant::now() >= deadline {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(-pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 let grace = Instant::now() + Duration::from_secs(1);
                 while !drained(&feeder, &readers) && Instant::now() < grace {
                     std::thread::sleep(Duration::from_millis(10));
@@ -276,7 +314,12 @@ impl PipeAgent {
     }
 
     /// The bytes the command reads: the flags' lines, then the message.
-    fn input(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    fn input(
+        &self,
+        msg: &QueuedMessage,
+        route: &PipeRoute,
+        t: &Target,
+    ) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
         let f = &route.flags;
         let head = flag_lines(msg, route, t);
         let body = msg.body()?;
@@ -306,7 +349,12 @@ impl PipeAgent {
     }
 
     /// The macro values for one recipient.
-    fn macros(&self, msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> HashMap<&'static str, String> {
+    fn macros(
+        &self,
+        msg: &QueuedMessage,
+        route: &PipeRoute,
+        t: &Target,
+    ) -> HashMap<&'static str, String> {
         let input = MacroInput {
             address: &t.address,
             orig: &t.orig,
@@ -334,7 +382,11 @@ pub struct MacroInput<'a> {
 
 /// The macro values of `route`'s command for one recipient, as the agent
 /// expands them (flags h, q, u; the extension carried over from `orig`).
-pub fn macro_values(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> HashMap<&'static str, String> {
+pub fn macro_values(
+    route: &PipeRoute,
+    delimiter: &str,
+    t: &MacroInput<'_>,
+) -> HashMap<&'static str, String> {
     let f = &route.flags;
     let (mut local, mut domain) = match t.address.rsplit_once('@') {
         Some((l, d)) => (l.to_string(), d.to_string()),
@@ -348,7 +400,15 @@ pub fn macro_values(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> H
         domain = domain.to_lowercase();
     }
     let (user, extension) = split_extension(&local, delimiter);
-    let q = |s: &str| if f.contains('q') && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c)) { format!("\"{s}\"") } else { s.to_string() };
+    let q = |s: &str| {
+        if f.contains('q')
+            && s.contains(|c: char| c.is_whitespace() || "\"\\(),:;<>@[]".contains(c))
+        {
+            format!("\"{s}\"")
+        } else {
+            s.to_string()
+        }
+    };
     let mut m = HashMap::new();
     m.insert("user", q(&user));
     m.insert("extension", extension);
@@ -357,8 +417,22 @@ pub fn macro_values(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> H
     m.insert("local", q(&local));
     m.insert("recipient", format!("{}@{domain}", q(&local)));
     m.insert("original_recipient", t.orig.to_string());
-    m.insert("mailbox", route.mailbox.as_ref().map(|b| b.path.display().to_string()).unwrap_or_default());
-    m.insert("sender", if t.sender.is_empty() { "MAILER-DAEMON".into() } else { t.sender.to_string() });
+    m.insert(
+        "mailbox",
+        route
+            .mailbox
+            .as_ref()
+            .map(|b| b.path.display().to_string())
+            .unwrap_or_default(),
+    );
+    m.insert(
+        "sender",
+        if t.sender.is_empty() {
+            "MAILER-DAEMON".into()
+        } else {
+            t.sender.to_string()
+        },
+    );
     if let Some(size) = t.size {
         m.insert("size", size.to_string());
     }
@@ -379,7 +453,10 @@ pub fn expanded_argv(route: &PipeRoute, delimiter: &str, t: &MacroInput<'_>) -> 
 /// A mailbox (its quota), or a D or O flag (a header naming one
 /// recipient), make it per recipient too.
 pub fn runs_per_recipient(route: &PipeRoute) -> bool {
-    route.argv.iter().any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
+    route
+        .argv
+        .iter()
+        .any(|a| PER_RECIPIENT.iter().any(|m| uses(a, m)))
         || route.mailbox.is_some()
         || route.flags.contains('D')
         || route.flags.contains('O')
@@ -393,11 +470,22 @@ fn flag_lines(msg: &QueuedMessage, route: &PipeRoute, t: &Target) -> String {
     let sender = msg.env.sender.to_string();
     let mut head = String::new();
     if f.contains('F') {
-        let from = if sender.is_empty() { "MAILER-DAEMON" } else { &sender };
-        head.push_str(&format!("From {from}  {}\n", crate::timefmt::mbox(msg.env.arrival_secs())));
+        let from = if sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &sender
+        };
+        head.push_str(&format!(
+            "From {from}  {}\n",
+            crate::timefmt::mbox(msg.env.arrival_secs())
+        ));
     }
     if f.contains('R') {
-        let rp = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { sender.clone() };
+        let rp = if sender.is_empty() {
+            "MAILER-DAEMON".to_string()
+        } else {
+            sender.clone()
+        };
         head.push_str(&format!("Return-Path: <{rp}>\n"));
     }
     if f.contains('O') {
@@ -466,107 +554,37 @@ impl BlockingAgent for PipeAgent {
     }
 }
 
-impl PipeAgent {
-    /// Appends one copy to an mbox file as local(8) does: `From ` line,
-    /// Return-Path:, X-Original-To:, Delivered-To:, `>From ` quoting, a
-    /// blank line after; under an fcntl lock; written as the file's user,
-    /// and cut back to its old length if anything fails.
-    fn append(&self, msg: &QueuedMessage, f: &FileRoute, t: &Target) -> Outcome {
-        if delivered_to_us(msg, &t.address) {
-            return Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop for {}", t.address));
-        }
-        if f.path == std::path::Path::new("/dev/null") {
-            return Outcome::delivered("discarded to /dev/null");
-        }
-        let route = PipeRoute::local("file", Vec::new(), f.user, None);
-        let text = (|| {
-            let (mut head, mut rest) = self.input(msg, &route, t)?;
-            rest.read_to_end(&mut head)?;
-            if !head.ends_with(b"\n") {
-                head.push(b'\n');
-            }
-            head.push(b'\n');
-            Ok::<_, io::Error>(head)
-        })();
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => return Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}")),
-        };
-        match append_locked(&f.path, f.user, &text) {
-            Ok(()) => Outcome::delivered(format!("delivered to file: {}", f.path.display())),
-            Err(e) => {
-                let mut o = super::maildir::write_failure(&f.path, &e);
-                o.text = format!("cannot append to {}: {e}", f.path.display());
-                o
-            }
-        }
-    }
-}
-
-/// O_APPEND under an fcntl write lock (waits up to a minute), as `user`;
-/// a regular file only (no symlinks), created 0600 if missing.
-fn append_locked(path: &std::path::Path, user: (u32, u32), text: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
-    let am_root = crate::privs::can_switch_users();
-    let _ids = super::maildir::FsIds::switch(am_root.then_some(user))?;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let fd = file.as_raw_fd();
-    let lock = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as i16,
-        l_whence: nix::libc::SEEK_SET as i16,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        // SAFETY: fd is open for the call; lock is a valid flock struct.
-        if unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLK, &lock) } == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(nix::libc::EAGAIN) | Some(nix::libc::EACCES)) || Instant::now() >= give_up {
-            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("cannot lock: {e}")));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The length under the lock: what to cut back to.
-    let before = file.metadata()?.len();
-    let written = file.write_all(text).and_then(|()| file.sync_data());
-    if let Err(e) = written {
-        let _ = file.set_len(before);
-        return Err(e);
-    }
-    Ok(())
-}
-
 /// Postfix's verdict on a finished command (pipe_command.c, sys_exits.c).
 fn judge(r: &Ran) -> Outcome {
     let text = one_line(&r.output);
     if r.timed_out {
-        return Outcome::failed(Esc(5, 3, 0), format!("command time limit exceeded{}", with(&text)));
+        return Outcome::failed(
+            Esc(5, 3, 0),
+            format!("command time limit exceeded{}", with(&text)),
+        );
     }
     if r.status == Some(0) {
-        return Outcome::delivered(if text.is_empty() { "delivered via pipe".into() } else { format!("delivered via pipe ({text})") });
+        return Outcome::delivered(if text.is_empty() {
+            "delivered via pipe".into()
+        } else {
+            format!("delivered via pipe ({text})")
+        });
     }
     if let Some(sig) = r.signal {
-        return Outcome::deferred(Esc(4, 3, 0), format!("command died on signal {sig}{}", with(&text)));
+        return Outcome::deferred(
+            Esc(4, 3, 0),
+            format!("command died on signal {sig}{}", with(&text)),
+        );
     }
     let code = r.status.unwrap_or(-1);
     // Output that starts with an enhanced status code decides.
     if let Some((esc, rest)) = leading_esc(&text) {
         let t = format!("{rest} (exit {code})");
-        return if esc.0 == 4 { Outcome::deferred(esc, t) } else { Outcome::failed(esc, t) };
+        return if esc.0 == 4 {
+            Outcome::deferred(esc, t)
+        } else {
+            Outcome::failed(esc, t)
+        };
     }
     let (esc, name) = match code {
         64 => (Esc(5, 3, 0), "command line usage error"),
@@ -595,7 +613,11 @@ fn judge(r: &Ran) -> Outcome {
 }
 
 fn with(text: &str) -> String {
-    if text.is_empty() { String::new() } else { format!(": {text}") }
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
 }
 
 /// `4.2.2 text` → (4.2.2, text).
@@ -644,26 +666,4 @@ fn delivered_to_us(msg: &QueuedMessage, address: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_map_as_postfix_does() {
-        let ran = |status: i32, out: &str| Ran { status: Some(status), signal: None, timed_out: false, output: out.into() };
-        assert!(judge(&ran(0, "")).is_delivered());
-        for t in [75, 71, 69, 73, 74] {
-            assert!(judge(&ran(t, "")).is_deferred(), "{t}");
-        }
-        for (c, esc) in [(67, Esc(5, 1, 1)), (68, Esc(5, 1, 2)), (77, Esc(5, 7, 0)), (64, Esc(5, 3, 0)), (1, Esc(5, 3, 0))] {
-            let o = judge(&ran(c, "procmail: Unknown user\nmore"));
-            assert!(o.is_failed() && o.esc == esc, "{c}: {o:?}");
-            assert!(o.text.contains("Unknown user") && !o.text.contains("more"), "{o:?}");
-        }
-        let o = judge(&ran(1, "4.2.2 mailbox full"));
-        assert!(o.is_deferred() && o.esc == Esc(4, 2, 2), "{o:?}");
-        let o = judge(&Ran { status: None, signal: Some(9), timed_out: false, output: vec![] });
-        assert!(o.is_deferred());
-        let o = judge(&Ran { status: None, signal: Some(9), timed_out: true, output: vec![] });
-        assert!(o.is_failed() && o.text.contains("time limit"), "{o:?}");
-    }
-}
+mod tests;

@@ -45,14 +45,14 @@ pub async fn resolve(
                     crate::log::warning(&w);
                 }
                 Ok(targets
-                .into_iter()
-                .map(|t| Host {
-                    name: t.host,
-                    port: hop.port,
-                    addrs: t.addrs,
-                    hop: Some(hop.clone()),
-                })
-                .collect())
+                    .into_iter()
+                    .map(|t| Host {
+                        name: t.host,
+                        port: hop.port,
+                        addrs: t.addrs,
+                        hop: Some(hop.clone()),
+                    })
+                    .collect())
             }
             Err(f) => Err(if f.permanent {
                 Outcome::failed(f.esc, f.text)

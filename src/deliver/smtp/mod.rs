@@ -123,7 +123,11 @@ impl SmtpAgent {
         }
     }
 
-    async fn deliver_all(self: Arc<Self>, msg: Arc<QueuedMessage>, targets: Vec<Target>) -> Vec<Outcome> {
+    async fn deliver_all(
+        self: Arc<Self>,
+        msg: Arc<QueuedMessage>,
+        targets: Vec<Target>,
+    ) -> Vec<Outcome> {
         // One group per destination: a recipient domain by MX, or a route.
         let mut groups: Vec<(String, SmtpRoute, Vec<usize>)> = Vec::new();
         let mut out: Vec<Option<Outcome>> = vec![None; targets.len()];
@@ -186,7 +190,10 @@ impl SmtpAgent {
     ) -> Vec<Outcome> {
         let dest = self.dests.get(key);
         if let Some(why) = dest.dead() {
-            let o = Outcome::deferred(Esc(4, 4, 1), format!("delivery temporarily suspended: {why}"));
+            let o = Outcome::deferred(
+                Esc(4, 4, 1),
+                format!("delivery temporarily suspended: {why}"),
+            );
             return rcpts.iter().map(|_| o.clone()).collect();
         }
         let _slot = dest.limit.acquire_arc().await;
@@ -206,7 +213,8 @@ impl SmtpAgent {
         let content = match loaded {
             Ok(c) => c,
             Err(e) => {
-                let o = Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
+                let o =
+                    Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"));
                 return rcpts.iter().map(|_| o.clone()).collect();
             }
         };
@@ -245,7 +253,8 @@ impl SmtpAgent {
             };
             for h in hosts {
                 for addr in h.addrs.iter().take(hosts::MAX_ADDRS) {
-                    let pending: Vec<usize> = (0..rcpts.len()).filter(|&i| out[i].is_none()).collect();
+                    let pending: Vec<usize> =
+                        (0..rcpts.len()).filter(|&i| out[i].is_none()).collect();
                     if pending.is_empty() {
                         break;
                     }
@@ -256,7 +265,10 @@ impl SmtpAgent {
                         tls: None,
                     };
                     let mine: Vec<&Target> = pending.iter().map(|&i| rcpts[i]).collect();
-                    match self.attempt(&dest, route, &h, peer, msg, content, &mine).await {
+                    match self
+                        .attempt(&dest, route, &h, peer, msg, content, &mine)
+                        .await
+                    {
                         Attempt::Answered(outs) => {
                             all_connect = false;
                             for (i, a) in pending.into_iter().zip(outs) {
@@ -472,7 +484,11 @@ impl AsyncAgent for SmtpAgent {
 /// The original client of a queued message, for the content filter.
 fn xforward_of(msg: &QueuedMessage) -> crate::smtp::client::XForward {
     let e = &msg.env;
-    let proto = if e.protocol.to_ascii_uppercase().starts_with("ESMTP") { "ESMTP" } else { "SMTP" };
+    let proto = if e.protocol.to_ascii_uppercase().starts_with("ESMTP") {
+        "ESMTP"
+    } else {
+        "SMTP"
+    };
     crate::smtp::client::XForward {
         name: e.client_ip.map(|_| e.client_name.clone()),
         addr: e.client_ip,
@@ -520,7 +536,10 @@ impl Content {
     /// Reads the message (blocking): its bytes, or where it is, and its
     /// size with CRLF line ends for SIZE= (RFC 1870). With DKIM keys, the
     /// same pass signs it (dkim/).
-    fn load(msg: &QueuedMessage, dkim: Option<&Arc<crate::dkim::Signer>>) -> std::io::Result<Content> {
+    fn load(
+        msg: &QueuedMessage,
+        dkim: Option<&Arc<crate::dkim::Signer>>,
+    ) -> std::io::Result<Content> {
         use std::io::Read;
         let mut job = dkim.and_then(|d| d.start(&msg.env));
         let mut r = msg.body()?;
@@ -551,7 +570,13 @@ impl Content {
         let sig = job.map(|j| dkim_header(msg, j)).unwrap_or_default();
         let extra = sig.len() as u64 + sig.iter().filter(|&&c| c == b'\n').count() as u64;
         let (path, off) = msg.location();
-        Ok(Content::File(path, off, msg.body_len, msg.body_len + lines + extra, Arc::new(sig)))
+        Ok(Content::File(
+            path,
+            off,
+            msg.body_len,
+            msg.body_len + lines + extra,
+            Arc::new(sig),
+        ))
     }
 
     fn envelope(&self, msg: &QueuedMessage, rcpts: &[&Target]) -> Envelope {
@@ -625,7 +650,10 @@ impl smol::io::AsyncRead for FailingReader {
         _cx: &mut std::task::Context<'_>,
         _buf: &mut [u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let e = self.0.take().unwrap_or_else(|| std::io::Error::other("unreadable"));
+        let e = self
+            .0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("unreadable"));
         std::task::Poll::Ready(Err(e))
     }
 }

@@ -88,7 +88,12 @@ pub fn session(peer: &Peer, f: &SessionFailure) -> Failed {
     let (esc, text, reply) = match f {
         SessionFailure::Connect(e) => (
             Esc(4, 4, 1),
-            format!("connect to {}:{}: {}", peer.named(), peer.addr.port(), strip_addr(e)),
+            format!(
+                "connect to {}:{}: {}",
+                peer.named(),
+                peer.addr.port(),
+                strip_addr(e)
+            ),
             None,
         ),
         SessionFailure::Smtp(c) => {
@@ -101,8 +106,16 @@ pub fn session(peer: &Peer, f: &SessionFailure) -> Failed {
             };
             (c.esc(), text, reply)
         }
-        SessionFailure::Config(e) => (Esc(4, 3, 5), format!("outbound TLS configuration: {e}"), None),
-        SessionFailure::Content(e) => (Esc(4, 3, 0), format!("cannot read the queued message: {e}"), None),
+        SessionFailure::Config(e) => (
+            Esc(4, 3, 5),
+            format!("outbound TLS configuration: {e}"),
+            None,
+        ),
+        SessionFailure::Content(e) => (
+            Esc(4, 3, 0),
+            format!("cannot read the queued message: {e}"),
+            None,
+        ),
     };
     let permanent = matches!(f, SessionFailure::Smtp(c) if c.is_permanent());
     let outcome = if permanent {

@@ -59,9 +59,9 @@ impl Destination {
     pub fn take(&self, key: &ConnKey, reuse: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let i = idle
-            .iter()
-            .position(|c| c.key == *key && now.duration_since(c.since) < reuse && c.conn.is_open())?;
+        let i = idle.iter().position(|c| {
+            c.key == *key && now.duration_since(c.since) < reuse && c.conn.is_open()
+        })?;
         Some(idle.swap_remove(i).conn)
     }
 
@@ -176,7 +176,8 @@ mod tests {
     #[test]
     fn a_flush_revives_dead_destinations() {
         let d = Destinations::new(1);
-        d.get("route:filter").mark_dead("connect to 127.0.0.1: Connection refused");
+        d.get("route:filter")
+            .mark_dead("connect to 127.0.0.1: Connection refused");
         assert!(d.get("route:filter").dead().is_some());
         d.revive();
         assert_eq!(d.get("route:filter").dead(), None);

@@ -28,9 +28,9 @@
 
 use std::sync::Arc;
 
-use super::rules::{Action, Table};
 #[cfg(test)]
 use super::rules::Kind;
+use super::rules::{Action, Table};
 
 /// Bytes of one logical header given to the rules (Postfix's
 /// header_size_limit); the header itself is passed on whole.
@@ -144,7 +144,10 @@ impl Verdict {
     /// Does the message's envelope or place change (HOLD, FILTER,
     /// REDIRECT, BCC)?
     pub fn reroutes(&self) -> bool {
-        self.hold.is_some() || self.filter.is_some() || self.redirect.is_some() || !self.bcc.is_empty()
+        self.hold.is_some()
+            || self.filter.is_some()
+            || self.redirect.is_some()
+            || !self.bcc.is_empty()
     }
 
     /// Applies FILTER, REDIRECT and BCC to an envelope; false when an
@@ -371,7 +374,9 @@ impl Scanner {
         let mut header = std::mem::take(&mut self.header);
         if let (State::Headers, Some(origin)) = (self.state, self.qualify.as_deref()) {
             let name_end = header.iter().position(|&c| c == b':').unwrap_or(0);
-            let name = String::from_utf8_lossy(&header[..name_end]).trim().to_ascii_lowercase();
+            let name = String::from_utf8_lossy(&header[..name_end])
+                .trim()
+                .to_ascii_lowercase();
             if super::qualify::ADDRESS_FIELDS.contains(&name.as_str()) {
                 if let Some(q) = super::qualify::qualify_field(&header, origin) {
                     header = q;
@@ -380,7 +385,9 @@ impl Scanner {
         }
         let text = strip_lf(&header);
         let name_end = text.iter().position(|&c| c == b':').unwrap_or(0);
-        let name = String::from_utf8_lossy(&text[..name_end]).trim().to_ascii_lowercase();
+        let name = String::from_utf8_lossy(&text[..name_end])
+            .trim()
+            .to_ascii_lowercase();
         if self.state == State::Headers && (name == "received" || name == "delivered-to") {
             self.hops += 1;
         }
@@ -403,7 +410,11 @@ impl Scanner {
             true => None,
         };
         let hit = hit.filter(|(_, h)| {
-            !self.rewrite_only || matches!(h.action, Action::Ignore | Action::Strip(_) | Action::Replace(_))
+            !self.rewrite_only
+                || matches!(
+                    h.action,
+                    Action::Ignore | Action::Strip(_) | Action::Replace(_)
+                )
         });
         let Some((file, hit)) = hit else {
             self.out.extend_from_slice(&header);
@@ -441,7 +452,11 @@ impl Scanner {
             return;
         }
         let rules = self.rules.clone();
-        if rules.body.is_empty() || self.done || self.rewrite_only || self.body_checked >= BODY_CHECK_LIMIT {
+        if rules.body.is_empty()
+            || self.done
+            || self.rewrite_only
+            || self.body_checked >= BODY_CHECK_LIMIT
+        {
             self.out.extend_from_slice(line);
             return;
         }
@@ -477,7 +492,11 @@ impl Scanner {
             }
         }
         self.body_checked = 0;
-        self.state = if part.message { State::NestedHeaders } else { State::Body };
+        self.state = if part.message {
+            State::NestedHeaders
+        } else {
+            State::Body
+        };
     }
 
     /// A `--boundary` line of an open multipart: `Some(true)` for the
@@ -485,7 +504,10 @@ impl Scanner {
     fn boundary(&mut self, line: &[u8]) -> Option<bool> {
         let rest = line.strip_prefix(b"--")?;
         let rest = trim_end(rest);
-        let i = self.boundaries.iter().rposition(|(b, _)| rest.starts_with(b.as_bytes()))?;
+        let i = self
+            .boundaries
+            .iter()
+            .rposition(|(b, _)| rest.starts_with(b.as_bytes()))?;
         let after = &rest[self.boundaries[i].0.len()..];
         match after {
             b"" => {
@@ -526,7 +548,10 @@ impl Scanner {
         if action.ends_checks() {
             self.done = true;
         }
-        if matches!(action, Action::Ignore | Action::Dunno | Action::Replace(_) | Action::Prepend(_)) {
+        if matches!(
+            action,
+            Action::Ignore | Action::Dunno | Action::Replace(_) | Action::Prepend(_)
+        ) {
             return;
         }
         let shown: String = String::from_utf8_lossy(&text[..text.len().min(200)])
@@ -548,19 +573,28 @@ fn strip_lf(line: &[u8]) -> &[u8] {
 }
 
 fn trim_end(s: &[u8]) -> &[u8] {
-    let n = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let n = s
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &s[..n]
 }
 
 /// `name:` with a name of printable ASCII (RFC 5322 2.2), white space
 /// allowed before the colon as Postfix allows it.
 fn is_header_start(line: &[u8]) -> bool {
-    let n = line.iter().take_while(|&&c| (33..=126).contains(&c) && c != b':').count();
+    let n = line
+        .iter()
+        .take_while(|&&c| (33..=126).contains(&c) && c != b':')
+        .count();
     if n == 0 {
         return false;
     }
     let rest = &line[n..];
-    let ws = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    let ws = rest
+        .iter()
+        .take_while(|&&c| c == b' ' || c == b'\t')
+        .count();
     rest.get(ws) == Some(&b':')
 }
 

@@ -132,11 +132,17 @@ impl Template {
             "PASS" => Word::Pass,
             "DUNNO" | "OK" => Word::Dunno,
             _ if name.contains('$') => {
-                return Err(format!("the action `{name}` must be written out, not substituted"))
+                return Err(format!(
+                    "the action `{name}` must be written out, not substituted"
+                ))
             }
             _ => return Err(format!("unknown action `{name}`; allowed: {ACTIONS}")),
         };
-        let t = Template { word, text, max_group };
+        let t = Template {
+            word,
+            text,
+            max_group,
+        };
         t.check(name, header)?;
         Ok(t)
     }
@@ -161,9 +167,9 @@ impl Template {
                 needs("an address `user@domain`, the `@` written out")
             }
             Word::Replace | Word::Prepend if self.text.is_empty() => needs("the text of a line"),
-            Word::Replace | Word::Prepend if header && header_name_len(prefix).is_none() => needs(
-                "a header `name: value`, its name and colon written out (not from $n)",
-            ),
+            Word::Replace | Word::Prepend if header && header_name_len(prefix).is_none() => {
+                needs("a header `name: value`, its name and colon written out (not from $n)")
+            }
             Word::Reject => match split_dsn(prefix) {
                 Some((Esc(class, ..), _)) if class != 4 && class != 5 => Err(format!(
                     "REJECT with status {class}.x.x: the code must start with 4 (try \
@@ -213,8 +219,16 @@ fn reject_reply(text: &str) -> Reply {
         return CONTENT_REJECTED;
     }
     let (esc, rest) = split_dsn(text).unwrap_or((Esc(5, 7, 1), text));
-    let esc = if esc.0 == 5 { esc } else { Esc(4, esc.1, esc.2) };
-    let rest = if rest.is_empty() { &*CONTENT_REJECTED.text } else { rest };
+    let esc = if esc.0 == 5 {
+        esc
+    } else {
+        Esc(4, esc.1, esc.2)
+    };
+    let rest = if rest.is_empty() {
+        &*CONTENT_REJECTED.text
+    } else {
+        rest
+    };
     let code = if esc.0 == 4 { 451 } else { 550 };
     Reply::new(code, esc, rest.to_string())
 }
@@ -249,7 +263,9 @@ fn split_dsn(text: &str) -> Option<(Esc, &str)> {
 /// Postfix is_header(): a name of printable ASCII other than `:`, then
 /// optional blanks, then `:`. Returns the name's length.
 pub fn header_name_len(s: &str) -> Option<usize> {
-    let name = s.find(|c: char| !c.is_ascii_graphic() || c == ':').unwrap_or(s.len());
+    let name = s
+        .find(|c: char| !c.is_ascii_graphic() || c == ':')
+        .unwrap_or(s.len());
     let rest = s[name..].trim_start_matches([' ', '\t']);
     (name > 0 && rest.starts_with(':')).then_some(name)
 }

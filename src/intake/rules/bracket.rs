@@ -71,7 +71,11 @@ impl Bracket<'_> {
                             "range {}-{} runs backwards{}",
                             show(lo),
                             show(hi),
-                            if self.f.icase { " (with the i flag its ends are compared upper-cased)" } else { "" }
+                            if self.f.icase {
+                                " (with the i flag its ends are compared upper-cased)"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                     set[lo as usize..=hi as usize].fill(true);
@@ -118,7 +122,11 @@ impl Bracket<'_> {
                 .into());
         }
         self.pos += 1;
-        Ok(Elem::Char(if self.f.icase { c.to_ascii_uppercase() } else { c }))
+        Ok(Elem::Char(if self.f.icase {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        }))
     }
 
     /// `[:name:]`; `[.x.]` and `[=x=]` are refused.
@@ -190,8 +198,12 @@ fn posix_class(name: &str) -> Option<Bytes> {
 /// `\w \W \s \S`: glibc builds them like brackets, but a negated one still
 /// matches a newline under REG_NEWLINE. Case does not change them.
 pub fn class_escape(c: u8) -> Bytes {
-    let mut set = posix_class(if c.eq_ignore_ascii_case(&b's') { "space" } else { "alnum" })
-        .expect("known class");
+    let mut set = posix_class(if c.eq_ignore_ascii_case(&b's') {
+        "space"
+    } else {
+        "alnum"
+    })
+    .expect("known class");
     if c.eq_ignore_ascii_case(&b'w') {
         set[b'_' as usize] = true;
     }

@@ -71,8 +71,8 @@ use std::fmt;
 
 use regex_lite::{Regex, RegexBuilder};
 
-pub use action::{Action, CONTENT_REJECTED};
 use action::Template;
+pub use action::{Action, CONTENT_REJECTED};
 use parse::{Line, Source};
 
 /// Largest compiled form of one pattern, in bytes (regex-lite's
@@ -159,7 +159,10 @@ enum Op {
         action: Template,
     },
     /// When the pattern does not match, go on after the rule at `endif`.
-    If { pattern: Pattern, endif: usize },
+    If {
+        pattern: Pattern,
+        endif: usize,
+    },
     Endif,
 }
 
@@ -181,7 +184,12 @@ impl Table {
     }
 
     /// Parses rules whose first line is line `first_line` of `file`.
-    pub fn parse_at(file: &str, first_line: usize, text: &str, kind: Kind) -> Result<Table, Vec<RuleError>> {
+    pub fn parse_at(
+        file: &str,
+        first_line: usize,
+        text: &str,
+        kind: Kind,
+    ) -> Result<Table, Vec<RuleError>> {
         let error = |line: usize, problem: String| RuleError {
             file: file.to_string(),
             line,
@@ -257,14 +265,21 @@ impl Table {
     /// The first rule matching `input` (see the top of this file).
     pub fn first_match(&self, input: impl AsRef<[u8]>) -> Option<Hit> {
         let input = input.as_ref();
-        let input = input.iter().position(|&b| b == 0).map_or(input, |n| &input[..n]);
+        let input = input
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(input, |n| &input[..n]);
         let chars = as_chars(input);
         let input: &str = &chars;
         let mut i = 0;
         while let Some(rule) = self.rules.get(i) {
             i += 1;
             let (first, second, action) = match &rule.op {
-                Op::Match { first, second, action } => (first, second, action),
+                Op::Match {
+                    first,
+                    second,
+                    action,
+                } => (first, second, action),
                 Op::If { pattern, endif } => {
                     if !pattern.matches(input) {
                         i = endif + 1;
@@ -317,7 +332,11 @@ fn build(line: Line, kind: Kind) -> Result<Op, String> {
             pattern: compile(&src, false)?.0,
             endif: usize::MAX,
         }),
-        Line::Match { first, second, value } => {
+        Line::Match {
+            first,
+            second,
+            value,
+        } => {
             let action = Template::parse(&value, kind == Kind::Header)?;
             let (first_pat, groups) = compile(&first, action.max_group > 0)?;
             if action.max_group > 0 && first.negated {

@@ -170,7 +170,11 @@ fn pattern(b: &[u8], pos: &mut usize) -> Result<Source, String> {
     let start = p;
     while p < b.len() && b[p] != delim {
         // A backslash escapes the next byte (the delimiter among others).
-        p += if b[p] == b'\\' && p + 1 < b.len() { 2 } else { 1 };
+        p += if b[p] == b'\\' && p + 1 < b.len() {
+            2
+        } else {
+            1
+        };
     }
     if p >= b.len() {
         return Err(format!("no closing `{}` after the pattern", delim as char));

@@ -7,7 +7,13 @@ const FILE: &str = "/etc/postern/header_checks";
 
 fn table(text: &str) -> Table {
     Table::parse(FILE, text, Kind::Header).unwrap_or_else(|e| {
-        panic!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })
 }
 
@@ -32,7 +38,10 @@ fn one_error(text: &str) -> String {
 #[test]
 fn the_seed_rule_drops_received_headers_in_any_case() {
     let t = table("/^Received:/ IGNORE\n");
-    assert_eq!(act(&t, "Received: from a\n\tby b; Mon, 1 Jan 2024"), Some(Action::Ignore));
+    assert_eq!(
+        act(&t, "Received: from a\n\tby b; Mon, 1 Jan 2024"),
+        Some(Action::Ignore)
+    );
     assert_eq!(act(&t, "received: from a"), Some(Action::Ignore));
     assert_eq!(act(&t, "X-Received: from a"), None);
     assert_eq!(t.first_match("Received: x").map(|h| h.line), Some(1));
@@ -52,16 +61,25 @@ fn a_folded_header_is_matched_as_one() {
 fn flags_toggle_case_multiline_and_basic_syntax() {
     let t = table("/^subject: Hi/i WARN exact case\n");
     assert_eq!(act(&t, "Subject: Hi"), None);
-    assert_eq!(act(&t, "subject: Hi"), Some(Action::Warn("exact case".into())));
+    assert_eq!(
+        act(&t, "subject: Hi"),
+        Some(Action::Warn("exact case".into()))
+    );
     // ii toggles twice: case ignored again.
     assert!(act(&table("/^subject/ii DUNNO\n"), "SUBJECT: x").is_some());
 
     let t = table("/^X-Spam: yes$/m WARN line\n/a.b/m INFO dot\n");
-    assert_eq!(act(&t, "X-Spam: yes\n\tand more"), Some(Action::Warn("line".into())));
+    assert_eq!(
+        act(&t, "X-Spam: yes\n\tand more"),
+        Some(Action::Warn("line".into()))
+    );
     assert_eq!(act(&t, "X: a\nb"), None, "with m, `.` stops at a newline");
 
     let t = table("/^Subject: \\(a\\+\\)b$/x WARN got $1\n/^X: a+$/x INFO literal plus\n");
-    assert_eq!(act(&t, "Subject: aaab"), Some(Action::Warn("got aaa".into())));
+    assert_eq!(
+        act(&t, "Subject: aaab"),
+        Some(Action::Warn("got aaa".into()))
+    );
     assert_eq!(act(&t, "X: a+"), Some(Action::Info("literal plus".into())));
     assert_eq!(act(&t, "X: aa"), None);
 }
@@ -74,10 +92,16 @@ fn delimiters_negation_and_the_second_pattern() {
          !/^(To|Cc|Subject|From|X-Path|Date):/ INFO other\n\
          /^Date:/!/2024/ WARN not this year\n",
     );
-    assert_eq!(act(&t, "From: joe@example.com"), Some(Action::Warn("from us".into())));
+    assert_eq!(
+        act(&t, "From: joe@example.com"),
+        Some(Action::Warn("from us".into()))
+    );
     assert_eq!(act(&t, "X-Path: a/b"), Some(Action::Warn("slash".into())));
     assert_eq!(act(&t, "X-Other: 1"), Some(Action::Info("other".into())));
-    assert_eq!(act(&t, "Date: 1 Jan 2023"), Some(Action::Warn("not this year".into())));
+    assert_eq!(
+        act(&t, "Date: 1 Jan 2023"),
+        Some(Action::Warn("not this year".into()))
+    );
     assert_eq!(act(&t, "Date: 1 Jan 2024"), None);
 }
 
@@ -93,9 +117,15 @@ fn if_blocks_nest_and_skip() {
          /money/ INFO outside\n",
     );
     assert!(matches!(act(&t, "Subject: money"), Some(Action::Reject(_))));
-    assert_eq!(act(&t, "Subject: urgent money"), Some(Action::Info("outside".into())));
+    assert_eq!(
+        act(&t, "Subject: urgent money"),
+        Some(Action::Info("outside".into()))
+    );
     assert_eq!(act(&t, "Subject: hi"), Some(Action::Warn("hi".into())));
-    assert_eq!(act(&t, "X-Note: money"), Some(Action::Info("outside".into())));
+    assert_eq!(
+        act(&t, "X-Note: money"),
+        Some(Action::Info("outside".into()))
+    );
     assert_eq!(t.first_match("X-Note: money").map(|h| h.line), Some(7));
     // Keywords are case-insensitive and need no space before the pattern.
     assert!(act(&table("IF/^a/\n/b/ DUNNO\nENDIF\n"), "ab").is_some());
@@ -182,8 +212,14 @@ fn dollar_substitutions() {
          /^To: ([^@]*)@(.*)$/ INFO ${2}/$(1) costs $$5\n\
          /^X: (a*)b/ INFO [$1]\n",
     );
-    assert_eq!(act(&t, "Subject: hello\n\tworld"), Some(Action::Warn("subject is hello\n\tworld".into())));
-    assert_eq!(act(&t, "To: joe@example.org"), Some(Action::Info("example.org/joe costs $5".into())));
+    assert_eq!(
+        act(&t, "Subject: hello\n\tworld"),
+        Some(Action::Warn("subject is hello\n\tworld".into()))
+    );
+    assert_eq!(
+        act(&t, "To: joe@example.org"),
+        Some(Action::Info("example.org/joe costs $5".into()))
+    );
     // An empty group gives an empty text.
     assert_eq!(act(&t, "X: b"), Some(Action::Info("[]".into())));
 }
@@ -193,7 +229,12 @@ fn header_tables_need_headers_body_tables_do_not() {
     assert!(one_error("/^X:/ REPLACE just text\n").contains("a header `name: value`"));
     assert!(one_error("/^X: (.*)/ REPLACE $1\n").contains("not from $n"));
     assert!(one_error("/^X:/ PREPEND\n").contains("the text of a line"));
-    let body = Table::parse("body_checks", "/^begin (.*)/ REPLACE $1 replaced\n", Kind::Body).expect("body");
+    let body = Table::parse(
+        "body_checks",
+        "/^begin (.*)/ REPLACE $1 replaced\n",
+        Kind::Body,
+    )
+    .expect("body");
     assert_eq!(
         body.first_match("begin 644 x").map(|h| h.action),
         Some(Action::Replace("644 x replaced".into()))
@@ -208,7 +249,10 @@ fn syntax_errors_name_file_and_line() {
     let e = one_error("/^Subject: unterminated IGNORE\n");
     assert!(e.starts_with(&format!("{FILE}:1: no closing `/`")), "{e}");
     let e = one_error("/^X:/ SHRUG\n");
-    assert!(e.contains("unknown action `SHRUG`; allowed: IGNORE, STRIP"), "{e}");
+    assert!(
+        e.contains("unknown action `SHRUG`; allowed: IGNORE, STRIP"),
+        "{e}"
+    );
     assert!(one_error("/x/\n").contains("no action"));
     assert!(one_error("/x/q IGNORE\n").contains("unknown flag `q`"));
     assert!(one_error("Received: IGNORE\n").contains("not a rule"));
@@ -228,9 +272,15 @@ fn syntax_errors_name_file_and_line() {
 #[test]
 fn if_and_endif_must_pair() {
     let e = one_error("/a/ DUNNO\nendif\n");
-    assert!(e.starts_with(&format!("{FILE}:2: `endif` without an `if`")), "{e}");
+    assert!(
+        e.starts_with(&format!("{FILE}:2: `endif` without an `if`")),
+        "{e}"
+    );
     let e = one_error("/a/ DUNNO\nif /b/\n/c/ WARN c\n");
-    assert!(e.starts_with(&format!("{FILE}:2: this `if` has no `endif`")), "{e}");
+    assert!(
+        e.starts_with(&format!("{FILE}:2: this `if` has no `endif`")),
+        "{e}"
+    );
     let e = one_error("if /b/\n  /c/ WARN indented\nendif\n");
     assert!(e.contains("text after `if /pattern/`"), "{e}");
     // A bad `if` is one error, not a second one at its `endif`.
@@ -246,7 +296,11 @@ fn a_bad_regex_at_line_12_says_line_12_and_every_error_is_reported() {
     text.push_str("/^Subject: [unclosed/ REJECT bad\n/ok/ DUNNO\n/^Y: (a)\\1/ WARN\n");
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with(&format!("{FILE}:12: unmatched `[`")), "{}", e[0]);
+    assert!(
+        e[0].starts_with(&format!("{FILE}:12: unmatched `[`")),
+        "{}",
+        e[0]
+    );
     assert!(e[1].starts_with(&format!("{FILE}:14: ")), "{}", e[1]);
     let inline = Table::parse_at("postern.toml", 40, "/ok/ DUNNO\n/(/ IGNORE\n", Kind::Header);
     let e = inline.err().expect("refused");
@@ -260,7 +314,9 @@ fn input_stops_at_nul_like_a_c_string() {
     assert!(act(&t, "Subject: spam\0").is_some());
     // Raw 8-bit bytes are matched, and `$n` texts are made valid UTF-8.
     let t = table("/^Subject: (.*)/ WARN $1\n");
-    let got = t.first_match(b"Subject: caf\xe9".as_slice()).map(|h| h.action);
+    let got = t
+        .first_match(b"Subject: caf\xe9".as_slice())
+        .map(|h| h.action);
     assert_eq!(got, Some(Action::Warn("caf\u{fffd}".into())));
 }
 
@@ -280,6 +336,9 @@ fn no_pattern_backtracks_for_ever() {
 #[test]
 fn a_pattern_too_big_once_compiled_is_refused() {
     let e = one_error("/(a{1,1000}){1,1000}/ IGNORE\n");
-    assert!(e.contains("too big or too deeply nested once compiled"), "{e}");
+    assert!(
+        e.contains("too big or too deeply nested once compiled"),
+        "{e}"
+    );
     assert!(one_error(&format!("/a{}/ IGNORE\n", "*".repeat(100_000))).contains("in a row"));
 }

@@ -8,15 +8,30 @@
 use super::as_chars;
 use super::translate::{translate, Flags};
 
-type Case = (&'static str, &'static [u8], &'static [u8], Option<&'static [(i32, i32)]>);
+type Case = (
+    &'static str,
+    &'static [u8],
+    &'static [u8],
+    Option<&'static [(i32, i32)]>,
+);
 
 const CASES: &[Case] = &[
     ("EI", br"^Received:", b"received: from x", Some(&[(0, 9)])),
     ("E", br"^Received:", b"received: from x", None),
     // A folded header is one string: `.` crosses its line breaks, `$` is its end.
-    ("EI", br"^Subject:.*money", b"Subject: hi\n\tfree money", Some(&[(0, 23)])),
+    (
+        "EI",
+        br"^Subject:.*money",
+        b"Subject: hi\n\tfree money",
+        Some(&[(0, 23)]),
+    ),
     ("EI", br"^Subject: hi$", b"Subject: hi\n\tthere", None),
-    ("EIN", b"^\tthere$", b"Subject: hi\n\tthere", Some(&[(12, 18)])),
+    (
+        "EIN",
+        b"^\tthere$",
+        b"Subject: hi\n\tthere",
+        Some(&[(12, 18)]),
+    ),
     ("EI", br"a.b", b"a\nb", Some(&[(0, 3)])),
     ("EIN", br"a.b", b"a\nb", None),
     ("EI", br"a[^x]b", b"a\nb", Some(&[(0, 3)])),
@@ -62,8 +77,18 @@ const CASES: &[Case] = &[
     ("EI", br"a|b|", b"x", Some(&[(0, 0)])),
     ("EI", br"()", b"x", Some(&[(0, 0), (0, 0)])),
     ("EI", br"(x)(y)?", b"x", Some(&[(0, 1), (0, 1), (-1, -1)])),
-    ("EI", br"^Subject: (.*)$", b"Subject: a\n\tb", Some(&[(0, 13), (9, 13)])),
-    ("EI", br"^To: ([^@]*)@(.*)$", b"To: joe@example.org", Some(&[(0, 19), (4, 7), (8, 19)])),
+    (
+        "EI",
+        br"^Subject: (.*)$",
+        b"Subject: a\n\tb",
+        Some(&[(0, 13), (9, 13)]),
+    ),
+    (
+        "EI",
+        br"^To: ([^@]*)@(.*)$",
+        b"To: joe@example.org",
+        Some(&[(0, 19), (4, 7), (8, 19)]),
+    ),
 ];
 
 fn flags(f: &str) -> Flags {
@@ -88,7 +113,13 @@ fn matches_what_glibc_matches() {
                 .map(|m| m.map_or((-1, -1), |m| (at(m.start()), at(m.end()))))
                 .collect()
         });
-        assert_eq!(got.as_deref(), expected, "{f} /{show}/ on {:?} (as {})", String::from_utf8_lossy(input), t.rust);
+        assert_eq!(
+            got.as_deref(),
+            expected,
+            "{f} /{show}/ on {:?} (as {})",
+            String::from_utf8_lossy(input),
+            t.rust
+        );
     }
 }
 

@@ -282,7 +282,9 @@ impl Parser<'_> {
             Tok::Star => Node::Lit(b'*'),
             Tok::Plus => Node::Lit(b'+'),
             Tok::Quest => Node::Lit(b'?'),
-            Tok::OpenBrace => return Err("an interval `{…}` with nothing before it to repeat".into()),
+            Tok::OpenBrace => {
+                return Err("an interval `{…}` with nothing before it to repeat".into())
+            }
             Tok::CloseBrace => Node::Lit(b'}'),
             Tok::Alt | Tok::End => return Err("internal: empty expression".into()),
         };
@@ -336,7 +338,10 @@ impl Parser<'_> {
         self.caret_here = false;
         let min = min.unwrap_or(0);
         if max.is_some_and(|max| max < min) {
-            return Err(format!("interval {{{min},{}}}: the minimum is above the maximum", max.unwrap_or(0)));
+            return Err(format!(
+                "interval {{{min},{}}}: the minimum is above the maximum",
+                max.unwrap_or(0)
+            ));
         }
         if max.unwrap_or(min) > RE_DUP_MAX {
             return Err(format!("an interval count above {RE_DUP_MAX}"));
@@ -356,7 +361,8 @@ impl Parser<'_> {
 
     fn bad_interval(&self) -> String {
         if self.f.extended {
-            "`{` must start an interval {n}, {n,}, {n,m} or {,m}; write `\\{` for a literal brace".into()
+            "`{` must start an interval {n}, {n,}, {n,m} or {,m}; write `\\{` for a literal brace"
+                .into()
         } else {
             "`\\{` must start an interval \\{n\\}, \\{n,\\}, \\{n,m\\} or \\{,m\\}".into()
         }
@@ -385,9 +391,21 @@ fn check_anchors(items: &[Node]) -> Result<(), String> {
                  newline, inconsistently; add the m flag if a line {} is meant, \
                  or write `\\{}` for the character",
                 if let Node::Assert(a) = item { a } else { "" },
-                if matches!(item, Node::Assert("$")) { "after" } else { "before" },
-                if matches!(item, Node::Assert("$")) { "end" } else { "start" },
-                if matches!(item, Node::Assert("$")) { "end" } else { "start" },
+                if matches!(item, Node::Assert("$")) {
+                    "after"
+                } else {
+                    "before"
+                },
+                if matches!(item, Node::Assert("$")) {
+                    "end"
+                } else {
+                    "start"
+                },
+                if matches!(item, Node::Assert("$")) {
+                    "end"
+                } else {
+                    "start"
+                },
                 if let Node::Assert(a) = item { a } else { "" },
             ));
         }

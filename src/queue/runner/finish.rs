@@ -33,7 +33,13 @@ impl Runner {
             .filter(|d| d.outcome.is_failed())
             .collect();
         let bounced = failures.is_empty()
-            || self.notify(Notice::Failed, &plan.msg.env, plan.msg.headers(), &failures, now);
+            || self.notify(
+                Notice::Failed,
+                &plan.msg.env,
+                plan.msg.headers(),
+                &failures,
+                now,
+            );
         for d in &plan.results {
             let finished = match d.outcome.status {
                 Status::Delivered => true,
@@ -167,8 +173,15 @@ impl Runner {
         if let ReversePath::Null = msg.env.sender {
             return;
         }
-        let until = msg.env.arrival_secs() + self.parts().settings.backoff.lifetime.as_secs() as i64;
-        if self.notify(Notice::Delayed { until }, &msg.env, msg.headers(), pending, now) {
+        let until =
+            msg.env.arrival_secs() + self.parts().settings.backoff.lifetime.as_secs() as i64;
+        if self.notify(
+            Notice::Delayed { until },
+            &msg.env,
+            msg.headers(),
+            pending,
+            now,
+        ) {
             state.warned = true;
         }
     }
@@ -177,9 +190,18 @@ impl Runner {
     /// sender, or, for a notice that itself failed, one report to the
     /// postmaster, which is never reported again. Returns false if it could
     /// not be queued (then the failures stay pending and are retried).
-    fn notify(&self, kind: Notice, env: &QueueEnvelope, headers: &[u8], about: &[&Done], now: i64) -> bool {
+    fn notify(
+        &self,
+        kind: Notice,
+        env: &QueueEnvelope,
+        headers: &[u8],
+        about: &[&Done],
+        now: i64,
+    ) -> bool {
         let (dsn_kind, to, proto) = match (&env.sender, kind) {
-            (ReversePath::Address(sender), Notice::Failed) => (dsn::Kind::Bounce, sender.clone(), "bounce"),
+            (ReversePath::Address(sender), Notice::Failed) => {
+                (dsn::Kind::Bounce, sender.clone(), "bounce")
+            }
             (ReversePath::Address(sender), Notice::Delayed { until }) => {
                 (dsn::Kind::Delay { until }, sender.clone(), "delay")
             }
@@ -238,9 +260,11 @@ impl Runner {
         match self.spool.submit(&nenv, &body) {
             Ok(()) => {
                 match kind {
-                    Notice::Failed if proto == DOUBLE_BOUNCE => {
-                        log::notice_queued(&env.id, "postmaster non-delivery notification", &notice_id)
-                    }
+                    Notice::Failed if proto == DOUBLE_BOUNCE => log::notice_queued(
+                        &env.id,
+                        "postmaster non-delivery notification",
+                        &notice_id,
+                    ),
                     Notice::Failed => log::bounce_queued(&env.id, &notice_id),
                     Notice::Delayed { .. } => {
                         log::notice_queued(&env.id, "sender delay notification", &notice_id)
@@ -250,7 +274,10 @@ impl Runner {
                 true
             }
             Err(e) => {
-                log::queue_problem(&env.id, &format!("cannot queue a delivery status notification: {e}"));
+                log::queue_problem(
+                    &env.id,
+                    &format!("cannot queue a delivery status notification: {e}"),
+                );
                 false
             }
         }

@@ -95,7 +95,11 @@ impl Runner {
         let (received, delivered_to) = scan_headers(plan.msg.headers());
         // Trace headers now, or on arrival before rules removed any.
         let hops = (received + delivered_to.len()).max(plan.msg.env.handling.hops as usize);
-        let filter = plan.state.filter.clone().or_else(|| plan.msg.env.handling.filter.clone());
+        let filter = plan
+            .state
+            .filter
+            .clone()
+            .or_else(|| plan.msg.env.handling.filter.clone());
         if let Some(f) = filter {
             return self.route_to_filter(plan, &f, hops);
         }
@@ -189,11 +193,17 @@ impl Runner {
                 outcome,
             };
             if hops >= self.parts().settings.max_received {
-                plan.results.push(done(Outcome::failed(Esc(5, 4, 6), format!("mail forwarding loop: {hops} hops"))));
+                plan.results.push(done(Outcome::failed(
+                    Esc(5, 4, 6),
+                    format!("mail forwarding loop: {hops} hops"),
+                )));
                 continue;
             }
             let Some(hop) = hop.clone() else {
-                plan.results.push(done(Outcome::deferred(Esc(4, 3, 5), format!("content filter {filter:?} is not a next hop"))));
+                plan.results.push(done(Outcome::deferred(
+                    Esc(4, 3, 5),
+                    format!("content filter {filter:?} is not a next hop"),
+                )));
                 continue;
             };
             let target = Target {
@@ -205,7 +215,10 @@ impl Runner {
                 orig: orig.clone(),
                 index,
             };
-            plan.groups.entry(AgentKind::Filter).or_default().push((target, key));
+            plan.groups
+                .entry(AgentKind::Filter)
+                .or_default()
+                .push((target, key));
         }
     }
 
@@ -300,7 +313,10 @@ pub(crate) fn scan_headers(headers: &[u8]) -> (usize, Vec<String>) {
 /// not routes.
 fn status_route(route: &Route) -> Option<String> {
     match route {
-        Route::Smtp(r) if r.name == "mx" => Some(format!("mx:{}", r.hops.first().map(|h| h.host.as_str()).unwrap_or("?"))),
+        Route::Smtp(r) if r.name == "mx" => Some(format!(
+            "mx:{}",
+            r.hops.first().map(|h| h.host.as_str()).unwrap_or("?")
+        )),
         Route::Smtp(r) => Some(r.name.clone()),
         Route::Pipe(p) => Some(format!("transport:{}", p.transport)),
         Route::Filter(f) => Some(format!("filter:{}", f.hop.host)),

@@ -71,7 +71,11 @@ fn a_hung_remote_never_delays_maildir_delivery() {
         &cfg,
     ));
     let spool = Arc::new(crate::queue::spool::Spool::open(&dir.join("queue")).unwrap());
-    let maildir = Arc::new(MaildirAgent::new("mx.example.test", vec![dir.join("mail")], 0));
+    let maildir = Arc::new(MaildirAgent::new(
+        "mx.example.test",
+        vec![dir.join("mail")],
+        0,
+    ));
     let mut registry = crate::deliver::registry::Registry::new();
     registry.add(AgentKind::Maildir, Agent::Blocking(maildir), 2);
     registry.add(AgentKind::Smtp, Agent::Async(Arc::new(Hung)), 4);

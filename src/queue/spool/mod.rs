@@ -192,7 +192,11 @@ impl Spool {
     /// A message being received gets another envelope (a body rule
     /// changed its recipients or its filter): the bytes so far are copied
     /// behind the new one, in a file that replaces the old. Blocking.
-    pub fn rewrite_envelope(&self, mut w: SpoolWriter, change: &dyn Fn(&mut QueueEnvelope)) -> io::Result<SpoolWriter> {
+    pub fn rewrite_envelope(
+        &self,
+        mut w: SpoolWriter,
+        change: &dyn Fn(&mut QueueEnvelope),
+    ) -> io::Result<SpoolWriter> {
         let path = self.incoming.join(&w.id);
         let result = (|| {
             if let Some(e) = w.error.take() {
@@ -205,7 +209,11 @@ impl Spool {
             change(&mut env);
             old.seek(std::io::SeekFrom::Start(off as u64))?;
             let aside = self.incoming.join(format!("{}.new", w.id));
-            let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&aside)?;
             let mut file = BufWriter::with_capacity(32 * 1024, f);
             let copied = file
                 .write_all(env.serialize().as_bytes())

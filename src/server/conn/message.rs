@@ -61,7 +61,11 @@ impl Conn {
             id: qid,
             arrival_micros: micros,
             pid: log::pid(),
-            client_ip: if local { None } else { Some(f.addr.unwrap_or(self.ip)) },
+            client_ip: if local {
+                None
+            } else {
+                Some(f.addr.unwrap_or(self.ip))
+            },
             client_name: f.name.unwrap_or_else(|| self.s.peer().name.clone()),
             helo: f.helo.unwrap_or(env.helo),
             protocol: env.protocol,
@@ -73,7 +77,12 @@ impl Conn {
                 filter: self.listener.filter.clone(),
                 ident: f.ident,
                 // DKIM (dkim/): may be signed when it leaves.
-                sign: crate::dkim::from_our_side(self.trusted, self.s.auth_user().is_some(), self.listener.reinject, f.source.as_deref()),
+                sign: crate::dkim::from_our_side(
+                    self.trusted,
+                    self.s.auth_user().is_some(),
+                    self.listener.reinject,
+                    f.source.as_deref(),
+                ),
             },
         };
         let qid = qenv.id.clone();
@@ -81,14 +90,19 @@ impl Conn {
         self.pending.clear();
         self.size = 0;
         let rules = &self.shared.content_rules;
-        self.scan = (!rules.is_empty() || local).then(|| Scanner::new(rules.clone(), self.listener.reinject));
+        self.scan = (!rules.is_empty() || local)
+            .then(|| Scanner::new(rules.clone(), self.listener.reinject));
         if let (true, Some(s)) = (local, self.scan.as_mut()) {
             let now = now_secs();
             let from = match self.s.sender() {
                 Some(crate::smtp::address::ReversePath::Address(a)) => a.to_string(),
                 _ => format!("MAILER-DAEMON@{}", self.shared.hostname),
             };
-            let id = format!("{}.{qid}@{}", crate::timefmt::compact(now), self.shared.hostname);
+            let id = format!(
+                "{}.{qid}@{}",
+                crate::timefmt::compact(now),
+                self.shared.hostname
+            );
             s.add_missing(&from, &crate::timefmt::rfc5322(now), &id);
             s.qualify_addresses(&self.listener.session_cfg.origin);
         }
@@ -135,12 +149,11 @@ impl Conn {
             let held = how.as_ref().is_some_and(|(v, _)| v.hold.is_some());
             let mut sink = match msg {
                 Msg::Open(sink) => match &how {
-                    Some((v, _)) if rerouted_late(&sink, v, opened_with.as_ref()) => {
-                        intake.reroute(sink, &|env| {
+                    Some((v, _)) if rerouted_late(&sink, v, opened_with.as_ref()) => intake
+                        .reroute(sink, &|env| {
                             v.apply(env);
                         })
-                        .map_err(|e| e.to_string())?
-                    }
+                        .map_err(|e| e.to_string())?,
                     _ => sink,
                 },
                 waiting => match open(&intake, waiting, how.as_ref()) {
@@ -183,7 +196,10 @@ impl Conn {
             return;
         }
         let env = self.s.envelope();
-        let from = env.as_ref().map(|e| e.sender.to_string()).unwrap_or_default();
+        let from = env
+            .as_ref()
+            .map(|e| e.sender.to_string())
+            .unwrap_or_default();
         let to = env
             .as_ref()
             .and_then(|e| e.recipients.first().map(|r| r.to_string()))
@@ -196,10 +212,13 @@ impl Conn {
         for e in &s.events {
             use crate::intake::rules::Action;
             let (word, detail) = match &e.action {
-                Action::Reject(r) => ("reject", match r.esc {
-                    Some(Esc(c, s, d)) => format!("{} {c}.{s}.{d} {}", r.code, r.text),
-                    None => format!("{} {}", r.code, r.text),
-                }),
+                Action::Reject(r) => (
+                    "reject",
+                    match r.esc {
+                        Some(Esc(c, s, d)) => format!("{} {c}.{s}.{d} {}", r.code, r.text),
+                        None => format!("{} {}", r.code, r.text),
+                    },
+                ),
                 Action::Discard(t) => ("discard", t.clone()),
                 Action::Hold(t) => ("hold", t.clone()),
                 Action::Filter(t) => ("filter", t.clone()),
@@ -240,7 +259,10 @@ impl Conn {
                     c.push_str(&format!(", orig_queue_id={i}"));
                 }
                 if let Some(a) = f.addr {
-                    c.push_str(&format!(", orig_client={}", log::client(f.name.as_deref().unwrap_or("unknown"), a)));
+                    c.push_str(&format!(
+                        ", orig_client={}",
+                        log::client(f.name.as_deref().unwrap_or("unknown"), a)
+                    ));
                 }
                 c
             }

@@ -125,7 +125,8 @@ pub async fn handle(
         Ok(g) => g,
         Err(hit) => return refuse(&mut stream, &listener, &client, hit).await,
     };
-    let trusted = Client::new(ip, listener.trusted.as_ref().unwrap_or(&shared.trusted)).trusted_network;
+    let trusted =
+        Client::new(ip, listener.trusted.as_ref().unwrap_or(&shared.trusted)).trusted_network;
     // XFORWARD only for trusted clients (smtpd_authorized_xforward_hosts).
     let session_cfg = if listener.session_cfg.xforward && !trusted {
         let mut c = (*listener.session_cfg).clone();
@@ -304,10 +305,12 @@ impl Conn {
             // Local submissions take every recipient; what cannot be
             // delivered bounces to the local sender.
             Question::Recipient(_) if self.listener.local => Answer::Recipient(Ok(())),
-            Question::Recipient(addr) if self.listener.reinject => Answer::Recipient(match self.trusted {
-                true => Ok(()),
-                false => Err(reply::reinject_denied(&addr.to_string())),
-            }),
+            Question::Recipient(addr) if self.listener.reinject => {
+                Answer::Recipient(match self.trusted {
+                    true => Ok(()),
+                    false => Err(reply::reinject_denied(&addr.to_string())),
+                })
+            }
             Question::Recipient(addr) => {
                 let verdict = self.recipient_verdict(addr.clone()).await;
                 let verdict = match verdict {
@@ -341,7 +344,10 @@ impl Conn {
         self.s.answer(a);
     }
 
-    async fn recipient_verdict(&self, addr: crate::smtp::address::Address) -> Result<(), reply::Reply> {
+    async fn recipient_verdict(
+        &self,
+        addr: crate::smtp::address::Address,
+    ) -> Result<(), reply::Reply> {
         let dir = self.shared.directory.clone();
         let who = Client {
             trusted_network: self.trusted,
@@ -419,9 +425,7 @@ impl Conn {
             }
         }
     }
-
 }
-
 
 /// The handshake; `None` (after a log line) if it failed.
 async fn start_tls(

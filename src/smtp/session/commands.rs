@@ -224,7 +224,10 @@ impl Session {
                     f.addr = match v {
                         None => None,
                         Some(a) => {
-                            let bare = a.strip_prefix("IPV6:").or(a.strip_prefix("ipv6:")).unwrap_or(&a);
+                            let bare = a
+                                .strip_prefix("IPV6:")
+                                .or(a.strip_prefix("ipv6:"))
+                                .unwrap_or(&a);
                             match bare.parse() {
                                 Ok(ip) => Some(ip),
                                 Err(_) => return self.reject(reply::XFORWARD_BAD, None),
@@ -242,7 +245,16 @@ impl Session {
         }
         // Whatever a filter says ends up in headers and logs: printable
         // ASCII only, bounded.
-        for v in [&mut f.name, &mut f.proto, &mut f.helo, &mut f.ident, &mut f.source].into_iter().flatten() {
+        for v in [
+            &mut f.name,
+            &mut f.proto,
+            &mut f.helo,
+            &mut f.ident,
+            &mut f.source,
+        ]
+        .into_iter()
+        .flatten()
+        {
             v.retain(|c| c.is_ascii_graphic());
             v.truncate(255);
         }
