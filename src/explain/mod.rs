@@ -125,6 +125,130 @@ impl Report {
 /// Why there is no report: the exit code (sysexits) and the message.
 pub struct Failure(pub i32, pub String);
 
+/// What a real login of `user` would meet in the directory, when it
+/// would be refused.
+fn login_note(directory: &Directory, user: &str) -> Option<String> {
+    match directory.login(user) {
+        Ok(Some(row)) if row.smtp_active => None,
+        Ok(Some(_)) => Some(format!(
+            "{user} has smtp_active = 0: a real login would be refused"
+        )),
+        Ok(None) => Some(format!(
+            "{user} is not an active mailbox: a real login would be refused"
+        )),
+        Err(e) => Some(format!("cannot look up the login {user}: {e}")),
+    }
+}
+
+/// The content filter mail from listener `l` passes, and the listener it
+/// comes back on.
+fn filter_info(cfg: &Config, l: &crate::config::Listener) -> Option<FilterInfo> {
+    l.content_filter(&cfg.content).map(|hop| FilterInfo {
+        next_hop: hop,
+        back_on: cfg
+            .listeners
+            .iter()
+            .position(|x| x.role == ListenerRole::Reinject)
+            .map(|i| {
+                format!(
+                    "listener {} ({})",
+                    i + 1,
+                    show_addr(cfg.listeners[i].address)
+                )
+            }),
+    })
+}
+
+/// What the server would resolve and route with.
+struct Parts<'a> {
+    cfg: &'a Config,
+    directory: &'a Directory,
+    router: &'a Router,
+    maildir: &'a MaildirAgent,
+}
+
+/// Aliases and routes, as the queue runner expands and routes the
+/// recipient (after the content filter, when there is one): the
+/// expansion's steps when the directory had a say (`looked_up`; refused
+/// before it, by relay, reinjection or the session, its expansion would
+/// only mislead), and each final destination when `accepted`.
+fn expand_and_route(
+    p: &Parts<'_>,
+    req: &Request,
+    addr: &Address,
+    accepted: bool,
+    looked_up: bool,
+    notes: &mut Vec<String>,
+) -> (Vec<TraceStep>, Vec<Destination>) {
+    let mut destinations = Vec::new();
+    let mut trace = Trace::on();
+    match p.directory.resolve_traced(addr, &mut trace) {
+        Ok(Resolution::Deliver(dests)) if accepted => {
+            let ctx = route::Ctx::new(p.cfg, p.router, p.maildir, req, addr);
+            destinations.extend(dests.iter().map(|d| ctx.destination(d)));
+        }
+        Ok(_) => {}
+        Err(e) => notes.push(format!("the user directory could not answer: {e}")),
+    }
+    let expansion = if looked_up { trace.steps() } else { Vec::new() };
+    (expansion, destinations)
+}
+
+/// The server's answer to RCPT `addr` from this client (`trusted`, on a
+/// reinjection listener or not, logged in or not), with the rule that
+/// gave it: the relay policy, then the quota check at RCPT, as the
+/// session does.
+fn rcpt_verdict(
+    p: &Parts<'_>,
+    trusted: bool,
+    reinject: bool,
+    addr: &Address,
+    logged_in: bool,
+) -> ((&'static str, String), Result<(), Reply>) {
+    if reinject {
+        let why = match trusted {
+            true => "a reinjection listener (the content filter's way back): trusted clients only, recipients were checked on the first pass",
+            false => "a reinjection listener takes mail only from its trusted networks",
+        };
+        return (
+            ("reinject", why.to_string()),
+            policy::reinject_recipient(trusted, addr),
+        );
+    }
+    let who = Client {
+        trusted_network: trusted,
+        authenticated: logged_in,
+    };
+    let (r, verdict) = match policy::decide(p.directory, &who, addr) {
+        Err(e) => {
+            let why = format!("the user directory could not answer: {e}");
+            return (("lookup_failed", why), Err(reply::LOOKUP_TEMPFAIL));
+        }
+        Ok(decided) => decided,
+    };
+    let rule = (r.name(), r.describe().to_string());
+    if verdict.is_err() {
+        return (rule, verdict);
+    }
+    let dests = match p.directory.resolve(addr) {
+        Ok(Resolution::Deliver(d)) => d,
+        _ => return (rule, Ok(())),
+    };
+    let Some(m) = crate::intake::quota_mailbox(p.router, &dests) else {
+        return (rule, Ok(()));
+    };
+    match crate::intake::quota_verdict(p.maildir, &m, addr, 0) {
+        Ok(()) => (rule, Ok(())),
+        Err(reply) => {
+            let why = format!(
+                "the mailbox {} is over its quota ([quota] over_quota)",
+                m.path.display()
+            );
+            (("quota_full", why), Err(reply))
+        }
+    }
+}
+
 /// Explains `req` under `cfg` (absolutized).
 pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
     let (index, l, chosen) = pick_listener(cfg, req.listener.as_deref())
@@ -145,51 +269,17 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
         .into_iter()
         .collect();
 
+    let parts = Parts {
+        cfg,
+        directory: &directory,
+        router: &router,
+        maildir: &maildir,
+    };
     let mut rule = None;
     let mut check = |addr: &Address, logged_in: bool| -> Result<(), Reply> {
-        if reinject {
-            rule = Some(("reinject", match trusted {
-                true => "a reinjection listener (the content filter's way back): trusted clients only, recipients were checked on the first pass".to_string(),
-                false => "a reinjection listener takes mail only from its trusted networks".to_string(),
-            }));
-            return policy::reinject_recipient(trusted, addr);
-        }
-        let who = Client {
-            trusted_network: trusted,
-            authenticated: logged_in,
-        };
-        match policy::decide(&directory, &who, addr) {
-            Err(e) => {
-                rule = Some((
-                    "lookup_failed",
-                    format!("the user directory could not answer: {e}"),
-                ));
-                Err(reply::LOOKUP_TEMPFAIL)
-            }
-            Ok((r, Err(reply))) => {
-                rule = Some((r.name(), r.describe().to_string()));
-                Err(reply)
-            }
-            Ok((r, Ok(()))) => {
-                rule = Some((r.name(), r.describe().to_string()));
-                let dests = match directory.resolve(addr) {
-                    Ok(Resolution::Deliver(d)) => d,
-                    _ => return Ok(()),
-                };
-                let Some(m) = crate::intake::quota_mailbox(&router, &dests) else {
-                    return Ok(());
-                };
-                crate::intake::quota_verdict(&maildir, &m, addr, 0).inspect_err(|_| {
-                    rule = Some((
-                        "quota_full",
-                        format!(
-                            "the mailbox {} is over its quota ([quota] over_quota)",
-                            m.path.display()
-                        ),
-                    ));
-                })
-            }
-        }
+        let (r, verdict) = rcpt_verdict(&parts, trusted, reinject, addr, logged_in);
+        rule = Some(r);
+        verdict
     };
     let dialog = session::play(
         Arc::new(cfg.session_config(l)),
@@ -206,16 +296,7 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
     if let (Some(user), Some(_), crate::config::AuthBackend::Sqlite) =
         (&req.auth, &dialog.logged_in, cfg.auth.backend)
     {
-        match directory.login(user) {
-            Ok(Some(row)) if row.smtp_active => {}
-            Ok(Some(_)) => notes.push(format!(
-                "{user} has smtp_active = 0: a real login would be refused"
-            )),
-            Ok(None) => notes.push(format!(
-                "{user} is not an active mailbox: a real login would be refused"
-            )),
-            Err(e) => notes.push(format!("cannot look up the login {user}: {e}")),
-        }
+        notes.extend(login_note(&directory, user));
     }
     let accepted = dialog.rcpt.as_ref().is_some_and(Reply::is_positive);
     let rule = rule.or_else(|| {
@@ -230,48 +311,19 @@ pub fn explain(cfg: &Config, req: &Request) -> Result<Report, Failure> {
             )
         })
     });
-    let filter = l.content_filter(&cfg.content).map(|hop| FilterInfo {
-        next_hop: hop,
-        back_on: cfg
-            .listeners
-            .iter()
-            .position(|x| x.role == ListenerRole::Reinject)
-            .map(|i| {
-                format!(
-                    "listener {} ({})",
-                    i + 1,
-                    show_addr(cfg.listeners[i].address)
-                )
-            }),
-    });
+    let filter = filter_info(cfg, l);
 
-    // Aliases and routes: as the queue runner expands and routes the
-    // recipient (after the content filter, when there is one).
-    let mut expansion = Vec::new();
-    let mut destinations = Vec::new();
-    if let Some(addr) = &dialog.recipient {
-        let mut trace = Trace::on();
-        match directory.resolve_traced(addr, &mut trace) {
-            Ok(Resolution::Deliver(dests)) if accepted => {
-                let ctx = route::Ctx::new(cfg, &router, &maildir, req, addr);
-                for d in &dests {
-                    destinations.push(ctx.destination(d));
-                }
-            }
-            Ok(_) => {}
-            Err(e) => notes.push(format!("the user directory could not answer: {e}")),
+    let (expansion, destinations) = match &dialog.recipient {
+        Some(addr) => {
+            let looked_up = accepted
+                || matches!(
+                    rule.as_ref().map(|r| r.0),
+                    Some("unknown_user" | "alias_loop" | "quota_full")
+                );
+            expand_and_route(&parts, req, addr, accepted, looked_up, &mut notes)
         }
-        // Refused before the directory had a say (relay, reinjection,
-        // the session): its expansion would only mislead.
-        let looked_up = accepted
-            || matches!(
-                rule.as_ref().map(|r| r.0),
-                Some("unknown_user" | "alias_loop" | "quota_full")
-            );
-        if looked_up {
-            expansion = trace.steps();
-        }
-    }
+        None => (Vec::new(), Vec::new()),
+    };
     let rules = rule_tables(cfg);
     let mut seen = std::collections::HashSet::new();
     notes.retain(|n| seen.insert(n.clone()));
