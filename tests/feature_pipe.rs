@@ -959,3 +959,76 @@ fn pipe_chosen_per_mailbox_other_mailboxes_keep_their_maildir() {
         "bob's went to the pipe only"
     );
 }
+
+/// A server whose pipe for alice runs `body` (a shell script; `$OUT` is
+/// a directory it may write).
+fn shell_pipe_server(t: &TestDir, body: &str) -> (Server, std::path::PathBuf) {
+    let out = open_dir(&t.path().join("out"));
+    let sh = script(
+        t.path(),
+        "pipe.sh",
+        &format!("#!/bin/sh\nOUT={}\n{body}", out.display()),
+    );
+    let srv = Server::builder()
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"sh\" }",
+        )
+        .raw(&transport(
+            "sh",
+            &[&sh.display().to_string()],
+            "5000:5000",
+            "",
+            "",
+        ))
+        .start();
+    (srv, out)
+}
+
+/// About 1 MB of numbered lines: sixteen times what a pipe holds.
+fn big_body() -> String {
+    (0..16_000)
+        .map(|i| format!("line {i:06} of a message larger than any pipe buffer {}", "x".repeat(8)))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+#[test]
+fn pipe_gets_a_message_larger_than_a_pipe_buffer_whole_even_when_it_reads_slowly() {
+    if !root_or_skip("pipe_gets_a_message_larger_than_a_pipe_buffer_whole_even_when_it_reads_slowly") {
+        return;
+    }
+    let t = TestDir::new("pipe-big");
+    // Reads nothing for a while (the pipe fills and postern must wait for
+    // room), then everything, and says something on both streams.
+    let (srv, out) = shell_pipe_server(
+        &t,
+        "sleep 1\necho to stdout\ncat > $OUT/in.tmp && mv $OUT/in.tmp $OUT/in\n",
+    );
+    let msg = mail("alice@example.test", "big", "", &big_body());
+    let id = send(&srv, "sender@client.test", &["alice@example.test"], &msg);
+    let got = String::from_utf8(wait_file(&srv, &out.join("in"))).unwrap();
+    wait_status(&srv, &id, "alice@example.test", "sent");
+    let received = format!("{}\n", header_blocks(&got)[0]);
+    check_received(&received, &id, "alice@example.test");
+    assert_eq!(&got[received.len()..], stored(&msg), "every byte, in order");
+}
+
+#[test]
+fn pipe_that_exits_0_without_reading_a_big_message_is_judged_by_its_exit() {
+    if !root_or_skip("pipe_that_exits_0_without_reading_a_big_message_is_judged_by_its_exit") {
+        return;
+    }
+    let t = TestDir::new("pipe-noread");
+    let (srv, out) = shell_pipe_server(&t, "touch $OUT/ran\nexit 0\n");
+    let msg = mail("alice@example.test", "unread", "", &big_body());
+    let id = send(&srv, "sender@client.test", &["alice@example.test"], &msg);
+    let line = wait_status(&srv, &id, "alice@example.test", "sent");
+    assert!(out.join("ran").exists(), "the command ran: {line}");
+    // And a command that exits 75 without reading is deferred, not sent.
+    let t = TestDir::new("pipe-noread-75");
+    let (srv, _out) = shell_pipe_server(&t, "echo busy, try later >&2\nexit 75\n");
+    let id = send(&srv, "sender@client.test", &["alice@example.test"], &msg);
+    let line = wait_status(&srv, &id, "alice@example.test", "deferred");
+    assert!(line.contains("busy, try later"), "{line}");
+}

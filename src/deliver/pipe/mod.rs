@@ -35,10 +35,12 @@
 //!   after a successful run (procmail never updates it).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
+
+mod accounts;
+mod exchange;
 mod file;
 
 use super::macros::{expand, split_extension, uses, with_extension};
@@ -65,6 +67,8 @@ pub struct PipeAgent {
     delimiter: String,
     /// Runs at once per transport name.
     limits: HashMap<String, Arc<Limit>>,
+    /// The transports' users: name, home and groups.
+    accounts: accounts::Accounts,
 }
 
 /// A counting semaphore for blocking threads.
@@ -122,6 +126,7 @@ impl PipeAgent {
                 .iter()
                 .map(|(n, c)| (n.to_ascii_lowercase(), Arc::new(Limit::new(*c))))
                 .collect(),
+            accounts: accounts::Accounts::default(),
         }
     }
 
@@ -183,21 +188,12 @@ impl PipeAgent {
         let first = targets[0];
         let vars = self.macros(msg, route, first);
         let argv: Vec<String> = route.argv.iter().map(|a| expand(a, &vars)).collect();
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(route.user.0))
-            .ok()
-            .flatten();
+        let who = self.accounts.get(route.user);
         let home = route
             .home
             .clone()
-            .or_else(|| user.as_ref().map(|u| u.dir.clone()))
+            .or_else(|| who.home.clone())
             .filter(|d| d.is_dir());
-        let groups = user
-            .as_ref()
-            .and_then(|u| {
-                let name = std::ffi::CString::new(u.name.as_bytes()).ok()?;
-                nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(route.user.1)).ok()
-            })
-            .unwrap_or_else(|| vec![nix::unistd::Gid::from_raw(route.user.1)]);
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("SHELL".into(), "/bin/sh".into()),
@@ -205,9 +201,9 @@ impl PipeAgent {
         if let Some(h) = &home {
             env.push(("HOME".into(), h.display().to_string()));
         }
-        if let Some(u) = &user {
-            env.push(("USER".into(), u.name.clone()));
-            env.push(("LOGNAME".into(), u.name.clone()));
+        if let Some(name) = &who.name {
+            env.push(("USER".into(), name.clone()));
+            env.push(("LOGNAME".into(), name.clone()));
         }
         if let Ok(tz) = std::env::var("TZ") {
             env.push(("TZ".into(), tz));
@@ -234,82 +230,27 @@ impl PipeAgent {
             argv: &argv,
             env: &env,
             cwd: &cwd,
-            creds: am_root.then(|| (uid, gid, groups.iter().map(|g| g.as_raw()).collect())),
+            creds: am_root.then(|| (uid, gid, who.groups.clone())),
         })?;
-        let pid = child.pid;
-        let input = self.input(msg, route, first)?;
-        let mut stdin = child.stdin;
-        let feeder = std::thread::spawn(move || {
-            // A command that stops reading (EPIPE) is judged by its exit.
-            let _ = stdin.write_all(&input.0);
-            let _ = io::copy(&mut input.1.take(u64::MAX), &mut stdin);
-        });
-        let limit = route.output_limit.max(1);
-        // Standard error first: its first line is the diagnostic.
-        let readers: Vec<_> = [
-            Box::new(child.stderr) as Box<dyn Read + Send>,
-            Box::new(child.stdout) as Box<dyn Read + Send>,
-        ]
-        .into_iter()
-        .map(|r| std::thread::spawn(move || keep_first(r, limit)))
-        .collect();
-        let deadline = Instant::now() + route.timeout;
-        let (status, timed_out) = loop {
-            if let Some(s) = spawn::try_wait(pid)? {
-                break (s, false);
-            }
-            if Instant::now() >= deadline {
-                // The whole session: procmail's own children too.
+        let (head, body) = match self.input(msg, route, first) {
+            Ok(i) => i,
+            Err(e) => {
+                // Nothing to feed it: end it before saying why.
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(-pid),
+                    nix::unistd::Pid::from_raw(-child.pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                break (spawn::wait(pid)?, true);
+                let _ = spawn::wait(child.pid);
+                return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(10));
         };
-        // The command is gone, but a child it left behind (a recipe's
-        // background job) may still hold its standard input or output
-        // open: wait for those ends until the time limit, then kill what
-        // is left of its process group. A delivery never hangs on an
-        // orphan, and leaves none behind.
-        let drained = |f: &std::thread::JoinHandle<()>, r: &[std::thread::JoinHandle<Vec<u8>>]| {
-            f.is_finished() && r.iter().all(|h| h.is_finished())
-        };
-        while !drained(&feeder, &readers) {
-            if Instant::now() >= deadline {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(-pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let grace = Instant::now() + Duration::from_secs(1);
-                while !drained(&feeder, &readers) && Instant::now() < grace {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // A thread still blocked (the fd escaped into another session) is
-        // left to end on its own; its output is not waited for.
-        if feeder.is_finished() {
-            let _ = feeder.join();
-        }
-        let mut output = Vec::new();
-        for r in readers {
-            if r.is_finished() {
-                if let Ok(mut b) = r.join() {
-                    output.append(&mut b);
-                }
-            }
-        }
-        output.truncate(limit);
+        let ended = exchange::exchange(child, head, body, route.output_limit.max(1), route.timeout)?;
         use std::os::unix::process::ExitStatusExt;
         Ok(Ran {
-            status: status.code(),
-            signal: status.signal(),
-            timed_out,
-            output,
+            status: ended.status.code(),
+            signal: ended.status.signal(),
+            timed_out: ended.timed_out,
+            output: ended.output,
         })
     }
 
@@ -642,21 +583,6 @@ fn one_line(out: &[u8]) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
         .collect()
-}
-
-/// Reads everything, keeps the first `limit` bytes (a command printing
-/// 100 MB is drained, never blocked, never kept).
-fn keep_first(mut r: Box<dyn Read + Send>, limit: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let room = limit.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
-    kept
 }
 
 /// Our own Delivered-To: for this address in the message already.
