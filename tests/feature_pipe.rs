@@ -988,14 +988,21 @@ fn shell_pipe_server(t: &TestDir, body: &str) -> (Server, std::path::PathBuf) {
 /// About 1 MB of numbered lines: sixteen times what a pipe holds.
 fn big_body() -> String {
     (0..16_000)
-        .map(|i| format!("line {i:06} of a message larger than any pipe buffer {}", "x".repeat(8)))
+        .map(|i| {
+            format!(
+                "line {i:06} of a message larger than any pipe buffer {}",
+                "x".repeat(8)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\r\n")
 }
 
 #[test]
 fn pipe_gets_a_message_larger_than_a_pipe_buffer_whole_even_when_it_reads_slowly() {
-    if !root_or_skip("pipe_gets_a_message_larger_than_a_pipe_buffer_whole_even_when_it_reads_slowly") {
+    if !root_or_skip(
+        "pipe_gets_a_message_larger_than_a_pipe_buffer_whole_even_when_it_reads_slowly",
+    ) {
         return;
     }
     let t = TestDir::new("pipe-big");

@@ -45,7 +45,8 @@ struct Feed {
 
 impl Feed {
     /// Writes what the pipe takes now. `Ok(true)`: all sent, or the command
-    /// stopped reading (EPIPE; it is judged by its exit).
+    /// stopped reading (EPIPE; it is judged by its exit). `Err`: the
+    /// message itself could not be read.
     fn pump(&mut self) -> io::Result<bool> {
         loop {
             if self.at == self.buf.len() {
@@ -167,8 +168,18 @@ pub(super) fn exchange(
     let mut end = Instant::now() + timeout;
     let mut killed = false;
     loop {
-        if feed.as_mut().map_or(false, |f| f.pump().unwrap_or(true)) {
-            feed = None;
+        match feed.as_mut().map(Feed::pump) {
+            Some(Ok(true)) => feed = None,
+            Some(Err(e)) => {
+                // The queue file could not be read: the command must not
+                // take a truncated message for the whole one.
+                kill_group(pid);
+                if status.is_none() {
+                    let _ = spawn::wait(pid);
+                }
+                return Err(e);
+            }
+            _ => {}
         }
         for d in &mut drains {
             d.pump(limit);

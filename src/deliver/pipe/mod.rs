@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex};
 
-
 mod accounts;
 mod exchange;
 mod file;
@@ -244,7 +243,8 @@ impl PipeAgent {
                 return Err(e);
             }
         };
-        let ended = exchange::exchange(child, head, body, route.output_limit.max(1), route.timeout)?;
+        let ended =
+            exchange::exchange(child, head, body, route.output_limit.max(1), route.timeout)?;
         use std::os::unix::process::ExitStatusExt;
         Ok(Ran {
             status: ended.status.code(),
