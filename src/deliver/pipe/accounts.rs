@@ -23,9 +23,12 @@ pub(super) struct Who {
     pub groups: Vec<u32>,
 }
 
+/// uid:gid → when it was looked up, and the answer.
+type Known = HashMap<(u32, u32), (Instant, Arc<Who>)>;
+
 #[derive(Default)]
 pub(super) struct Accounts {
-    known: Mutex<HashMap<(u32, u32), (Instant, Arc<Who>)>>,
+    known: Mutex<Known>,
 }
 
 impl Accounts {
@@ -43,7 +46,7 @@ impl Accounts {
         who
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), (Instant, Arc<Who>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -125,6 +125,22 @@ fn kill_group(pid: i32) {
     );
 }
 
+/// One command being served: its pid, our ends of its streams, and what
+/// is known of its end.
+struct Serving {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    feed: Option<Feed>,
+    /// Standard error first: its first line is the diagnostic.
+    drains: [Drain; 2],
+    limit: usize,
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    /// The time limit, then the end of the grace after the kill.
+    end: Instant,
+    killed: bool,
+}
+
 /// Feeds `head` then `body` to the command, keeps what it prints, and
 /// waits for it until `timeout`; then kills its process group (a pipe
 /// command runs in a session of its own).
@@ -140,71 +156,89 @@ pub(super) fn exchange(
     limit: usize,
     timeout: Duration,
 ) -> io::Result<Ended> {
-    let pid = child.pid;
-    let pidfd = pidfd(pid);
     for f in [&child.stdin, &child.stdout, &child.stderr] {
         nonblocking(f)?;
     }
-    let mut feed = Some(Feed {
-        pipe: child.stdin,
-        body,
-        buf: head,
-        at: 0,
-        body_done: false,
-    });
-    // Standard error first: its first line is the diagnostic.
-    let mut drains = [
-        Drain {
-            pipe: Some(child.stderr),
+    let mut s = Serving {
+        pid: child.pid,
+        pidfd: pidfd(child.pid),
+        feed: Some(Feed {
+            pipe: child.stdin,
+            body,
+            buf: head,
+            at: 0,
+            body_done: false,
+        }),
+        drains: [child.stderr, child.stdout].map(|p| Drain {
+            pipe: Some(p),
             kept: Vec::new(),
-        },
-        Drain {
-            pipe: Some(child.stdout),
-            kept: Vec::new(),
-        },
-    ];
-    let mut status = None;
-    let mut timed_out = false;
-    let mut end = Instant::now() + timeout;
-    let mut killed = false;
+        }),
+        limit,
+        status: None,
+        timed_out: false,
+        end: Instant::now() + timeout,
+        killed: false,
+    };
     loop {
-        match feed.as_mut().map(Feed::pump) {
-            Some(Ok(true)) => feed = None,
-            Some(Err(e)) => {
-                // The queue file could not be read: the command must not
-                // take a truncated message for the whole one.
-                kill_group(pid);
-                if status.is_none() {
-                    let _ = spawn::wait(pid);
-                }
-                return Err(e);
-            }
-            _ => {}
+        if let Err(e) = s.pump() {
+            s.abandon();
+            return Err(e);
         }
-        for d in &mut drains {
-            d.pump(limit);
-        }
-        if status.is_none() {
-            status = spawn::try_wait(pid)?;
-        }
-        let open = feed.is_some() || drains.iter().any(|d| d.pipe.is_some());
-        if status.is_some() && !open {
+        if s.status.is_some() && !s.open() {
             break;
         }
         let now = Instant::now();
-        if now >= end {
-            if killed {
-                break; // leftovers that even SIGKILL did not end: not waited for
+        if now < s.end {
+            if let Err(e) = s.wait(s.end - now) {
+                s.abandon();
+                return Err(e);
             }
-            kill_group(pid);
-            if status.is_none() {
-                status = Some(spawn::wait(pid)?);
-                timed_out = true;
-            }
-            killed = true;
-            end = now + GRACE;
-            continue;
+        } else if s.killed {
+            break; // leftovers that even SIGKILL did not end: not waited for
+        } else {
+            s.kill(now)?;
         }
+    }
+    // Cut short by the grace period or not: what was read.
+    let [err, out] = s.drains;
+    let mut output = err.kept;
+    output.extend_from_slice(&out.kept);
+    output.truncate(limit);
+    Ok(Ended {
+        status: s
+            .status
+            .expect("the loop ends only once the status is known"),
+        timed_out: s.timed_out,
+        output,
+    })
+}
+
+impl Serving {
+    /// Moves what can move now: input out, output in, the exit status.
+    /// `Err`: the queue file could not be read (the command must not take
+    /// a truncated message for the whole one), or waitpid failed.
+    fn pump(&mut self) -> io::Result<()> {
+        if let Some(f) = &mut self.feed {
+            if f.pump()? {
+                self.feed = None;
+            }
+        }
+        for d in &mut self.drains {
+            d.pump(self.limit);
+        }
+        if self.status.is_none() {
+            self.status = spawn::try_wait(self.pid)?;
+        }
+        Ok(())
+    }
+
+    fn open(&self) -> bool {
+        self.feed.is_some() || self.drains.iter().any(|d| d.pipe.is_some())
+    }
+
+    /// Sleeps in poll(2) until a stream is ready, the command ends, or
+    /// `left` has passed.
+    fn wait(&self, left: Duration) -> io::Result<()> {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
         let mut watch = |fd: RawFd, events: libc::c_short| {
             fds.push(libc::pollfd {
@@ -213,40 +247,48 @@ pub(super) fn exchange(
                 revents: 0,
             })
         };
-        if let Some(f) = &feed {
+        if let Some(f) = &self.feed {
             watch(f.pipe.as_raw_fd(), libc::POLLOUT);
         }
-        for p in drains.iter().filter_map(|d| d.pipe.as_ref()) {
+        for p in self.drains.iter().filter_map(|d| d.pipe.as_ref()) {
             watch(p.as_raw_fd(), libc::POLLIN);
         }
-        let mut wait = end - now;
-        match (&pidfd, status.is_none()) {
+        let mut left = left;
+        match (&self.pidfd, self.status.is_none()) {
             (Some(p), true) => watch(p.as_raw_fd(), libc::POLLIN),
-            (None, true) => wait = wait.min(NO_PIDFD_TICK),
+            (None, true) => left = left.min(NO_PIDFD_TICK),
             _ => {}
         }
-        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                kill_group(pid);
-                if status.is_none() {
-                    let _ = spawn::wait(pid);
-                }
                 return Err(e);
             }
         }
+        Ok(())
     }
-    // Cut short by the grace period or not: what was read.
-    let [err, out] = drains;
-    let mut output = err.kept;
-    output.extend_from_slice(&out.kept);
-    output.truncate(limit);
-    Ok(Ended {
-        status: status.expect("the loop ends only once the status is known"),
-        timed_out,
-        output,
-    })
+
+    /// The time limit has come: the whole group is killed, the command
+    /// reaped, and what is left gets `GRACE`.
+    fn kill(&mut self, now: Instant) -> io::Result<()> {
+        kill_group(self.pid);
+        if self.status.is_none() {
+            self.status = Some(spawn::wait(self.pid)?);
+            self.timed_out = true;
+        }
+        self.killed = true;
+        self.end = now + GRACE;
+        Ok(())
+    }
+
+    /// Gives up on the command after an error: kills it and reaps it.
+    fn abandon(&mut self) {
+        kill_group(self.pid);
+        if self.status.is_none() {
+            let _ = spawn::wait(self.pid);
+        }
+    }
 }
