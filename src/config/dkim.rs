@@ -153,106 +153,32 @@ impl Config {
         let mut ready = Vec::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         for (i, d) in self.dkim.entries.iter().enumerate() {
-            let at = |k: &str| offset(root, i, k);
-            let key = |k: &str| format!("dkim[{}].{k}", i + 1);
+            let f = Field { root, i };
             let errors = ctx.errors.len();
-            let domain = d.domain.to_ascii_lowercase();
-            if domain.is_empty() {
-                ctx.error(
-                    at("domain"),
-                    &key("domain"),
-                    "missing",
-                    "the signing domain, such as \"example.test\"",
-                );
-            } else if !is_domain(&domain) || !domain.is_ascii() {
-                ctx.error(
-                    at("domain"),
-                    &key("domain"),
-                    format!("{:?} is not a domain", d.domain),
-                    "a domain name in ASCII (xn-- for an international one)",
-                );
-            }
-            if !is_selector(&d.selector) {
-                let problem = if d.selector.is_empty() {
-                    "missing".to_string()
-                } else {
-                    format!("{:?} is not a selector", d.selector)
-                };
-                ctx.error(
-                    at("selector"),
-                    &key("selector"),
-                    problem,
-                    "letters, digits and hyphens, such as \"s202611\"",
-                );
-            }
-            let pair = (domain.clone(), d.selector.to_ascii_lowercase());
-            if !pair.0.is_empty() && seen.contains(&pair) {
-                ctx.error(
-                    at("selector"),
-                    &key("selector"),
-                    format!(
-                        "{}._domainkey.{} is already used by another [[dkim]]",
-                        pair.1, pair.0
-                    ),
-                    "one key per selector and domain",
-                );
-            }
-            seen.push(pair);
-            let algorithm = match &d.algorithm {
-                None => None,
-                Some(a) => match Algorithm::parse(a) {
-                    Some(a) => Some(a),
-                    None => {
-                        ctx.error(
-                            at("algorithm"),
-                            &key("algorithm"),
-                            format!("unknown algorithm {a:?}"),
-                            Algorithm::ALLOWED,
-                        );
-                        None
-                    }
-                },
-            };
-            let mut headers = Vec::new();
-            let mut bad_name = false;
-            for h in &d.headers {
-                if is_field_name(h) {
-                    headers.push(h.to_ascii_lowercase());
-                } else if !bad_name {
-                    // One error per key: the first bad name is enough.
-                    bad_name = true;
-                    ctx.error(
-                        at("headers"),
-                        &key("headers"),
-                        format!("{h:?} is not a header field name"),
-                        "names such as \"From\", \"Subject\"",
-                    );
-                }
-            }
-            if !bad_name && !headers.iter().any(|h| h == "from") {
-                ctx.error(
-                    at("headers"),
-                    &key("headers"),
-                    "From is not in the list",
-                    "a list with \"From\" (RFC 6376 5.4: From must be signed)",
-                );
-            }
+            let domain = f.names(ctx, d, &mut seen);
+            let algorithm = f.algorithm(ctx, d);
+            let headers = f.headers(ctx, d);
             let canon = Canonicalization::parse(&d.canonicalization);
             if canon.is_none() {
-                ctx.error(at("canonicalization"), &key("canonicalization"), format!("unknown canonicalization {:?}", d.canonicalization), "\"relaxed/relaxed\", \"relaxed/simple\", \"simple/relaxed\", \"simple/simple\"");
+                ctx.error(
+                    f.at("canonicalization"),
+                    &f.key("canonicalization"),
+                    format!("unknown canonicalization {:?}", d.canonicalization),
+                    "\"relaxed/relaxed\", \"relaxed/simple\", \"simple/relaxed\", \"simple/simple\"",
+                );
             }
             if d.expire.is_some_and(|e| e.0.as_secs() == 0) {
                 ctx.error(
-                    at("expire"),
-                    &key("expire"),
+                    f.at("expire"),
+                    &f.key("expire"),
                     "0 would expire every signature at once",
                     "a duration such as \"7d\", or no expire",
                 );
             }
             let Some(path) = &d.key_file else {
                 ctx.error(
-                    at("key_file"),
-                    &key("key_file"),
+                    f.at("key_file"),
+                    &f.key("key_file"),
                     "missing",
                     "the private key in PEM (postern dkim keygen makes one)",
                 );
@@ -261,40 +187,165 @@ impl Config {
             if !files {
                 continue;
             }
-            let path = self.resolve(path);
-            let loaded = read_key(&path).and_then(|k| match algorithm {
-                Some(a) if a != k.algorithm() => Err(format!(
-                    "{}: the key is {}, not {}",
-                    path.display(),
-                    k.describe(),
-                    a.tag()
-                )),
-                _ => Ok(k),
-            });
-            match loaded {
-                Err(problem) => ctx.error(
-                    at("key_file"),
-                    &key("key_file"),
-                    problem,
-                    "a PEM private key (RSA of 2048 to 4096 bits, or Ed25519), mode 0600 or 0640",
-                ),
-                Ok(k) if ctx.errors.len() == errors => ready.push(Entry {
-                    key: SigningKey {
-                        domain,
-                        selector: d.selector.clone(),
-                        key: k,
-                        headers,
-                        canon: canon.expect("checked"),
-                        expire: d.expire.map(|e| e.0.as_secs()),
-                    },
-                    subdomains: d.subdomains,
-                    sender: d.sender,
-                    forwards: d.forwards,
-                }),
-                Ok(_) => {}
+            let loaded = f.key_file(ctx, &self.resolve(path), algorithm);
+            if let (Some(k), Some(canon)) = (loaded, canon) {
+                if ctx.errors.len() == errors {
+                    ready.push(Entry {
+                        key: SigningKey {
+                            domain,
+                            selector: d.selector.clone(),
+                            key: k,
+                            headers,
+                            canon,
+                            expire: d.expire.map(|e| e.0.as_secs()),
+                        },
+                        subdomains: d.subdomains,
+                        sender: d.sender,
+                        forwards: d.forwards,
+                    });
+                }
             }
         }
         self.dkim.signer = Signer::new(ready);
+    }
+}
+
+/// `[[dkim]]` number `i + 1`: where its keys are, for error lines, and
+/// the checks of its fields.
+struct Field<'a, 'b> {
+    root: &'a DeTable<'b>,
+    i: usize,
+}
+
+impl Field<'_, '_> {
+    fn at(&self, k: &str) -> usize {
+        offset(self.root, self.i, k)
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("dkim[{}].{k}", self.i + 1)
+    }
+
+    /// `domain` and `selector`, each well formed, and the pair not used by
+    /// an earlier entry. Returns the domain in lower case.
+    fn names(&self, ctx: &mut Ctx<'_>, d: &Dkim, seen: &mut Vec<(String, String)>) -> String {
+        let domain = d.domain.to_ascii_lowercase();
+        if domain.is_empty() {
+            ctx.error(
+                self.at("domain"),
+                &self.key("domain"),
+                "missing",
+                "the signing domain, such as \"example.test\"",
+            );
+        } else if !is_domain(&domain) || !domain.is_ascii() {
+            ctx.error(
+                self.at("domain"),
+                &self.key("domain"),
+                format!("{:?} is not a domain", d.domain),
+                "a domain name in ASCII (xn-- for an international one)",
+            );
+        }
+        if !is_selector(&d.selector) {
+            let problem = if d.selector.is_empty() {
+                "missing".to_string()
+            } else {
+                format!("{:?} is not a selector", d.selector)
+            };
+            ctx.error(
+                self.at("selector"),
+                &self.key("selector"),
+                problem,
+                "letters, digits and hyphens, such as \"s202611\"",
+            );
+        }
+        let pair = (domain.clone(), d.selector.to_ascii_lowercase());
+        if !pair.0.is_empty() && seen.contains(&pair) {
+            ctx.error(
+                self.at("selector"),
+                &self.key("selector"),
+                format!(
+                    "{}._domainkey.{} is already used by another [[dkim]]",
+                    pair.1, pair.0
+                ),
+                "one key per selector and domain",
+            );
+        }
+        seen.push(pair);
+        domain
+    }
+
+    /// `algorithm`, when given.
+    fn algorithm(&self, ctx: &mut Ctx<'_>, d: &Dkim) -> Option<Algorithm> {
+        let a = d.algorithm.as_ref()?;
+        let parsed = Algorithm::parse(a);
+        if parsed.is_none() {
+            ctx.error(
+                self.at("algorithm"),
+                &self.key("algorithm"),
+                format!("unknown algorithm {a:?}"),
+                Algorithm::ALLOWED,
+            );
+        }
+        parsed
+    }
+
+    /// `headers`: field names, From among them. Returns them in lower case.
+    fn headers(&self, ctx: &mut Ctx<'_>, d: &Dkim) -> Vec<String> {
+        let mut headers = Vec::new();
+        let mut bad_name = false;
+        for h in &d.headers {
+            if is_field_name(h) {
+                headers.push(h.to_ascii_lowercase());
+            } else if !bad_name {
+                // One error per key: the first bad name is enough.
+                bad_name = true;
+                ctx.error(
+                    self.at("headers"),
+                    &self.key("headers"),
+                    format!("{h:?} is not a header field name"),
+                    "names such as \"From\", \"Subject\"",
+                );
+            }
+        }
+        if !bad_name && !headers.iter().any(|h| h == "from") {
+            ctx.error(
+                self.at("headers"),
+                &self.key("headers"),
+                "From is not in the list",
+                "a list with \"From\" (RFC 6376 5.4: From must be signed)",
+            );
+        }
+        headers
+    }
+
+    /// Reads the key, of `algorithm` when one is given.
+    fn key_file(
+        &self,
+        ctx: &mut Ctx<'_>,
+        path: &Path,
+        algorithm: Option<Algorithm>,
+    ) -> Option<PrivateKey> {
+        let loaded = read_key(path).and_then(|k| match algorithm {
+            Some(a) if a != k.algorithm() => Err(format!(
+                "{}: the key is {}, not {}",
+                path.display(),
+                k.describe(),
+                a.tag()
+            )),
+            _ => Ok(k),
+        });
+        match loaded {
+            Ok(k) => Some(k),
+            Err(problem) => {
+                ctx.error(
+                    self.at("key_file"),
+                    &self.key("key_file"),
+                    problem,
+                    "a PEM private key (RSA of 2048 to 4096 bits, or Ed25519), mode 0600 or 0640",
+                );
+                None
+            }
+        }
     }
 }
 
