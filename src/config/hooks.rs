@@ -126,6 +126,19 @@ pub fn resolve_user(s: &str) -> Result<(u32, u32), String> {
 impl Config {
     /// `[[transport]]`, `[delivery]` transports, `[content]`, `[quota]`.
     pub(super) fn check_hooks(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, files: bool) {
+        let names = self.check_transports(ctx, root);
+        self.check_transport_choices(ctx, root, &names);
+        self.check_filters(ctx, root);
+        if files && !self.quota.limits_file.is_empty() {
+            self.read_quota_limits(ctx, root);
+        }
+        self.read_rules(ctx, root, files);
+    }
+
+    /// Each `[[transport]]`: a new name, a command by absolute path, a user
+    /// that is not root, known flags, a concurrency in range. Returns the
+    /// names, in lower case.
+    fn check_transports(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for (i, t) in self.transports.iter().enumerate() {
             let at = array_offset(root, "transport", i);
@@ -195,10 +208,16 @@ impl Config {
                 );
             }
         }
+        names
+    }
+
+    /// `virtual_transport` and `mailbox_transports` name transports that
+    /// exist; `mailbox_command` is an absolute path.
+    fn check_transport_choices(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, names: &[String]) {
         let known = |n: &str| {
             n.eq_ignore_ascii_case("maildir")
                 || n.eq_ignore_ascii_case("virtual")
-                || names.contains(&n.to_ascii_lowercase())
+                || names.iter().any(|m| m.eq_ignore_ascii_case(n))
         };
         if !known(&self.delivery.virtual_transport) {
             ctx.error(
@@ -228,6 +247,11 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// The content filter, global and per listener: an address in
+    /// brackets; never on a reinject listener; a concurrency of 1 or more.
+    fn check_filters(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) {
         let f = &self.content.filter;
         if !f.is_empty() && next_hop(f, 25).is_none_or(|h| h.mx) {
             ctx.error(
@@ -265,10 +289,6 @@ impl Config {
                 "1 or more",
             );
         }
-        if files && !self.quota.limits_file.is_empty() {
-            self.read_quota_limits(ctx, root);
-        }
-        self.read_rules(ctx, root, files);
     }
 
     /// The header and body rules, from their files or inline; every
