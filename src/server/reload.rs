@@ -233,36 +233,7 @@ impl Running {
                 "reload: {what} changed ({old} -> {new}): that takes a restart; still {old}"
             ));
         }
-        // Listeners: the same configured address keeps its socket (and
-        // the sessions on it); new ones are bound now, before anything is
-        // swapped; the ones no longer configured stop accepting.
-        // Matched in order, so two listeners on the same configured
-        // address (port 0 in tests) each keep their own socket.
-        let mut used = vec![false; self.listeners.len()];
-        let mut slots: Vec<Slot> = Vec::new();
-        for l in &cfg.listeners {
-            let addr = l.address.expect("checked by config");
-            let ctx = setup::listener_ctx(&cfg, l);
-            let found = (0..self.listeners.len()).find(|&i| {
-                !used[i] && self.listeners[i].configured == addr && self.listeners[i].mode == l.mode
-            });
-            match found {
-                Some(i) => {
-                    used[i] = true;
-                    slots.push(Slot::Kept(i, ctx));
-                }
-                None => {
-                    let (local, socket) = setup::bind(addr)?;
-                    slots.push(Slot::Fresh(setup::Bound {
-                        configured: addr,
-                        local,
-                        mode: l.mode,
-                        socket,
-                        ctx,
-                    }));
-                }
-            }
-        }
+        let slots = self.match_listeners(&cfg)?;
         let addrs: Vec<SocketAddr> = slots
             .iter()
             .map(|s| match s {
@@ -271,36 +242,7 @@ impl Running {
             })
             .collect();
         let old = self.hub.get();
-        // A new certificate is loaded now; it is put in place with the rest.
-        let mut cert_note = None;
-        let tls = match (&old.tls, cfg.needs_tls(), cfg.tls_files()) {
-            (Some(t), true, Some((cert, key))) => {
-                let (config, info) = crate::tls::load(&cert, &key, crate::clock::now_secs())
-                    .map_err(|e| {
-                        log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
-                        Fatal(super::EX_CONFIG, format!("TLS certificate: {e}"))
-                    })?;
-                cert_note = Some(format!(
-                    "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
-                    cert.display(),
-                    info.fingerprint,
-                    crate::timefmt::rfc5322(info.not_after)
-                ));
-                Some((
-                    t.clone(),
-                    Some((config, cert.display().to_string(), info.not_after)),
-                ))
-            }
-            (Some(t), true, None) => {
-                cert_note = Some(
-                    "SIGHUP: no certificate files configured, keeping the self-signed certificate"
-                        .into(),
-                );
-                Some((t.clone(), None))
-            }
-            (None, true, _) => setup::tls(&cfg)?.map(|t| (t, None)),
-            (_, false, _) => None,
-        };
+        let (tls, cert_note) = load_tls(old.tls.as_ref(), &cfg)?;
         let owner = setup::storage(&cfg)?;
         let mut made = make(&cfg, owner, &self.ex, &self.spool, &addrs)?;
         self.owner = owner;
@@ -329,26 +271,7 @@ impl Running {
         );
         self.runner.reconfigure(made.take_parts());
         self.hub.set(shared);
-        let mut old_live: Vec<Option<Live>> = std::mem::take(&mut self.listeners)
-            .into_iter()
-            .map(Some)
-            .collect();
-        for slot in slots {
-            match slot {
-                Slot::Kept(i, ctx) => {
-                    let live = old_live[i].take().expect("each kept once");
-                    *live.ctx.write().unwrap_or_else(|e| e.into_inner()) = ctx;
-                    self.listeners.push(live);
-                }
-                Slot::Fresh(b) => {
-                    self.listeners
-                        .extend(serve_listeners(&self.ex, vec![b], &self.hub))
-                }
-            }
-        }
-        // What is left in old_live is dropped here: those accept loops
-        // stop; their sessions run on to the end.
-        drop(old_live);
+        self.swap_listeners(slots);
         let listed: Vec<_> = self
             .listeners
             .iter()
@@ -374,6 +297,113 @@ impl Running {
         ));
         Ok(())
     }
+
+    /// Each configured listener: one already served (same configured
+    /// address and mode), or a socket bound now.
+    fn match_listeners(&self, cfg: &Config) -> Result<Vec<Slot>, Fatal> {
+        // Listeners: the same configured address keeps its socket (and
+        // the sessions on it); new ones are bound now, before anything is
+        // swapped; the ones no longer configured stop accepting.
+        // Matched in order, so two listeners on the same configured
+        // address (port 0 in tests) each keep their own socket.
+        let mut used = vec![false; self.listeners.len()];
+        let mut slots: Vec<Slot> = Vec::new();
+        for l in &cfg.listeners {
+            let addr = l.address.expect("checked by config");
+            let ctx = setup::listener_ctx(cfg, l);
+            let found = (0..self.listeners.len()).find(|&i| {
+                !used[i] && self.listeners[i].configured == addr && self.listeners[i].mode == l.mode
+            });
+            match found {
+                Some(i) => {
+                    used[i] = true;
+                    slots.push(Slot::Kept(i, ctx));
+                }
+                None => {
+                    let (local, socket) = setup::bind(addr)?;
+                    slots.push(Slot::Fresh(setup::Bound {
+                        configured: addr,
+                        local,
+                        mode: l.mode,
+                        socket,
+                        ctx,
+                    }));
+                }
+            }
+        }
+        Ok(slots)
+    }
+
+    /// The listeners of the new configuration replace the old: kept ones
+    /// get their new settings, fresh ones start accepting.
+    fn swap_listeners(&mut self, slots: Vec<Slot>) {
+        let mut old_live: Vec<Option<Live>> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for slot in slots {
+            match slot {
+                Slot::Kept(i, ctx) => {
+                    let live = old_live[i].take().expect("each kept once");
+                    *live.ctx.write().unwrap_or_else(|e| e.into_inner()) = ctx;
+                    self.listeners.push(live);
+                }
+                Slot::Fresh(b) => {
+                    self.listeners
+                        .extend(serve_listeners(&self.ex, vec![b], &self.hub))
+                }
+            }
+        }
+        // What is left in old_live is dropped here: those accept loops
+        // stop; their sessions run on to the end.
+        drop(old_live);
+    }
+}
+
+/// A TLS acceptor after a reload, with the certificate to put in it (the
+/// server config, the file's name, the end of its validity).
+type NewTls = Option<(
+    Arc<crate::tls::Reloadable>,
+    Option<(Arc<rustls::ServerConfig>, String, i64)>,
+)>;
+
+/// TLS after a reload: the running acceptor, with the configured
+/// certificate loaded now (put in place with the rest), or a new one when
+/// TLS was off; and the note to log once everything is in place.
+fn load_tls(
+    running: Option<&Arc<crate::tls::Reloadable>>,
+    cfg: &Config,
+) -> Result<(NewTls, Option<String>), Fatal> {
+    let mut cert_note = None;
+    let tls = match (running, cfg.needs_tls(), cfg.tls_files()) {
+        (Some(t), true, Some((cert, key))) => {
+            let (config, info) =
+                crate::tls::load(&cert, &key, crate::clock::now_secs()).map_err(|e| {
+                    log::error(&format!("SIGHUP: keeping the current certificate: {e}"));
+                    Fatal(super::EX_CONFIG, format!("TLS certificate: {e}"))
+                })?;
+            cert_note = Some(format!(
+                "SIGHUP: reloaded TLS certificate {} (SHA-256 {}), valid until {}",
+                cert.display(),
+                info.fingerprint,
+                crate::timefmt::rfc5322(info.not_after)
+            ));
+            Some((
+                t.clone(),
+                Some((config, cert.display().to_string(), info.not_after)),
+            ))
+        }
+        (Some(t), true, None) => {
+            cert_note = Some(
+                "SIGHUP: no certificate files configured, keeping the self-signed certificate"
+                    .into(),
+            );
+            Some((t.clone(), None))
+        }
+        (None, true, _) => setup::tls(cfg)?.map(|t| (t, None)),
+        (_, false, _) => None,
+    };
+    Ok((tls, cert_note))
 }
 
 /// A configured listener at reload: one already served, or one just bound.
