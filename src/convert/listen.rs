@@ -81,8 +81,67 @@ impl Cx<'_> {
                 "postscreen: its checks are not supported; a plain listener takes its place",
             );
         }
+        let addresses = self.addresses(host.as_deref(), port, interfaces, protocols);
+        let global_filter = self
+            .cf
+            .raw("content_filter")
+            .is_some_and(|v| !v.trim().is_empty());
+        let reinject = s.get("content_filter").is_some_and(|v| v.trim().is_empty())
+            && global_filter
+            && addresses
+                .iter()
+                .all(|a| a.starts_with("127.") || a.starts_with("[::1]"));
+        let mode = self.mode(s, reinject);
+        let (require_auth, nets) = self.access(s, reinject);
+        if reinject {
+            self.reinject_overrides(s);
+        }
+        for (i, a) in addresses.iter().enumerate() {
+            let mut from = format!("master.cf line {} ({})", s.line, s.name);
+            if i > 0 {
+                from.push_str(", another inet_interfaces address");
+            }
+            let mut t = self.doc.push("listener");
+            t.set("address", Val::s(a), &from);
+            t.set("mode", Val::s(mode), "");
+            if require_auth {
+                t.set(
+                    "require_auth",
+                    Val::Bool(true),
+                    "-o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+                );
+            }
+            if reinject {
+                t.set(
+                    "role",
+                    Val::s("reinject"),
+                    "-o content_filter= : the content filter's way back",
+                );
+            } else if let Some(f) = s.get("content_filter") {
+                t.set(
+                    "filter",
+                    Val::s(filter_address(f).unwrap_or_default()),
+                    "-o content_filter=",
+                );
+            }
+            if let Some(n) = &nets {
+                t.set("trusted_networks", Val::strs(n), "-o mynetworks=");
+            }
+        }
+    }
+
+    /// The addresses a service listens on: its own host, or every
+    /// `inet_interfaces` address (IPv4 only for "all" unless `inet_protocols`
+    /// is ipv6).
+    fn addresses(
+        &mut self,
+        host: Option<&str>,
+        port: u16,
+        interfaces: &str,
+        protocols: &str,
+    ) -> Vec<String> {
         let mut addresses = Vec::new();
-        match host.as_deref() {
+        match host {
             Some("localhost") => addresses.push(format!("127.0.0.1:{port}")),
             Some(h) if h.contains(':') => addresses.push(format!("[{h}]:{port}")),
             Some(h) => addresses.push(format!("{h}:{port}")),
@@ -111,17 +170,14 @@ impl Cx<'_> {
                 }
             }
         }
+        addresses
+    }
+
+    /// The listener's mode from the service's TLS settings: implicit TLS
+    /// (wrapper mode), STARTTLS, or plain (always plain for a reinjection).
+    fn mode(&mut self, s: &Service, reinject: bool) -> &'static str {
         let cf = self.cf.with_overrides(&s.overrides);
         let yes = |n: &str| cf.text(n).is_ok_and(|v| v == "yes");
-        let global_filter = self
-            .cf
-            .raw("content_filter")
-            .is_some_and(|v| !v.trim().is_empty());
-        let reinject = s.get("content_filter").is_some_and(|v| v.trim().is_empty())
-            && global_filter
-            && addresses
-                .iter()
-                .all(|a| a.starts_with("127.") || a.starts_with("[::1]"));
         for n in [
             "smtpd_tls_wrappermode",
             "smtpd_use_tls",
@@ -164,6 +220,12 @@ impl Cx<'_> {
                 "no: AUTH cannot be switched off per listener; it is offered on every listener",
             );
         }
+        mode
+    }
+
+    /// `smtpd_client_restrictions` (only "permit_sasl_authenticated,
+    /// reject": require_auth) and `mynetworks` of one service.
+    fn access(&mut self, s: &Service, reinject: bool) -> (bool, Option<Vec<String>>) {
         let mut require_auth = false;
         if let Some(v) = s.get("smtpd_client_restrictions").map(str::to_string) {
             let items = maincf::list(&v);
@@ -180,41 +242,7 @@ impl Cx<'_> {
             self.consume(s, "mynetworks");
             nets = self.cidrs("mynetworks", &v);
         }
-        if reinject {
-            self.reinject_overrides(s);
-        }
-        for (i, a) in addresses.iter().enumerate() {
-            let mut from = format!("master.cf line {} ({})", s.line, s.name);
-            if i > 0 {
-                from.push_str(", another inet_interfaces address");
-            }
-            let mut t = self.doc.push("listener");
-            t.set("address", Val::s(a), &from);
-            t.set("mode", Val::s(mode), "");
-            if require_auth {
-                t.set(
-                    "require_auth",
-                    Val::Bool(true),
-                    "-o smtpd_client_restrictions=permit_sasl_authenticated,reject",
-                );
-            }
-            if reinject {
-                t.set(
-                    "role",
-                    Val::s("reinject"),
-                    "-o content_filter= : the content filter's way back",
-                );
-            } else if let Some(f) = s.get("content_filter") {
-                t.set(
-                    "filter",
-                    Val::s(filter_address(f).unwrap_or_default()),
-                    "-o content_filter=",
-                );
-            }
-            if let Some(n) = &nets {
-                t.set("trusted_networks", Val::strs(n), "-o mynetworks=");
-            }
-        }
+        (require_auth, nets)
     }
 
     /// The reinjection service's overrides: what postern's reinject role
