@@ -52,11 +52,7 @@ impl Drop for Tmpfs {
 }
 
 fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip_unless_ci(test, "mounting a small filesystem needs root");
-    false
+    root_or_skip_because(test, "mounting a small filesystem needs root")
 }
 
 /// A message body of about `kib` KiB.

@@ -576,5 +576,4 @@ pub fn local_user_ok(name: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "lookup_tests.rs"]
 mod tests;
