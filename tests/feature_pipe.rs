@@ -1039,3 +1039,115 @@ fn pipe_that_exits_0_without_reading_a_big_message_is_judged_by_its_exit() {
     let line = wait_status(&srv, &id, "alice@example.test", "deferred");
     assert!(line.contains("busy, try later"), "{line}");
 }
+
+/// A script that notes how many runs of it are under way when it starts
+/// (`$OUT/counts`), takes a while, then keeps the message as `$OUT/in.PID`.
+fn counting_script(dir: &Path, name: &str, out: &Path) -> std::path::PathBuf {
+    script(
+        dir,
+        name,
+        &format!(
+            "#!/bin/sh\nOUT={}\n\
+             touch \"$OUT/run.$$\"\n\
+             ls \"$OUT\" | grep -c '^run\\.' >> \"$OUT/counts\"\n\
+             sleep 0.4\n\
+             cat > \"$OUT/in.$$\"\n\
+             rm \"$OUT/run.$$\"\n",
+            out.display()
+        ),
+    )
+}
+
+#[test]
+fn pipe_runs_at_most_its_concurrency_at_once_and_mixed_transports_still_deliver() {
+    if !root_or_skip("pipe_runs_at_most_its_concurrency_at_once_and_mixed_transports_still_deliver")
+    {
+        return;
+    }
+    let t = TestDir::new("pipe-concurrency");
+    let slow_out = open_dir(&t.path().join("slow"));
+    let one_out = open_dir(&t.path().join("one"));
+    let slow = counting_script(t.path(), "slow.sh", &slow_out);
+    let one = counting_script(t.path(), "one.sh", &one_out);
+    let srv = Server::builder()
+        .set(
+            "delivery",
+            "mailbox_transports = { \"alice@example.test\" = \"slow\", \"bob@example.test\" = \"one\" }",
+        )
+        .raw(&transport(
+            "slow",
+            &[&slow.display().to_string(), "${recipient}"],
+            "5000:5000",
+            "",
+            "concurrency = 2\n",
+        ))
+        .raw(&transport(
+            "one",
+            &[&one.display().to_string(), "${recipient}"],
+            "5000:5000",
+            "",
+            "concurrency = 1\n",
+        ))
+        .start();
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let msg = mail("alice@example.test", &format!("slow {i}"), "", "waits");
+        sent.push((
+            send(&srv, "carol@example.test", &["alice@example.test"], &msg),
+            "alice",
+        ));
+    }
+    // One message for both transports: each run waits for its own limit.
+    for i in 0..2 {
+        let msg = mail(
+            "alice@example.test",
+            &format!("both {i}"),
+            "",
+            "two commands",
+        );
+        let id = send(
+            &srv,
+            "carol@example.test",
+            &["alice@example.test", "bob@example.test"],
+            &msg,
+        );
+        sent.push((id.clone(), "alice"));
+        sent.push((id, "bob"));
+    }
+    for (id, who) in &sent {
+        wait_status(&srv, id, &format!("{who}@example.test"), "sent");
+    }
+    let counts = |out: &Path| -> Vec<usize> {
+        std::fs::read_to_string(out.join("counts"))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let (slow_counts, one_counts) = (counts(&slow_out), counts(&one_out));
+    assert_eq!(slow_counts.len(), 8, "{slow_counts:?}");
+    assert_eq!(one_counts.len(), 2, "{one_counts:?}");
+    assert_eq!(
+        slow_counts.iter().max(),
+        Some(&2),
+        "slow ran 2 at once, never more: {slow_counts:?}"
+    );
+    assert_eq!(
+        one_counts.iter().max(),
+        Some(&1),
+        "one ran alone: {one_counts:?}"
+    );
+    let kept = |out: &Path| {
+        std::fs::read_dir(out)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("in.")
+            })
+            .count()
+    };
+    assert_eq!((kept(&slow_out), kept(&one_out)), (8, 2));
+}

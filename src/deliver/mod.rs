@@ -138,6 +138,15 @@ pub trait BlockingAgent: Send + Sync {
     /// `recovered`: the message was queued when postern started, so an
     /// earlier run may already have delivered some copies.
     fn deliver(&self, msg: &QueuedMessage, targets: &[Target], recovered: bool) -> Vec<Outcome>;
+    /// A limit of the agent's own that a delivery of `targets` needs:
+    /// the registry waits for one of its permits on the executor before
+    /// it takes a thread, and holds it while `deliver` runs (which then
+    /// takes none itself: it must answer the same for the same targets).
+    /// A delivery waiting for a busy command then parks no thread, and a
+    /// freed permit wakes no thread only to hand over.
+    fn gate(&self, _targets: &[Target]) -> Option<Arc<smol::lock::Semaphore>> {
+        None
+    }
 }
 
 /// An agent that waits on the network: run on the executor.

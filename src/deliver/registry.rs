@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use smol::lock::Semaphore;
 
-use super::{Agent, AgentKind, Outcome, Target};
+use super::{Agent, AgentKind, BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
 use crate::smtp::reply::Esc;
 
@@ -79,6 +79,15 @@ impl Registry {
                 .map(|_| Outcome::deferred(Esc(4, 3, 5), text.clone()))
                 .collect();
         };
+        // The agent's own gate first: a delivery waiting there holds none
+        // of the permits that deliveries through other gates need.
+        let _gate = match &slot.agent {
+            Agent::Blocking(a) => match a.gate(&targets) {
+                Some(g) => Some(g.acquire_arc().await),
+                None => None,
+            },
+            Agent::Async(_) => None,
+        };
         let _permit = match &slot.agent {
             Agent::Async(a) if a.limits_itself() => None,
             _ => Some(slot.limit.acquire_arc().await),
@@ -91,10 +100,28 @@ impl Registry {
             }
             Agent::Async(a) => a.clone().deliver(msg, targets, recovered).await,
         };
-        // An agent must answer for every target; a short answer defers the rest.
-        out.resize_with(n, || {
-            Outcome::deferred(Esc(4, 3, 0), "delivery agent gave no result")
-        });
+        answer_all(&mut out, n);
         out
     }
+
+    /// The blocking agent for `kind` and its permits, for a caller that
+    /// runs it on a thread it has anyway (the runner: delivery and the
+    /// step after it in one hand-off). `None`: not a blocking agent.
+    pub fn blocking(&self, kind: AgentKind) -> Option<(Arc<dyn BlockingAgent>, Arc<Semaphore>)> {
+        match self.slots.get(&kind) {
+            Some(Slot {
+                agent: Agent::Blocking(a),
+                limit,
+                ..
+            }) => Some((a.clone(), limit.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// An agent must answer for every target; a short answer defers the rest.
+pub fn answer_all(out: &mut Vec<Outcome>, n: usize) {
+    out.resize_with(n, || {
+        Outcome::deferred(Esc(4, 3, 0), "delivery agent gave no result")
+    });
 }

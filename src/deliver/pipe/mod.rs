@@ -36,7 +36,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+use smol::lock::Semaphore;
 
 mod accounts;
 mod exchange;
@@ -65,42 +67,9 @@ pub struct PipeAgent {
     /// recipient_delimiter: where `${user}` ends and `${extension}` starts.
     delimiter: String,
     /// Runs at once per transport name.
-    limits: HashMap<String, Arc<Limit>>,
+    limits: HashMap<String, Arc<Semaphore>>,
     /// The transports' users: name, home and groups.
     accounts: accounts::Accounts,
-}
-
-/// A counting semaphore for blocking threads.
-struct Limit {
-    free: Mutex<usize>,
-    cond: Condvar,
-}
-
-struct Permit<'a>(&'a Limit);
-
-impl Limit {
-    fn new(n: usize) -> Limit {
-        Limit {
-            free: Mutex::new(n.max(1)),
-            cond: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.cond.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.cond.notify_one();
-    }
 }
 
 /// How one run ended.
@@ -123,17 +92,24 @@ impl PipeAgent {
             delimiter: delimiter.to_string(),
             limits: limits
                 .iter()
-                .map(|(n, c)| (n.to_ascii_lowercase(), Arc::new(Limit::new(*c))))
+                .map(|(n, c)| {
+                    (
+                        n.to_ascii_lowercase(),
+                        Arc::new(Semaphore::new((*c).max(1))),
+                    )
+                })
                 .collect(),
             accounts: accounts::Accounts::default(),
         }
     }
 
+    /// `gated`: the registry holds a permit of this transport's limit.
     fn deliver_group(
         &self,
         msg: &QueuedMessage,
         route: &PipeRoute,
         group: &[&Target],
+        gated: bool,
     ) -> Vec<Outcome> {
         // Quotas first: a full mailbox never sees the command.
         let mut out: Vec<Option<Outcome>> = vec![None; group.len()];
@@ -161,11 +137,12 @@ impl PipeAgent {
             return out.into_iter().map(Option::unwrap).collect();
         }
         let targets: Vec<&Target> = todo.iter().map(|&i| group[i]).collect();
-        let limit = self
-            .limits
-            .get(&route.transport.to_ascii_lowercase())
-            .cloned();
-        let _permit = limit.as_ref().map(|l| l.acquire());
+        let _permit = match gated {
+            true => None,
+            false => self
+                .limit(&route.transport)
+                .map(|l| l.acquire_arc_blocking()),
+        };
         let outcome = match self.run(msg, route, &targets) {
             Ok(ran) => judge(&ran),
             Err(e) => Outcome::deferred(Esc(4, 3, 0), format!("cannot run {}: {e}", route.argv[0])),
@@ -179,6 +156,10 @@ impl PipeAgent {
             out[i] = Some(outcome.clone());
         }
         out.into_iter().map(Option::unwrap).collect()
+    }
+
+    fn limit(&self, transport: &str) -> Option<&Arc<Semaphore>> {
+        self.limits.get(&transport.to_ascii_lowercase())
     }
 
     /// Runs the command once for `targets` (one, or several when argv has
@@ -483,15 +464,34 @@ impl BlockingAgent for PipeAgent {
                 None => groups.push((p.clone(), vec![i])),
             }
         }
+        let gated = self.gate(targets).is_some();
         for (route, idx) in groups {
             let group: Vec<&Target> = idx.iter().map(|&i| &targets[i]).collect();
-            for (i, o) in idx.iter().zip(self.deliver_group(msg, &route, &group)) {
+            for (i, o) in idx
+                .iter()
+                .zip(self.deliver_group(msg, &route, &group, gated))
+            {
                 out[*i] = Some(o);
             }
         }
         out.into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::deferred(Esc(4, 3, 0), "no result")))
             .collect()
+    }
+
+    /// The limit of the one transport all commands of `targets` run
+    /// through (the usual case: a message's recipients of one domain).
+    /// Several transports: none, each run then waits for its own.
+    fn gate(&self, targets: &[Target]) -> Option<Arc<Semaphore>> {
+        let mut names = targets.iter().filter_map(|t| match &t.route {
+            Route::Pipe(p) => Some(p.transport.as_str()),
+            _ => None,
+        });
+        let first = names.next()?;
+        if names.any(|n| !n.eq_ignore_ascii_case(first)) {
+            return None;
+        }
+        self.limit(first).cloned()
     }
 }
 

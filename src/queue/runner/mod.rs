@@ -381,7 +381,12 @@ impl Runner {
         let Some(mut plan) = prepared else {
             return;
         };
+        let mut job = job;
         if plan.hold.is_none() {
+            match self.deliver_and_finish(job, plan).await {
+                None => return,
+                Some(back) => (job, plan) = back,
+            }
             self.deliver(&mut plan).await;
         }
         let me = self.clone();

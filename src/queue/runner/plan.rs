@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::{Job, Runner};
+use super::{Job, Parts, Runner};
 use crate::clock::now_secs;
 use crate::deliver::{AgentKind, Outcome, Target};
 use crate::directory::{Dest, FailReason, Resolution};
@@ -254,32 +254,86 @@ impl Runner {
         }
         let outcomes = crate::deliver::join_all(runs).await;
         for ((kind, targets, keys), outs) in keyed.into_iter().zip(outcomes) {
-            for ((t, key), outcome) in targets.into_iter().zip(keys).zip(outs) {
-                let relay = match &outcome.remote {
-                    Some(r) => match r.addr {
-                        Some(a) => format!("{}[{}]:{}", r.host, a.ip(), a.port()),
-                        None => r.host.clone(),
-                    },
-                    None => match &t.route {
-                        // Postfix names the transport: relay=procmail.
-                        Route::Pipe(p) => p.transport.clone(),
-                        Route::File(_) => "local".into(),
-                        _ => parts.registry.name(kind).to_string(),
-                    },
-                };
-                if let Some(name) = status_route(&t.route) {
-                    let sent = matches!(outcome.status, crate::deliver::Status::Delivered);
-                    crate::status::board().delivery(&name, sent, &outcome.text);
-                }
-                plan.results.push(Done {
-                    key: Some(key),
-                    orig: t.orig,
-                    to: t.address,
-                    relay,
-                    outcome,
-                });
-            }
+            record(&parts, plan, kind, targets, keys, outs);
         }
+    }
+
+    /// Steps two and three on one thread, when the plan is the share of
+    /// one blocking agent (Maildirs, commands): one hand-off to the
+    /// blocking pool instead of two, which on a small box is a good part
+    /// of a piped message's cost. The plan comes back when it is not.
+    pub(super) async fn deliver_and_finish(
+        self: &Arc<Self>,
+        job: Job,
+        mut plan: Plan,
+    ) -> Option<(Job, Plan)> {
+        let parts = self.parts();
+        let kind = match plan.groups.keys().collect::<Vec<_>>()[..] {
+            [k] => *k,
+            _ => return Some((job, plan)),
+        };
+        let Some((agent, slot)) = parts.registry.blocking(kind) else {
+            return Some((job, plan));
+        };
+        let (targets, keys): (Vec<Target>, Vec<String>) = plan
+            .groups
+            .remove(&kind)
+            .unwrap_or_default()
+            .into_iter()
+            .unzip();
+        // As the registry does: the agent's own gate, then a thread.
+        let gate = match agent.gate(&targets) {
+            Some(g) => Some(g.acquire_arc().await),
+            None => None,
+        };
+        let permit = slot.acquire_arc().await;
+        let me = self.clone();
+        smol::unblock(move || {
+            let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
+            drop(permit);
+            drop(gate);
+            crate::deliver::registry::answer_all(&mut outs, targets.len());
+            record(&parts, &mut plan, kind, targets, keys, outs);
+            me.finish(&job, plan);
+        })
+        .await;
+        None
+    }
+}
+
+/// One agent's outcomes into the plan's results (and `postern status`).
+fn record(
+    parts: &Parts,
+    plan: &mut Plan,
+    kind: AgentKind,
+    targets: Vec<Target>,
+    keys: Vec<String>,
+    outs: Vec<Outcome>,
+) {
+    for ((t, key), outcome) in targets.into_iter().zip(keys).zip(outs) {
+        let relay = match &outcome.remote {
+            Some(r) => match r.addr {
+                Some(a) => format!("{}[{}]:{}", r.host, a.ip(), a.port()),
+                None => r.host.clone(),
+            },
+            None => match &t.route {
+                // Postfix names the transport: relay=procmail.
+                Route::Pipe(p) => p.transport.clone(),
+                Route::File(_) => "local".into(),
+                _ => parts.registry.name(kind).to_string(),
+            },
+        };
+        if let Some(name) = status_route(&t.route) {
+            let sent = matches!(outcome.status, crate::deliver::Status::Delivered);
+            crate::status::board().delivery(&name, sent, &outcome.text);
+        }
+        plan.results.push(Done {
+            key: Some(key),
+            orig: t.orig,
+            to: t.address,
+            relay,
+            outcome,
+        });
     }
 }
 
