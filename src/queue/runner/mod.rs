@@ -5,7 +5,9 @@
 //! (blocking: open it, expand and route every recipient; plan.rs), deliver
 //! (each agent's share of the destinations, concurrently, each agent
 //! within its own concurrency limit; see deliver/registry.rs), finish
-//! (blocking: log, bounce, save state or remove; finish.rs). New mail is
+//! (blocking: log, bounce, save state or remove; finish.rs); when one
+//! blocking agent has the whole message, its delivery and the finish run
+//! on the same thread (plan.rs, `deliver_and_finish`). New mail is
 //! handed over the moment it is committed; deferred mail waits in a timer
 //! heap until its next attempt.
 //!
