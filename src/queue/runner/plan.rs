@@ -290,11 +290,15 @@ impl Runner {
         let me = self.clone();
         smol::unblock(move || {
             let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
-            drop(permit);
+            // The next command may start; the thread stays counted
+            // against the agent's permits until the finish is done, so
+            // the pool never holds more threads than the agent has
+            // permits (what the runner's step limit is for otherwise).
             drop(gate);
             crate::deliver::registry::answer_all(&mut outs, targets.len());
             record(&parts, &mut plan, kind, targets, keys, outs);
             me.finish(&job, plan);
+            drop(permit);
         })
         .await;
         None
