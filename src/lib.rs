@@ -23,6 +23,7 @@ pub mod intake;
 pub mod log;
 pub mod outbound;
 pub mod policy;
+pub mod pool;
 pub mod privs;
 pub mod queue;
 pub mod route;

@@ -230,7 +230,7 @@ async fn execute(ctx: &Arc<Ctx>, req: Request, who: &str) -> Result<String, Refu
 
 async fn status(ctx: &Arc<Ctx>, json: bool) -> Result<String, Refusal> {
     let c = ctx.clone();
-    let (counts, sync) = smol::unblock(move || {
+    let (counts, sync) = crate::pool::unblock(move || {
         let sync = c.mirror.as_ref().map(|db| {
             let st = crate::directory::sqlite::Db::open(db, Duration::from_secs(2))
                 .0
@@ -265,7 +265,7 @@ fn io_refusal(e: impl std::fmt::Display) -> Refusal {
 
 async fn list(ctx: &Arc<Ctx>, json: bool) -> Result<String, Refusal> {
     let spool = ctx.spool.clone();
-    let entries = smol::unblock(move || super::client::read_entries(&spool))
+    let entries = crate::pool::unblock(move || super::client::read_entries(&spool))
         .await
         .map_err(io_refusal)?;
     let items: Vec<Item> = entries
@@ -285,20 +285,20 @@ async fn list(ctx: &Arc<Ctx>, json: bool) -> Result<String, Refusal> {
 async fn show(ctx: &Arc<Ctx>, id: String, json: bool) -> Result<String, Refusal> {
     let spool = ctx.spool.clone();
     let active = ctx.runner.in_flight(&id);
-    smol::unblock(move || super::client::show_from_spool(&spool, &id, json, active)).await
+    crate::pool::unblock(move || super::client::show_from_spool(&spool, &id, json, active)).await
 }
 
 async fn flush(ctx: &Arc<Ctx>, t: Target) -> Result<String, Refusal> {
     let ids = match t {
         Target::All => {
             let spool = ctx.spool.clone();
-            smol::unblock(move || spool.list())
+            crate::pool::unblock(move || spool.list())
                 .await
                 .map_err(io_refusal)?
         }
         Target::One(id) => match {
             let (spool, sid) = (ctx.spool.clone(), id.clone());
-            smol::unblock(move || spool.place(&sid)).await
+            crate::pool::unblock(move || spool.place(&sid)).await
         } {
             Some(Place::Queued) => vec![id],
             Some(Place::Held) => {
@@ -344,7 +344,7 @@ async fn each(ctx: &Arc<Ctx>, t: Target, op: Op, who: &str) -> Result<String, Re
         return one(ctx, &id, op, who).await;
     }
     let spool = ctx.spool.clone();
-    let all = smol::unblock(move || spool.list_all())
+    let all = crate::pool::unblock(move || spool.list_all())
         .await
         .map_err(io_refusal)?;
     let wanted = match op {
@@ -411,7 +411,7 @@ async fn one_within(
     };
     let spool = ctx.spool.clone();
     let sid = id.to_string();
-    let done = smol::unblock(move || apply(&spool, &sid, op)).await;
+    let done = crate::pool::unblock(move || apply(&spool, &sid, op)).await;
     let text = done?;
     match op {
         Op::Hold => log::held(id, &format!("by postern queue hold ({who})")),

@@ -96,7 +96,7 @@ impl Registry {
         let mut out = match &slot.agent {
             Agent::Blocking(a) => {
                 let a = a.clone();
-                smol::unblock(move || a.deliver(&msg, &targets, recovered)).await
+                crate::pool::unblock(move || a.deliver(&msg, &targets, recovered)).await
             }
             Agent::Async(a) => a.clone().deliver(msg, targets, recovered).await,
         };

@@ -64,7 +64,7 @@ impl HostLookup {
 /// The system resolver (getaddrinfo), off the async threads.
 pub async fn native(name: &str) -> Lookup<Vec<IpAddr>> {
     let name = name.to_string();
-    smol::unblock(move || getaddrinfo(&name)).await
+    crate::pool::unblock(move || getaddrinfo(&name)).await
 }
 
 fn getaddrinfo(name: &str) -> Lookup<Vec<IpAddr>> {

@@ -14,7 +14,7 @@
 //!   recorded as done so none is delivered twice.
 //!
 //! Every function here blocks (files, fsync, lookups): the session driver
-//! calls them through `smol::unblock`.
+//! calls them through `crate::pool::unblock`.
 
 pub mod content;
 mod direct;

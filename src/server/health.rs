@@ -27,7 +27,7 @@ pub fn start(ex: &Arc<Executor<'static>>, runner: Arc<Runner>) -> Option<smol::T
         let mut said = String::new();
         loop {
             let r = runner.clone();
-            let counts = smol::unblock(move || r.counts()).await;
+            let counts = crate::pool::unblock(move || r.counts()).await;
             let line = crate::status::board().status_line(counts);
             let mut states = Vec::with_capacity(2);
             if watchdog.is_some() {

@@ -147,11 +147,11 @@ fn uid_of(stream: &UnixStream) -> Option<u32> {
 /// One round over the drop directory.
 async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
     let d = dir.to_path_buf();
-    let names = smol::unblock(move || list(&d)).await;
+    let names = crate::pool::unblock(move || list(&d)).await;
     for name in names {
         let path = dir.join(&name);
         let p2 = path.clone();
-        let read = smol::unblock(move || read_drop(&p2)).await;
+        let read = crate::pool::unblock(move || read_drop(&p2)).await;
         let (uid, dropped) = match read {
             Ok(Some(x)) => x,
             Ok(None) => continue,
@@ -178,7 +178,7 @@ async fn pickup_all(ex: &Arc<Executor<'static>>, hub: &Arc<Hub>, dir: &Path) {
         let ctx = shared.local_ctx.clone();
         ex.spawn(conn::handle_local(shared, ctx, theirs, uid))
             .detach();
-        let result = smol::unblock(move || {
+        let result = crate::pool::unblock(move || {
             let _ = ours.set_read_timeout(Some(Duration::from_secs(600)));
             submit::smtp(
                 &ours,

@@ -134,7 +134,7 @@ pub fn serve(mut cfg: Config) -> Result<(), Fatal> {
     // Start-up done (and the first threads' code run): its pages can go.
     ex.spawn(async {
         smol::Timer::after(Duration::from_secs(3)).await;
-        smol::unblock(trim::drop_startup_pages).await;
+        crate::pool::unblock(trim::drop_startup_pages).await;
     })
     .detach();
     let (stop, threads) = run_executor(&ex, cfg.smtp.threads);

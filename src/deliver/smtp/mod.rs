@@ -203,7 +203,7 @@ impl SmtpAgent {
                 let msg = msg.clone();
                 let dkim = self.s.dkim.clone();
                 async move {
-                    smol::unblock(move || Content::load(&msg, dkim.as_ref()))
+                    crate::pool::unblock(move || Content::load(&msg, dkim.as_ref()))
                         .await
                         .map(Arc::new)
                         .map_err(|e| e.to_string())

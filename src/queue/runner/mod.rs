@@ -378,7 +378,7 @@ impl Runner {
         let me = self.clone();
         let j = job.clone();
         let step = self.steps.acquire().await;
-        let prepared = smol::unblock(move || me.prepare(&j)).await;
+        let prepared = crate::pool::unblock(move || me.prepare(&j)).await;
         drop(step);
         let Some(mut plan) = prepared else {
             return;
@@ -393,7 +393,7 @@ impl Runner {
         }
         let me = self.clone();
         let _step = self.steps.acquire().await;
-        smol::unblock(move || me.finish(&job, plan)).await;
+        crate::pool::unblock(move || me.finish(&job, plan)).await;
     }
 }
 

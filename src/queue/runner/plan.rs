@@ -288,7 +288,7 @@ impl Runner {
         };
         let permit = slot.acquire_arc().await;
         let me = self.clone();
-        smol::unblock(move || {
+        crate::pool::unblock(move || {
             let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
             // The next command may start; the thread stays counted
             // against the agent's permits until the finish is done, so

@@ -29,7 +29,7 @@ impl Conn {
             if matches!(msg, Msg::Waiting(_)) {
                 self.opened_with = how.as_ref().map(|h| h.0.clone());
             }
-            self.msg = smol::unblock(move || match open(&intake, msg, how.as_ref()) {
+            self.msg = crate::pool::unblock(move || match open(&intake, msg, how.as_ref()) {
                 Msg::Open(mut sink) => {
                     intake.write(&mut sink, &bytes);
                     Msg::Open(sink)
@@ -45,7 +45,7 @@ impl Conn {
         self.pending.clear();
         if let Msg::Open(sink) = std::mem::replace(&mut self.msg, Msg::None) {
             let intake = self.shared.intake.clone();
-            smol::unblock(move || intake.discard(sink)).await;
+            crate::pool::unblock(move || intake.discard(sink)).await;
         }
     }
 
@@ -136,7 +136,7 @@ impl Conn {
             let v = &s.verdict;
             if v.reject.is_some() || v.discard.is_some() {
                 if let Msg::Open(sink) = msg {
-                    smol::unblock(move || intake.discard(sink)).await;
+                    crate::pool::unblock(move || intake.discard(sink)).await;
                 }
                 return match &v.reject {
                     Some(r) => Err(r.clone()),
@@ -145,7 +145,7 @@ impl Conn {
             }
         }
         let how = scanned.map(|s| (s.verdict, s.hops));
-        let result = smol::unblock(move || {
+        let result = crate::pool::unblock(move || {
             let held = how.as_ref().is_some_and(|(v, _)| v.hold.is_some());
             let mut sink = match msg {
                 Msg::Open(sink) => match &how {

@@ -355,7 +355,7 @@ impl Conn {
         };
         match policy::check_recipient_cached(&dir, &who, &addr) {
             Some(v) => v,
-            None => smol::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
+            None => crate::pool::unblock(move || policy::check_recipient(&dir, &who, &addr)).await,
         }
     }
 
@@ -367,7 +367,7 @@ impl Conn {
         if !intake.has_quota(&addr) {
             return Ok(());
         }
-        smol::unblock(move || intake.quota_at_rcpt(&addr, size)).await
+        crate::pool::unblock(move || intake.quota_at_rcpt(&addr, size)).await
     }
 
     async fn starttls(&mut self) -> Flow {
@@ -466,7 +466,7 @@ async fn authenticate(
     }
     let user = creds.authcid.clone();
     let started = Instant::now();
-    let r = smol::unblock(move || backend.check(&creds, ip, secured)).await;
+    let r = crate::pool::unblock(move || backend.check(&creds, ip, secured)).await;
     match &r {
         Ok(name) => log::auth_ok(client, mechanism.name(), name),
         Err(AuthFailure::Invalid) => {
