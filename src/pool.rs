@@ -104,7 +104,7 @@ impl Pool {
                 continue;
             }
             st.sleeping += 1;
-            let mut idle_since = std::time::Instant::now();
+            let idle_since = std::time::Instant::now();
             loop {
                 let left = IDLE.saturating_sub(idle_since.elapsed());
                 let (g, _) = self
@@ -117,13 +117,13 @@ impl Pool {
                     break;
                 }
                 if idle_since.elapsed() >= IDLE {
-                    st.sleeping -= 1;
                     if st.queue.is_empty() {
+                        st.sleeping -= 1;
                         st.threads -= 1;
                         return;
                     }
-                    st.sleeping += 1;
-                    idle_since = std::time::Instant::now();
+                    // A job came for a thread being started: take it.
+                    break;
                 }
             }
             st.sleeping -= 1;

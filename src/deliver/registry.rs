@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use smol::lock::Semaphore;
+use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 use super::{Agent, AgentKind, BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
@@ -79,43 +79,80 @@ impl Registry {
                 .map(|_| Outcome::deferred(Esc(4, 3, 5), text.clone()))
                 .collect();
         };
-        // The agent's own gate first: a delivery waiting there holds none
-        // of the permits that deliveries through other gates need.
-        let _gate = match &slot.agent {
-            Agent::Blocking(a) => match a.gate(&targets) {
-                Some(g) => Some(g.acquire_arc().await),
-                None => None,
-            },
-            Agent::Async(_) => None,
-        };
-        let _permit = match &slot.agent {
-            Agent::Async(a) if a.limits_itself() => None,
-            _ => Some(slot.limit.acquire_arc().await),
-        };
         let n = targets.len();
         let mut out = match &slot.agent {
-            Agent::Blocking(a) => {
-                let a = a.clone();
-                crate::pool::unblock(move || a.deliver(&msg, &targets, recovered)).await
+            Agent::Blocking(_) => {
+                let admitted = (self.admit(kind, &targets).await).expect("a blocking agent");
+                crate::pool::unblock(move || {
+                    let out = admitted.agent.deliver(&msg, &targets, recovered);
+                    drop(admitted);
+                    out
+                })
+                .await
             }
-            Agent::Async(a) => a.clone().deliver(msg, targets, recovered).await,
+            Agent::Async(a) => {
+                let _permit = match a.limits_itself() {
+                    true => None,
+                    false => Some(slot.limit.acquire_arc().await),
+                };
+                a.clone().deliver(msg, targets, recovered).await
+            }
         };
         answer_all(&mut out, n);
         out
     }
 
-    /// The blocking agent for `kind` and its permits, for a caller that
-    /// runs it on a thread it has anyway (the runner: delivery and the
-    /// step after it in one hand-off). `None`: not a blocking agent.
-    pub fn blocking(&self, kind: AgentKind) -> Option<(Arc<dyn BlockingAgent>, Arc<Semaphore>)> {
-        match self.slots.get(&kind) {
+    /// Is the agent for `kind` a blocking one?
+    pub fn is_blocking(&self, kind: AgentKind) -> bool {
+        matches!(
+            self.slots.get(&kind),
             Some(Slot {
-                agent: Agent::Blocking(a),
-                limit,
+                agent: Agent::Blocking(_),
                 ..
-            }) => Some((a.clone(), limit.clone())),
-            _ => None,
-        }
+            })
+        )
+    }
+
+    /// The blocking agent for `kind`, once `targets` may be delivered:
+    /// its own gate first (a delivery waiting there holds none of the
+    /// permits that deliveries through other gates need), then one of
+    /// its thread permits. For [`Registry::deliver`] and for a caller that
+    /// runs the agent on a thread it has anyway (the runner: delivery and
+    /// the finish in one hand-off). `None`: no blocking agent for `kind`.
+    pub async fn admit(&self, kind: AgentKind, targets: &[Target]) -> Option<Admitted> {
+        let Some(Slot {
+            agent: Agent::Blocking(agent),
+            limit,
+            ..
+        }) = self.slots.get(&kind)
+        else {
+            return None;
+        };
+        let gate = match agent.gate(targets) {
+            Some(g) => Some(g.acquire_arc().await),
+            None => None,
+        };
+        Some(Admitted {
+            agent: agent.clone(),
+            gate,
+            _permit: limit.acquire_arc().await,
+        })
+    }
+}
+
+/// A blocking delivery let in: the agent, and the permits it holds until
+/// dropped.
+pub struct Admitted {
+    pub agent: Arc<dyn BlockingAgent>,
+    gate: Option<SemaphoreGuardArc>,
+    _permit: SemaphoreGuardArc,
+}
+
+impl Admitted {
+    /// The agent's own gate opens for the next delivery (its command has
+    /// ended); the thread permit stays until this is dropped.
+    pub fn open_gate(&mut self) {
+        self.gate = None;
     }
 }
 

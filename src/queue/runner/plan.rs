@@ -268,12 +268,9 @@ impl Runner {
         mut plan: Plan,
     ) -> Option<(Job, Plan)> {
         let parts = self.parts();
-        let kind = match plan.groups.keys().collect::<Vec<_>>()[..] {
-            [k] => *k,
+        let kind = match (plan.groups.len(), plan.groups.keys().next()) {
+            (1, Some(&k)) if parts.registry.is_blocking(k) => k,
             _ => return Some((job, plan)),
-        };
-        let Some((agent, slot)) = parts.registry.blocking(kind) else {
-            return Some((job, plan));
         };
         let (targets, keys): (Vec<Target>, Vec<String>) = plan
             .groups
@@ -281,24 +278,20 @@ impl Runner {
             .unwrap_or_default()
             .into_iter()
             .unzip();
-        // As the registry does: the agent's own gate, then a thread.
-        let gate = match agent.gate(&targets) {
-            Some(g) => Some(g.acquire_arc().await),
-            None => None,
-        };
-        let permit = slot.acquire_arc().await;
+        let mut admitted =
+            (parts.registry.admit(kind, &targets).await).expect("a blocking agent, checked above");
         let me = self.clone();
         crate::pool::unblock(move || {
-            let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
+            let mut outs = admitted.agent.deliver(&plan.msg, &targets, plan.recovered);
             // The next command may start; the thread stays counted
             // against the agent's permits until the finish is done, so
             // the pool never holds more threads than the agent has
             // permits (what the runner's step limit is for otherwise).
-            drop(gate);
+            admitted.open_gate();
             crate::deliver::registry::answer_all(&mut outs, targets.len());
             record(&parts, &mut plan, kind, targets, keys, outs);
             me.finish(&job, plan);
-            drop(permit);
+            drop(admitted);
         })
         .await;
         None
