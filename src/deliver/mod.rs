@@ -11,6 +11,7 @@
 //! [`AgentKind`] to its agent and gives each its own concurrency limit,
 //! so a hung remote host never holds up Maildir delivery.
 
+pub mod gate;
 pub mod macros;
 pub mod maildir;
 pub mod pipe;
@@ -139,12 +140,13 @@ pub trait BlockingAgent: Send + Sync {
     /// earlier run may already have delivered some copies.
     fn deliver(&self, msg: &QueuedMessage, targets: &[Target], recovered: bool) -> Vec<Outcome>;
     /// A limit of the agent's own that a delivery of `targets` needs:
-    /// the registry waits for one of its permits on the executor before
-    /// it takes a thread, and holds it while `deliver` runs (which then
-    /// takes none itself: it must answer the same for the same targets).
-    /// A delivery waiting for a busy command then parks no thread, and a
-    /// freed permit wakes no thread only to hand over.
-    fn gate(&self, _targets: &[Target]) -> Option<Arc<smol::lock::Semaphore>> {
+    /// the runner waits for one of its permits before it takes a thread
+    /// (on the executor, or in the gate's line: see gate.rs), and holds
+    /// it while `deliver` runs (which then takes none itself: it must
+    /// answer the same for the same targets). A delivery waiting for a
+    /// busy command then parks no thread, and a freed permit wakes no
+    /// thread only to hand over.
+    fn gate(&self, _targets: &[Target]) -> Option<Arc<gate::Gate>> {
         None
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
+use super::gate::{Gate, GatePermit};
 use super::{Agent, AgentKind, BlockingAgent, Outcome, Target};
 use crate::queue::spool::QueuedMessage;
 use crate::smtp::reply::Esc;
@@ -113,12 +114,28 @@ impl Registry {
         )
     }
 
+    /// The blocking agent for `kind` and the gate of its own that a
+    /// delivery of `targets` must pass (see [`BlockingAgent::gate`]).
+    /// `None`: no blocking agent for `kind`.
+    pub fn blocking(
+        &self,
+        kind: AgentKind,
+        targets: &[Target],
+    ) -> Option<(Arc<dyn BlockingAgent>, Option<GateRef>)> {
+        match self.slots.get(&kind) {
+            Some(Slot {
+                agent: Agent::Blocking(agent),
+                ..
+            }) => Some((agent.clone(), agent.gate(targets))),
+            _ => None,
+        }
+    }
+
     /// The blocking agent for `kind`, once `targets` may be delivered:
-    /// its own gate first (a delivery waiting there holds none of the
-    /// permits that deliveries through other gates need), then one of
-    /// its thread permits. For [`Registry::deliver`] and for a caller that
-    /// runs the agent on a thread it has anyway (the runner: delivery and
-    /// the finish in one hand-off). `None`: no blocking agent for `kind`.
+    /// through its own gate when it has one for them (the gate bounds
+    /// those deliveries, and a delivery waiting there holds nothing that
+    /// deliveries through other gates need), else with one of the
+    /// agent's thread permits. `None`: no blocking agent for `kind`.
     pub async fn admit(&self, kind: AgentKind, targets: &[Target]) -> Option<Admitted> {
         let Some(Slot {
             agent: Agent::Blocking(agent),
@@ -128,32 +145,29 @@ impl Registry {
         else {
             return None;
         };
-        let gate = match agent.gate(targets) {
-            Some(g) => Some(g.acquire_arc().await),
-            None => None,
-        };
-        Some(Admitted {
-            agent: agent.clone(),
-            gate,
-            _permit: limit.acquire_arc().await,
+        Some(match agent.gate(targets) {
+            Some(g) => Admitted {
+                agent: agent.clone(),
+                gate: Some(g.acquire().await),
+                _permit: None,
+            },
+            None => Admitted {
+                agent: agent.clone(),
+                gate: None,
+                _permit: Some(limit.acquire_arc().await),
+            },
         })
     }
 }
 
-/// A blocking delivery let in: the agent, and the permits it holds until
+type GateRef = Arc<Gate>;
+
+/// A blocking delivery let in: the agent, and the permit it holds until
 /// dropped.
 pub struct Admitted {
     pub agent: Arc<dyn BlockingAgent>,
-    gate: Option<SemaphoreGuardArc>,
-    _permit: SemaphoreGuardArc,
-}
-
-impl Admitted {
-    /// The agent's own gate opens for the next delivery (its command has
-    /// ended); the thread permit stays until this is dropped.
-    pub fn open_gate(&mut self) {
-        self.gate = None;
-    }
+    pub gate: Option<GatePermit>,
+    _permit: Option<SemaphoreGuardArc>,
 }
 
 /// An agent must answer for every target; a short answer defers the rest.

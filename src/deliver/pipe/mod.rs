@@ -38,12 +38,11 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use smol::lock::Semaphore;
-
 mod accounts;
 mod exchange;
 mod file;
 
+use super::gate::Gate;
 use super::macros::{expand, split_extension, uses, with_extension};
 use super::maildir::MaildirAgent;
 use super::spawn;
@@ -67,7 +66,7 @@ pub struct PipeAgent {
     /// recipient_delimiter: where `${user}` ends and `${extension}` starts.
     delimiter: String,
     /// Runs at once per transport name.
-    limits: HashMap<String, Arc<Semaphore>>,
+    limits: HashMap<String, Arc<Gate>>,
     /// The transports' users: name, home and groups.
     accounts: accounts::Accounts,
 }
@@ -92,12 +91,7 @@ impl PipeAgent {
             delimiter: delimiter.to_string(),
             limits: limits
                 .iter()
-                .map(|(n, c)| {
-                    (
-                        n.to_ascii_lowercase(),
-                        Arc::new(Semaphore::new((*c).max(1))),
-                    )
-                })
+                .map(|(n, c)| (n.to_ascii_lowercase(), Gate::new(*c)))
                 .collect(),
             accounts: accounts::Accounts::default(),
         }
@@ -139,9 +133,7 @@ impl PipeAgent {
         let targets: Vec<&Target> = todo.iter().map(|&i| group[i]).collect();
         let _permit = match gated {
             true => None,
-            false => self
-                .limit(&route.transport)
-                .map(|l| l.acquire_arc_blocking()),
+            false => self.limit(&route.transport).map(|l| l.acquire_blocking()),
         };
         let outcome = match self.run(msg, route, &targets) {
             Ok(ran) => judge(&ran),
@@ -158,7 +150,7 @@ impl PipeAgent {
         out.into_iter().map(Option::unwrap).collect()
     }
 
-    fn limit(&self, transport: &str) -> Option<&Arc<Semaphore>> {
+    fn limit(&self, transport: &str) -> Option<&Arc<Gate>> {
         self.limits.get(&transport.to_ascii_lowercase())
     }
 
@@ -482,7 +474,7 @@ impl BlockingAgent for PipeAgent {
     /// The limit of the one transport all commands of `targets` run
     /// through (the usual case: a message's recipients of one domain).
     /// Several transports: none, each run then waits for its own.
-    fn gate(&self, targets: &[Target]) -> Option<Arc<Semaphore>> {
+    fn gate(&self, targets: &[Target]) -> Option<Arc<Gate>> {
         let mut names = targets.iter().filter_map(|t| match &t.route {
             Route::Pipe(p) => Some(p.transport.as_str()),
             _ => None,

@@ -33,12 +33,13 @@ use std::time::{Duration, Instant};
 
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
-use smol::lock::Semaphore;
+use smol::lock::{Semaphore, SemaphoreGuardArc};
 use smol::Executor;
 
 use super::schedule::Backoff;
 use super::spool::Spool;
 use crate::clock::now_secs;
+use crate::deliver::gate::{run_line, Entered};
 use crate::deliver::registry::Registry;
 use crate::directory::Directory;
 use crate::log;
@@ -88,6 +89,39 @@ pub struct Runner {
     closed: AtomicBool,
     /// Permits for the blocking steps (prepare, finish).
     steps: Semaphore,
+    /// Messages worked on at once (`active_limit`).
+    active: Arc<Semaphore>,
+    /// Where message tasks run; set by [`Runner::start`].
+    ex: std::sync::OnceLock<Arc<Executor<'static>>>,
+}
+
+/// What a message's delivery holds from the moment it is claimed until it
+/// is finished: its claim and its place among the active messages.
+pub(super) struct Hold {
+    _landing: Landing,
+    _active: SemaphoreGuardArc,
+}
+
+/// A delivery handed to a gate's line and never run (its task or thread
+/// went away, or it panicked): the message is tried again later, never
+/// left in the queue until the next start.
+struct Unrun {
+    runner: Arc<Runner>,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for Unrun {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if std::thread::panicking() {
+            log::queue_problem(&self.id, "delivery attempt crashed; retrying later");
+        }
+        self.runner
+            .schedule(std::mem::take(&mut self.id), now_secs() + 60);
+    }
 }
 
 /// Prepare and finish steps running at once. Each holds a thread of the
@@ -144,6 +178,7 @@ impl Runner {
     pub fn new(spool: Arc<Spool>, parts: Parts) -> (Runner, Channels) {
         let (jobs_tx, jobs_rx) = smol::channel::unbounded();
         let (timer_tx, timer_rx) = smol::channel::unbounded();
+        let active = Arc::new(Semaphore::new(parts.settings.active_limit.max(1)));
         let r = Runner {
             spool,
             parts: std::sync::RwLock::new(Arc::new(parts)),
@@ -152,6 +187,8 @@ impl Runner {
             flights: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             steps: Semaphore::new(BLOCKING_STEPS),
+            active,
+            ex: std::sync::OnceLock::new(),
         };
         (
             r,
@@ -245,6 +282,7 @@ impl Runner {
 
     /// Starts the dispatcher and the timer on `ex`.
     pub fn start(self: &Arc<Self>, ex: &Arc<Executor<'static>>, ch: Channels) {
+        let _ = self.ex.set(ex.clone());
         ex.spawn(timer_loop(ch.timer, self.jobs.clone())).detach();
         ex.spawn(self.clone().dispatch(ch.jobs, ex.clone()))
             .detach();
@@ -252,22 +290,99 @@ impl Runner {
 
     /// One task per message, at most `active_limit` at once.
     async fn dispatch(self: Arc<Self>, rx: Receiver<Job>, ex: Arc<Executor<'static>>) {
-        let active = Arc::new(Semaphore::new(self.parts().settings.active_limit.max(1)));
         while let Ok(job) = rx.recv().await {
-            let permit = active.acquire_arc().await;
-            let me = self.clone();
-            ex.spawn(async move {
-                let id = job.id.clone();
-                let again = me.clone();
-                let run = std::panic::AssertUnwindSafe(me.process(job));
-                if run.catch_unwind().await.is_err() {
-                    log::queue_problem(&id, "delivery attempt crashed; retrying later");
-                    again.schedule(id, now_secs() + 60);
-                }
-                drop(permit);
-            })
-            .detach();
+            let active = self.active.acquire_arc().await;
+            let id = job.id.clone();
+            let run = self.clone().process(job, active);
+            self.spawn_task(&ex, id, run);
         }
+    }
+
+    /// Runs one message's work as its own task; a panic in it is logged
+    /// and the message tried again later.
+    fn spawn_task(
+        self: &Arc<Self>,
+        ex: &Executor<'static>,
+        id: String,
+        run: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let again = self.clone();
+        ex.spawn(async move {
+            if std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                log::queue_problem(&id, "delivery attempt crashed; retrying later");
+                again.schedule(id, now_secs() + 60);
+            }
+        })
+        .detach();
+    }
+
+    /// A message just committed, on the thread that committed it
+    /// (blocking; the client has its answer already). When the runner has
+    /// room, the message is prepared here, while it is still in the page
+    /// cache, and when one command transport has it all, it goes straight
+    /// into that transport's line (gate.rs): delivered on this thread if a
+    /// command may start now, else by the thread whose command ends next.
+    /// No hand-off between threads, which on a small box is a good part
+    /// of a piped message's cost. Else it goes the usual way.
+    pub fn take_fresh(self: &Arc<Self>, id: String) {
+        let Some((job, plan, hold)) = self.prepare_fresh(&id) else {
+            self.enqueue(id);
+            return;
+        };
+        let (Some(plan), Some(ex)) = (plan, self.ex.get()) else {
+            return;
+        };
+        match self.gated(job, plan, hold) {
+            Ok((gate, w)) => match gate.enter(w) {
+                Entered::Now(w, p) => run_line(w, p),
+                Entered::InLine => {}
+                Entered::Wait(w) => ex.spawn(gate.wait_then_run(w)).detach(),
+            },
+            Err((job, plan, hold)) => {
+                let me = self.clone();
+                let run = async move { me.carry_on(job, plan, hold).await };
+                self.spawn_task(ex, id, run);
+            }
+        }
+    }
+
+    /// The prepare step for a message just committed (blocking). `None`
+    /// when the runner is busy (every active place or step taken, or the
+    /// message claimed): it then goes the usual way, [`Runner::enqueue`].
+    fn prepare_fresh(self: &Arc<Self>, id: &str) -> Option<(Job, Option<plan::Plan>, Hold)> {
+        if self.closed.load(Ordering::SeqCst) || self.ex.get().is_none() {
+            return None;
+        }
+        let active = self.active.try_acquire_arc()?;
+        let step = self.steps.try_acquire()?;
+        let job = Job {
+            id: id.to_string(),
+            recovered: false,
+            fresh: true,
+        };
+        if !self.claim(&job) {
+            return None;
+        }
+        let hold = Hold {
+            _landing: Landing {
+                runner: self.clone(),
+                id: job.id.clone(),
+            },
+            _active: active,
+        };
+        let prepared =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(&job)));
+        drop(step);
+        let plan = prepared.unwrap_or_else(|_| {
+            log::queue_problem(id, "delivery attempt crashed; retrying later");
+            self.schedule(id.to_string(), now_secs() + 60);
+            None
+        });
+        Some((job, plan, hold))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
@@ -367,33 +482,58 @@ impl Runner {
         }
     }
 
-    async fn process(self: Arc<Self>, job: Job) {
+    async fn process(self: Arc<Self>, job: Job, active: SemaphoreGuardArc) {
         if self.closed.load(Ordering::SeqCst) || !self.claim(&job) {
             return;
         }
-        let _landing = Landing {
-            runner: self.clone(),
-            id: job.id.clone(),
+        let hold = Hold {
+            _landing: Landing {
+                runner: self.clone(),
+                id: job.id.clone(),
+            },
+            _active: active,
         };
         let me = self.clone();
         let j = job.clone();
         let step = self.steps.acquire().await;
         let prepared = crate::pool::unblock(move || me.prepare(&j)).await;
         drop(step);
-        let Some(mut plan) = prepared else {
+        let Some(plan) = prepared else {
             return;
         };
-        let mut job = job;
+        self.carry_on(job, plan, hold).await;
+    }
+
+    /// Steps two and three: deliver, then finish.
+    async fn carry_on(self: &Arc<Self>, job: Job, plan: plan::Plan, hold: Hold) {
+        let (mut job, mut plan, mut hold) = (job, plan, hold);
         if plan.hold.is_none() {
-            match self.deliver_and_finish(job, plan).await {
+            match self.gated(job, plan, hold) {
+                Ok((gate, w)) => {
+                    match gate.enter(w) {
+                        Entered::Now(w, p) => {
+                            crate::pool::unblock(move || run_line(w, p)).detach();
+                        }
+                        Entered::InLine => {}
+                        Entered::Wait(w) => gate.wait_then_run(w).await,
+                    }
+                    return;
+                }
+                Err(back) => (job, plan, hold) = back,
+            }
+            match self.deliver_and_finish(job, plan, hold).await {
                 None => return,
-                Some(back) => (job, plan) = back,
+                Some(back) => (job, plan, hold) = back,
             }
             self.deliver(&mut plan).await;
         }
         let me = self.clone();
         let _step = self.steps.acquire().await;
-        crate::pool::unblock(move || me.finish(&job, plan)).await;
+        crate::pool::unblock(move || {
+            me.finish(&job, plan);
+            drop(hold);
+        })
+        .await;
     }
 }
 

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::{Job, Parts, Runner};
+use super::{Hold, Job, Parts, Runner, Unrun};
 use crate::clock::now_secs;
-use crate::deliver::{AgentKind, Outcome, Target};
+use crate::deliver::gate::{Gate, GatePermit, Waiter};
+use crate::deliver::{AgentKind, BlockingAgent, Outcome, Target};
 use crate::directory::{Dest, FailReason, Resolution};
 use crate::log;
 use crate::queue::envelope::DeliveryState;
@@ -259,43 +260,119 @@ impl Runner {
     }
 
     /// Steps two and three on one thread, when the plan is the share of
-    /// one blocking agent (Maildirs, commands): one hand-off to the
-    /// blocking pool instead of two, which on a small box is a good part
-    /// of a piped message's cost. The plan comes back when it is not.
+    /// one blocking agent (Maildirs, commands) that has no gate for it:
+    /// one hand-off to the blocking pool instead of two, which on a small
+    /// box is a good part of a message's cost. The plan comes back when
+    /// it is not.
     pub(super) async fn deliver_and_finish(
         self: &Arc<Self>,
         job: Job,
         mut plan: Plan,
-    ) -> Option<(Job, Plan)> {
+        hold: Hold,
+    ) -> Option<(Job, Plan, Hold)> {
         let parts = self.parts();
-        let kind = match (plan.groups.len(), plan.groups.keys().next()) {
-            (1, Some(&k)) if parts.registry.is_blocking(k) => k,
-            _ => return Some((job, plan)),
+        let Some(kind) = one_blocking_agent(&parts, &plan) else {
+            return Some((job, plan, hold));
         };
-        let (targets, keys): (Vec<Target>, Vec<String>) = plan
-            .groups
-            .remove(&kind)
-            .unwrap_or_default()
-            .into_iter()
-            .unzip();
-        let mut admitted =
-            (parts.registry.admit(kind, &targets).await).expect("a blocking agent, checked above");
+        let share = take_share(&mut plan, kind);
+        let admitted =
+            (parts.registry.admit(kind, &share.0).await).expect("a blocking agent, checked above");
         let me = self.clone();
         crate::pool::unblock(move || {
-            let mut outs = admitted.agent.deliver(&plan.msg, &targets, plan.recovered);
-            // The next command may start; the thread stays counted
-            // against the agent's permits until the finish is done, so
-            // the pool never holds more threads than the agent has
-            // permits (what the runner's step limit is for otherwise).
-            admitted.open_gate();
-            crate::deliver::registry::answer_all(&mut outs, targets.len());
-            record(&parts, &mut plan, kind, targets, keys, outs);
-            me.finish(&job, plan);
+            let agent = admitted.agent.clone();
+            // No gate: the thread permit is held until the finish is
+            // done, so the pool never holds more threads than the agent
+            // has permits (what the runner's step limit is for otherwise).
+            me.deliver_and_finish_here(job, plan, &parts, kind, share, &*agent, None);
+            drop(hold);
             drop(admitted);
         })
         .await;
         None
     }
+
+    /// The plan as a delivery for a gate's line, when one blocking agent
+    /// has it all and a gate of its own bounds it (one command
+    /// transport); else it comes back.
+    // The plan comes back by value, as everywhere in the runner: it is
+    // moved, not copied, and boxing it would cost an allocation.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn gated(
+        self: &Arc<Self>,
+        job: Job,
+        mut plan: Plan,
+        hold: Hold,
+    ) -> Result<(Arc<Gate>, Waiter), (Job, Plan, Hold)> {
+        let parts = self.parts();
+        let kind = match one_blocking_agent(&parts, &plan) {
+            Some(k) if plan.hold.is_none() => k,
+            _ => return Err((job, plan, hold)),
+        };
+        let share = take_share(&mut plan, kind);
+        let Some((agent, Some(gate))) = parts.registry.blocking(kind, &share.0) else {
+            let (targets, keys) = share;
+            plan.groups
+                .insert(kind, targets.into_iter().zip(keys).collect());
+            return Err((job, plan, hold));
+        };
+        let me = self.clone();
+        let unrun = Unrun {
+            runner: self.clone(),
+            id: job.id.clone(),
+            armed: true,
+        };
+        let w = Waiter::new(move |permit| {
+            // The whole guard moves in (not just the field it writes).
+            let mut unrun = unrun;
+            let next =
+                me.deliver_and_finish_here(job, plan, &parts, kind, share, &*agent, Some(permit));
+            unrun.armed = false;
+            drop(hold);
+            next
+        });
+        Ok((gate, w))
+    }
+
+    /// Delivers one blocking agent's share and finishes the message, on
+    /// this thread (blocking). Holding a gate's permit, it passes it on
+    /// when the command has ended: the next delivery in the gate's line
+    /// comes back, to be run by this thread after the finish.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_and_finish_here(
+        &self,
+        job: Job,
+        mut plan: Plan,
+        parts: &Parts,
+        kind: AgentKind,
+        (targets, keys): (Vec<Target>, Vec<String>),
+        agent: &dyn BlockingAgent,
+        gate: Option<GatePermit>,
+    ) -> Option<(Waiter, GatePermit)> {
+        let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
+        let next = gate.and_then(GatePermit::pass);
+        crate::deliver::registry::answer_all(&mut outs, targets.len());
+        record(parts, &mut plan, kind, targets, keys, outs);
+        self.finish(&job, plan);
+        next
+    }
+}
+
+/// The agent that has the whole plan, when it is one blocking agent
+/// (Maildirs, commands).
+fn one_blocking_agent(parts: &Parts, plan: &Plan) -> Option<AgentKind> {
+    match (plan.groups.len(), plan.groups.keys().next()) {
+        (1, Some(&k)) if parts.registry.is_blocking(k) => Some(k),
+        _ => None,
+    }
+}
+
+/// One agent's targets out of the plan, with their keys.
+fn take_share(plan: &mut Plan, kind: AgentKind) -> (Vec<Target>, Vec<String>) {
+    plan.groups
+        .remove(&kind)
+        .unwrap_or_default()
+        .into_iter()
+        .unzip()
 }
 
 /// One agent's outcomes into the plan's results (and `postern status`).

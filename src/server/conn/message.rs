@@ -145,7 +145,9 @@ impl Conn {
             }
         }
         let how = scanned.map(|s| (s.verdict, s.hops));
-        let result = crate::pool::unblock(move || {
+        let runner = self.shared.runner.clone();
+        let (tx, rx) = smol::channel::bounded(1);
+        let write = move || {
             let held = how.as_ref().is_some_and(|(v, _)| v.hold.is_some());
             let mut sink = match msg {
                 Msg::Open(sink) => match &how {
@@ -173,14 +175,30 @@ impl Conn {
                 .commit(sink, held)
                 .map(|c| (qid, c))
                 .map_err(|e| e.to_string())
+        };
+        // The session has its answer the moment the message is safe; the
+        // thread goes on with the runner's first step (see
+        // `Runner::take_fresh`), so a slow lookup there never holds the
+        // client's reply.
+        crate::pool::unblock(move || {
+            let result = write();
+            let fresh = match &result {
+                Ok((qid, Committed::Queued)) => Some(qid.clone()),
+                _ => None,
+            };
+            let _ = tx.try_send(result);
+            if let Some(qid) = fresh {
+                runner.take_fresh(qid);
+            }
         })
-        .await;
+        .detach();
+        let result = rx
+            .recv()
+            .await
+            .unwrap_or_else(|_| Err("the queue writer stopped".into()));
         match result {
             Ok((qid, committed)) => {
                 self.log_accepted(&qid, &committed);
-                if let Committed::Queued = committed {
-                    self.shared.runner.enqueue(qid.clone());
-                }
                 Ok(qid)
             }
             Err(problem) => {
