@@ -3,14 +3,15 @@
 //!
 //! Deliveries wait for a gate in two ways. A task on the executor waits
 //! for a permit of the gate's semaphore ([`Gate::acquire`]), and a thread
-//! of the blocking pool then runs it. A delivery prepared on a thread
-//! that has nothing else to do (a message just committed) instead joins
-//! the gate's line ([`Gate::enter`]): whoever lets go of a permit next
-//! hands it to the first delivery in line, and when that is a thread
-//! finishing a delivery through the same gate, it runs the next one
-//! itself ([`GatePermit::pass`]). On a small box every hand-off between
-//! threads is a good part of a piped message's cost; a message that waits
-//! in line costs none.
+//! of the blocking pool then runs it. A delivery that needs nobody to
+//! wait for it (a message just committed, on the thread that wrote it,
+//! or a runner task that can end) instead joins the gate's line
+//! ([`Gate::enter`]): whoever lets go of a permit next hands it to the
+//! first delivery in line, and when that is a thread whose command
+//! through the same gate has just ended, it runs the next one itself
+//! ([`GatePermit::pass`]). On a small box every hand-off between threads
+//! is a good part of a piped message's cost; a message that waits in
+//! line costs none.
 //!
 //! Nothing waits in line while a permit is free: the line is joined and
 //! left under one lock, and every permit, however it ends, looks at the

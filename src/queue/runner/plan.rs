@@ -283,8 +283,7 @@ impl Runner {
             // No gate: the thread permit is held until the finish is
             // done, so the pool never holds more threads than the agent
             // has permits (what the runner's step limit is for otherwise).
-            me.deliver_and_finish_here(job, plan, &parts, kind, share, &*agent, None);
-            drop(hold);
+            me.deliver_and_finish_here(job, plan, &parts, kind, share, &*agent, (None, hold));
             drop(admitted);
         })
         .await;
@@ -324,10 +323,16 @@ impl Runner {
         let w = Waiter::new(move |permit| {
             // The whole guard moves in (not just the field it writes).
             let mut unrun = unrun;
-            let next =
-                me.deliver_and_finish_here(job, plan, &parts, kind, share, &*agent, Some(permit));
+            let next = me.deliver_and_finish_here(
+                job,
+                plan,
+                &parts,
+                kind,
+                share,
+                &*agent,
+                (Some(permit), hold),
+            );
             unrun.armed = false;
-            drop(hold);
             next
         });
         Ok((gate, w))
@@ -335,25 +340,51 @@ impl Runner {
 
     /// Delivers one blocking agent's share and finishes the message, on
     /// this thread (blocking). Holding a gate's permit, it passes it on
-    /// when the command has ended: the next delivery in the gate's line
-    /// comes back, to be run by this thread after the finish.
+    /// when the command has ended, and the next delivery in the gate's
+    /// line comes back to be run by this thread. The finish step then
+    /// goes to a thread of its own (when a step permit is free), not to
+    /// hold up the next command: removing a queue file can wait for the
+    /// disk (a synchronous discard on a filesystem mounted `discard`).
     #[allow(clippy::too_many_arguments)]
     fn deliver_and_finish_here(
-        &self,
+        self: &Arc<Self>,
         job: Job,
         mut plan: Plan,
         parts: &Parts,
         kind: AgentKind,
         (targets, keys): (Vec<Target>, Vec<String>),
         agent: &dyn BlockingAgent,
-        gate: Option<GatePermit>,
+        (gate, hold): (Option<GatePermit>, Hold),
     ) -> Option<(Waiter, GatePermit)> {
         let mut outs = agent.deliver(&plan.msg, &targets, plan.recovered);
         let next = gate.and_then(GatePermit::pass);
         crate::deliver::registry::answer_all(&mut outs, targets.len());
         record(parts, &mut plan, kind, targets, keys, outs);
-        self.finish(&job, plan);
+        if next.is_some() {
+            if let Some(step) = self.steps.try_acquire_arc() {
+                let me = self.clone();
+                crate::pool::unblock(move || {
+                    me.finish_or_retry(&job, plan);
+                    drop((step, hold));
+                })
+                .detach();
+                return next;
+            }
+        }
+        self.finish_or_retry(&job, plan);
+        drop(hold);
         next
+    }
+
+    /// The finish step on a thread no task waits for: a panic in it is
+    /// logged and the message tried again later, as a task's would be.
+    fn finish_or_retry(&self, job: &Job, plan: Plan) {
+        let done =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.finish(job, plan)));
+        if done.is_err() {
+            log::queue_problem(&job.id, "delivery attempt crashed; retrying later");
+            self.schedule(job.id.clone(), now_secs() + 60);
+        }
     }
 }
 
