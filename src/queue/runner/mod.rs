@@ -88,7 +88,7 @@ pub struct Runner {
     flights: Mutex<HashMap<String, Flight>>,
     closed: AtomicBool,
     /// Permits for the blocking steps (prepare, finish).
-    steps: Arc<Semaphore>,
+    steps: Semaphore,
     /// Messages worked on at once (`active_limit`).
     active: Arc<Semaphore>,
     /// Where message tasks run; set by [`Runner::start`].
@@ -186,7 +186,7 @@ impl Runner {
             timer: timer_tx,
             flights: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
-            steps: Arc::new(Semaphore::new(BLOCKING_STEPS)),
+            steps: Semaphore::new(BLOCKING_STEPS),
             active,
             ex: std::sync::OnceLock::new(),
         };

@@ -340,14 +340,13 @@ impl Runner {
 
     /// Delivers one blocking agent's share and finishes the message, on
     /// this thread (blocking). Holding a gate's permit, it passes it on
-    /// when the command has ended, and the next delivery in the gate's
-    /// line comes back to be run by this thread. The finish step then
-    /// goes to a thread of its own (when a step permit is free), not to
-    /// hold up the next command: removing a queue file can wait for the
-    /// disk (a synchronous discard on a filesystem mounted `discard`).
+    /// when the command has ended: the next delivery in the gate's line
+    /// comes back, to be run by this thread after the finish (which is
+    /// short: the queue file's unlink, which can wait for the disk, is
+    /// the spool's reaper's).
     #[allow(clippy::too_many_arguments)]
     fn deliver_and_finish_here(
-        self: &Arc<Self>,
+        &self,
         job: Job,
         mut plan: Plan,
         parts: &Parts,
@@ -360,31 +359,9 @@ impl Runner {
         let next = gate.and_then(GatePermit::pass);
         crate::deliver::registry::answer_all(&mut outs, targets.len());
         record(parts, &mut plan, kind, targets, keys, outs);
-        if next.is_some() {
-            if let Some(step) = self.steps.try_acquire_arc() {
-                let me = self.clone();
-                crate::pool::unblock(move || {
-                    me.finish_or_retry(&job, plan);
-                    drop((step, hold));
-                })
-                .detach();
-                return next;
-            }
-        }
-        self.finish_or_retry(&job, plan);
+        self.finish(&job, plan);
         drop(hold);
         next
-    }
-
-    /// The finish step on a thread no task waits for: a panic in it is
-    /// logged and the message tried again later, as a task's would be.
-    fn finish_or_retry(&self, job: &Job, plan: Plan) {
-        let done =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.finish(job, plan)));
-        if done.is_err() {
-            log::queue_problem(&job.id, "delivery attempt crashed; retrying later");
-            self.schedule(job.id.clone(), now_secs() + 60);
-        }
     }
 }
 

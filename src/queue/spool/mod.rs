@@ -16,6 +16,7 @@
 //! in incoming/ never is.
 
 mod message;
+mod reaper;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, Write};
@@ -34,6 +35,9 @@ pub struct Spool {
     hold: PathBuf,
     state: PathBuf,
     corrupt: PathBuf,
+    /// Finished messages, until the reaper unlinks them (reaper.rs).
+    done: PathBuf,
+    reaper: reaper::Reaper,
     messages_sync: DirSync,
     _lock: Option<nix::fcntl::Flock<File>>,
 }
@@ -145,6 +149,8 @@ impl Spool {
             hold: root.join("hold"),
             state: root.join("state"),
             corrupt: root.join("corrupt"),
+            done: root.join("done"),
+            reaper: reaper::Reaper::new(root.join("done")),
             messages_sync: DirSync::new(root.join("messages")),
             _lock: None,
         };
@@ -155,6 +161,7 @@ impl Spool {
             &s.hold,
             &s.state,
             &s.corrupt,
+            &s.done,
         ] {
             fsutil::ensure_dir(d, 0o700)?;
         }
@@ -316,6 +323,10 @@ impl Spool {
             fs::remove_file(e.path())?;
             r.removed_incoming += 1;
         }
+        // Finished messages the reaper had not unlinked yet.
+        for e in fs::read_dir(&self.done)? {
+            fs::remove_file(e?.path())?;
+        }
         for qid in ids_in(&self.messages)? {
             if self.hold.join(&qid).exists() {
                 let _ = fs::remove_file(self.messages.join(&qid));
@@ -391,6 +402,8 @@ impl Spool {
     /// without its message is cleaned up at start, a message without its
     /// state is simply retried (and its Maildir copies recognised).
     /// `with_state`: a state file may exist (the message was tried before).
+    /// The queue file leaves messages/ at once, into done/, and is
+    /// unlinked there off the caller's thread (see reaper.rs).
     pub fn remove(&self, qid: &str, with_state: bool) -> io::Result<()> {
         if with_state {
             match fs::remove_file(self.state.join(qid)) {
@@ -398,7 +411,15 @@ impl Spool {
                 _ => {}
             }
         }
-        fs::remove_file(self.messages.join(qid))
+        match fs::rename(self.messages.join(qid), self.done.join(qid)) {
+            Ok(()) => {
+                self.reaper.unlink_later(qid.to_string());
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+            // done/ unusable (removed under us, say): unlink in place.
+            Err(_) => fs::remove_file(self.messages.join(qid)),
+        }
     }
 
     /// Moves a damaged queue file out of the way, keeping it for a human.
