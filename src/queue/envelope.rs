@@ -278,6 +278,25 @@ impl DeliveryState {
     }
 }
 
+/// An envelope for tests: one recipient, from sender@client.test, queued
+/// at `id_micros` (its ID too).
+#[cfg(test)]
+pub(crate) fn for_test(id_micros: u64, rcpt: Address) -> QueueEnvelope {
+    QueueEnvelope {
+        id: crate::queue::id::encode(id_micros),
+        arrival_micros: id_micros,
+        pid: 7,
+        client_ip: None,
+        client_name: "localhost".into(),
+        helo: "test".into(),
+        protocol: "ESMTP".into(),
+        sender: ReversePath::Address(Address::new("sender", "client.test")),
+        recipients: vec![rcpt],
+        smtputf8: false,
+        handling: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

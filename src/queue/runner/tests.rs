@@ -12,7 +12,7 @@ use crate::deliver::{Agent, AgentKind, AsyncAgent, BoxFuture, Outcome, Target};
 use crate::directory::memory::MemoryStore;
 use crate::queue::envelope::QueueEnvelope;
 use crate::queue::spool::QueuedMessage;
-use crate::smtp::address::{Address, ReversePath};
+use crate::smtp::address::Address;
 
 /// An outbound agent whose remote host never answers.
 struct Hung;
@@ -32,19 +32,7 @@ impl AsyncAgent for Hung {
 }
 
 fn envelope(id_micros: u64, rcpt: Address) -> QueueEnvelope {
-    QueueEnvelope {
-        id: crate::queue::id::encode(id_micros),
-        arrival_micros: id_micros,
-        pid: 7,
-        client_ip: None,
-        client_name: "localhost".into(),
-        helo: "test".into(),
-        protocol: "ESMTP".into(),
-        sender: ReversePath::Address(Address::new("sender", "client.test")),
-        recipients: vec![rcpt],
-        smtputf8: false,
-        handling: Default::default(),
-    }
+    crate::queue::envelope::for_test(id_micros, rcpt)
 }
 
 #[test]

@@ -106,22 +106,10 @@ mod tests {
 
     use crate::queue::envelope::QueueEnvelope;
     use crate::queue::spool::Spool;
-    use crate::smtp::address::{Address, ReversePath};
+    use crate::smtp::address::Address;
 
     fn envelope(id_micros: u64) -> QueueEnvelope {
-        QueueEnvelope {
-            id: crate::queue::id::encode(id_micros),
-            arrival_micros: id_micros,
-            pid: 7,
-            client_ip: None,
-            client_name: "localhost".into(),
-            helo: "test".into(),
-            protocol: "ESMTP".into(),
-            sender: ReversePath::Address(Address::new("sender", "client.test")),
-            recipients: vec![Address::new("alice", "example.test")],
-            smtputf8: false,
-            handling: Default::default(),
-        }
+        crate::queue::envelope::for_test(id_micros, Address::new("alice", "example.test"))
     }
 
     fn count(dir: &std::path::Path) -> usize {
