@@ -123,10 +123,40 @@ pub fn resolve_user(s: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// What can be told of a pipe user without the password database: a
+/// name, or uid[:gid] in numbers, and never root.
+fn user_form(s: &str) -> Result<(), String> {
+    let numbers = |u: &str, g: Option<&str>| -> Result<(), String> {
+        let uid = u
+            .parse::<u32>()
+            .map_err(|_| format!("{u:?} is not a uid"))?;
+        let gid = match g {
+            Some(g) => Some(
+                g.parse::<u32>()
+                    .map_err(|_| format!("{g:?} is not a gid"))?,
+            ),
+            None => None,
+        };
+        if uid == 0 || gid == Some(0) {
+            return Err("never root: pipes run as an unprivileged user".into());
+        }
+        Ok(())
+    };
+    match s.split_once(':') {
+        Some((u, g)) => numbers(u, Some(g)),
+        None if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => numbers(s, None),
+        None if s == "root" => Err("never root: pipes run as an unprivileged user".into()),
+        None if s.is_empty() || s.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') => {
+            Err(format!("{s:?} is not a user name"))
+        }
+        None => Ok(()),
+    }
+}
+
 impl Config {
     /// `[[transport]]`, `[delivery]` transports, `[content]`, `[quota]`.
     pub(super) fn check_hooks(&mut self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, files: bool) {
-        let names = self.check_transports(ctx, root);
+        let names = self.check_transports(ctx, root, files);
         self.check_transport_choices(ctx, root, &names);
         self.check_filters(ctx, root);
         if files && !self.quota.limits_file.is_empty() {
@@ -138,7 +168,7 @@ impl Config {
     /// Each `[[transport]]`: a new name, a command by absolute path, a user
     /// that is not root, known flags, a concurrency in range. Returns the
     /// names, in lower case.
-    fn check_transports(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Vec<String> {
+    fn check_transports(&self, ctx: &mut Ctx<'_>, root: &DeTable<'_>, files: bool) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for (i, t) in self.transports.iter().enumerate() {
             let at = array_offset(root, "transport", i);
@@ -188,7 +218,15 @@ impl Config {
                 ),
                 Some(_) => {}
             }
-            if let Err(e) = resolve_user(&t.user) {
+            // The server and check-config look the user up here; a client
+            // command, or an image read with --root (its users are in the
+            // image's passwd, not this machine's), checks only its form.
+            let checked = if files && self.root.is_none() {
+                resolve_user(&t.user).map(|_| ())
+            } else {
+                user_form(&t.user)
+            };
+            if let Err(e) = checked {
                 ctx.error(at, &key("user"), e, "a user name, or uid[:gid], not root");
             }
             if let Some(c) = t.flags.chars().find(|c| !"RDOFBhqu>.X".contains(*c)) {
@@ -475,5 +513,13 @@ mod tests {
         assert!(resolve_user("0:0").is_err());
         assert_eq!(resolve_user("5000:5000"), Ok((5000, 5000)));
         assert!(resolve_user("nosuchuser-xyz").is_err());
+        // Without the password database: the form only.
+        assert!(user_form("nosuchuser-xyz").is_ok());
+        assert!(user_form("root").is_err());
+        assert!(user_form("0").is_err());
+        assert!(user_form("5000:0").is_err());
+        assert!(user_form("5000:x").is_err());
+        assert!(user_form("").is_err());
+        assert_eq!(user_form("5000:5000"), Ok(()));
     }
 }
