@@ -154,3 +154,32 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// rename(2) that fails with EEXIST rather than replace `to`:
+/// renameat2(RENAME_NOREPLACE), called directly since not every libc
+/// wraps it (musl before 1.2.5). Kernels and filesystems without it
+/// answer EINVAL or ENOSYS: an error, so the caller's fallback runs.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -9,6 +9,9 @@
 //!               never delivered until released; survives restarts
 //! state/ID      delivery state, only for messages that stayed queued
 //! corrupt/ID    queue files that could not be read, set aside for a human
+//! done/ID       finished queue files: unlinked by a thread of their own, or
+//!               kept a while to be written over by new messages (reaper.rs);
+//!               emptied at start
 //! ```
 //! Acceptance ("250 queued") happens only after: the file is written and
 //! fsynced in incoming/, linked into messages/ (link: never replaces), and
@@ -47,6 +50,11 @@ pub struct SpoolWriter {
     id: String,
     file: BufWriter<File>,
     error: Option<io::Error>,
+    /// Bytes written so far.
+    len: u64,
+    /// The length of the finished file this one was written over (0 for
+    /// a new file): what lies past `len` is cut off at commit.
+    reused: u64,
 }
 
 pub struct Recovery {
@@ -169,20 +177,58 @@ impl Spool {
     }
 
     /// Starts a message: creates incoming/ID and writes the envelope.
+    /// The file is a finished one from done/ when there is a spare (see
+    /// reaper.rs), written over from its start.
     pub fn create(&self, env: &QueueEnvelope) -> io::Result<SpoolWriter> {
         let path = self.incoming.join(&env.id);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
+        let (f, reused) = match self.reuse(&path) {
+            Some(spare) => spare,
+            None => (
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?,
+                0,
+            ),
+        };
         let mut w = SpoolWriter {
             id: env.id.clone(),
             file: BufWriter::with_capacity(32 * 1024, f),
             error: None,
+            len: 0,
+            reused,
         };
         w.write(env.serialize().as_bytes());
         Ok(w)
+    }
+
+    /// A spare from done/ renamed to `path` (never over an existing
+    /// file) and opened for writing, with its length; None when there is
+    /// none or it is not a plain file of ours with one name.
+    fn reuse(&self, path: &Path) -> Option<(File, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let name = self.reaper.take_spare()?;
+        if fsutil::rename_noreplace(&self.done.join(&name), path).is_err() {
+            self.reaper.unlink_later(name);
+            return None;
+        }
+        let opened = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|f| f.metadata().map(|m| (f, m)));
+        match opened {
+            Ok((f, m))
+                if m.is_file() && m.nlink() == 1 && m.uid() == nix::unistd::geteuid().as_raw() =>
+            {
+                Some((f, m.len()))
+            }
+            _ => {
+                let _ = fs::remove_file(path);
+                None
+            }
+        }
     }
 
     /// Makes a received message durable and visible to delivery. Blocking.
@@ -210,11 +256,13 @@ impl Spool {
                 return Err(e);
             }
             w.file.flush()?;
-            let mut old = File::open(&path)?;
-            let head = read_head(&mut old)?;
+            // A reused file holds an older message past what was written.
+            let mut old = File::open(&path)?.take(w.len);
+            let head = read_head(old.get_mut())?;
             let (mut env, off) = QueueEnvelope::parse(&head).map_err(io::Error::other)?;
             change(&mut env);
-            old.seek(std::io::SeekFrom::Start(off as u64))?;
+            old.get_mut().seek(std::io::SeekFrom::Start(off as u64))?;
+            old.set_limit(w.len.saturating_sub(off as u64));
             let aside = self.incoming.join(format!("{}.new", w.id));
             let f = OpenOptions::new()
                 .write(true)
@@ -222,19 +270,24 @@ impl Spool {
                 .mode(0o600)
                 .open(&aside)?;
             let mut file = BufWriter::with_capacity(32 * 1024, f);
+            let envelope = env.serialize();
             let copied = file
-                .write_all(env.serialize().as_bytes())
-                .and_then(|()| io::copy(&mut old, &mut file).map(|_| ()))
-                .and_then(|()| fs::rename(&aside, &path));
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&aside);
-                return Err(e);
+                .write_all(envelope.as_bytes())
+                .and_then(|()| io::copy(&mut old, &mut file))
+                .and_then(|n| fs::rename(&aside, &path).map(|()| n));
+            match copied {
+                Ok(n) => Ok(SpoolWriter {
+                    id: w.id.clone(),
+                    file,
+                    error: None,
+                    len: envelope.len() as u64 + n,
+                    reused: 0,
+                }),
+                Err(e) => {
+                    let _ = fs::remove_file(&aside);
+                    Err(e)
+                }
             }
-            Ok(SpoolWriter {
-                id: w.id.clone(),
-                file,
-                error: None,
-            })
         })();
         if result.is_err() {
             let _ = fs::remove_file(&path);
@@ -249,6 +302,9 @@ impl Spool {
                 return Err(e);
             }
             w.file.flush()?;
+            if w.len < w.reused {
+                w.file.get_ref().set_len(w.len)?;
+            }
             w.file.get_ref().sync_data()?;
             // link(2), not rename: it never replaces an existing entry, and
             // unlike renameat2(RENAME_NOREPLACE) it exists on every libc.
@@ -323,7 +379,8 @@ impl Spool {
             fs::remove_file(e.path())?;
             r.removed_incoming += 1;
         }
-        // Finished messages the reaper had not unlinked yet.
+        // Finished messages the reaper had not unlinked yet, and spares.
+        self.reaper.forget_spares();
         for e in fs::read_dir(&self.done)? {
             fs::remove_file(e?.path())?;
         }
@@ -413,7 +470,8 @@ impl Spool {
         }
         match fs::rename(self.messages.join(qid), self.done.join(qid)) {
             Ok(()) => {
-                self.reaper.unlink_later(qid.to_string());
+                let len = fs::symlink_metadata(self.done.join(qid)).map_or(u64::MAX, |m| m.len());
+                self.reaper.finished(qid.to_string(), len);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
@@ -580,8 +638,9 @@ impl SpoolWriter {
     /// commit; later writes are skipped.
     pub fn write(&mut self, bytes: &[u8]) {
         if self.error.is_none() {
-            if let Err(e) = self.file.write_all(bytes) {
-                self.error = Some(e);
+            match self.file.write_all(bytes) {
+                Ok(()) => self.len += bytes.len() as u64,
+                Err(e) => self.error = Some(e),
             }
         }
     }
