@@ -71,6 +71,38 @@ pub struct PipeAgent {
     accounts: accounts::Accounts,
 }
 
+/// The queued message as a command reads it: a failure to open or read
+/// it is told apart from one to run the command (the queue file, not
+/// procmail, is what the diagnostic must name).
+struct Unreadable<R>(R);
+
+#[derive(Debug)]
+struct UnreadableError(io::Error);
+
+impl std::fmt::Display for UnreadableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UnreadableError {}
+
+impl Unreadable<()> {
+    fn error(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), UnreadableError(e))
+    }
+
+    fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|i| i.is::<UnreadableError>())
+    }
+}
+
+impl<R: Read> Read for Unreadable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(Unreadable::error)
+    }
+}
+
 /// How one run ended.
 struct Ran {
     status: Option<i32>,
@@ -137,6 +169,9 @@ impl PipeAgent {
         };
         let outcome = match self.run(msg, route, &targets) {
             Ok(ran) => judge(&ran),
+            Err(e) if Unreadable::is(&e) => {
+                Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"))
+            }
             Err(e) => Outcome::deferred(Esc(4, 3, 0), format!("cannot run {}: {e}", route.argv[0])),
         };
         for &i in &todo {
@@ -236,7 +271,7 @@ impl PipeAgent {
     ) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
         let f = &route.flags;
         let head = flag_lines(msg, route, t);
-        let body = msg.body()?;
+        let body = Unreadable(msg.body().map_err(Unreadable::error)?);
         let needs_filter = f.contains('>') || f.contains('.') || f.contains('B');
         if !needs_filter {
             return Ok((head.into_bytes(), Box::new(body)));

@@ -43,3 +43,73 @@ fn exit_codes_map_as_postfix_does() {
     });
     assert!(o.is_failed() && o.text.contains("time limit"), "{o:?}");
 }
+
+/// A queue file gone (or unreadable) under a delivery: deferred, and the
+/// diagnostic names the queued message, not the command.
+#[test]
+fn an_unreadable_queue_file_defers_and_says_so() {
+    use crate::deliver::maildir::MaildirAgent;
+    use crate::deliver::{BlockingAgent, Target};
+    use crate::queue::spool::Spool;
+    use crate::route::{PipeRoute, Route};
+    use crate::smtp::address::Address;
+
+    let root = std::env::temp_dir().join(format!("postern-pipe-unreadable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let spool = Spool::open_unlocked(&root.join("queue")).unwrap();
+    let maildir = Arc::new(MaildirAgent::new(
+        "mx.example.test",
+        vec![root.join("mail")],
+        0,
+    ));
+    let agent = PipeAgent::new(maildir, "+", &[("cmd".into(), 2)]);
+    // Never root: as root the command runs as nobody.
+    let user = match nix::unistd::geteuid().as_raw() {
+        0 => (65534, 65534),
+        uid => (uid, nix::unistd::getegid().as_raw()),
+    };
+    let target = Target {
+        route: Route::Pipe(PipeRoute {
+            transport: "cmd".into(),
+            argv: vec!["/bin/cat".into()],
+            user,
+            flags: String::new(),
+            timeout: std::time::Duration::from_secs(30),
+            output_limit: 4096,
+            mailbox: None,
+            home: None,
+            local_env: false,
+        }),
+        address: "alice@example.test".into(),
+        orig: "alice@example.test".into(),
+        index: 0,
+    };
+    let mut at = crate::clock::now_micros();
+    let mut queued = || {
+        at += 1;
+        let env = crate::queue::envelope::for_test(at, Address::new("alice", "example.test"));
+        spool.submit(&env, b"Subject: t\n\nbody\n").unwrap();
+        spool.open_message(&env.id).unwrap()
+    };
+
+    // The command runs and reads it: delivered.
+    let msg = queued();
+    let o = &agent.deliver(&msg, std::slice::from_ref(&target), false)[0];
+    assert!(o.is_delivered(), "{o:?}");
+
+    // Its queue file gone between opening and the run.
+    let msg = queued();
+    std::fs::remove_file(msg.location().0).unwrap();
+    let o = &agent.deliver(&msg, std::slice::from_ref(&target), false)[0];
+    assert!(o.is_deferred() && o.esc == Esc(4, 3, 0), "{o:?}");
+    assert!(
+        o.text.starts_with("cannot read the queued message: ") && o.text.contains("No such file"),
+        "{o:?}"
+    );
+    assert!(
+        !o.text.contains("/bin/cat"),
+        "the command is not to blame: {o:?}"
+    );
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&root);
+}
