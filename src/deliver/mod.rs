@@ -146,7 +146,7 @@ pub trait BlockingAgent: Send + Sync {
     /// answer the same for the same targets). A delivery waiting for a
     /// busy command then parks no thread, and a freed permit wakes no
     /// thread only to hand over.
-    fn gate(&self, _targets: &[Target]) -> Option<Arc<gate::Gate>> {
+    fn gate(&self, _targets: &mut dyn Iterator<Item = &Target>) -> Option<Arc<gate::Gate>> {
         None
     }
 }

@@ -117,16 +117,17 @@ impl Registry {
     /// The blocking agent for `kind` and the gate of its own that a
     /// delivery of `targets` must pass (see [`BlockingAgent::gate`]).
     /// `None`: no blocking agent for `kind`.
-    pub fn blocking(
+    pub fn blocking<'t>(
         &self,
         kind: AgentKind,
-        targets: &[Target],
+        targets: impl Iterator<Item = &'t Target>,
     ) -> Option<(Arc<dyn BlockingAgent>, Option<GateRef>)> {
+        let mut targets = targets;
         match self.slots.get(&kind) {
             Some(Slot {
                 agent: Agent::Blocking(agent),
                 ..
-            }) => Some((agent.clone(), agent.gate(targets))),
+            }) => Some((agent.clone(), agent.gate(&mut targets))),
             _ => None,
         }
     }
@@ -145,7 +146,7 @@ impl Registry {
         else {
             return None;
         };
-        Some(match agent.gate(targets) {
+        Some(match agent.gate(&mut targets.iter()) {
             Some(g) => Admitted {
                 agent: agent.clone(),
                 gate: Some(g.acquire().await),

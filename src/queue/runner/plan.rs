@@ -307,13 +307,11 @@ impl Runner {
             Some(k) if plan.hold.is_none() => k,
             _ => return Err((job, plan, hold)),
         };
-        let share = take_share(&mut plan, kind);
-        let Some((agent, Some(gate))) = parts.registry.blocking(kind, &share.0) else {
-            let (targets, keys) = share;
-            plan.groups
-                .insert(kind, targets.into_iter().zip(keys).collect());
+        let group = plan.groups.get(&kind).into_iter().flatten();
+        let Some((agent, Some(gate))) = parts.registry.blocking(kind, group.map(|(t, _)| t)) else {
             return Err((job, plan, hold));
         };
+        let share = take_share(&mut plan, kind);
         let me = self.clone();
         let unrun = Unrun {
             runner: self.clone(),
