@@ -133,28 +133,6 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<bool> {
 
 use std::os::unix::fs::DirBuilderExt;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn concurrent_syncs_all_return() {
-        let dir = std::env::temp_dir().join(format!("postern-dirsync-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let s = Arc::new(DirSync::new(dir.clone()));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let s = s.clone();
-                std::thread::spawn(move || (0..20).for_each(|_| s.sync().unwrap()))
-            })
-            .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
-        write_durable(&dir, "x", b"hello", 0o600).unwrap();
-        assert_eq!(fs::read(dir.join("x")).unwrap(), b"hello");
-        fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 /// rename(2) that fails with EEXIST rather than replace `to`:
 /// renameat2(RENAME_NOREPLACE), called directly since not every libc
 /// wraps it (musl before 1.2.5). Kernels and filesystems without it
@@ -181,5 +159,27 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_syncs_all_return() {
+        let dir = std::env::temp_dir().join(format!("postern-dirsync-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let s = Arc::new(DirSync::new(dir.clone()));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || (0..20).for_each(|_| s.sync().unwrap()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        write_durable(&dir, "x", b"hello", 0o600).unwrap();
+        assert_eq!(fs::read(dir.join("x")).unwrap(), b"hello");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -87,19 +87,18 @@ impl std::fmt::Display for UnreadableError {
 
 impl std::error::Error for UnreadableError {}
 
-impl Unreadable<()> {
-    fn error(e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), UnreadableError(e))
-    }
+/// `e`, marked as the queued message's (same kind, same text).
+fn unreadable(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), UnreadableError(e))
+}
 
-    fn is(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|i| i.is::<UnreadableError>())
-    }
+fn is_unreadable(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<UnreadableError>())
 }
 
 impl<R: Read> Read for Unreadable<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(Unreadable::error)
+        self.0.read(buf).map_err(unreadable)
     }
 }
 
@@ -169,7 +168,7 @@ impl PipeAgent {
         };
         let outcome = match self.run(msg, route, &targets) {
             Ok(ran) => judge(&ran),
-            Err(e) if Unreadable::is(&e) => {
+            Err(e) if is_unreadable(&e) => {
                 Outcome::deferred(Esc(4, 3, 0), format!("cannot read the queued message: {e}"))
             }
             Err(e) => Outcome::deferred(Esc(4, 3, 0), format!("cannot run {}: {e}", route.argv[0])),
@@ -271,7 +270,7 @@ impl PipeAgent {
     ) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
         let f = &route.flags;
         let head = flag_lines(msg, route, t);
-        let body = Unreadable(msg.body().map_err(Unreadable::error)?);
+        let body = Unreadable(msg.body().map_err(unreadable)?);
         let needs_filter = f.contains('>') || f.contains('.') || f.contains('B');
         if !needs_filter {
             return Ok((head.into_bytes(), Box::new(body)));
@@ -491,7 +490,7 @@ impl BlockingAgent for PipeAgent {
                 None => groups.push((p.clone(), vec![i])),
             }
         }
-        let gated = self.gate(targets).is_some();
+        let gated = self.gate(&mut targets.iter()).is_some();
         for (route, idx) in groups {
             let group: Vec<&Target> = idx.iter().map(|&i| &targets[i]).collect();
             for (i, o) in idx
@@ -509,8 +508,8 @@ impl BlockingAgent for PipeAgent {
     /// The limit of the one transport all commands of `targets` run
     /// through (the usual case: a message's recipients of one domain).
     /// Several transports: none, each run then waits for its own.
-    fn gate(&self, targets: &[Target]) -> Option<Arc<Gate>> {
-        let mut names = targets.iter().filter_map(|t| match &t.route {
+    fn gate(&self, targets: &mut dyn Iterator<Item = &Target>) -> Option<Arc<Gate>> {
+        let mut names = targets.filter_map(|t| match &t.route {
             Route::Pipe(p) => Some(p.transport.as_str()),
             _ => None,
         });
