@@ -597,3 +597,58 @@ fn reload_without_a_running_server_says_so() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A pipe user this machine does not know is a config error for the
+/// server (bad_configs/23), but a client command that runs no pipe —
+/// `postern status`, as any permitted user — accepts the same file; a
+/// root user is refused by both.
+#[test]
+fn a_client_command_does_not_look_pipe_users_up() {
+    let case = cases_dir().join("23-unknown-pipe-user");
+    let tmp = prepared(&case, |s| s);
+    let full = std::fs::read_to_string(tmp.path().join("postern.toml")).unwrap();
+    let unknown_only = &full[..full.find("[[transport]]\nname = \"root-pipe\"").unwrap()];
+    std::fs::write(tmp.path().join("unknown.toml"), unknown_only).unwrap();
+    let status = |file: &str| {
+        output(
+            postern()
+                .args(["status", "--config", file])
+                .current_dir(tmp.path())
+                .stdin(Stdio::null()),
+        )
+    };
+
+    let server = check_config_in(tmp.path(), "unknown.toml");
+    assert_eq!(server.code, Some(78), "{}", server.stderr);
+    assert!(
+        server
+            .stderr
+            .contains("unknown.toml:8: transport[1].user: no user \"postern-test-no-such-user\""),
+        "{}",
+        server.stderr
+    );
+    // It gets as far as looking for the server (none runs: EX_UNAVAILABLE).
+    let client = status("unknown.toml");
+    assert_eq!(client.code, Some(69), "{}", client.stderr);
+    assert!(
+        !client.stderr.contains("configuration error"),
+        "{}",
+        client.stderr
+    );
+    assert!(
+        client.stderr.contains("postern is not running"),
+        "{}",
+        client.stderr
+    );
+
+    let client = status("postern.toml");
+    assert_eq!(client.code, Some(78), "{}", client.stderr);
+    assert!(
+        client
+            .stderr
+            .contains("postern.toml:14: transport[2].user: never root"),
+        "{}",
+        client.stderr
+    );
+    assert!(!client.stderr.contains("no user"), "{}", client.stderr);
+}

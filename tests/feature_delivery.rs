@@ -113,11 +113,7 @@ fn is_root() -> bool {
 /// instead of passing without testing anything; elsewhere it says why it
 /// skips. Returns true when the test should go on.
 fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    skip_unless_ci(test, "delivering as another uid needs root");
-    false
+    root_or_skip_because(test, "delivering as another uid needs root")
 }
 
 fn owner(p: &Path) -> (u32, u32) {
