@@ -14,8 +14,8 @@
 //!               emptied at start
 //! ```
 //! Acceptance ("250 queued") happens only after: the file is written and
-//! fsynced in incoming/, linked into messages/ (link: never replaces), and
-//! messages/ is fsynced. A message in messages/ is therefore complete; one
+//! fsynced in incoming/, renamed into messages/ without replacing anything
+//! (`publish`), and messages/ is fsynced. A message in messages/ is therefore complete; one
 //! in incoming/ never is.
 
 mod message;
@@ -306,15 +306,11 @@ impl Spool {
                 w.file.get_ref().set_len(w.len)?;
             }
             w.file.get_ref().sync_data()?;
-            // link(2), not rename: it never replaces an existing entry, and
-            // unlike renameat2(RENAME_NOREPLACE) it exists on every libc.
             if held {
-                fs::hard_link(&from, self.hold.join(&w.id))?;
-                let _ = fs::remove_file(&from);
+                publish(&from, &self.hold.join(&w.id))?;
                 return fsutil::fsync_dir(&self.hold);
             }
-            fs::hard_link(&from, self.messages.join(&w.id))?;
-            let _ = fs::remove_file(&from);
+            publish(&from, &self.messages.join(&w.id))?;
             self.messages_sync.sync()
         })();
         if result.is_err() {
@@ -603,6 +599,22 @@ impl Spool {
     }
 }
 
+/// incoming/ID → `to`, never over an existing entry: one rename where
+/// the kernel and filesystem know RENAME_NOREPLACE, else link(2) and
+/// unlink (a crash between them leaves a name in incoming/, which the
+/// next start removes).
+fn publish(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::libc::{EINVAL, ENOSYS};
+    match fsutil::rename_noreplace(from, to) {
+        Err(e) if matches!(e.raw_os_error(), Some(EINVAL | ENOSYS)) => {
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 /// Valid queue IDs among the names in `dir`, sorted (oldest first).
 fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
     let mut ids: Vec<String> = fs::read_dir(dir)?
@@ -647,5 +659,28 @@ impl SpoolWriter {
 
     pub fn failed(&self) -> Option<&io::Error> {
         self.error.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish;
+
+    #[test]
+    fn publish_moves_a_file_and_never_replaces_one() {
+        let dir = std::env::temp_dir().join(format!("postern-publish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        std::fs::write(&a, "first").unwrap();
+        std::fs::write(&b, "second").unwrap();
+        let e = publish(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "first");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "second");
+        publish(&a, &c).unwrap();
+        assert!(!a.exists(), "the incoming name is gone");
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), "first");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
