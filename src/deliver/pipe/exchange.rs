@@ -99,12 +99,12 @@ impl Drain {
     }
 }
 
+/// O_NONBLOCK on our end only (the command's end stays blocking): one
+/// ioctl rather than fcntl's read-modify-write pair.
 fn nonblocking(f: &File) -> io::Result<()> {
-    let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one int from a live local.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONBIO, &on) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
