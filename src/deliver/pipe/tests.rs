@@ -113,3 +113,50 @@ fn an_unreadable_queue_file_defers_and_says_so() {
     drop(spool);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The queued message fails to read half-way through the feed: the
+/// command must not take what it got for the whole message. The run ends
+/// in an error that names the queued message, and the command is killed
+/// and reaped, never left to finish on a short input.
+#[test]
+fn a_read_error_mid_message_kills_the_command() {
+    /// 200,000 bytes (more than a pipe holds), then EIO.
+    struct Breaks(usize);
+    impl Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::from_raw_os_error(nix::libc::EIO));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let argv = ["/bin/sh", "-c", "cat >/dev/null; echo whole"].map(String::from);
+    let child = spawn::spawn(&spawn::Spec {
+        argv: &argv,
+        env: &[],
+        cwd: std::path::Path::new("/"),
+        creds: None,
+    })
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.pid);
+    let Err(e) = exchange::exchange(
+        child,
+        b"Return-Path: <a@example.test>\n".to_vec(),
+        Box::new(Unreadable(Breaks(200_000))),
+        4096,
+        std::time::Duration::from_secs(30),
+    ) else {
+        panic!("a short message must not count as delivered");
+    };
+    assert!(is_unreadable(&e), "{e}");
+    assert_eq!(e.raw_os_error(), None, "tagged, so not the raw error: {e}");
+    assert!(e.to_string().contains("Input/output error"), "{e}");
+    // Killed and reaped: no such process any more.
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+}
