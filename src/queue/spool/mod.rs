@@ -18,6 +18,7 @@
 //! (`publish`), and messages/ is fsynced. A message in messages/ is therefore complete; one
 //! in incoming/ never is.
 
+mod inspect;
 mod message;
 mod reaper;
 
@@ -30,6 +31,7 @@ use super::envelope::{DeliveryState, QueueEnvelope};
 use super::id;
 use crate::fsutil::{self, DirSync};
 
+pub use inspect::Entry;
 pub use message::{header_end, BodyReader, QueuedMessage, HEADER_LIMIT};
 
 pub struct Spool {
@@ -89,15 +91,6 @@ pub enum Place {
     Queued,
     /// hold/: kept until released.
     Held,
-}
-
-/// A message's envelope and size, for `postern queue list|show`.
-pub struct Entry {
-    pub env: QueueEnvelope,
-    pub place: Place,
-    /// Bytes of the message (without the envelope header).
-    pub size: u64,
-    pub state: Result<DeliveryState, String>,
 }
 
 impl Spool {
@@ -492,89 +485,6 @@ impl Spool {
         ids_in(&self.hold).map(|v| v.len()).unwrap_or(0)
     }
 
-    /// IDs of queued and held messages, oldest first.
-    pub fn list_all(&self) -> io::Result<Vec<(String, Place)>> {
-        let mut v: Vec<(String, Place)> = ids_in(&self.messages)?
-            .into_iter()
-            .map(|i| (i, Place::Queued))
-            .chain(ids_in(&self.hold)?.into_iter().map(|i| (i, Place::Held)))
-            .collect();
-        v.sort();
-        Ok(v)
-    }
-
-    /// Where `qid` is, if it is an accepted message.
-    pub fn place(&self, qid: &str) -> Option<Place> {
-        if !id::is_valid(qid) {
-            None
-        } else if self.messages.join(qid).exists() {
-            Some(Place::Queued)
-        } else if self.hold.join(qid).exists() {
-            Some(Place::Held)
-        } else {
-            None
-        }
-    }
-
-    /// Envelope, size and state of an accepted message, queued or held.
-    pub fn entry(&self, qid: &str) -> Result<Entry, OpenError> {
-        let o = self.open_accepted(qid)?;
-        Ok(Entry {
-            size: o.len.saturating_sub(o.off as u64),
-            env: o.env,
-            place: o.place,
-            state: self.load_state(qid),
-        })
-    }
-
-    /// The header section of an accepted message (for `queue show`).
-    pub fn headers_of(&self, qid: &str) -> Result<Vec<u8>, OpenError> {
-        let o = self.open_accepted(qid)?;
-        let m = QueuedMessage::new(o.env, o.path, o.file, o.len, &o.head, o.off)
-            .map_err(OpenError::Io)?;
-        Ok(m.headers().to_vec())
-    }
-
-    /// An accepted message opened for reading (tools that read the queue
-    /// of a running server). Its file may be finished and written over by
-    /// a new message (see reaper.rs) between the listing and the read:
-    /// then the message is gone, not damaged.
-    fn open_accepted(&self, qid: &str) -> Result<Opened, OpenError> {
-        let place = self.place(qid).ok_or(OpenError::NotFound)?;
-        let dir = match place {
-            Place::Queued => &self.messages,
-            Place::Held => &self.hold,
-        };
-        let path = dir.join(qid);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
-            Err(e) => return Err(OpenError::Io(e)),
-        };
-        let len = file.metadata().map_err(OpenError::Io)?.len();
-        let head = read_head(&mut file).map_err(OpenError::Io)?;
-        let parsed = QueueEnvelope::parse(&head).and_then(|(env, off)| {
-            if env.id == qid {
-                Ok((env, off))
-            } else {
-                Err(format!("file name {qid} does not match its id {}", env.id))
-            }
-        });
-        match parsed {
-            Ok((env, off)) => Ok(Opened {
-                place,
-                path,
-                file,
-                len,
-                head,
-                env,
-                off,
-            }),
-            Err(_) if !still_named(&path, &file) => Err(OpenError::NotFound),
-            Err(why) => Err(OpenError::Corrupt(why)),
-        }
-    }
-
     /// messages/ID → hold/ID, durably.
     pub fn hold(&self, qid: &str) -> Result<(), OpenError> {
         self.move_between(&self.messages, &self.hold, qid)
@@ -646,28 +556,6 @@ fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// An accepted message's file, open, with what was read of it.
-struct Opened {
-    place: Place,
-    path: PathBuf,
-    file: File,
-    len: u64,
-    head: Vec<u8>,
-    env: QueueEnvelope,
-    /// Where the message starts, after the envelope.
-    off: usize,
-}
-
-/// Whether `path` still names the file `f` was opened from (a file
-/// finished and reused for another message has moved on).
-fn still_named(path: &Path, f: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::metadata(path), f.metadata()) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
 /// The start of a queue file, at least up to the end of its envelope
 /// header (`\n.\n`), or all of it if shorter; at most 1 MiB.
 fn read_head(f: &mut File) -> io::Result<Vec<u8>> {
@@ -705,61 +593,4 @@ impl SpoolWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{publish, still_named, OpenError, Spool};
-    use crate::smtp::address::Address;
-
-    #[test]
-    fn a_reader_tells_a_damaged_file_from_a_reused_one() {
-        let root = std::env::temp_dir().join(format!("postern-reader-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let spool = Spool::open_unlocked(&root).unwrap();
-        let at = crate::clock::now_micros();
-        let [x, y] = [at, at + 1]
-            .map(|t| crate::queue::envelope::for_test(t, Address::new("alice", "example.test")));
-        spool.submit(&x, b"Subject: x\n\nx\n").unwrap();
-        spool.submit(&y, b"Subject: y\n\ny\n").unwrap();
-        let messages = root.join("messages");
-        assert_eq!(spool.entry(&x.id).unwrap().env.id, x.id);
-
-        // A reader holds X open; X finishes and its file moves on (here:
-        // to another name, as a reused file does): the name is not its.
-        let path = messages.join(&x.id);
-        let held = std::fs::File::open(&path).unwrap();
-        assert!(still_named(&path, &held));
-        std::fs::rename(&path, root.join("done").join(&x.id)).unwrap();
-        assert!(!still_named(&path, &held));
-        assert!(matches!(spool.entry(&x.id), Err(OpenError::NotFound)));
-
-        // Y's file under X's name, left there: damaged, and said so.
-        std::fs::rename(messages.join(&y.id), &path).unwrap();
-        match spool.entry(&x.id) {
-            Err(OpenError::Corrupt(why)) => assert!(why.contains(&y.id), "{why}"),
-            Err(e) => panic!("{e}"),
-            Ok(e) => panic!("read as {}", e.env.id),
-        }
-        assert!(matches!(
-            spool.headers_of(&x.id),
-            Err(OpenError::Corrupt(_))
-        ));
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn publish_moves_a_file_and_never_replaces_one() {
-        let dir = std::env::temp_dir().join(format!("postern-publish-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
-        std::fs::write(&a, "first").unwrap();
-        std::fs::write(&b, "second").unwrap();
-        let e = publish(&a, &b).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read_to_string(&a).unwrap(), "first");
-        assert_eq!(std::fs::read_to_string(&b).unwrap(), "second");
-        publish(&a, &c).unwrap();
-        assert!(!a.exists(), "the incoming name is gone");
-        assert_eq!(std::fs::read_to_string(&c).unwrap(), "first");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;
