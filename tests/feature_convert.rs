@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use common::*;
 use mariadb::MariaDb;
-use smtp_peers::{free_port, sinks_on_one_port};
+use smtp_peers::{hold_port, sinks_on_one_port};
 
 const EX_DATAERR: i32 = 65;
 
@@ -549,7 +549,9 @@ fn the_converted_seed_runs() {
     );
     // The LAN (192.168.0.0/24) is 127.0.0.64/26 here; 127.0.0.2 is a stranger.
     edit(&mut cfg, "\"192.168.0.0/24\"", "\"127.0.0.64/26\"");
-    let filter_port = free_port();
+    // Kept until the filter binds it: postern starts in between.
+    let held = hold_port();
+    let filter_port = held.port;
     edit(
         &mut cfg,
         "filter = \"[127.0.0.1]:10026\"",
@@ -632,6 +634,7 @@ fn the_converted_seed_runs() {
         srv.listeners[2].addr,
     );
     let _filter = start_filter(filter_port, reinject, &tmp.path().join("filter"));
+    drop(held);
 
     // A LAN client relays (to the routed mail01.example.test: its primary).
     let mut c = Smtp::connect_from("127.0.0.65", smtp);

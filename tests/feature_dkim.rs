@@ -687,7 +687,9 @@ fn signed_once_after_the_content_filter() {
     let key = keygen(dir.path(), "example.test", "s1", "rsa-2048");
     let dns = Dnsmasq::start(&[key.dnsmasq()]);
     let sink = PySink::start(&[]);
-    let filter_port = smtp_peers::free_port();
+    // Kept until the filter binds it: postern starts in between.
+    let held = smtp_peers::hold_port();
+    let filter_port = held.port;
     let srv = Server::builder()
         .set(
             "relay",
@@ -703,6 +705,7 @@ fn signed_once_after_the_content_filter() {
         .start();
     let recorded = TestDir::new("dkim-filter-copies");
     let _filter = start_filter(filter_port, srv.listener_addr(2), recorded.path());
+    drop(held);
 
     let inside = b"From: alice@example.test\nSubject: from a trusted client\n\nbody\n";
     let outside = b"From: alice@example.test\nSubject: from outside\n\nbody\n";

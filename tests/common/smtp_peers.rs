@@ -36,6 +36,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port on 127.0.0.1 kept for a peer that binds it later (a config
+/// names the port before the peer can start). The socket is bound with
+/// SO_REUSEADDR but never listens: the kernel then hands the port to no
+/// one else, neither to a bind to port 0 nor to an outgoing connection,
+/// while the peer, binding with SO_REUSEADDR as asyncio, Postfix and
+/// Rust's std all do, still can. A port from `free_port` can be taken by
+/// another test between the pick and the peer's bind.
+pub struct HeldPort {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+pub fn hold_port() -> HeldPort {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    HeldPort { port, _socket: s }
+}
+
 /// A port free on `ip` right now (a loopback address other than
 /// 127.0.0.1 may have ports taken that 127.0.0.1 has free).
 pub fn free_port_on(ip: &str) -> u16 {
