@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{id, ids_in, read_head, OpenError, Place, QueuedMessage, Spool};
+use super::{id, ids_in, open_head, OpenError, Place, QueuedMessage, Spool};
 use crate::queue::envelope::{DeliveryState, QueueEnvelope};
 
 /// A message's envelope and size, for `postern queue list|show`.
@@ -73,13 +73,7 @@ impl Spool {
             Place::Held => &self.hold,
         };
         let path = dir.join(qid);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
-            Err(e) => return Err(OpenError::Io(e)),
-        };
-        let len = file.metadata().map_err(OpenError::Io)?.len();
-        let head = read_head(&mut file).map_err(OpenError::Io)?;
+        let (file, len, head) = open_head(&path)?;
         let parsed = QueueEnvelope::parse(&head).and_then(|(env, off)| {
             if env.id == qid {
                 Ok((env, off))

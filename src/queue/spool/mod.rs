@@ -415,13 +415,7 @@ impl Spool {
             return Err(OpenError::NotFound);
         }
         let path = self.messages.join(qid);
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
-            Err(e) => return Err(OpenError::Io(e)),
-        };
-        let len = f.metadata().map_err(OpenError::Io)?.len();
-        let head = read_head(&mut f).map_err(OpenError::Io)?;
+        let (f, len, head) = open_head(&path)?;
         let (env, off) = QueueEnvelope::parse(&head).map_err(OpenError::Corrupt)?;
         if env.id != qid {
             return Err(OpenError::Corrupt(format!(
@@ -554,6 +548,19 @@ fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// A queue file opened for reading, with its length and its head (see
+/// `read_head`); a missing one is NotFound.
+fn open_head(path: &Path) -> Result<(File, u64, Vec<u8>), OpenError> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let len = f.metadata().map_err(OpenError::Io)?.len();
+    let head = read_head(&mut f).map_err(OpenError::Io)?;
+    Ok((f, len, head))
 }
 
 /// The start of a queue file, at least up to the end of its envelope
