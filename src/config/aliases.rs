@@ -142,7 +142,7 @@ impl AliasMap {
         file: &str,
         text: &str,
         trust: &Trust,
-        include: &mut dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String>,
+        include: &mut Include<'_>,
     ) -> Result<AliasMap, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut map: HashMap<String, Vec<AliasTarget>> = HashMap::new();
@@ -260,11 +260,14 @@ fn split_targets(s: &str) -> Vec<String> {
 /// cycles).
 const MAX_INCLUDE_DEPTH: usize = 8;
 
+/// Reads an `:include:` file (its path, the nesting depth) into targets.
+type Include<'a> = dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String> + 'a;
+
 fn parse_target(
     t: &str,
     trust: &Trust,
     depth: usize,
-    include: &mut dyn FnMut(&Path, usize) -> Result<Vec<AliasTarget>, String>,
+    include: &mut Include<'_>,
 ) -> Result<Vec<AliasTarget>, String> {
     let unquoted = t
         .strip_prefix('"')

@@ -262,7 +262,7 @@ pub fn show_text(it: &Item, headers: &[u8]) -> String {
             }
         }
     }
-    out.push_str("\n");
+    out.push('\n');
     out.push_str(&String::from_utf8_lossy(headers));
     out
 }
@@ -271,9 +271,9 @@ pub fn show_json(it: &Item, headers: &[u8]) -> String {
     let mut out = String::new();
     item_json(&mut out, it);
     out.pop(); // the closing brace
-    let _ = write!(
+    let _ = writeln!(
         out,
-        ", \"headers\": {}}}\n",
+        ", \"headers\": {}}}",
         q(&String::from_utf8_lossy(headers))
     );
     out

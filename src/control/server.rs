@@ -296,19 +296,19 @@ async fn flush(ctx: &Arc<Ctx>, t: Target) -> Result<String, Refusal> {
                 .await
                 .map_err(io_refusal)?
         }
-        Target::One(id) => match {
+        Target::One(id) => {
             let (spool, sid) = (ctx.spool.clone(), id.clone());
-            crate::pool::unblock(move || spool.place(&sid)).await
-        } {
-            Some(Place::Queued) => vec![id],
-            Some(Place::Held) => {
-                return Err(Refusal::new(
-                    EX_TEMPFAIL,
-                    format!("{id} is on hold: release it first"),
-                ))
+            match crate::pool::unblock(move || spool.place(&sid)).await {
+                Some(Place::Queued) => vec![id],
+                Some(Place::Held) => {
+                    return Err(Refusal::new(
+                        EX_TEMPFAIL,
+                        format!("{id} is on hold: release it first"),
+                    ))
+                }
+                None => return Err(not_found(&id)),
             }
-            None => return Err(not_found(&id)),
-        },
+        }
     };
     let n = ids.len();
     // "Try now" includes destinations left alone for a while after they

@@ -265,7 +265,7 @@ mod tests {
         };
         fs::write(d.join("maildirsize"), "garbage\nnot numbers\n").unwrap();
         assert_eq!(usage(&d, q).unwrap().bytes, 500);
-        let many: String = std::iter::repeat("1 1\n").take(2000).collect();
+        let many = "1 1\n".repeat(2000);
         fs::write(d.join("maildirsize"), format!("1000S\n{many}")).unwrap();
         assert_eq!(
             usage(&d, q).unwrap(),

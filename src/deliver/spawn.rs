@@ -241,13 +241,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             fail(a);
         }
-        if a.set_creds {
-            if libc::syscall(ids::SETGROUPS, a.ngroups, a.groups) < 0
+        if a.set_creds
+            && (libc::syscall(ids::SETGROUPS, a.ngroups, a.groups) < 0
                 || libc::syscall(ids::SETRESGID, a.gid, a.gid, a.gid) < 0
-                || libc::syscall(ids::SETRESUID, a.uid, a.uid, a.uid) < 0
-            {
-                fail(a);
-            }
+                || libc::syscall(ids::SETRESUID, a.uid, a.uid, a.uid) < 0)
+        {
+            fail(a);
         }
         // A daemon with ambient capabilities (systemd) must not pass them
         // on to the command (capabilities(7)); fails harmlessly on old kernels.

@@ -208,7 +208,7 @@ impl Source {
         for row in result.by_ref() {
             let row = row.map_err(|e| classify(e, "", ""))?;
             n += 1;
-            if n % CANCEL_CHECK == 0 && cancel.load(Ordering::Relaxed) {
+            if n.is_multiple_of(CANCEL_CHECK) && cancel.load(Ordering::Relaxed) {
                 return Err(SyncError::Cancelled);
             }
             let values: Vec<Option<Vec<u8>>> = row

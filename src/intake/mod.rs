@@ -139,10 +139,9 @@ impl Intake {
         // Mail for the content filter is queued first, always.
         if self.direct && !queue_only && env.handling.filter.is_none() {
             if let Some(locals) = self.local_destinations(&env) {
-                match direct::Writer::start(self.maildir.clone(), env.clone(), locals) {
-                    Ok(w) => return Ok(Sink::Direct(Box::new(w))),
-                    // A Maildir that cannot be opened is the queue's problem.
-                    Err(_) => {}
+                // A Maildir that cannot be opened is the queue's problem.
+                if let Ok(w) = direct::Writer::start(self.maildir.clone(), env.clone(), locals) {
+                    return Ok(Sink::Direct(Box::new(w)));
                 }
             }
         }

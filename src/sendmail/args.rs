@@ -93,8 +93,7 @@ pub fn parse(mode: Mode, args: &[String]) -> Result<Args, String> {
             a.recipients.push(arg.clone());
             continue;
         };
-        let mut chars = flags.char_indices();
-        while let Some((at, c)) = chars.next() {
+        for (at, c) in flags.char_indices() {
             let rest = &flags[at + c.len_utf8()..];
             // A flag with a value takes the rest of the word, or the next.
             let mut value = || -> Result<String, String> {

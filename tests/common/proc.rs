@@ -1,8 +1,8 @@
 //! How the tests start other programs — postern itself and the real peers —
 //! so that no test depends on how the suite was started. A suite started by
-//! `nohup`, as a background job of a non-interactive shell (`scripts/test
-//! > log &`), under `setsid`, from cron or a CI runner inherits things an
-//! interactive terminal never shows:
+//! `nohup`, as a background job of a non-interactive shell
+//! (`scripts/test > log &`), under `setsid`, from cron or a CI runner
+//! inherits things an interactive terminal never shows:
 //!
 //! - signal dispositions: SIGINT and SIGQUIT ignored (background jobs),
 //!   SIGHUP ignored (nohup); an ignored signal stays ignored across exec,

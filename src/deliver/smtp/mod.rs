@@ -266,7 +266,7 @@ impl SmtpAgent {
                     };
                     let mine: Vec<&Target> = pending.iter().map(|&i| rcpts[i]).collect();
                     match self
-                        .attempt(&dest, route, &h, peer, msg, content, &mine)
+                        .attempt(dest, route, &h, peer, msg, content, &mine)
                         .await
                     {
                         Attempt::Answered(outs) => {

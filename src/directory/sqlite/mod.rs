@@ -105,13 +105,16 @@ impl std::fmt::Display for OpenProblem {
     }
 }
 
+/// A file's (device, inode).
+type FileKey = (u64, u64);
+
 /// A small pool of connections to one database file.
 pub struct Db {
     path: PathBuf,
     busy_timeout: Duration,
     /// Open connections, each with the file (device, inode) it opened:
     /// one opened on a file since replaced by a rename is not reused.
-    pool: Mutex<Vec<(Connection, Option<(u64, u64)>)>>,
+    pool: Mutex<Vec<(Connection, Option<FileKey>)>>,
     cache: Mutex<Cache>,
 }
 
