@@ -95,91 +95,103 @@ pub fn parse(mode: Mode, args: &[String]) -> Result<Args, String> {
         };
         for (at, c) in flags.char_indices() {
             let rest = &flags[at + c.len_utf8()..];
-            // A flag with a value takes the rest of the word, or the next.
-            let mut value = || -> Result<String, String> {
-                if !rest.is_empty() {
-                    return Ok(rest.to_string());
-                }
-                let v = args
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| format!("option -{c} needs a value"))?;
-                i += 1;
-                Ok(v)
-            };
             if WITH_VALUE.contains(&c) {
-                let v = value()?;
-                match c {
-                    'f' | 'r' => a.sender = Some(v),
-                    'F' => a.full_name = Some(v),
-                    'C' => a.config = Some(v),
-                    'N' => a.notify = Some(v),
-                    'R' => a.ret = Some(v),
-                    'V' => a.envid = Some(v),
-                    'B' => a.body = Some(v),
-                    _ => a.ignored.push(format!("-{c} {v}")),
-                }
+                // The rest of the word, or the next word.
+                let v = match rest {
+                    "" => {
+                        let v = args.get(i).cloned();
+                        i += 1;
+                        v.ok_or_else(|| format!("option -{c} needs a value"))?
+                    }
+                    r => r.to_string(),
+                };
+                set_value(&mut a, c, v);
                 break;
             }
-            match c {
-                't' => a.from_headers = true,
-                'i' => a.ignore_dots = true,
-                'v' => a.verbose = true,
-                'I' => a.mode = Mode::NewAliases,
-                'n' | 'm' | 'U' | 'x' => a.ignored.push(format!("-{c}")),
-                'A' => {
-                    // -Am, -Ac: which submission file (Sendmail 8.12).
-                    a.ignored.push(format!("-A{rest}"));
-                    break;
-                }
-                'b' => {
-                    a.mode = match rest {
-                        "m" | "" => Mode::Deliver,
-                        "s" => Mode::Smtp,
-                        "p" => Mode::ListQueue,
-                        "i" => Mode::NewAliases,
-                        "v" => Mode::Verify,
-                        "d" | "D" | "h" | "H" | "a" | "t" => {
-                            return Err(format!("-b{rest} is not supported by postern"))
-                        }
-                        other => return Err(format!("unknown mode -b{other}")),
-                    };
-                    break;
-                }
-                'o' => {
-                    // -oi, -oem, -oee, -odb, -odq, -odi, -o7 ... (Sendmail
-                    // options): only -oi changes anything.
-                    if rest == "i" {
-                        a.ignore_dots = true;
-                    } else if rest.is_empty() {
-                        return Err("option -o needs a letter".into());
-                    } else {
-                        a.ignored.push(format!("-o{rest}"));
-                    }
-                    break;
-                }
-                'q' => {
-                    // -q, -q30m (an interval: ignored, as Postfix does),
-                    // -qR/-qI/-qS (a selection: all is flushed).
-                    a.mode = Mode::Flush;
-                    if !rest.is_empty() {
-                        a.ignored.push(format!("-q{rest}"));
-                    }
-                    break;
-                }
-                _ => return Err(format!("unknown option -{c}")),
+            if let Word::Taken = set_flag(&mut a, c, rest)? {
+                break;
             }
         }
     }
     if let Some(s) = &mut a.sender {
-        let t = s.trim();
-        *s = t
-            .strip_prefix('<')
-            .and_then(|x| x.strip_suffix('>'))
-            .unwrap_or(t)
-            .to_string();
+        *s = unbracket(s);
     }
     Ok(a)
+}
+
+/// A flag of `WITH_VALUE` and its value.
+fn set_value(a: &mut Args, c: char, v: String) {
+    match c {
+        'f' | 'r' => a.sender = Some(v),
+        'F' => a.full_name = Some(v),
+        'C' => a.config = Some(v),
+        'N' => a.notify = Some(v),
+        'R' => a.ret = Some(v),
+        'V' => a.envid = Some(v),
+        'B' => a.body = Some(v),
+        _ => a.ignored.push(format!("-{c} {v}")),
+    }
+}
+
+/// What a flag without a value did with the rest of its word.
+enum Word {
+    /// The next letter is another flag.
+    Goes,
+    /// The rest was the flag's own (`-bs`, `-oi`, `-q30m`).
+    Taken,
+}
+
+/// A flag without a value, `rest` the letters after it in its word.
+fn set_flag(a: &mut Args, c: char, rest: &str) -> Result<Word, String> {
+    match c {
+        't' => a.from_headers = true,
+        'i' => a.ignore_dots = true,
+        'v' => a.verbose = true,
+        'I' => a.mode = Mode::NewAliases,
+        'n' | 'm' | 'U' | 'x' => a.ignored.push(format!("-{c}")),
+        // -Am, -Ac: which submission file (Sendmail 8.12).
+        'A' => a.ignored.push(format!("-A{rest}")),
+        'b' => {
+            a.mode = match rest {
+                "m" | "" => Mode::Deliver,
+                "s" => Mode::Smtp,
+                "p" => Mode::ListQueue,
+                "i" => Mode::NewAliases,
+                "v" => Mode::Verify,
+                "d" | "D" | "h" | "H" | "a" | "t" => {
+                    return Err(format!("-b{rest} is not supported by postern"))
+                }
+                other => return Err(format!("unknown mode -b{other}")),
+            }
+        }
+        // -oi, -oem, -oee, -odb, -odq, -odi, -o7 ... (Sendmail options):
+        // only -oi changes anything.
+        'o' if rest == "i" => a.ignore_dots = true,
+        'o' if rest.is_empty() => return Err("option -o needs a letter".into()),
+        'o' => a.ignored.push(format!("-o{rest}")),
+        // -q, -q30m (an interval: ignored, as Postfix does), -qR/-qI/-qS
+        // (a selection: all is flushed).
+        'q' => {
+            a.mode = Mode::Flush;
+            if !rest.is_empty() {
+                a.ignored.push(format!("-q{rest}"));
+            }
+        }
+        _ => return Err(format!("unknown option -{c}")),
+    }
+    Ok(match c {
+        'A' | 'b' | 'o' | 'q' => Word::Taken,
+        _ => Word::Goes,
+    })
+}
+
+/// `<addr>` → `addr`, trimmed.
+fn unbracket(s: &str) -> String {
+    let t = s.trim();
+    t.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// The usage text for `sendmail --help` and errors.
