@@ -102,8 +102,7 @@ pub fn show_from_spool(
         }
         e => Refusal::new(EX_IOERR, format!("{id}: {e}")),
     };
-    let entry = spool.entry(id).map_err(fail)?;
-    let headers = spool.headers_of(id).map_err(fail)?;
+    let (entry, headers) = spool.shown(id).map_err(fail)?;
     let it = Item { entry, active };
     Ok(if json {
         report::show_json(&it, &headers)

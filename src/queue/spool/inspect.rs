@@ -46,20 +46,26 @@ impl Spool {
     /// Envelope, size and state of an accepted message, queued or held.
     pub fn entry(&self, qid: &str) -> Result<Entry, OpenError> {
         let o = self.open_accepted(qid)?;
-        Ok(Entry {
-            size: o.len.saturating_sub(o.off as u64),
-            env: o.env,
-            place: o.place,
-            state: self.load_state(qid),
-        })
+        Ok(self.entry_of(qid, &o))
     }
 
-    /// The header section of an accepted message (for `queue show`).
-    pub fn headers_of(&self, qid: &str) -> Result<Vec<u8>, OpenError> {
+    /// Its entry and header section (for `queue show`), from one opening
+    /// of its file.
+    pub fn shown(&self, qid: &str) -> Result<(Entry, Vec<u8>), OpenError> {
         let o = self.open_accepted(qid)?;
+        let entry = self.entry_of(qid, &o);
         let m = QueuedMessage::new(o.env, o.path, o.file, o.len, &o.head, o.off)
             .map_err(OpenError::Io)?;
-        Ok(m.headers().to_vec())
+        Ok((entry, m.headers().to_vec()))
+    }
+
+    fn entry_of(&self, qid: &str, o: &Opened) -> Entry {
+        Entry {
+            size: o.len.saturating_sub(o.off as u64),
+            env: o.env.clone(),
+            place: o.place,
+            state: self.load_state(qid),
+        }
     }
 
     /// An accepted message opened for reading (tools that read the queue
